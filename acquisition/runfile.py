@@ -1,0 +1,926 @@
+"""The run file: one crash-safe, incrementally written, HyperSpy-readable HDF5 file per run.
+
+Layout (design.md §7; decision record docs/decisions/0002-run-file-layout.md)::
+
+    /                               attrs file_format="HyperSpy", file_format_version="3.3",
+                                    insitem_layout, software_version, created_utc,
+                                    status, status_reason, status_utc   (modified in place)
+    /Experiments/<window>/data      float32 (exposure, position, energy), grows along axis 0,
+                                    one exposure per chunk
+    /Experiments/<window>/axis-0    time: name, units "s", size (updated), navigate, is_binned,
+                                    dataset `axis` = exposure start times (non-uniform axis)
+    /Experiments/<window>/axis-1    position along the slit: scale, offset, units (e.g. nm)
+    /Experiments/<window>/axis-2    energy loss: eV, navigate=False, is_binned=True
+    /Experiments/<window>/metadata  Signal/signal_type="EELS", General/title,
+                                    Acquisition_instrument/TEM/{beam_energy keV,
+                                    convergence_angle mrad, Detector/EELS/collection_angle mrad}
+    /Experiments/<window>/original_metadata   attrs: the window declaration
+    /insitem/exposures              table: one row per completed exposure (all windows)
+    /insitem/electrochemistry       table: t, voltage, current, cycle, step, compliance
+    /insitem/events                 table: t, unix time, level, message
+    /insitem/steps                  table: step index, name, start/end time, status
+    /insitem/protocol               the protocol text (YAML) as one string
+    /insitem/instruments/<role>     attrs: vendor, model, serial, firmware, resource
+    /insitem/ground_truth/...       (simulated runs) t_s, one (time, position) array per
+                                    profile, and a table of scalar cell-state values
+
+SWMR (single writer, multiple readers) forbids creating any object or attribute once
+`swmr_mode` is on, so `RunFile.create` makes every group, dataset and attribute up front; the
+run only extends datasets, writes rows and modifies existing attributes in place. A viewer opens
+the file with ``h5py.File(path, "r", swmr=True)`` (or `insitem.acquisition.runfile_read`) or
+``hyperspy.api.load(path, file_format="hspy", swmr=True)`` at any time.
+
+Order of writes for one exposure: frame into `data` → its start time into `axis-0/axis` →
+`axis-0.size` → the exposure record → flush. The exposure record is the commit marker: a reader
+counts an exposure as complete only when its record exists (`runfile_read` trims to
+min(data, axis, records)); `RunFile.reopen_for_append` trims a crashed file back to that count.
+
+Crash survival: a process killed while writing leaves the superblock's "open for write" status
+flags set (HDF5 File Format Specification, superblock versions 2 and 3). Read-only SWMR opens
+ignore them, non-SWMR opens refuse the file. `clear_open_flags` clears them (what the HDF5
+``h5clear -s`` tool does) so the file can be reopened for append or opened by any HDF5 reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import os
+import struct
+import time
+from dataclasses import asdict
+from importlib import metadata as _importlib_metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+
+import h5py
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from insitem.drivers.errors import InsitemError
+from insitem.drivers.interfaces import CameraSettings, Frame, InstrumentIdentity, Reading
+
+# ---------------------------------------------------------------------------------------------
+# Constants of the layout
+
+HYPERSPY_FORMAT = "HyperSpy"
+HYPERSPY_FORMAT_VERSION = "3.3"
+#: Pass as ``hyperspy.api.load(path, file_format=HYPERSPY_FILE_FORMAT)``: the ``.h5`` extension is
+#: claimed by several RosettaSciIO readers, so HyperSpy infers the reader only for ``.hspy`` names.
+HYPERSPY_FILE_FORMAT = "hspy"
+LAYOUT_NAME = "insitem-run"
+LAYOUT_VERSION = 1
+INSITEM_GROUP = "insitem"
+
+RunStatus = Literal["running", "completed", "stopped", "failed", "interrupted"]
+FINAL_STATUSES: tuple[str, ...] = ("completed", "stopped", "failed", "interrupted")
+StepStatus = Literal["running", "completed", "failed", "skipped", "interrupted"]
+EventLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+# Fixed-length byte strings everywhere a value changes during the run: SWMR readers and
+# in-place attribute modification need fixed-size types (variable-length strings live on the
+# global heap, which SWMR does not cover).
+_STATUS_BYTES = 16
+_REASON_BYTES = 2048
+_UTC_BYTES = 32
+_WINDOW_BYTES = 32
+_LEVEL_BYTES = 8
+_STEP_NAME_BYTES = 64
+
+EXPOSURE_DTYPE = np.dtype(
+    [
+        ("window", f"S{_WINDOW_BYTES}"),
+        ("index", "<i8"),
+        ("t_start_s", "<f8"),
+        ("exposure_s", "<f8"),
+        ("potential_V", "<f8"),
+        ("current_A", "<f8"),
+        ("cycle", "<i4"),
+        ("step", "<i4"),
+        ("dose_e_per_m2", "<f8"),
+        ("total_dose_e_per_m2", "<f8"),
+        ("energy_offset_eV", "<f8"),
+        ("saturated_px", "<i8"),
+    ]
+)
+EC_DTYPE = np.dtype(
+    [
+        ("t_s", "<f8"),
+        ("voltage_V", "<f8"),
+        ("current_A", "<f8"),
+        ("cycle", "<i4"),
+        ("step", "<i4"),
+        ("compliance", "u1"),
+    ]
+)
+STEP_DTYPE = np.dtype(
+    [
+        ("index", "<i4"),
+        ("name", f"S{_STEP_NAME_BYTES}"),
+        ("t_start_s", "<f8"),
+        ("t_end_s", "<f8"),
+        ("status", f"S{_STATUS_BYTES}"),
+    ]
+)
+
+
+def _event_dtype(message_bytes: int) -> np.dtype:
+    return np.dtype(
+        [("t_s", "<f8"), ("unix_time_s", "<f8"), ("level", f"S{_LEVEL_BYTES}"), ("message", f"S{message_bytes}")]
+    )
+
+
+class RunFileError(InsitemError):
+    """The run file cannot be created, written, reopened or read as asked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Declarations (everything must be known before SWMR starts)
+
+
+class WindowSpec(BaseModel):
+    """One energy window of the spectrometer camera: one spectrum-image series in the file.
+
+    `energy_offset_eV` is the energy loss at the centre of the first channel and
+    `dispersion_eV_per_channel` the width of one (binned) channel, so channel k sits at
+    offset + k * dispersion — HyperSpy's uniform-axis convention. Position: row r sits at
+    `position_offset + r * position_scale` in `position_units` (nm by default), along the slit.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,32}$", description="group name under /Experiments")
+    n_rows: int = Field(gt=0, description="rows per frame (position along the slit)")
+    n_channels: int = Field(gt=0, description="columns per frame (energy-loss channels)")
+    energy_offset_eV: float = Field(description="energy loss at the centre of channel 0, eV")
+    dispersion_eV_per_channel: float = Field(gt=0, description="eV per (binned) channel")
+    position_scale: float = Field(default=1.0, gt=0, description="position step per row, in position_units")
+    position_offset: float = Field(default=0.0, description="position of row 0, in position_units")
+    position_units: str = Field(default="nm", max_length=16)
+    title: str = Field(default="", description="metadata/General/title; defaults to the name")
+
+    @classmethod
+    def from_camera_settings(
+        cls,
+        name: str,
+        settings: CameraSettings,
+        sensor_shape: tuple[int, int],
+        *,
+        position_scale: float = 1.0,
+        position_offset: float = 0.0,
+        position_units: str = "nm",
+        title: str = "",
+    ) -> "WindowSpec":
+        """The window a camera configured with `settings` produces (binning and readout area applied)."""
+        rows, cols = settings.frame_shape(sensor_shape)
+        energies = settings.energy_axis_eV(sensor_shape)
+        return cls(
+            name=name,
+            n_rows=rows,
+            n_channels=cols,
+            energy_offset_eV=float(energies[0]),
+            dispersion_eV_per_channel=settings.dispersion_eV_per_px * settings.binning[1],
+            position_scale=position_scale,
+            position_offset=position_offset,
+            position_units=position_units,
+            title=title,
+        )
+
+
+class GroundTruthSpec(BaseModel):
+    """What a simulated run records of its world's ground truth (design.md §6).
+
+    Profiles are arrays over `n_positions` points along the slit (e.g. Li fraction, Ti3+
+    fraction, O-O distance in m); scalars are cell-state numbers (total dose, state of charge,
+    charge passed, ...). Each `write_ground_truth` appends one row to each.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_positions: int = Field(gt=0)
+    position_m: tuple[float, ...] | None = Field(default=None, description="position of each profile point, m")
+    profiles: tuple[str, ...] = ("li_fraction", "ti3_fraction", "oo_distance_m")
+    scalars: tuple[str, ...] = ("total_dose_e_per_m2", "state_of_charge", "charge_C", "cell_voltage_V")
+
+    @model_validator(mode="after")
+    def _check(self) -> "GroundTruthSpec":
+        if self.position_m is not None and len(self.position_m) != self.n_positions:
+            raise ValueError(f"position_m has {len(self.position_m)} points, n_positions is {self.n_positions}")
+        for names in (self.profiles, self.scalars):
+            if len(set(names)) != len(names):
+                raise ValueError(f"duplicate ground-truth names in {names}")
+            for n in names:
+                if not n.isidentifier() or n == "t_s":
+                    raise ValueError(f"ground-truth name {n!r} must be an identifier other than 't_s'")
+        return self
+
+
+class RunFileConfig(BaseModel):
+    """Everything the run file must know before the run starts (SWMR creates nothing later).
+
+    Angles are semi-angles in mrad, beam energy in keV (HyperSpy's metadata units).
+    `ec_flush_interval_s` is wall-clock time (crash safety is about wall time, also in dry runs
+    on a virtual clock); `ec_block_rows` bounds the electrochemistry held in memory.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    title: str = ""
+    windows: tuple[WindowSpec, ...] = Field(min_length=1)
+    beam_energy_keV: float = Field(gt=0, le=1000)
+    convergence_angle_mrad: float = Field(ge=0)
+    collection_angle_mrad: float = Field(gt=0)
+    protocol_text: str = ""
+    software_version: str = ""
+    instruments: dict[str, InstrumentIdentity] = Field(default_factory=dict)
+    ground_truth: GroundTruthSpec | None = None
+    ec_flush_interval_s: float = Field(default=5.0, gt=0)
+    ec_block_rows: int = Field(default=8192, ge=1, le=1_000_000)
+    event_message_bytes: int = Field(default=512, ge=16, le=65536)
+    compression: Literal["gzip", "lzf"] | None = Field(
+        default=None, description="filter for the spectrum images; None = fastest writes"
+    )
+
+    @field_validator("windows")
+    @classmethod
+    def _unique(cls, windows: tuple[WindowSpec, ...]) -> tuple[WindowSpec, ...]:
+        names = [w.name for w in windows]
+        if len(set(names)) != len(names):
+            raise ValueError(f"window names must be unique, got {names}")
+        return windows
+
+    @field_validator("instruments")
+    @classmethod
+    def _roles(cls, instruments: dict[str, InstrumentIdentity]) -> dict[str, InstrumentIdentity]:
+        for role in instruments:
+            if not role or "/" in role:
+                raise ValueError(f"instrument role {role!r} must be a non-empty name without '/'")
+        return instruments
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _fixed(text: str, n_bytes: int) -> np.bytes_:
+    """UTF-8 encode and cut to at most `n_bytes` without splitting a character."""
+    raw = text.encode("utf-8")
+    if len(raw) > n_bytes:
+        raw = raw[:n_bytes].decode("utf-8", errors="ignore").encode("utf-8")
+    return np.bytes_(raw)
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _package_version() -> str:
+    try:
+        return _importlib_metadata.version("insitem")
+    except _importlib_metadata.PackageNotFoundError:  # running from a plain checkout
+        return "unknown"
+
+
+def _set_fixed_attr(obj: h5py.Group | h5py.Dataset, name: str, text: str, n_bytes: int) -> None:
+    """Create a fixed-length string attribute of `n_bytes` (so it can be modified under SWMR)."""
+    obj.attrs.create(name, _fixed(text, n_bytes), dtype=f"S{n_bytes}")
+
+
+def _modify_fixed_attr(obj: h5py.Group | h5py.Dataset, name: str, text: str) -> None:
+    size = obj.attrs.get_id(name).dtype.itemsize
+    obj.attrs.modify(name, _fixed(text, size))
+
+
+# HDF5 superblock status flags -----------------------------------------------------------------
+# h5py exposes no call to clear them (the C library does it only inside the h5clear tool), so
+# this is written by hand from the HDF5 File Format Specification, "Superblock" (versions 2/3):
+# signature(8) version(1) size-of-offsets(1) size-of-lengths(1) status-flags(1) then four
+# addresses, then a Jenkins lookup3 checksum of everything before it.
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
+
+
+def lookup3_checksum(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle`` (byte-wise variant), as HDF5 checksums metadata."""
+    m = 0xFFFFFFFF
+    length = len(data)
+    a = b = c = (0xDEADBEEF + length + initval) & m
+    i = 0
+    while length > 12:
+        a = (a + int.from_bytes(data[i : i + 4], "little")) & m
+        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & m
+        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & m
+        a = (a - c) & m; a ^= _rot(c, 4); c = (c + b) & m  # noqa: E702 - the mix reads as in the reference
+        b = (b - a) & m; b ^= _rot(a, 6); a = (a + c) & m  # noqa: E702
+        c = (c - b) & m; c ^= _rot(b, 8); b = (b + a) & m  # noqa: E702
+        a = (a - c) & m; a ^= _rot(c, 16); c = (c + b) & m  # noqa: E702
+        b = (b - a) & m; b ^= _rot(a, 19); a = (a + c) & m  # noqa: E702
+        c = (c - b) & m; c ^= _rot(b, 4); b = (b + a) & m  # noqa: E702
+        length -= 12
+        i += 12
+    if length == 0:
+        return c
+    tail = data[i : i + length] + b"\x00" * (12 - length)
+    a = (a + int.from_bytes(tail[0:4], "little")) & m
+    b = (b + int.from_bytes(tail[4:8], "little")) & m
+    c = (c + int.from_bytes(tail[8:12], "little")) & m
+    c ^= b; c = (c - _rot(b, 14)) & m  # noqa: E702 - the final mix reads as in the reference
+    a ^= c; a = (a - _rot(c, 11)) & m  # noqa: E702
+    b ^= a; b = (b - _rot(a, 25)) & m  # noqa: E702
+    c ^= b; c = (c - _rot(b, 16)) & m  # noqa: E702
+    a ^= c; a = (a - _rot(c, 4)) & m  # noqa: E702
+    b ^= a; b = (b - _rot(a, 14)) & m  # noqa: E702
+    c ^= b; c = (c - _rot(b, 24)) & m  # noqa: E702
+    return c
+
+
+def _find_superblock(fh: Any) -> int:
+    # The superblock sits at 0 or, after a user block, at 512, 1024, 2048, ... bytes.
+    offset = 0
+    size = os.fstat(fh.fileno()).st_size
+    while offset < size:
+        fh.seek(offset)
+        if fh.read(8) == _HDF5_SIGNATURE:
+            return offset
+        offset = 512 if offset == 0 else offset * 2
+    raise RunFileError("no HDF5 superblock found")
+
+
+def open_flags(path: str | os.PathLike[str]) -> int:
+    """The superblock's file-consistency flags (0 for a cleanly closed file)."""
+    with open(path, "rb") as fh:
+        base = _find_superblock(fh)
+        fh.seek(base + 8)
+        version, _, _, flags = fh.read(4)
+    return flags if version >= 2 else 0
+
+
+def clear_open_flags(path: str | os.PathLike[str]) -> bool:
+    """Clear the "open for (SWMR) write" flags a killed writer leaves behind (``h5clear -s``).
+
+    Returns True when flags were set and have been cleared. Only for a file no process has open
+    for writing: the caller must know the writer is gone (HDF5 itself refuses to open a file a
+    live writer holds, through its file lock).
+    """
+    with open(path, "r+b") as fh:
+        base = _find_superblock(fh)
+        fh.seek(base)
+        head = fh.read(12)
+        version, size_of_offsets, flags = head[8], head[9], head[11]
+        if version < 2 or flags == 0:
+            return False
+        n = 12 + 4 * size_of_offsets
+        fh.seek(base)
+        block = bytearray(fh.read(n + 4))
+        stored = struct.unpack("<I", block[n : n + 4])[0]
+        if lookup3_checksum(bytes(block[:n])) != stored:
+            raise RunFileError(f"{path}: superblock checksum does not match; not touching the file")
+        block[11] = 0
+        block[n : n + 4] = struct.pack("<I", lookup3_checksum(bytes(block[:n])))
+        fh.seek(base)
+        fh.write(block)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The writer
+
+
+class RunFile:
+    """Writer of one run file. Create with `RunFile.create`, continue with `reopen_for_append`.
+
+    Every public write keeps the file readable: exposures are flushed as they arrive,
+    electrochemistry is buffered in memory (at most `ec_block_rows` rows) and flushed every
+    `ec_flush_interval_s` of wall time, and `close(status, reason)` stamps the final status.
+    Use as a context manager: leaving on an exception closes with status ``failed`` (or
+    ``interrupted`` for KeyboardInterrupt) and the exception text as the reason.
+    Not thread-safe: one writer thread (h5py serialises HDF5 calls anyway).
+    """
+
+    def __init__(self, h5: h5py.File, config: RunFileConfig, *, wall_clock: Callable[[], float]) -> None:
+        # Use `create` or `reopen_for_append`; this binds an already laid-out, SWMR-mode file.
+        self._f = h5
+        self.config = config
+        self.path = Path(h5.filename)
+        self._wall_clock = wall_clock
+        self._closed = False
+        self._status: str = "running"
+        self._windows = {w.name: w for w in config.windows}
+        root = h5[INSITEM_GROUP]
+        self._data = {w.name: h5[f"Experiments/{w.name}/data"] for w in config.windows}
+        self._taxis = {w.name: h5[f"Experiments/{w.name}/axis-0/axis"] for w in config.windows}
+        self._tgroup = {w.name: h5[f"Experiments/{w.name}/axis-0"] for w in config.windows}
+        self._exposures: h5py.Dataset = root["exposures"]
+        self._ec: h5py.Dataset = root["electrochemistry"]
+        self._events: h5py.Dataset = root["events"]
+        self._steps: h5py.Dataset = root["steps"]
+        self._event_dtype = self._events.dtype
+        self._count = {name: int(ds.shape[0]) for name, ds in self._data.items()}
+        self._ec_buffer = np.zeros(config.ec_block_rows, dtype=EC_DTYPE)
+        self._ec_fill = 0
+        self._last_flush = wall_clock()
+        self._step_rows: dict[int, int] = {int(ix): row for row, ix in enumerate(self._steps["index"][...])}
+        self._total_dose = float(np.nansum(self._exposures["dose_e_per_m2"][...])) if self._exposures.shape[0] else 0.0
+        self._gt = root["ground_truth"] if config.ground_truth is not None else None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        config: RunFileConfig,
+        *,
+        overwrite: bool = False,
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> "RunFile":
+        """Lay out the whole file, then switch to SWMR mode (status ``running``)."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise RunFileError(f"{path} exists; refusing to overwrite a run file")
+        h5 = h5py.File(path, "w", libver="latest")
+        try:
+            _lay_out(h5, config)
+            h5.flush()
+            h5.swmr_mode = True
+        except BaseException:
+            h5.close()
+            raise
+        return cls(h5, config, wall_clock=wall_clock)
+
+    @classmethod
+    def reopen_for_append(
+        cls, path: str | os.PathLike[str], *, wall_clock: Callable[[], float] = time.monotonic
+    ) -> "RunFile":
+        """Continue an interrupted (or crashed) run file: status back to ``running``.
+
+        Clears the open-for-write flags a killed writer left, trims every window back to its
+        last committed exposure (the exposure record is the commit marker) and logs the resume.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise RunFileError(f"{path}: no such run file")
+        clear_open_flags(path)
+        h5 = h5py.File(path, "r+", libver="latest")
+        try:
+            config = _read_config(h5)
+            _trim_to_committed(h5, config)
+            h5.flush()
+            h5.swmr_mode = True
+        except BaseException:
+            h5.close()
+            raise
+        rf = cls(h5, config, wall_clock=wall_clock)
+        previous = h5.attrs["status"].decode().strip()
+        reason = h5.attrs["status_reason"].decode()
+        rf._set_status("running", "")
+        rf.log(math.nan, "INFO", f"resumed run file (was {previous}{': ' + reason if reason else ''})")
+        rf.flush()
+        return rf
+
+    # -- state ------------------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def windows(self) -> tuple[WindowSpec, ...]:
+        return self.config.windows
+
+    def n_exposures(self, window: str) -> int:
+        return self._count[self._window(window).name]
+
+    @property
+    def total_dose_e_per_m2(self) -> float:
+        """Sum of the dose of every recorded exposure (e/m²; divide by 1e20 for e/Å²)."""
+        return self._total_dose
+
+    # -- exposures --------------------------------------------------------------------------------
+    def append_exposure(
+        self,
+        window: str,
+        data: np.ndarray,
+        *,
+        t_start_s: float,
+        exposure_s: float,
+        potential_V: float = math.nan,
+        current_A: float = math.nan,
+        cycle: int = -1,
+        step: int = -1,
+        dose_e_per_m2: float = math.nan,
+        energy_offset_eV: float | None = None,
+        saturated_px: int = 0,
+    ) -> int:
+        """Write one exposure (rows = position, columns = energy) and flush. Returns its index.
+
+        `data` may be uint16 raw counts or float: it is stored as float32 (exact for counts up
+        to 2**24, and the processed frames are float32 already). `energy_offset_eV` is the
+        drift-tube offset of this exposure (defaults to the window's); the file's energy axis
+        keeps the declared calibration, the record keeps the actual one.
+        """
+        self._check_open()
+        spec = self._window(window)
+        frame = np.asarray(data)
+        if frame.shape != (spec.n_rows, spec.n_channels):
+            raise RunFileError(
+                f"window {spec.name!r}: frame shape {frame.shape} != declared {(spec.n_rows, spec.n_channels)}"
+            )
+        n = self._count[spec.name]
+        ds, taxis = self._data[spec.name], self._taxis[spec.name]
+        ds.resize(n + 1, axis=0)
+        ds[n] = frame.astype(np.float32, copy=False)
+        taxis.resize((n + 1,))
+        taxis[n] = t_start_s
+        self._tgroup[spec.name].attrs.modify("size", np.int64(n + 1))
+        if not math.isnan(dose_e_per_m2):
+            self._total_dose += dose_e_per_m2
+        row = np.zeros(1, dtype=EXPOSURE_DTYPE)
+        row[0] = (
+            spec.name.encode(),
+            n,
+            t_start_s,
+            exposure_s,
+            potential_V,
+            current_A,
+            cycle,
+            step,
+            dose_e_per_m2,
+            self._total_dose,
+            spec.energy_offset_eV if energy_offset_eV is None else energy_offset_eV,
+            saturated_px,
+        )
+        _append_rows(self._exposures, row)
+        self._count[spec.name] = n + 1
+        self.flush()
+        return n
+
+    def append_frame(self, window: str, frame: Frame, **record: Any) -> int:
+        """`append_exposure` with start time, exposure, energy offset and saturation from a `Frame`."""
+        return self.append_exposure(
+            window,
+            frame.data,
+            t_start_s=frame.t_start_s,
+            exposure_s=frame.exposure_s,
+            energy_offset_eV=frame.settings.energy_offset_eV,
+            saturated_px=frame.saturated_px,
+            **record,
+        )
+
+    # -- electrochemistry -------------------------------------------------------------------------
+    def append_electrochemistry(
+        self,
+        t_s: np.ndarray | Sequence[float] | float,
+        voltage_V: np.ndarray | Sequence[float] | float,
+        current_A: np.ndarray | Sequence[float] | float,
+        *,
+        cycle: np.ndarray | Sequence[int] | int = -1,
+        step: np.ndarray | Sequence[int] | int = -1,
+        compliance: np.ndarray | Sequence[bool] | bool = False,
+    ) -> None:
+        """Append points of the electrochemical record (arrays of equal length, or scalars).
+
+        Buffered: written in blocks of `ec_block_rows` and flushed every `ec_flush_interval_s`
+        of wall time (and with every exposure).
+        """
+        self._check_open()
+        t = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+        n = t.shape[0]
+        cols = {
+            "t_s": t,
+            "voltage_V": np.broadcast_to(np.asarray(voltage_V, dtype=np.float64), (n,)),
+            "current_A": np.broadcast_to(np.asarray(current_A, dtype=np.float64), (n,)),
+            "cycle": np.broadcast_to(np.asarray(cycle, dtype=np.int32), (n,)),
+            "step": np.broadcast_to(np.asarray(step, dtype=np.int32), (n,)),
+            "compliance": np.broadcast_to(np.asarray(compliance, dtype=np.uint8), (n,)),
+        }
+        start = 0
+        while start < n:
+            take = min(n - start, self._ec_buffer.shape[0] - self._ec_fill)
+            dst = self._ec_buffer[self._ec_fill : self._ec_fill + take]
+            for name, col in cols.items():
+                dst[name] = col[start : start + take]
+            self._ec_fill += take
+            start += take
+            if self._ec_fill == self._ec_buffer.shape[0]:
+                self._write_ec_buffer()
+        if self._wall_clock() - self._last_flush >= self.config.ec_flush_interval_s:
+            self.flush()
+
+    def append_readings(self, readings: Iterable[Reading], *, cycle: int = -1, step: int = -1) -> None:
+        """Append potentiostat `Reading`s (measured voltage, current, compliance flag)."""
+        rs = list(readings)
+        if not rs:
+            return
+        self.append_electrochemistry(
+            [r.t_s for r in rs],
+            [r.voltage_V for r in rs],
+            [r.current_A for r in rs],
+            cycle=cycle,
+            step=step,
+            compliance=[r.compliance_tripped for r in rs],
+        )
+
+    # -- events and steps -------------------------------------------------------------------------
+    def log(self, t_s: float, level: EventLevel | str, message: str) -> None:
+        """Append an event (rig-clock time, level, message cut to `event_message_bytes`); flushed."""
+        self._check_open()
+        level = level.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise RunFileError(f"event level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        row = np.zeros(1, dtype=self._event_dtype)
+        row[0] = (t_s, time.time(), level.encode(), _fixed(message, self._event_dtype["message"].itemsize))
+        _append_rows(self._events, row)
+        self._flush_file()
+
+    def begin_step(self, index: int, name: str, t_s: float) -> None:
+        """Record that protocol step `index` started at `t_s` (status ``running``). Flushed."""
+        self._check_open()
+        row = np.zeros(1, dtype=STEP_DTYPE)
+        row[0] = (index, _fixed(name, _STEP_NAME_BYTES), t_s, math.nan, b"running")
+        if index in self._step_rows:  # a resumed run re-enters an interrupted step
+            self._steps[self._step_rows[index]] = row[0]
+        else:
+            self._step_rows[index] = _append_rows(self._steps, row)
+        self.flush()
+
+    def end_step(self, index: int, t_s: float, status: StepStatus = "completed") -> None:
+        """Record the end of step `index` and how it ended. Flushed."""
+        self._check_open()
+        if index not in self._step_rows:
+            raise RunFileError(f"end_step({index}) without begin_step")
+        if status not in ("running", "completed", "failed", "skipped", "interrupted"):
+            raise RunFileError(f"step status {status!r} is not a step status")
+        row = self._steps[self._step_rows[index]]
+        row["t_end_s"] = t_s
+        row["status"] = status.encode()
+        self._steps[self._step_rows[index]] = row
+        self.flush()
+
+    # -- ground truth -----------------------------------------------------------------------------
+    def write_ground_truth(
+        self,
+        t_s: float,
+        profiles: Mapping[str, np.ndarray | Sequence[float]] | None = None,
+        scalars: Mapping[str, float] | None = None,
+    ) -> None:
+        """Append one ground-truth sample of a simulated run (missing names are stored as NaN)."""
+        self._check_open()
+        spec = self.config.ground_truth
+        if spec is None or self._gt is None:
+            raise RunFileError("this run file was created without a ground_truth declaration")
+        profiles = dict(profiles or {})
+        scalars = dict(scalars or {})
+        unknown = (set(profiles) - set(spec.profiles)) | (set(scalars) - set(spec.scalars))
+        if unknown:
+            raise RunFileError(f"undeclared ground-truth names: {sorted(unknown)}")
+        arrays = {}
+        for name in spec.profiles:
+            arr = np.full(spec.n_positions, np.nan) if name not in profiles else np.asarray(profiles[name], float)
+            if arr.shape != (spec.n_positions,):
+                raise RunFileError(f"ground truth {name!r}: shape {arr.shape} != ({spec.n_positions},)")
+            arrays[name] = arr
+        gt = self._gt
+        n = gt["t_s"].shape[0]
+        # Profiles and scalars first, time last: a reader trims to the shortest.
+        for name, arr in arrays.items():
+            gt[name].resize(n + 1, axis=0)
+            gt[name][n] = arr
+        sc = gt["scalars"]
+        row = np.zeros(1, dtype=sc.dtype)
+        for name in spec.scalars:
+            row[name] = scalars.get(name, math.nan)
+        _append_rows(sc, row)
+        gt["t_s"].resize((n + 1,))
+        gt["t_s"][n] = t_s
+        self.flush()
+
+    # -- flushing and closing ---------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write buffered electrochemistry and flush everything to disk (SWMR readers see it)."""
+        self._check_open()
+        if self._ec_fill:
+            self._write_ec_buffer()
+        self._flush_file()
+
+    def close(self, status: RunStatus = "completed", reason: str = "") -> None:
+        """Flush, stamp the final status (with `reason`) and close. Safe to call twice.
+
+        Whatever fails while flushing, the status is still written and the file closed.
+        """
+        if self._closed:
+            return
+        if status not in FINAL_STATUSES:
+            raise RunFileError(f"close status {status!r} is not one of {FINAL_STATUSES}")
+        errors: list[str] = []
+        try:
+            if self._ec_fill:
+                self._write_ec_buffer()
+        except Exception as exc:  # noqa: BLE001 - the status must be written whatever fails
+            errors.append(f"electrochemistry not written: {exc}")
+        if errors and status == "completed":
+            status, reason = "failed", "; ".join(errors)
+        elif errors:
+            reason = "; ".join([reason, *errors]) if reason else "; ".join(errors)
+        try:
+            self._set_status(status, reason)
+            self._f.flush()
+        finally:
+            self._closed = True
+            self._f.close()
+
+    def __enter__(self) -> "RunFile":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if self._closed:
+            return
+        if exc_type is None:
+            self.close("completed")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted", "KeyboardInterrupt")
+        else:
+            self.close("failed", f"{exc_type.__name__}: {exc}")
+
+    def __del__(self) -> None:
+        # Last resort if the caller forgot to close: never leave status "running" on purpose.
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):
+                self.close("interrupted", "RunFile garbage-collected without close()")
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _window(self, name: str) -> WindowSpec:
+        try:
+            return self._windows[name]
+        except KeyError:
+            raise RunFileError(f"unknown window {name!r}; declared: {sorted(self._windows)}") from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunFileError(f"{self.path}: run file is closed ({self._status})")
+
+    def _write_ec_buffer(self) -> None:
+        _append_rows(self._ec, self._ec_buffer[: self._ec_fill])
+        self._ec_fill = 0
+
+    def _flush_file(self) -> None:
+        self._f.flush()
+        self._last_flush = self._wall_clock()
+
+    def _set_status(self, status: str, reason: str) -> None:
+        attrs = self._f
+        _modify_fixed_attr(attrs, "status", status)
+        _modify_fixed_attr(attrs, "status_reason", reason)
+        _modify_fixed_attr(attrs, "status_utc", _utc_now())
+        self._status = status
+
+
+def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> int:
+    """Extend a 1-D table by `rows`; return the index of the first new row."""
+    n = ds.shape[0]
+    ds.resize((n + rows.shape[0],))
+    ds[n:] = rows
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout
+
+
+def _lay_out(h5: h5py.File, config: RunFileConfig) -> None:
+    h5.attrs["file_format"] = HYPERSPY_FORMAT
+    h5.attrs["file_format_version"] = HYPERSPY_FORMAT_VERSION
+    h5.attrs["insitem_layout"] = LAYOUT_NAME
+    h5.attrs["insitem_layout_version"] = np.int64(LAYOUT_VERSION)
+    h5.attrs["software_version"] = config.software_version or _package_version()
+    h5.attrs["created_utc"] = _utc_now()
+    h5.attrs["title"] = config.title
+    _set_fixed_attr(h5, "status", "running", _STATUS_BYTES)
+    _set_fixed_attr(h5, "status_reason", "", _REASON_BYTES)
+    _set_fixed_attr(h5, "status_utc", _utc_now(), _UTC_BYTES)
+
+    exps = h5.create_group("Experiments")
+    for spec in config.windows:
+        _lay_out_window(exps.create_group(spec.name), spec, config)
+
+    root = h5.create_group(INSITEM_GROUP)
+    root.attrs["config_json"] = config.model_dump_json()
+    root.create_dataset("exposures", shape=(0,), maxshape=(None,), chunks=(256,), dtype=EXPOSURE_DTYPE)
+    root.create_dataset("electrochemistry", shape=(0,), maxshape=(None,), chunks=(16384,), dtype=EC_DTYPE)
+    root.create_dataset(
+        "events", shape=(0,), maxshape=(None,), chunks=(64,), dtype=_event_dtype(config.event_message_bytes)
+    )
+    root.create_dataset("steps", shape=(0,), maxshape=(None,), chunks=(64,), dtype=STEP_DTYPE)
+    root.create_dataset("protocol", data=config.protocol_text, dtype=h5py.string_dtype("utf-8"))
+    inst = root.create_group("instruments")
+    for role, ident in config.instruments.items():
+        g = inst.create_group(role)
+        for key, value in asdict(ident).items():
+            g.attrs[key] = value
+    gt_spec = config.ground_truth
+    if gt_spec is not None:
+        gt = root.create_group("ground_truth")
+        gt.create_dataset("t_s", shape=(0,), maxshape=(None,), chunks=(256,), dtype="<f8")
+        if gt_spec.position_m is not None:
+            gt.create_dataset("position_m", data=np.asarray(gt_spec.position_m, dtype="<f8"))
+        rows = max(1, min(256, (1 << 18) // (8 * gt_spec.n_positions)))
+        for name in gt_spec.profiles:
+            gt.create_dataset(
+                name,
+                shape=(0, gt_spec.n_positions),
+                maxshape=(None, gt_spec.n_positions),
+                chunks=(rows, gt_spec.n_positions),
+                dtype="<f8",
+            )
+        sc_dtype = np.dtype([(n, "<f8") for n in gt_spec.scalars] or [("_none", "<f8")])
+        gt.create_dataset("scalars", shape=(0,), maxshape=(None,), chunks=(256,), dtype=sc_dtype)
+
+
+def _lay_out_window(g: h5py.Group, spec: WindowSpec, config: RunFileConfig) -> None:
+    shape = (spec.n_rows, spec.n_channels)
+    g.attrs["package"] = ""
+    g.attrs["package_version"] = ""
+    g.create_dataset(
+        "data",
+        shape=(0, *shape),
+        maxshape=(None, *shape),
+        chunks=(1, *shape),  # one exposure per chunk: lazy/Dask readers fetch exposures independently
+        dtype=np.float32,
+        compression=config.compression,
+        fillvalue=np.float32(np.nan),  # an allocated but unwritten frame reads as NaN, never as data
+    )
+    axes = [
+        dict(name="time", units="s", scale=1.0, offset=0.0, size=0, navigate=True, is_binned=False),
+        dict(
+            name="position",
+            units=spec.position_units,
+            scale=spec.position_scale,
+            offset=spec.position_offset,
+            size=spec.n_rows,
+            navigate=True,
+            is_binned=False,
+        ),
+        dict(
+            name="Energy loss",
+            units="eV",
+            scale=spec.dispersion_eV_per_channel,
+            offset=spec.energy_offset_eV,
+            size=spec.n_channels,
+            navigate=False,
+            is_binned=True,
+        ),
+    ]
+    for i, attrs in enumerate(axes):
+        a = g.create_group(f"axis-{i}")
+        for key, value in attrs.items():
+            a.attrs[key] = np.int64(value) if key == "size" else value
+    # Non-uniform time axis: exposure start times on the rig clock (HyperSpy makes a DataAxis).
+    g["axis-0"].create_dataset("axis", shape=(0,), maxshape=(None,), chunks=(1024,), dtype="<f8")
+
+    md = g.create_group("metadata")
+    md.create_group("General").attrs["title"] = spec.title or spec.name
+    sig = md.create_group("Signal")
+    sig.attrs["signal_type"] = "EELS"
+    tem = md.create_group("Acquisition_instrument").create_group("TEM")
+    tem.attrs["beam_energy"] = config.beam_energy_keV
+    tem.attrs["convergence_angle"] = config.convergence_angle_mrad
+    tem.create_group("Detector").create_group("EELS").attrs["collection_angle"] = config.collection_angle_mrad
+    om = g.create_group("original_metadata")
+    om.attrs["insitem_window_json"] = spec.model_dump_json()
+
+
+def _read_config(h5: h5py.File) -> RunFileConfig:
+    try:
+        raw = h5[INSITEM_GROUP].attrs["config_json"]
+    except KeyError:
+        raise RunFileError(f"{h5.filename}: not an insitem run file (no /{INSITEM_GROUP} config)") from None
+    return RunFileConfig.model_validate_json(raw)
+
+
+def _trim_to_committed(h5: h5py.File, config: RunFileConfig) -> None:
+    """Cut every window back to the exposures that have a record (the commit marker)."""
+    records = h5[f"{INSITEM_GROUP}/exposures"][...]
+    for spec in config.windows:
+        g = h5[f"Experiments/{spec.name}"]
+        recorded = int(np.count_nonzero(records["window"] == spec.name.encode()))
+        committed = min(recorded, g["data"].shape[0], g["axis-0/axis"].shape[0])
+        if g["data"].shape[0] != committed:
+            g["data"].resize(committed, axis=0)
+        if g["axis-0/axis"].shape[0] != committed:
+            g["axis-0/axis"].resize((committed,))
+        g["axis-0"].attrs.modify("size", np.int64(committed))
+    if config.ground_truth is not None:
+        gt = h5[f"{INSITEM_GROUP}/ground_truth"]
+        n = min(gt["t_s"].shape[0], gt["scalars"].shape[0], *(gt[p].shape[0] for p in config.ground_truth.profiles))
+        for name in ("t_s", "scalars", *config.ground_truth.profiles):
+            if gt[name].shape[0] != n:
+                gt[name].resize(n, axis=0)
