@@ -1,0 +1,367 @@
+"""`TemMicroscope`: the insitem TEM command set spoken over VISA (TCPIP SOCKET, ASRL) or pyserial.
+
+Every read-back is a query (the interface requires `blanked` to be read from the instrument).
+Settings go out as one program message with the error query appended, so each set costs one
+round trip and fails loudly: ``SLIT:WIDT 2e-07;:SYST:ERR?`` -> ``0,"No error"``. Blanking is
+read back in the same message, ``BEAM:BLAN 1;:BEAM:BLAN?`` -> ``1``; a blank that did not
+happen raises `InstrumentError` (the run's safety depends on it, design.md §8).
+
+Errors: no answer -> `DeviceTimeoutError`; dropped connection, garbled or truncated reply ->
+`CommunicationError`; an instrument error-queue entry -> `InstrumentError` with its code;
+values outside the command table's range are refused before anything is sent
+(`InstrumentError`, code -222, as the server would answer).
+
+The line transports here are small on purpose (write a line, query a line); they could merge
+with `insitem.drivers.transport` when that lands.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from insitem.drivers.errors import (
+    CommunicationError,
+    DeviceTimeoutError,
+    InstrumentError,
+    ResourceError,
+    WrongInstrumentError,
+)
+from insitem.drivers.interfaces import Beam, InstrumentIdentity, Lens, Microscope, Slit
+from insitem.drivers.scpi import parse_error
+from insitem.drivers.tem.commands import BY_NAME, split_response
+
+TERMINATION = "\n"
+MAX_ERRORS_DRAINED = 32
+
+
+class LineTransport(Protocol):
+    """A line-oriented connection: send one line, read one line (terminators handled inside)."""
+
+    resource: str
+
+    def write(self, line: str) -> None: ...
+
+    def query(self, line: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class VisaLineTransport:
+    """A VISA resource (``TCPIP0::host::port::SOCKET``, ``ASRL/dev/ttyUSB0::INSTR``) through pyvisa."""
+
+    def __init__(self, resource: str, timeout_s: float = 2.0, baud_rate: int = 115200, backend: str = "@py") -> None:
+        import pyvisa
+
+        self.resource = resource
+        self._errors = pyvisa.errors
+        try:
+            rm = pyvisa.ResourceManager(backend)
+            kwargs: dict[str, Any] = dict(
+                read_termination=TERMINATION, write_termination=TERMINATION, timeout=int(timeout_s * 1000)
+            )
+            if resource.upper().startswith("ASRL"):
+                kwargs["baud_rate"] = baud_rate
+            self._inst = rm.open_resource(resource, **kwargs)
+            self._inst.encoding = "latin-1"  # never fail on a garbled byte: the reply check reports it
+        except (pyvisa.errors.VisaIOError, OSError, ValueError) as exc:
+            raise CommunicationError(f"cannot open: {exc}", resource) from exc
+
+    def _map(self, exc: Exception) -> Exception:
+        if isinstance(exc, self._errors.VisaIOError) and exc.error_code == self._errors.VI_ERROR_TMO:
+            return DeviceTimeoutError("no answer within the timeout", self.resource)
+        return CommunicationError(f"transport failed: {exc}", self.resource)
+
+    def write(self, line: str) -> None:
+        try:
+            self._inst.write(line)
+        except (self._errors.VisaIOError, OSError) as exc:
+            raise self._map(exc) from exc
+
+    def query(self, line: str) -> str:
+        try:
+            return self._inst.query(line)
+        except (self._errors.VisaIOError, OSError) as exc:
+            raise self._map(exc) from exc
+
+    def close(self) -> None:
+        try:
+            self._inst.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+class SerialLineTransport:
+    """A serial port (or any pyserial URL) through pyserial: ``/dev/ttyUSB0``, ``COM3``, ``/dev/pts/4``."""
+
+    def __init__(self, port: str, timeout_s: float = 2.0, baud_rate: int = 115200) -> None:
+        import serial
+
+        self.resource = port
+        self._serial_exc = serial.SerialException
+        try:
+            self._port = serial.serial_for_url(port, baudrate=baud_rate, timeout=timeout_s, write_timeout=timeout_s)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise CommunicationError(f"cannot open: {exc}", port) from exc
+
+    def write(self, line: str) -> None:
+        try:
+            self._port.write((line + TERMINATION).encode("ascii"))
+            self._port.flush()
+        except (self._serial_exc, OSError) as exc:
+            raise CommunicationError(f"write failed: {exc}", self.resource) from exc
+
+    def query(self, line: str) -> str:
+        self._port.reset_input_buffer()  # a late answer to an earlier, timed-out query must not be taken
+        self.write(line)
+        try:
+            raw = self._port.read_until(TERMINATION.encode())
+        except (self._serial_exc, OSError) as exc:
+            raise CommunicationError(f"read failed: {exc}", self.resource) from exc
+        if not raw.endswith(TERMINATION.encode()):
+            raise DeviceTimeoutError(f"no complete answer within the timeout (got {raw!r})", self.resource)
+        return raw.decode("latin-1").rstrip("\r\n")
+
+    def close(self) -> None:
+        try:
+            self._port.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+def open_line_transport(resource: str, timeout_s: float = 2.0, baud_rate: int = 115200) -> LineTransport:
+    """Open a resource string: VISA (``TCPIP...::SOCKET``, ``ASRL...``) or pyserial (``serial:/dev/...``,
+    ``/dev/...``, ``COM3``)."""
+    upper = resource.upper()
+    if upper.startswith(("TCPIP", "ASRL", "GPIB", "USB")):
+        return VisaLineTransport(resource, timeout_s, baud_rate)
+    if resource.startswith("serial:"):
+        return SerialLineTransport(resource[len("serial:") :], timeout_s, baud_rate)
+    if resource.startswith("/dev/") or upper.startswith("COM"):
+        return SerialLineTransport(resource, timeout_s, baud_rate)
+    raise ResourceError(
+        f"TEM resource {resource!r}: expected TCPIP0::host::port::SOCKET, ASRL...::INSTR, serial:/dev/... or /dev/..."
+    )
+
+
+class TemMicroscope(Microscope):
+    """The TEM behind an insitem bridge (or the emulator), through the command set."""
+
+    def __init__(self, resource: str | LineTransport, *, timeout_s: float = 2.0, baud_rate: int = 115200) -> None:
+        if isinstance(resource, str):
+            self._t: LineTransport = open_line_transport(resource, timeout_s, baud_rate)
+        else:
+            self._t = resource
+        self.resource = self._t.resource
+        self._beam = TemBeam(self)
+        self._lens = TemLens(self)
+        self._slit = TemSlit(self)
+
+    # -- parts -----------------------------------------------------------------------------------
+    @property
+    def beam(self) -> "TemBeam":
+        return self._beam
+
+    @property
+    def lens(self) -> "TemLens":
+        return self._lens
+
+    @property
+    def slit(self) -> "TemSlit":
+        return self._slit
+
+    # -- wire helpers ---------------------------------------------------------------------------
+    def query(self, line: str) -> str:
+        return self._t.query(line)
+
+    def get(self, name: str) -> Any:
+        """Query one setting of the command table and decode it."""
+        cmd = BY_NAME[name]
+        reply = self._t.query(cmd.query)
+        try:
+            return cmd.parse_reply(reply)
+        except ValueError as exc:
+            raise CommunicationError(f"garbled reply to {cmd.query}: {reply!r}", self.resource) from exc
+
+    def set(self, name: str, value: Any) -> None:
+        """Send one setting with the error query appended; raise on any queued error."""
+        cmd = BY_NAME[name]
+        try:
+            line = cmd.set_line(value)
+        except ValueError as exc:
+            raise InstrumentError(str(exc), self.resource, code=-222) from exc
+        reply = self._t.query(f"{line};:SYST:ERR?")
+        try:
+            code, message = parse_error(reply)
+        except ValueError as exc:
+            raise CommunicationError(f"garbled reply to {line}: {reply!r}", self.resource) from exc
+        if code != 0:
+            more = self._drain_after_fault()
+            raise InstrumentError(f"{line}: {code},{message}{more}", self.resource, code=code)
+
+    def _drain_after_fault(self) -> str:
+        try:
+            rest = self.errors()
+        except CommunicationError:
+            return ""
+        return "".join(f"; {c},{m}" for c, m in rest)
+
+    def set_blanked(self, blanked: bool) -> None:
+        """Blank/unblank and read the blanker back in the same message; raise if it disagrees."""
+        cmd = BY_NAME["beam_blanked"]
+        line = f"{cmd.set_line(blanked)};:{cmd.query}"
+        reply = self._t.query(line)
+        parts = split_response(reply)
+        try:
+            if len(parts) != 1:
+                raise ValueError("expected one answer")
+            state = cmd.parse_reply(parts[0])
+        except ValueError as exc:
+            raise CommunicationError(f"garbled reply to {line}: {reply!r}", self.resource) from exc
+        if state != bool(blanked):
+            errs = self._safe_errors()
+            detail = "".join(f"; {c},{m}" for c, m in errs)
+            raise InstrumentError(
+                f"beam {'blank' if blanked else 'unblank'} did not take effect: BEAM:BLAN? reads {int(state)}{detail}",
+                self.resource,
+                code=errs[0][0] if errs else None,
+            )
+
+    def _safe_errors(self) -> list[tuple[int, str]]:
+        try:
+            return self.errors()
+        except CommunicationError:
+            return []
+
+    # -- Microscope ---------------------------------------------------------------------------------
+    def identify(self) -> InstrumentIdentity:
+        reply = self._t.query("*IDN?")
+        fields = [f.strip() for f in reply.split(",")]
+        if len(fields) != 4 or not fields[0] or not fields[1]:
+            raise WrongInstrumentError(f"*IDN? answered {reply!r}, not <vendor>,<model>,<serial>,<firmware>", self.resource)
+        return InstrumentIdentity(fields[0], fields[1], fields[2], fields[3], self.resource)
+
+    def errors(self) -> list[tuple[int, str]]:
+        """Drain the error queue (at most 32 entries, so a babbling server cannot hang us)."""
+        out: list[tuple[int, str]] = []
+        for _ in range(MAX_ERRORS_DRAINED):
+            reply = self._t.query("SYST:ERR?")
+            try:
+                code, message = parse_error(reply)
+            except ValueError as exc:
+                raise CommunicationError(f"garbled reply to SYST:ERR?: {reply!r}", self.resource) from exc
+            if code == 0:
+                break
+            out.append((code, message))
+        return out
+
+    def reset(self) -> None:
+        """``*RST`` (blanks the beam) and ``*CLS``; then confirm the blank."""
+        self._t.write("*RST;*CLS")
+        if not self.beam.blanked:
+            raise InstrumentError("*RST did not blank the beam", self.resource)
+
+    def close(self) -> None:
+        self._t.close()
+
+
+class TemBeam(Beam):
+    def __init__(self, mic: TemMicroscope) -> None:
+        self._m = mic
+
+    @property
+    def high_tension_V(self) -> float:
+        return float(self._m.get("high_tension_V"))
+
+    @property
+    def blanked(self) -> bool:
+        return bool(self._m.get("beam_blanked"))
+
+    def set_blanked(self, blanked: bool) -> None:
+        self._m.set_blanked(blanked)
+
+    @property
+    def current_A(self) -> float:
+        return float(self._m.get("beam_current_A"))
+
+    def set_current(self, current_A: float) -> None:
+        """Store the calibrated beam current (A) in the bridge."""
+        self._m.set("beam_current_A", current_A)
+
+    @property
+    def illuminated_diameter_m(self) -> float:
+        return float(self._m.get("illuminated_diameter_m"))
+
+    def set_illuminated_diameter(self, diameter_m: float) -> None:
+        """Store the calibrated illuminated disc diameter (m) in the bridge."""
+        self._m.set("illuminated_diameter_m", diameter_m)
+
+    @property
+    def illuminated_area_m2(self) -> float:
+        return float(self._m.get("illuminated_area_m2"))
+
+
+class TemLens(Lens):
+    def __init__(self, mic: TemMicroscope) -> None:
+        self._m = mic
+
+    @property
+    def mode(self) -> str:
+        return str(self._m.get("lens_mode"))
+
+    def set_mode(self, mode: str) -> None:
+        self._m.set("lens_mode", mode)
+
+    @property
+    def magnification(self) -> float:
+        return float(self._m.get("magnification"))
+
+    def set_magnification(self, magnification: float) -> None:
+        self._m.set("magnification", magnification)
+
+    @property
+    def defocus_m(self) -> float:
+        return float(self._m.get("defocus_m"))
+
+    def set_defocus(self, defocus_m: float) -> None:
+        self._m.set("defocus_m", defocus_m)
+
+
+class TemSlit(Slit):
+    def __init__(self, mic: TemMicroscope) -> None:
+        self._m = mic
+
+    @property
+    def inserted(self) -> bool:
+        return bool(self._m.get("slit_inserted"))
+
+    def set_inserted(self, inserted: bool) -> None:
+        self._m.set("slit_inserted", inserted)
+
+    @property
+    def width_m(self) -> float:
+        return float(self._m.get("slit_width_m"))
+
+    def set_width(self, width_m: float) -> None:
+        self._m.set("slit_width_m", width_m)
+
+    @property
+    def height_m(self) -> float:
+        return float(self._m.get("slit_height_m"))
+
+    def set_height(self, height_m: float) -> None:
+        self._m.set("slit_height_m", height_m)
+
+    @property
+    def centre_m(self) -> tuple[float, float]:
+        x, y = self._m.get("slit_centre_m")
+        return (float(x), float(y))
+
+    def set_centre(self, x_m: float, y_m: float) -> None:
+        self._m.set("slit_centre_m", (x_m, y_m))
+
+    @property
+    def angle_rad(self) -> float:
+        return float(self._m.get("slit_angle_rad"))
+
+    def set_angle(self, angle_rad: float) -> None:
+        self._m.set("slit_angle_rad", angle_rad)
