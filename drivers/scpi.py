@@ -46,6 +46,7 @@ ERROR_MESSAGES: dict[int, str] = {
     -200: "Execution error",
     -221: "Settings conflict",
     -222: "Data out of range",
+    -223: "Too much data",
     -224: "Illegal parameter value",
     -225: "Out of memory",
     -350: "Queue overflow",
