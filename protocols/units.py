@@ -1,0 +1,104 @@
+"""Quantities with units in protocol files, parsed with pint and stored in SI.
+
+Protocol files say `40 mV/min`, `30 s`, `1880 nm`, `10 e/Å^2/s`; the schema stores V/s, s, m
+and e/m²/s. A bare number for a dimensional field is an error that names the expected unit, so a
+protocol can never mean milliseconds where it wrote seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Annotated, Any
+
+import pint
+from pydantic import BeforeValidator, PlainSerializer
+
+# Electrons are counted, not charged: `e` in a dose means one electron, not 1.6e-19 C.
+_ELECTRON_TOKEN = re.compile(r"(?<![A-Za-z_])e(?=\s*(/|\*|$))|(?<![A-Za-z_])e-(?![A-Za-z0-9])")
+
+
+@functools.cache
+def registry() -> pint.UnitRegistry:
+    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    ureg.define("electron = [electron_count] = el")
+    return ureg
+
+
+class UnitKind:
+    """What a field measures: its SI unit, the pint dimensionality and an example for errors."""
+
+    def __init__(self, name: str, si_unit: str, example: str) -> None:
+        self.name = name
+        self.si_unit = si_unit
+        self.example = example
+
+    @functools.cached_property
+    def dimensionality(self) -> Any:
+        return registry()(self.si_unit).dimensionality
+
+
+VOLTAGE = UnitKind("voltage", "V", "1.5 V")
+CURRENT = UnitKind("current", "A", "1 mA")
+TIME = UnitKind("time", "s", "30 s")
+LENGTH = UnitKind("length", "m", "1880 nm")
+SWEEP_RATE = UnitKind("sweep rate", "V/s", "40 mV/min")
+ENERGY = UnitKind("energy", "eV", "420 eV")
+DISPERSION = UnitKind("dispersion", "eV", "0.1 eV")  # per channel
+DOSE_RATE = UnitKind("dose rate", "electron/m**2/s", "10 e/Å^2/s")
+DOSE = UnitKind("dose", "electron/m**2", "1e5 e/Å^2")
+
+
+def parse_quantity(value: Any, kind: UnitKind) -> float:
+    """Parse `value` ("40 mV/min") into a float in the SI unit of `kind`.
+
+    Raises ValueError with a one-line message naming the expected unit.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"expected a {kind.name} with a unit, e.g. '{kind.example}'")
+    if isinstance(value, (int, float)):
+        raise ValueError(
+            f"bare number {value!r}: a {kind.name} needs a unit, e.g. '{kind.example}' (stored in {kind.si_unit})"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"expected a {kind.name} string with a unit, e.g. '{kind.example}', got {type(value).__name__}")
+    text = _ELECTRON_TOKEN.sub("electron", value.strip().replace("µ", "u").replace("μ", "u"))
+    ureg = registry()
+    try:
+        q = ureg.Quantity(text)
+    except Exception as exc:  # pint raises several unrelated types for bad text
+        raise ValueError(f"cannot read {value!r} as a {kind.name} (e.g. '{kind.example}'): {exc}") from None
+    if not isinstance(q, pint.Quantity) or q.dimensionless and kind.dimensionality:
+        raise ValueError(f"{value!r} has no unit: a {kind.name} needs one, e.g. '{kind.example}'")
+    if q.dimensionality != kind.dimensionality:
+        hint = " ('A' is the ampere: write 'Å' or 'angstrom')" if re.search(r"\bA\^?2", text) else ""
+        raise ValueError(f"{value!r} is not a {kind.name} (expected units like '{kind.example}'){hint}")
+    return float(q.to(kind.si_unit).magnitude)
+
+
+def format_quantity(value_si: float, unit: str, si_unit: str) -> str:
+    """Render an SI value in a display unit, e.g. format_quantity(6.67e-4, 'mV/min', 'V/s')."""
+    ureg = registry()
+    q = ureg.Quantity(value_si, si_unit).to(unit)
+    return f"{q.magnitude:.4g} {unit}"
+
+
+def _annotated(kind: UnitKind) -> Any:
+    return Annotated[
+        float,
+        BeforeValidator(lambda v: parse_quantity(v, kind)),
+        PlainSerializer(lambda v: f"{v:.10g} {kind.si_unit.replace('electron', 'e').replace('**', '^')}"),
+    ]
+
+
+Voltage = _annotated(VOLTAGE)
+Current = _annotated(CURRENT)
+Duration = _annotated(TIME)
+Length = _annotated(LENGTH)
+SweepRate = _annotated(SWEEP_RATE)
+Energy = _annotated(ENERGY)
+Dispersion = _annotated(DISPERSION)
+DoseRate = _annotated(DOSE_RATE)
+Dose = _annotated(DOSE)
+
+E_PER_A2 = 1e20  # electrons per m² in one electron per Å²
