@@ -1,0 +1,164 @@
+"""Ti-L2,3: per-row chemical shift, L2/L3 white-line ratio, Ti3+/Ti4+ classification, boundary.
+
+[Y14] (physics.md §0, §1.8): Ti3+ shows the L2,3 white lines ~1.7 eV below Ti4+ with the crystal-field
+shoulders lost, and an integrated L2/L3 ratio of 1.25 against 1.30 for Ti4+; Ti3+ appears where
+the Li concentration exceeds ~6 c0, and the Ti4+/Ti3+ boundary lies ~160 nm from Pt.
+
+Per row, after the power-law background (pre-edge 400-450 eV, §1.6):
+
+* shift: cross-correlation of the row's smoothed derivative with that of the Ti4+ reference
+  (mean of the reference rows, default the parent electrolyte far from Pt) over the L2,3 window,
+  or the shift of the L3 centroid. Note that a valence change is a change of shape, not only a
+  translation: the number a method reports for pure Ti3+ depends on the method (the L3
+  centroid moves less than the eg peak), so the classification threshold is a parameter.
+* L2/L3: the continuum is removed as two arctan steps with heights 2:1 at the L3 and L2 onsets
+  (width 1 eV, §1.8 [est]; moved by the row's measured shift), scaled to the post-edge counts; the
+  white lines are integrated on either side of a split energy (461 eV for Ti4+, between L3 eg at
+  459.0 and L2 t2g at 463.0 eV, moved by the row's shift). Simplification: a flat continuum after
+  the steps (the hydrogenic L continuum rises slowly over 30-40 eV; its slope inside the 20 eV
+  white-line window is neglected).
+* classification: Ti3+ where shift <= `classify_fraction` x `ti3_shift_eV` (default 0.5 x -1.7 eV),
+  or, with classify_by="ratio", where L2/L3 <= the mean of 1.30 and 1.25.
+* boundary: distance from Pt where the contiguous Ti3+ region next to Pt ends (interpolated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from insitem.analysis.alignment import xcorr_shift
+from insitem.analysis.axes import AnalysisError, EnergyAxis, PositionAxis, check_image
+from insitem.analysis.background import Method, PowerLawFit, fit_power_law
+from insitem.analysis.profiles import SlitGeometry, crossing_from_pt, parent_mask
+
+
+class TiParams(BaseModel):
+    """Windows, reference region and classification thresholds of the Ti-L2,3 analysis."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pre_edge_eV: tuple[float, float] = Field(default=(400.0, 450.0), description="power-law window, physics.md §1.6")
+    method: Method = "two_area"
+    edge_eV: tuple[float, float] = Field(default=(452.0, 471.0), description="L2,3 white lines (shift, intensity, ratio)")
+    post_edge_eV: tuple[float, float] = Field(default=(472.0, 478.0), description="continuum level after the white lines")
+    split_eV: float = Field(default=461.0, description="L3/L2 split for Ti4+ (between 459.0 and 463.0 eV, §1.8)")
+    step_L3_eV: float = Field(default=457.0, description="L3 continuum step (Ti4+; §1.8 [est])")
+    step_L2_eV: float = Field(default=463.0, description="L2 continuum step (Ti4+; §1.8 [est])")
+    step_width_eV: float = Field(default=1.0, gt=0, description="arctan step width, §1.8 [est]")
+    shift_method: Literal["xcorr", "l3_centroid"] = "xcorr"
+    smooth_eV: float = Field(default=0.3, gt=0, description="smoothing of the derivative for cross-correlation")
+    reference_distance_m: tuple[float, float] | None = Field(
+        default=None, description="Ti4+ reference rows by distance from Pt (m); None = parent region (farthest quarter)"
+    )
+    ti3_shift_eV: float = Field(default=-1.7, description="Ti3+ shift against Ti4+ [Y14]")
+    ratio_ti4: float = Field(default=1.30, description="L2/L3 of Ti4+ [Y14]")
+    ratio_ti3: float = Field(default=1.25, description="L2/L3 of Ti3+ [Y14]")
+    classify_by: Literal["shift", "ratio"] = "shift"
+    classify_fraction: float = Field(default=0.5, gt=0, lt=1, description="Ti3+ when shift <= fraction x ti3_shift_eV")
+    min_signal_fraction: float = Field(
+        default=0.2, gt=0, description="rows whose L2,3 counts are below this fraction of the reference are not analysed (Pt)"
+    )
+
+
+@dataclass(frozen=True)
+class TiResult:
+    """Ti-L2,3 per row (NaN where there is no Ti signal, e.g. inside Pt) and the Ti3+ boundary."""
+
+    distance_m: np.ndarray
+    intensity: np.ndarray  # background-subtracted L2,3 counts in edge_eV
+    shift_eV: np.ndarray  # against the Ti4+ reference
+    l2_l3_ratio: np.ndarray
+    f3_from_shift: np.ndarray  # shift / ti3_shift_eV, clipped to [0, 1] (linear-combination estimate)
+    f3_from_ratio: np.ndarray  # (ratio_ti4 - ratio) / (ratio_ti4 - ratio_ti3), clipped to [0, 1]
+    is_ti3: np.ndarray  # bool per row
+    reference_rows: np.ndarray  # bool mask
+    boundary_m: float  # distance from Pt where the Ti3+ region ends (0.0: no Ti3+ next to Pt)
+    fit: PowerLawFit
+
+
+def _steps(E: np.ndarray, shift: np.ndarray, p: TiParams) -> np.ndarray:
+    """Continuum steps (2:1 at L3, L2; each rising 0 -> 1 x its height), per row shift, shape (rows, n)."""
+    s = shift[..., None]
+    a3 = 0.5 + np.arctan((E - p.step_L3_eV - s) / p.step_width_eV) / np.pi
+    a2 = 0.5 + np.arctan((E - p.step_L2_eV - s) / p.step_width_eV) / np.pi
+    return (2.0 * a3 + a2) / 3.0
+
+
+def ti_analysis(
+    image: np.ndarray,
+    energy: EnergyAxis,
+    position: PositionAxis,
+    geometry: SlitGeometry,
+    params: TiParams | None = None,
+) -> TiResult:
+    """Ti-L2,3 analysis of a core-window spectrum image (position, energy)."""
+    p = params or TiParams()
+    img = check_image(image, energy)
+    if img.ndim != 2:
+        raise AnalysisError(f"ti_analysis needs a (position, energy) image, got shape {img.shape}")
+    fit = fit_power_law(img, energy, p.pre_edge_eV, p.method)
+    sl = energy.window(p.edge_eV[0], p.post_edge_eV[1])
+    sub_axis = energy.sub(sl)
+    sig = img[:, sl] - fit.channel_counts(energy, sl)
+    E = sub_axis.values_eV
+    d = geometry.distance_from_pt_m(position)
+    ref_rows = parent_mask(d, p.reference_distance_m)
+    edge = sub_axis.window(*p.edge_eV)
+    intensity = sig[:, edge].sum(axis=1)
+    ref_level = float(np.mean(intensity[ref_rows]))
+    valid = (d >= 0) & (intensity >= p.min_signal_fraction * ref_level)
+    ref_spec = sig[ref_rows].mean(axis=0)
+
+    if p.shift_method == "xcorr":
+        # the reference spectrum is broadcast against every row: one FFT for the whole image
+        shift = xcorr_shift(sig, np.broadcast_to(ref_spec, sig.shape), sub_axis, p.edge_eV, p.smooth_eV, True, 4.0)
+    else:
+        l3 = sub_axis.window(p.edge_eV[0], p.split_eV)
+        w = np.clip(sig[:, l3], 0, None)
+        cen = (w * E[l3]).sum(1) / w.sum(1)
+        wr = np.clip(ref_spec[l3], 0, None)
+        shift = cen - (wr * E[l3]).sum() / wr.sum()
+
+    post = sub_axis.window(*p.post_edge_eV)
+    steps = _steps(E, shift, p)
+    h = sig[:, post].mean(axis=1) / steps[:, post].mean(axis=1)
+    white = sig - h[:, None] * steps
+    # split moved by each row's shift: fractional-channel boundary handled by cumulative sums
+    cum = np.concatenate([np.zeros((white.shape[0], 1)), np.cumsum(white[:, edge], axis=1)], axis=1)
+    b_lo = edge.start
+    split_pos = (p.split_eV + shift - float(sub_axis.boundary_eV(b_lo))) / sub_axis.scale_eV
+    split_pos = np.clip(split_pos, 1, edge.stop - b_lo - 1)
+    j = np.floor(split_pos).astype(int)
+    frac = split_pos - j
+    rows = np.arange(white.shape[0])
+    l3_counts = cum[rows, j] + frac * white[rows, b_lo + j]
+    l2_counts = cum[:, -1] - l3_counts
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = l2_counts / l3_counts
+    nan = np.full_like(shift, np.nan)
+    shift = np.where(valid, shift, nan)
+    ratio = np.where(valid, ratio, nan)
+    f3s = np.clip(shift / p.ti3_shift_eV, 0, 1)
+    f3r = np.clip((p.ratio_ti4 - ratio) / (p.ratio_ti4 - p.ratio_ti3), 0, 1)
+    if p.classify_by == "shift":
+        score, level = shift / p.ti3_shift_eV, p.classify_fraction
+    else:
+        score, level = (p.ratio_ti4 - ratio) / (p.ratio_ti4 - p.ratio_ti3), 0.5
+    is_ti3 = valid & (score >= level)
+    boundary = crossing_from_pt(d, np.where(valid, score, np.nan), level)
+    return TiResult(
+        distance_m=d,
+        intensity=intensity,
+        shift_eV=shift,
+        l2_l3_ratio=ratio,
+        f3_from_shift=f3s,
+        f3_from_ratio=f3r,
+        is_ti3=is_ti3,
+        reference_rows=ref_rows,
+        boundary_m=boundary,
+        fit=fit,
+    )
