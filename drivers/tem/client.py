@@ -11,26 +11,23 @@ Errors: no answer -> `DeviceTimeoutError`; dropped connection, garbled or trunca
 values outside the command table's range are refused before anything is sent
 (`InstrumentError`, code -222, as the server would answer).
 
-The line transports here are small on purpose (write a line, query a line); they could merge
-with `insitem.drivers.transport` when that lands.
+Transport: `insitem.drivers.transport.open_transport` (VISA ``TCPIP0::host::port::SOCKET``,
+``ASRL/dev/ttyUSB0::INSTR``, or pyserial ``serial:///dev/ttyUSB0?baud=115200``), or any object
+with ``write(line)``, ``query(line)``, ``close()`` and ``resource`` (tests pass a mock). A timed-out
+query is never re-sent; a dropped connection is reconnected once and the message re-sent, which
+is safe here because every TEM program message is idempotent (sets are absolute values).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from insitem.drivers.errors import (
-    CommunicationError,
-    DeviceTimeoutError,
-    InstrumentError,
-    ResourceError,
-    WrongInstrumentError,
-)
+from insitem.drivers.errors import CommunicationError, InstrumentError, WrongInstrumentError
 from insitem.drivers.interfaces import Beam, InstrumentIdentity, Lens, Microscope, Slit
 from insitem.drivers.scpi import parse_error
 from insitem.drivers.tem.commands import BY_NAME, split_response
+from insitem.drivers.transport import open_transport
 
-TERMINATION = "\n"
 MAX_ERRORS_DRAINED = 32
 
 
@@ -46,109 +43,12 @@ class LineTransport(Protocol):
     def close(self) -> None: ...
 
 
-class VisaLineTransport:
-    """A VISA resource (``TCPIP0::host::port::SOCKET``, ``ASRL/dev/ttyUSB0::INSTR``) through pyvisa."""
-
-    def __init__(self, resource: str, timeout_s: float = 2.0, baud_rate: int = 115200, backend: str = "@py") -> None:
-        import pyvisa
-
-        self.resource = resource
-        self._errors = pyvisa.errors
-        try:
-            rm = pyvisa.ResourceManager(backend)
-            kwargs: dict[str, Any] = dict(
-                read_termination=TERMINATION, write_termination=TERMINATION, timeout=int(timeout_s * 1000)
-            )
-            if resource.upper().startswith("ASRL"):
-                kwargs["baud_rate"] = baud_rate
-            self._inst = rm.open_resource(resource, **kwargs)
-            self._inst.encoding = "latin-1"  # never fail on a garbled byte: the reply check reports it
-        except (pyvisa.errors.VisaIOError, OSError, ValueError) as exc:
-            raise CommunicationError(f"cannot open: {exc}", resource) from exc
-
-    def _map(self, exc: Exception) -> Exception:
-        if isinstance(exc, self._errors.VisaIOError) and exc.error_code == self._errors.VI_ERROR_TMO:
-            return DeviceTimeoutError("no answer within the timeout", self.resource)
-        return CommunicationError(f"transport failed: {exc}", self.resource)
-
-    def write(self, line: str) -> None:
-        try:
-            self._inst.write(line)
-        except (self._errors.VisaIOError, OSError) as exc:
-            raise self._map(exc) from exc
-
-    def query(self, line: str) -> str:
-        try:
-            return self._inst.query(line)
-        except (self._errors.VisaIOError, OSError) as exc:
-            raise self._map(exc) from exc
-
-    def close(self) -> None:
-        try:
-            self._inst.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
-
-
-class SerialLineTransport:
-    """A serial port (or any pyserial URL) through pyserial: ``/dev/ttyUSB0``, ``COM3``, ``/dev/pts/4``."""
-
-    def __init__(self, port: str, timeout_s: float = 2.0, baud_rate: int = 115200) -> None:
-        import serial
-
-        self.resource = port
-        self._serial_exc = serial.SerialException
-        try:
-            self._port = serial.serial_for_url(port, baudrate=baud_rate, timeout=timeout_s, write_timeout=timeout_s)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise CommunicationError(f"cannot open: {exc}", port) from exc
-
-    def write(self, line: str) -> None:
-        try:
-            self._port.write((line + TERMINATION).encode("ascii"))
-            self._port.flush()
-        except (self._serial_exc, OSError) as exc:
-            raise CommunicationError(f"write failed: {exc}", self.resource) from exc
-
-    def query(self, line: str) -> str:
-        self._port.reset_input_buffer()  # a late answer to an earlier, timed-out query must not be taken
-        self.write(line)
-        try:
-            raw = self._port.read_until(TERMINATION.encode())
-        except (self._serial_exc, OSError) as exc:
-            raise CommunicationError(f"read failed: {exc}", self.resource) from exc
-        if not raw.endswith(TERMINATION.encode()):
-            raise DeviceTimeoutError(f"no complete answer within the timeout (got {raw!r})", self.resource)
-        return raw.decode("latin-1").rstrip("\r\n")
-
-    def close(self) -> None:
-        try:
-            self._port.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
-
-
-def open_line_transport(resource: str, timeout_s: float = 2.0, baud_rate: int = 115200) -> LineTransport:
-    """Open a resource string: VISA (``TCPIP...::SOCKET``, ``ASRL...``) or pyserial (``serial:/dev/...``,
-    ``/dev/...``, ``COM3``)."""
-    upper = resource.upper()
-    if upper.startswith(("TCPIP", "ASRL", "GPIB", "USB")):
-        return VisaLineTransport(resource, timeout_s, baud_rate)
-    if resource.startswith("serial:"):
-        return SerialLineTransport(resource[len("serial:") :], timeout_s, baud_rate)
-    if resource.startswith("/dev/") or upper.startswith("COM"):
-        return SerialLineTransport(resource, timeout_s, baud_rate)
-    raise ResourceError(
-        f"TEM resource {resource!r}: expected TCPIP0::host::port::SOCKET, ASRL...::INSTR, serial:/dev/... or /dev/..."
-    )
-
-
 class TemMicroscope(Microscope):
     """The TEM behind an insitem bridge (or the emulator), through the command set."""
 
-    def __init__(self, resource: str | LineTransport, *, timeout_s: float = 2.0, baud_rate: int = 115200) -> None:
+    def __init__(self, resource: str | LineTransport, *, timeout_s: float = 2.0) -> None:
         if isinstance(resource, str):
-            self._t: LineTransport = open_line_transport(resource, timeout_s, baud_rate)
+            self._t: LineTransport = open_transport(resource, timeout_s=timeout_s)
         else:
             self._t = resource
         self.resource = self._t.resource

@@ -1,0 +1,390 @@
+"""The TEM bridge: a command-set server on the microscope PC, mapped onto the vendor's Python API.
+
+``insitem bridge tem --vendor temscript|pyjem`` runs `serve_bridge`. The same `TemServer` (TCP,
+line-based, one SCPI parser and error queue for the instrument) also carries the emulator,
+whose backend is the simulated microscope instead of a vendor adapter.
+
+Adapters (the vendor API shapes were read from the projects' sources/docs; no code is taken):
+
+* ``temscript`` — Thermo Fisher / FEI TEM Scripting through `temscript.Microscope()`:
+  ``get_beam_blanked()/set_beam_blanked(bool)``, ``get_voltage()`` (kV),
+  ``get_projection_mode()/set_projection_mode("IMAGING"|"DIFFRACTION")``,
+  ``get_indicated_magnification()``, ``set_magnification_index(i)``,
+  ``get_defocus()/set_defocus(x)`` (metres on Titan-class software, arbitrary units elsewhere:
+  ``defocus_m_per_unit`` converts), ``get_family()``, ``get_microscope_id()``, ``get_version()``.
+* ``pyjem`` — JEOL PyJEM ``from PyJEM import TEM3``: ``TEM3.Def3().GetBeamBlank()/SetBeamBlank(0|1)``,
+  ``TEM3.HT3().GetHtValue()`` (V), ``TEM3.EOS3().GetMagValue()`` -> [value, unit, text],
+  ``EOS3.SetSelector(index)``, ``EOS3.GetFunctionMode()`` -> [index, name] (TEM: 0 MAG, 1 MAG2,
+  2 LowMAG, 3 SAMAG, 4 DIFF), ``EOS3.SelectFunctionMode(i)``, ``TEM3.Lens3().GetOLf()/SetOLf(dac)``
+  (objective fine DAC; ``defocus_m_per_dac`` converts).
+
+What the vendor APIs do not give is kept in the bridge as stored values (`StoredSettings`) and
+documented as such: the calibrated beam current and illuminated diameter (measured by the
+operator), and the slit geometry (the GIF slit is driven through DigitalMicrograph, i.e. the
+camera backend; the bridge keeps the geometry the run declares). Magnification is set by
+choosing a step of the site's magnification table (``mag_table``: index -> magnification).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
+
+from insitem.drivers.interfaces import disc_area_m2
+from insitem.drivers.scpi import ScpiParser
+from insitem.drivers.tem.commands import BY_NAME, ERROR_QUEUE_SIZE, TemBackend, build_parser
+
+DEFAULT_PORT = 5025  # the customary raw-socket SCPI port
+MAX_LINE_BYTES = 65536
+_STOP_POLL_S = 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# The server
+
+
+class TemServer:
+    """Threaded TCP line server for the TEM command set, one thread per client.
+
+    Binds 127.0.0.1 unless told otherwise; ``port=0`` picks a free port (read back in
+    ``self.port``). TCP_NODELAY is set on every connection and TCP_QUICKACK re-armed after each
+    read on Linux (design.md §5: otherwise a pyvisa-py query stalls ~40 ms). Every line is run
+    through one `ScpiParser` under one lock: clients share the instrument and its error queue.
+    Nothing a client sends is evaluated or unpickled; malformed input becomes an error entry.
+    """
+
+    def __init__(
+        self, backend: TemBackend, host: str = "127.0.0.1", port: int = 0, *, queue_size: int = ERROR_QUEUE_SIZE
+    ) -> None:
+        self.backend = backend
+        self.parser: ScpiParser = build_parser(backend, queue_size=queue_size)
+        self.lock = threading.RLock()
+        self._listener = socket.create_server((host, port))
+        self._listener.settimeout(_STOP_POLL_S)
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._conns: set[socket.socket] = set()
+        self._accept_thread: threading.Thread | None = None
+
+    @property
+    def resource(self) -> str:
+        """VISA resource string of this server."""
+        return f"TCPIP0::{self.host}::{self.port}::SOCKET"
+
+    # -- line handling (the emulator overrides `respond` to inject faults) ------------------------
+    def execute(self, line: str) -> str | None:
+        """Run one program message through the parser; the reply text or None."""
+        with self.lock:
+            return self.parser.execute(line)
+
+    def respond(self, line: str) -> bytes | None:
+        """Bytes to send back for one received line (None = nothing to send)."""
+        reply = self.execute(line)
+        return None if reply is None else (reply + "\n").encode("latin-1", errors="replace")
+
+    def overrun(self) -> None:
+        """A line longer than MAX_LINE_BYTES arrived: queue -363 and drop it."""
+        with self.lock:
+            self.parser.push_error(-363)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> "TemServer":
+        """Serve in a background thread; returns at once."""
+        self._accept_thread = threading.Thread(target=self.serve_forever, name=f"tem-server-{self.port}", daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            t = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True)
+            self._conns.add(conn)
+            self._threads.append(t)
+            t.start()
+
+    def stop(self) -> None:
+        """Stop accepting, close every connection, join the threads."""
+        self._stop.set()
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        for conn in list(self._conns):
+            _close_quietly(conn)
+        if self._accept_thread is not None and self._accept_thread is not threading.current_thread():
+            self._accept_thread.join(timeout=2)
+        for t in self._threads:
+            t.join(timeout=2)
+
+    def __enter__(self) -> "TemServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def drop(self, conn: socket.socket) -> None:
+        """Close one client connection (used for the dropped-connection fault)."""
+        self._conns.discard(conn)
+        _close_quietly(conn)
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        conn.settimeout(_STOP_POLL_S)
+        quickack = getattr(socket, "TCP_QUICKACK", None)
+        buf = b""
+        try:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(4096)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                if quickack is not None:
+                    try:
+                        conn.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+                    except OSError:
+                        pass
+                buf += chunk
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    if not self._handle(conn, raw):
+                        return
+                if len(buf) > MAX_LINE_BYTES:
+                    buf = b""
+                    self.overrun()
+        finally:
+            self._conns.discard(conn)
+            _close_quietly(conn)
+
+    def _handle(self, conn: socket.socket, raw: bytes) -> bool:
+        """Answer one line; False when the connection is gone."""
+        line = raw.rstrip(b"\r").decode("latin-1")
+        out = self.respond_on(conn, line)
+        if out is None:
+            return True
+        try:
+            conn.sendall(out)
+        except OSError:
+            return False
+        return True
+
+    def respond_on(self, conn: socket.socket, line: str) -> bytes | None:
+        """Hook with the connection at hand (the emulator drops connections here)."""
+        return self.respond(line)
+
+
+def _close_quietly(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Vendor adapters
+
+
+@dataclass
+class StoredSettings:
+    """Values the vendor APIs do not provide, kept by the bridge (SI units).
+
+    Defaults: 0.5 nA on a 2 um disc (physics.md §6.4), slit 200 nm x 1880 nm (§0) — a bridge
+    should be told the site's calibration before a run (``BEAM:CURR``, ``BEAM:DIAM``).
+    """
+
+    beam_current_A: float = 0.5e-9
+    illuminated_diameter_m: float = 2e-6
+    slit_inserted: bool = True
+    slit_width_m: float = 200e-9
+    slit_height_m: float = 1880e-9
+    slit_centre_m: tuple[float, float] = (0.0, 0.0)
+    slit_angle_rad: float = 0.0
+
+
+def nearest_step(mag_table: Mapping[int, float] | None, magnification: float, tolerance: float = 0.01) -> int:
+    """Index of the table step nearest to `magnification` (log distance); ValueError when more
+    than `tolerance` (relative) off every step, RuntimeError without a table."""
+    if not mag_table:
+        raise RuntimeError("no magnification table configured on the bridge (mag_table)")
+    index = min(mag_table, key=lambda i: abs(math.log(mag_table[i] / magnification)))
+    if abs(mag_table[index] / magnification - 1) > tolerance:
+        raise ValueError(f"magnification {magnification:g} is not a step of the table (nearest {mag_table[index]:g})")
+    return index
+
+
+class _AdapterBase:
+    """Dispatch of command names to vendor getters/setters, stored values for the rest."""
+
+    def __init__(self, stored: StoredSettings | None = None) -> None:
+        self.stored = stored or StoredSettings()
+        self._get: dict[str, Callable[[], Any]] = {}
+        self._set: dict[str, Callable[[Any], None]] = {}
+        for name in ("beam_current_A", "illuminated_diameter_m", "slit_inserted", "slit_width_m",
+                     "slit_height_m", "slit_centre_m", "slit_angle_rad"):
+            self._get[name] = lambda name=name: getattr(self.stored, name)
+            self._set[name] = lambda v, name=name: setattr(self.stored, name, v)
+        self._get["illuminated_area_m2"] = lambda: disc_area_m2(self.stored.illuminated_diameter_m)
+
+    def get(self, name: str) -> Any:
+        try:
+            getter = self._get[name]
+        except KeyError:
+            raise RuntimeError(f"{BY_NAME[name].header} is not available on this bridge") from None
+        return getter()
+
+    def set(self, name: str, value: Any) -> None:
+        try:
+            setter = self._set[name]
+        except KeyError:
+            raise RuntimeError(f"{BY_NAME[name].header} cannot be set on this bridge") from None
+        setter(value)
+
+
+class TemscriptAdapter(_AdapterBase):
+    """Thermo Fisher / FEI TEM Scripting through the `temscript` package."""
+
+    def __init__(
+        self,
+        microscope: Any = None,
+        *,
+        mag_table: Mapping[int, float] | None = None,
+        defocus_m_per_unit: float = 1.0,
+        stored: StoredSettings | None = None,
+    ) -> None:
+        super().__init__(stored)
+        if microscope is None:
+            import temscript  # only on the microscope PC
+
+            microscope = temscript.Microscope()
+        m = self.microscope = microscope
+        self.mag_table = dict(mag_table) if mag_table else None
+        k = defocus_m_per_unit
+        self._get.update(
+            beam_blanked=lambda: bool(m.get_beam_blanked()),
+            high_tension_V=lambda: float(m.get_voltage()) * 1e3,
+            lens_mode=lambda: {"IMAGING": "TEM", "DIFFRACTION": "DIFF"}[str(m.get_projection_mode())],
+            magnification=lambda: float(m.get_indicated_magnification()),
+            defocus_m=lambda: float(m.get_defocus()) * k,
+        )
+        self._set.update(
+            beam_blanked=lambda v: m.set_beam_blanked(bool(v)),
+            lens_mode=lambda v: m.set_projection_mode({"TEM": "IMAGING", "DIFF": "DIFFRACTION"}[v]),
+            magnification=lambda v: m.set_magnification_index(nearest_step(self.mag_table, v)),
+            defocus_m=lambda v: m.set_defocus(v / k),
+        )
+
+    def identity(self) -> str:
+        m = self.microscope
+        return f"insitem,TEM bridge temscript {m.get_family()},{m.get_microscope_id()},{m.get_version()}"
+
+
+class PyjemAdapter(_AdapterBase):
+    """JEOL microscopes through PyJEM's TEM3 package.
+
+    ``defocus_m_per_dac``: objective-fine (OLf) DAC step in metres, a site calibration [est:
+    default 1 nm/step; measure it]. Defocus is reported relative to the OLf value at start-up.
+    """
+
+    DIFF_FUNCTION = 4  # EOS3 function mode index of DIFF in TEM observation
+    MAG_FUNCTION = 0
+
+    def __init__(
+        self,
+        tem3: Any = None,
+        *,
+        mag_table: Mapping[int, float] | None = None,
+        defocus_m_per_dac: float = 1e-9,
+        stored: StoredSettings | None = None,
+    ) -> None:
+        super().__init__(stored)
+        if tem3 is None:
+            from PyJEM import TEM3  # only on the microscope PC
+
+            tem3 = TEM3
+        self.defl, self.eos, self.lens, self.ht = tem3.Def3(), tem3.EOS3(), tem3.Lens3(), tem3.HT3()
+        self.mag_table = dict(mag_table) if mag_table else None
+        self.olf_zero = int(self.lens.GetOLf())
+        k = defocus_m_per_dac
+        self._get.update(
+            beam_blanked=lambda: int(self.defl.GetBeamBlank()) == 1,
+            high_tension_V=lambda: float(self.ht.GetHtValue()),
+            lens_mode=lambda: "DIFF" if int(self.eos.GetFunctionMode()[0]) == self.DIFF_FUNCTION else "TEM",
+            magnification=lambda: float(self.eos.GetMagValue()[0]),
+            defocus_m=lambda: (int(self.lens.GetOLf()) - self.olf_zero) * k,
+        )
+        self._set.update(
+            beam_blanked=lambda v: self.defl.SetBeamBlank(1 if v else 0),
+            lens_mode=lambda v: self.eos.SelectFunctionMode(self.DIFF_FUNCTION if v == "DIFF" else self.MAG_FUNCTION),
+            magnification=lambda v: self.eos.SetSelector(nearest_step(self.mag_table, v)),
+            defocus_m=lambda v: self.lens.SetOLf(int(round(self.olf_zero + v / k))),
+        )
+
+    def identity(self) -> str:
+        return "insitem,TEM bridge pyjem,,"
+
+
+Vendor = Literal["temscript", "pyjem"]
+
+
+def make_adapter(vendor: str, **options: Any) -> TemBackend:
+    """The adapter for a vendor name (options go to its constructor)."""
+    if vendor == "temscript":
+        return TemscriptAdapter(**options)
+    if vendor == "pyjem":
+        return PyjemAdapter(**options)
+    raise ValueError(f"unknown TEM vendor {vendor!r}: expected 'temscript' or 'pyjem'")
+
+
+def serve_bridge(
+    vendor: str,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    *,
+    adapter_options: Mapping[str, Any] | None = None,
+    ready: Callable[[TemServer], None] | None = None,
+) -> None:
+    """Run the bridge until interrupted: adapter for `vendor`, `TemServer` on (host, port).
+
+    Prints the VISA resource string to give the acquisition PC. `ready(server)` is called once
+    listening (tests and the CLI use it to learn the port or to stop the server).
+    """
+    backend = make_adapter(vendor, **dict(adapter_options or {}))
+    server = TemServer(backend, host, port)
+    print(f"insitem TEM bridge ({vendor}) listening: {server.resource}", file=sys.stderr, flush=True)
+    if ready is not None:
+        ready(server)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+__all__ = [
+    "DEFAULT_PORT",
+    "PyjemAdapter",
+    "StoredSettings",
+    "TemServer",
+    "TemscriptAdapter",
+    "make_adapter",
+    "nearest_step",
+    "serve_bridge",
+]
