@@ -477,7 +477,7 @@ class RunFile:
             h5.close()
             raise
         rf = cls(h5, config, wall_clock=wall_clock)
-        previous = h5.attrs["status"].decode().strip()
+        previous = h5.attrs["status"].decode()
         reason = h5.attrs["status_reason"].decode()
         rf._set_status("running", "")
         rf.log(math.nan, "INFO", f"resumed run file (was {previous}{': ' + reason if reason else ''})")
@@ -808,7 +808,8 @@ def _lay_out(h5: h5py.File, config: RunFileConfig) -> None:
     _set_fixed_attr(h5, "status_reason", "", _REASON_BYTES)
     _set_fixed_attr(h5, "status_utc", _utc_now(), _UTC_BYTES)
 
-    exps = h5.create_group("Experiments")
+    # Creation order tracked so HyperSpy lists the windows in declared order (not by name).
+    exps = h5.create_group("Experiments", track_order=True)
     for spec in config.windows:
         _lay_out_window(exps.create_group(spec.name), spec, config)
 

@@ -52,7 +52,7 @@ class StepRecord:
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace").rstrip("\x00").strip()
+        return value.decode("utf-8", errors="replace").rstrip("\x00")
     return str(value)
 
 
