@@ -1,0 +1,633 @@
+"""Two-electrode all-solid-state cell for the simulated world (physics.md §3, §5, §6.3).
+
+What the potentiostat sees of the battery: a positive electrode (LiCoO2, LFP or Li metal) with a
+constant potential U_pos, a negative electrode with a Frumkin insertion isotherm, Butler-Volmer
+kinetics at both interfaces, their double layers, the electrolyte series resistance, and parallel
+paths at the terminals (leakage, stray capacitance, beam-induced current)::
+
+    V_term = E_pos - E_neg + i_cell R_s                                    §3.2
+    E_pos  = U_pos + eta_pos,   E_neg = U_neg(theta) - eta_neg             (eta > 0 on charge)
+    i_cell = i_F,pos(eta_pos) + C_pos A dE_pos/dt
+           = i_rev(E_neg, theta) + i_form(E_neg) - C_neg A dE_neg/dt
+    U_neg(theta) = E0_neg - (RT/F) ln(theta/(1-theta)) - (Omega/F)(1 - 2 theta)   §3.2
+    i_meas = i_cell + V_term/R_leak + C_stray dV_term/dt + beam_on * delta * I_beam   §3.6, §5
+
+Reversible insertion kinetics are written in the Frumkin (Laviron surface-wave) form, which is
+Butler-Volmer with eta_neg = U_neg(theta) - E_neg and j0 normalised at theta = 1/2::
+
+    i_rev = 2 A j0 [(1-theta) exp(alpha phi - alpha w (1-2 theta))
+                    - theta exp(-(1-alpha) phi + (1-alpha) w (1-2 theta))],
+    phi = F (E0_neg - E_neg)/(RT),  w = Omega/(RT)
+
+It vanishes exactly at U_neg(theta) = E_neg and, unlike constant-j0 BV on a logarithmic
+isotherm, has no singularity at theta -> 0 or 1 (insertion needs empty sites, extraction needs
+Li). theta is the occupancy of the electroactive layer (``isotherm_source="thin_layer"``,
+amount Gamma, §3.3), or the transport's surface fraction u(0)/u_max (``"transport"``, §3.5),
+coupled implicitly through ``LiTransport.surface_response``.
+
+First-charge formation (irreversible decomposition of the electrolyte that forms the in-situ
+electrode): a finite pool Q_form of reducible sites, consumed by an irreversible Tafel reduction
+``i_form = F A k_f n_rem exp(-alpha_f F (E_neg - E_form)/(RT))``. It runs only while E_neg is
+low enough, i.e. on the first charge, and stops when the pool is empty, so later cycles have no
+extra charge without any cycle counter.
+
+History: Gamma, R_ct,neg and Omega follow §3.3 ``X(N) = X_inf + (X_0 - X_inf) exp(-N/N0)`` with
+N the number of *equivalent full cycles* actually passed, ``N = ∫|i_rev| dt / (2 F A Gamma_inf)``
+(reversible charge throughput), so the growth follows what the cell did, not a counter.
+
+Integration: backward Euler in time, Newton on (E_pos, E_neg, theta) each step (L-stable: the
+R_ct C_dl ~ 40 ms and R_s C_stray time constants are far below dt). ``current_A`` is the step
+mean (charge/dt), the quantity an integrating SMU reports.
+
+Simplifications (named): U_pos constant (positive electrode capacity >> negative, §3.2); the
+double layers charge with the interface potentials (equal to C d(eta)/dt of §3.2 when U is
+constant); beam-induced current is a current source in parallel with the cell (§3.6) with a fixed
+yield; history laws are explicit (evaluated at the start of each step); SMU noise is not here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from insitem.simulators.transport import FARADAY_C_PER_MOL, LiTransport, TransportParameters
+
+GAS_CONSTANT_J_PER_MOL_K = 8.314462618
+CM2 = 1e-4  # m^2 per cm^2
+OHM_CM2 = 1e-4  # ohm m^2 per ohm cm^2
+UF_PER_CM2 = 1e-2  # F/m^2 per uF/cm^2
+_EXP_CAP = 60.0  # exponent cap for the Tafel/BV exponentials (e^60 ~ 1e26)
+
+
+class CellParameters(BaseModel):
+    """Everything the cell model needs (SI units; cm-based figures converted where noted)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "custom"
+    area_m2: float = Field(gt=0, description="electrode area A (0.2 cm^2 bulk, §3.6)")
+    temperature_K: float = Field(default=298.15, gt=0)
+    U_pos_V: float = Field(description="positive electrode potential vs Li (3.93 V LiCoO2, §3.2 [Y14])")
+    E0_neg_V: float = Field(description="negative electrode isotherm E0 vs Li (2.35 V in-situ electrode, [Y14])")
+    series_resistance_ohm: float = Field(ge=0, description="R_s = R_el/A + R_leads (450 ohm bulk, §3.6)")
+    R_ct_pos_ohm_m2: float = Field(gt=0, description="positive charge-transfer resistance (4000 ohm cm^2, [Y14])")
+    R_ct_neg_initial_ohm_m2: float = Field(gt=0, description="R_ct,0 of the negative electrode (1000 ohm cm^2, §3.3)")
+    R_ct_neg_final_ohm_m2: float = Field(gt=0, description="R_ct,inf (100 ohm cm^2, [Y14])")
+    alpha: float = Field(default=0.5, gt=0, lt=1, description="transfer coefficient (§6.3)")
+    C_dl_pos_F_per_m2: float = Field(default=10 * UF_PER_CM2, ge=0, description="10 uF/cm^2 (§6.3 [est])")
+    C_dl_neg_F_per_m2: float = Field(default=10 * UF_PER_CM2, ge=0)
+    stray_capacitance_F: float = Field(default=0.0, ge=0, description="cables/holder, 50 pF lamella (§3.6)")
+    leakage_resistance_ohm: float | None = Field(default=1e11, gt=0, description="None = no leakage (§6.3)")
+    gamma_initial_mol_per_m2: float = Field(gt=0, description="electroactive amount Gamma at N = 0")
+    gamma_final_mol_per_m2: float = Field(gt=0, description="Gamma_inf")
+    omega_initial_RT: float = Field(default=0.0, description="Omega/RT at N = 0 (§6.3: 0)")
+    omega_final_RT: float = Field(default=0.0, description="Omega/RT at N -> inf (§6.3: 1.0)")
+    history_N0_cycles: float = Field(default=10.0, gt=0, description="N0 of the growth laws (§3.3)")
+    formation_charge_C_per_m2: float = Field(default=0.0, ge=0, description="irreversible first-charge charge")
+    formation_E_V: float = Field(default=2.45, description="E_form vs Li of the decomposition (Tafel reference)")
+    formation_rate_per_s: float = Field(default=1e-3, gt=0, description="k_f at E_neg = E_form")
+    formation_alpha: float = Field(default=0.5, gt=0, le=1)
+    beam_induced_yield: float = Field(default=0.05, description="delta_eff: i = delta * I_beam (§6.3 [est])")
+    isotherm_source: Literal["thin_layer", "transport"] = "thin_layer"
+    initial_open_circuit_V: float = Field(description="cell voltage at rest at t = 0 (sets the initial theta)")
+    transport: TransportParameters | None = Field(
+        default=None, description="Li transport attached by default (None: no profile tracked)"
+    )
+    transport_dt_s: float = Field(
+        default=15.0, gt=0, description="thin_layer mode: the transport is advanced in steps of up to this"
+    )
+
+    @property
+    def f_per_V(self) -> float:
+        return FARADAY_C_PER_MOL / (GAS_CONSTANT_J_PER_MOL_K * self.temperature_K)
+
+    # ---------------------------------------------------------------- presets (§6.3, §3.6)
+    @classmethod
+    def lasgtp_bulk(cls, **overrides: Any) -> "CellParameters":
+        """LiCoO2 | LASGTP 90 um | Pt bulk cell of [Y14] (§3.1-3.3, §6.3 bulk column).
+
+        A = 0.2 cm^2, R_s = 90 ohm cm^2 / A = 450 ohm, R_ct,pos 4000 ohm cm^2, R_ct,neg 1000 ->
+        100 ohm cm^2, Omega 0 -> 1 RT, N0 = 10. Gamma_inf = 2e-8 mol/cm^2 [est: a ~5 uA thin-layer
+        peak at 40 mV/min, §3.3 i_p = F^2 v A Gamma/(4RT - 2 Omega); §3.6 gives 1-10 uA],
+        Gamma_0 = Gamma_inf/5 [est].
+        Calibrated route to the [Y14] end profile (named simplification): the first charge forms
+        the electrode with Q_form = 0.161 C/cm^2 (§3.4: the excess Li of the [Y14] Gaussian,
+        1670 nm x c0), and the profile then relaxes with a constant D_eff = 5.2e-16 cm^2/s
+        (§3.5: (125 nm)^2 / 3e5 s), which after 50 cycles gives ~8.5 c0 at Pt and the 6 c0 point
+        at ~160 nm. E_form = 2.45 V vs Li, k_f = 1e-3 /s [est].
+        """
+        values: dict[str, Any] = dict(
+            name="lasgtp_bulk",
+            area_m2=0.2 * CM2,
+            U_pos_V=3.93,
+            E0_neg_V=2.35,
+            series_resistance_ohm=90 * OHM_CM2 / (0.2 * CM2),
+            R_ct_pos_ohm_m2=4000 * OHM_CM2,
+            R_ct_neg_initial_ohm_m2=1000 * OHM_CM2,
+            R_ct_neg_final_ohm_m2=100 * OHM_CM2,
+            gamma_initial_mol_per_m2=0.4e-8 / CM2,
+            gamma_final_mol_per_m2=2e-8 / CM2,
+            omega_initial_RT=0.0,
+            omega_final_RT=1.0,
+            formation_charge_C_per_m2=0.161 / CM2,
+            initial_open_circuit_V=0.5,
+            transport=TransportParameters(D0_m2_per_s=5.2e-20),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def lfp_lamella(cls, **overrides: Any) -> "CellParameters":
+        """LFP | LAGP | LVP FIB-lamella micro-battery of [P2] (§3.6, §6.3 lamella column).
+
+        A = 1e-8 cm^2 (10 um x 100 nm), R_s = 1e8 ohm (heavy iR at nA), stray 50 pF, leakage
+        1e11 ohm. U_pos = 3.45 V (LFP), E0_neg = 1.8 V (LVP anode plateau) [est: typical values,
+        not in §6.3]. Gamma from the LFP capacity 2.2 nC (§3.6): 2.2e-9 C / (F A). R_ct 100 ohm
+        cm^2 at both interfaces scaled by area (1e10 ohm) [est]. No formation, no growth.
+        """
+        area = 1e-8 * CM2
+        gamma = 2.2e-9 / (FARADAY_C_PER_MOL * area)
+        values: dict[str, Any] = dict(
+            name="lfp_lamella",
+            area_m2=area,
+            U_pos_V=3.45,
+            E0_neg_V=1.8,
+            series_resistance_ohm=1e8,
+            R_ct_pos_ohm_m2=100 * OHM_CM2,
+            R_ct_neg_initial_ohm_m2=100 * OHM_CM2,
+            R_ct_neg_final_ohm_m2=100 * OHM_CM2,
+            stray_capacitance_F=50e-12,
+            gamma_initial_mol_per_m2=gamma,
+            gamma_final_mol_per_m2=gamma,
+            initial_open_circuit_V=0.0,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def si_nanoparticle(cls, **overrides: Any) -> "CellParameters":
+        """Si nanoparticle vs LiOx@Li of [P3]: lithiation by holding at -0.2 V.
+
+        The positive electrode is Li metal (U_pos = 0 V); Si lithiates below E0_neg = 0.3 V vs
+        Li [est]; the pristine particle rests at -2.0 V cell voltage [est]. theta comes from Li
+        transport inside the particle (isotherm_source="transport"), D = 5e-12 cm^2/s [P3],
+        100 nm particle as a closed slab (no-flux far side) [est geometry], c0 = Si site
+        density 5e22 cm^-3 (so c/c0 - 1 = Li per Si), u_max = 3.75 c0 (Li15Si4) [est];
+        implicit Euler because D dt/dx^2 >> 1. Contact area (100 nm)^2, R_s 1e9 ohm through the
+        oxide [est], stray 50 pF.
+        """
+        area = (100e-9) ** 2
+        c_si = 5e22 * 1e6 / 6.02214076e23  # mol/m^3
+        tp = TransportParameters(
+            c0_mol_per_m3=c_si,
+            u_max_over_c0=3.75,
+            D0_m2_per_s=5e-16,
+            domain_m=100e-9,
+            dx_min_m=2e-9,
+            dx_growth=1.0,
+            far_boundary="no_flux",
+            implicitness=1.0,
+        )
+        gamma = tp.u_max_mol_per_m3 * tp.domain_m
+        values: dict[str, Any] = dict(
+            name="si_nanoparticle",
+            area_m2=area,
+            U_pos_V=0.0,
+            E0_neg_V=0.3,
+            series_resistance_ohm=1e9,
+            R_ct_pos_ohm_m2=100 * OHM_CM2,
+            R_ct_neg_initial_ohm_m2=100 * OHM_CM2,
+            R_ct_neg_final_ohm_m2=100 * OHM_CM2,
+            stray_capacitance_F=50e-12,
+            gamma_initial_mol_per_m2=gamma,
+            gamma_final_mol_per_m2=gamma,
+            isotherm_source="transport",
+            initial_open_circuit_V=-2.0,
+            transport=tp,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class CellStep:
+    """Result of one `Cell.advance` interval."""
+
+    current_A: float  # mean measured current over the interval (cell + leakage + stray + beam)
+    terminal_V: float  # voltage across the cell at the end of the interval
+    compliance_tripped: bool
+    charge_C: float  # charge through the SMU during the interval
+
+
+def isotherm_U_V(theta: float, E0_V: float, omega_RT: float, f_per_V: float) -> float:
+    """Frumkin insertion isotherm U(theta) (physics.md §3.2)."""
+    th = min(max(theta, 1e-300), 1.0 - 1e-16)
+    return E0_V - (math.log(th) - math.log1p(-th)) / f_per_V - omega_RT * (1.0 - 2.0 * th) / f_per_V
+
+
+def isotherm_theta(E_V: float, E0_V: float, omega_RT: float, f_per_V: float) -> float:
+    """Inverse of `isotherm_U_V` (bisection on the logit; unique for Omega < 2RT)."""
+    lo, hi = -745.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        th = 1.0 / (1.0 + math.exp(-mid))
+        if isotherm_U_V(th, E0_V, omega_RT, f_per_V) > E_V:
+            lo = mid
+        else:
+            hi = mid
+    return 1.0 / (1.0 + math.exp(-0.5 * (lo + hi)))
+
+
+class Cell:
+    """The simulated battery. Time advances only through `advance` (the world's clock)."""
+
+    def __init__(
+        self,
+        params: CellParameters,
+        transport: LiTransport | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.params = params
+        p = params
+        if transport is None and p.transport is not None:
+            transport = LiTransport(p.transport)
+        if p.isotherm_source == "transport" and transport is None:
+            raise ValueError("isotherm_source='transport' needs a LiTransport")
+        self.transport = transport
+        self.rng = rng  # reserved for stochastic extensions; the cell physics is deterministic
+        self._f = p.f_per_V
+        self._RT_over_F = 1.0 / self._f
+        self.time_s = 0.0
+        self.charge_passed_C = 0.0  # ∫ i_meas dt through the SMU
+        self.faradaic_rev_charge_C = 0.0  # ∫ i_rev dt (reversible insertion, net)
+        self.formation_charge_C = 0.0  # ∫ i_form dt
+        self.throughput_C = 0.0  # ∫ |i_rev| dt
+        self.reversals = 0  # completed sign reversals of i_rev (informational)
+        self._rev_sign = 0
+        self._rev_since = 0.0
+        self.n_form_mol_per_m2 = p.formation_charge_C_per_m2 / FARADAY_C_PER_MOL
+        self.E_pos_V = p.U_pos_V
+        self.E_neg_V = p.U_pos_V - p.initial_open_circuit_V
+        self.V_term_V = p.initial_open_circuit_V
+        self.i_cell_A = 0.0
+        self.i_rev_A = 0.0
+        self.i_form_A = 0.0
+        self.last_tripped = False
+        self._pending_flux_mol = 0.0  # thin_layer mode: Faradaic Li not yet handed to the transport
+        self._pending_dt = 0.0
+        theta0 = isotherm_theta(self.E_neg_V, p.E0_neg_V, p.omega_initial_RT, self._f)
+        if p.isotherm_source == "thin_layer":
+            self.n_rev_mol_per_m2 = theta0 * p.gamma_initial_mol_per_m2
+        else:
+            assert transport is not None
+            self.n_rev_mol_per_m2 = 0.0
+            # the transport's surface defines theta: start the electrode potential in equilibrium with it
+            th_s = max(transport.surface_fraction, 0.0)
+            self.E_neg_V = isotherm_U_V(th_s, p.E0_neg_V, p.omega_initial_RT, self._f)
+            self.V_term_V = p.U_pos_V - self.E_neg_V
+
+    # ---------------------------------------------------------------- history laws (§3.3)
+    @property
+    def equivalent_cycles(self) -> float:
+        """N = reversible charge throughput / (2 F A Gamma_inf)."""
+        p = self.params
+        return self.throughput_C / (2.0 * FARADAY_C_PER_MOL * p.area_m2 * p.gamma_final_mol_per_m2)
+
+    def _history(self) -> tuple[float, float, float]:
+        p = self.params
+        decay = math.exp(-self.equivalent_cycles / p.history_N0_cycles)
+        gamma = p.gamma_final_mol_per_m2 + (p.gamma_initial_mol_per_m2 - p.gamma_final_mol_per_m2) * decay
+        rct = p.R_ct_neg_final_ohm_m2 + (p.R_ct_neg_initial_ohm_m2 - p.R_ct_neg_final_ohm_m2) * decay
+        omega = p.omega_final_RT + (p.omega_initial_RT - p.omega_final_RT) * decay
+        return gamma, rct, omega
+
+    @property
+    def gamma_mol_per_m2(self) -> float:
+        return self._history()[0]
+
+    @property
+    def theta(self) -> float:
+        """Occupancy feeding U_neg: thin-layer n/Gamma, or the transport's u(0)/u_max."""
+        if self.params.isotherm_source == "thin_layer":
+            return self.n_rev_mol_per_m2 / self._history()[0]
+        assert self.transport is not None
+        return self.transport.surface_fraction
+
+    @property
+    def U_neg_V(self) -> float:
+        return isotherm_U_V(self.theta, self.params.E0_neg_V, self._history()[2], self._f)
+
+    @property
+    def open_circuit_V(self) -> float:
+        """Equilibrium cell voltage U_pos - U_neg(theta) (§3.2)."""
+        return self.params.U_pos_V - self.U_neg_V
+
+    # ---------------------------------------------------------------- stepping
+    def advance(
+        self,
+        dt_s: float,
+        applied_V: float | None,
+        compliance_A: float,
+        beam_current_A: float = 0.0,
+    ) -> CellStep:
+        """Advance dt_s with the SMU sourcing applied_V (None: output off, high impedance).
+
+        The SMU turns into a current source at +/-compliance_A when the voltage source would
+        exceed it; `terminal_V` is then the voltage actually reached.
+        """
+        if dt_s <= 0:
+            raise ValueError("dt_s must be > 0")
+        if compliance_A <= 0:
+            raise ValueError("compliance_A must be > 0")
+        i_meas, tripped = self._advance(dt_s, applied_V, compliance_A, beam_current_A)
+        return CellStep(i_meas, self.V_term_V, tripped, i_meas * dt_s)
+
+    def advance_sweep(
+        self,
+        t_points_s: np.ndarray,
+        applied_V_points: np.ndarray,
+        compliance_A: float,
+        beam_current_A: float | np.ndarray = 0.0,
+    ) -> dict[str, np.ndarray]:
+        """Fast path for a staircase: interval k runs from t[k] to t[k+1] at applied_V[k+1].
+
+        `t_points_s[0]` must be the present time offset (only differences are used). Returns
+        arrays (len(t) - 1) of current_A, terminal_V, compliance_tripped, charge_C, and time_s.
+        """
+        t = np.asarray(t_points_s, dtype=float)
+        v = np.asarray(applied_V_points, dtype=float)
+        if t.shape != v.shape or t.ndim != 1:
+            raise ValueError("t_points_s and applied_V_points must be 1-D of equal length")
+        n = len(t) - 1
+        beam = np.broadcast_to(np.asarray(beam_current_A, dtype=float), (len(t),))
+        cur = np.empty(n)
+        vt = np.empty(n)
+        trip = np.zeros(n, dtype=bool)
+        times = np.empty(n)
+        dts = np.diff(t)
+        if np.any(dts <= 0):
+            raise ValueError("t_points_s must increase")
+        adv = self._advance
+        for k in range(n):
+            i_meas, tr = adv(float(dts[k]), float(v[k + 1]), compliance_A, float(beam[k + 1]))
+            cur[k] = i_meas
+            vt[k] = self.V_term_V
+            trip[k] = tr
+            times[k] = self.time_s
+        return {"time_s": times, "current_A": cur, "terminal_V": vt, "compliance_tripped": trip,
+                "charge_C": cur * dts}
+
+    def _advance(self, dt: float, applied_V: float | None, compliance_A: float, beam_A: float) -> tuple[float, bool]:
+        p = self.params
+        i_beam = p.beam_induced_yield * beam_A
+        g_par = (0.0 if p.leakage_resistance_ohm is None else 1.0 / p.leakage_resistance_ohm) + p.stray_capacitance_F / dt
+        V_old = self.V_term_V
+        tripped = False
+        if applied_V is None:
+            sol = self._solve(dt, None, 0.0 - i_beam + p.stray_capacitance_F * V_old / dt, g_par)
+        else:
+            sol = self._solve(dt, applied_V, 0.0, 0.0)
+            E_p, E_n, th, i_cell, i_rev, i_form, V = sol
+            i_meas = i_cell + V * g_par - p.stray_capacitance_F * V_old / dt + i_beam
+            if abs(i_meas) > compliance_A:
+                tripped = True
+                i_src = math.copysign(compliance_A, i_meas)
+                sol = self._solve(dt, None, i_src - i_beam + p.stray_capacitance_F * V_old / dt, g_par)
+        E_p, E_n, th, i_cell, i_rev, i_form, V = sol
+        i_meas = i_cell + V * g_par - p.stray_capacitance_F * V_old / dt + i_beam
+        if applied_V is None:
+            i_meas = 0.0  # output off: nothing flows through the SMU
+        self._commit(dt, E_p, E_n, th, i_cell, i_rev, i_form, V)
+        self.charge_passed_C += i_meas * dt
+        self.last_tripped = tripped
+        return i_meas, tripped
+
+    def _solve(self, dt: float, V_app: float | None, c_src: float, g_par: float) -> tuple[float, ...]:
+        """Backward-Euler step: Newton on (E_pos, E_neg, theta).
+
+        Voltage mode (V_app given): E_p - E_n + R_s i = V_app.
+        Current mode (V_app None): i + g_par (E_p - E_n + R_s i) = c_src, i.e. the SMU current
+        (compliance or 0 when off) minus beam current plus the stray-capacitor history term.
+        """
+        p = self.params
+        f = self._f
+        A = p.area_m2
+        Rs = p.series_resistance_ohm
+        alpha = p.alpha
+        gamma, rct_neg, w = self._history()
+        j0p2 = 2.0 * A * (self._RT_over_F / p.R_ct_pos_ohm_m2)  # 2 A j0 (pos), j0 = RT/(F R_ct)
+        j0n2 = 2.0 * A * (self._RT_over_F / rct_neg)
+        Cp = p.C_dl_pos_F_per_m2 * A / dt
+        Cn = p.C_dl_neg_F_per_m2 * A / dt
+        Up = p.U_pos_V
+        E0 = p.E0_neg_V
+        Ep_o = self.E_pos_V
+        En_o = self.E_neg_V
+        FA = FARADAY_C_PER_MOL * A
+        # theta = theta_star + k_theta * i_into_theta
+        if p.isotherm_source == "thin_layer":
+            theta_star = self.n_rev_mol_per_m2 / gamma
+            k_theta = dt / (FA * gamma)
+            form_in_theta = 0.0
+        else:
+            assert self.transport is not None
+            u0, w0 = self.transport.surface_response(dt)
+            u_max = self.transport.params.u_max_mol_per_m3
+            theta_star = u0 / u_max
+            k_theta = w0 / (FA * u_max)
+            form_in_theta = 1.0
+        n_form = self.n_form_mol_per_m2
+        kf = p.formation_rate_per_s
+        af = p.formation_alpha * f
+        Ef = p.formation_E_V
+        voltage_mode = V_app is not None
+        a_par = 1.0 if voltage_mode else g_par
+        b_par = 0.0 if voltage_mode else 1.0
+        c_par = V_app if voltage_mode else c_src
+        exp = math.exp
+        Ep, En = Ep_o, En_o
+        th = min(max(theta_star, 0.0), 1.0)
+        for it in range(60):
+            # positive interface
+            eta = (Ep - Up) * f
+            xa = min(alpha * eta, _EXP_CAP)
+            xc = min(-(1.0 - alpha) * eta, _EXP_CAP)
+            ea, ec = exp(xa), exp(xc)
+            Ip = 0.5 * j0p2 * (ea - ec) + Cp * (Ep - Ep_o)
+            dIp = 0.5 * j0p2 * f * (alpha * ea + (1.0 - alpha) * ec) + Cp
+            # negative interface, reversible insertion (Frumkin form)
+            phi = (E0 - En) * f
+            s = 1.0 - 2.0 * th
+            xf = min(alpha * phi - alpha * w * s, _EXP_CAP)
+            xb = min(-(1.0 - alpha) * phi + (1.0 - alpha) * w * s, _EXP_CAP)
+            ef, eb = exp(xf), exp(xb)
+            i_rev = j0n2 * ((1.0 - th) * ef - th * eb)
+            di_dE = j0n2 * (-(1.0 - th) * ef * alpha * f - th * eb * (1.0 - alpha) * f)
+            di_dth = j0n2 * (-ef + (1.0 - th) * ef * 2.0 * alpha * w - eb - th * eb * 2.0 * (1.0 - alpha) * w)
+            # formation (finite pool, implicit first-order consumption)
+            if n_form > 0.0:
+                ee = exp(min(-af * (En - Ef), _EXP_CAP))
+                den = 1.0 + dt * kf * ee
+                i_form = FA * n_form * kf * ee / den
+                dform_dE = -FA * n_form * kf * af * ee / (den * den)
+            else:
+                i_form = 0.0
+                dform_dE = 0.0
+            In = i_rev + i_form - Cn * (En - En_o)
+            dIn_dE = di_dE + dform_dE - Cn
+            # residuals
+            r1 = a_par * (Ep - En + Rs * Ip) + b_par * Ip - c_par
+            r2 = Ip - In
+            r3 = th - theta_star - k_theta * (i_rev + form_in_theta * i_form)
+            a11 = a_par * (1.0 + Rs * dIp) + b_par * dIp
+            a12 = -a_par
+            a21 = dIp
+            a22 = -dIn_dE
+            a23 = -di_dth
+            a32 = -k_theta * (di_dE + form_in_theta * dform_dE)
+            a33 = 1.0 - k_theta * di_dth
+            den2 = a22 - a21 * a12 / a11 - a23 * a32 / a33
+            dEn = (-r2 + a21 * r1 / a11 + a23 * r3 / a33) / den2
+            dEp = (-r1 - a12 * dEn) / a11
+            dth = (-r3 - a32 * dEn) / a33
+            big = max(abs(dEp), abs(dEn))
+            if big > 0.05:  # damp: BV exponentials punish long Newton steps
+                sc = 0.05 / big
+                dEp *= sc
+                dEn *= sc
+                dth *= sc
+            Ep += dEp
+            En += dEn
+            th_new = th + dth
+            if th_new < 0.0:
+                th_new = 0.5 * th
+            elif th_new > 1.0:
+                th_new = 0.5 * (th + 1.0)
+            dth = th_new - th
+            th = th_new
+            if abs(dEp) < 1e-11 and abs(dEn) < 1e-11 and abs(dth) < 1e-13:
+                break
+        else:
+            raise FloatingPointError(f"cell Newton did not converge (dt={dt} s, V_app={V_app})")
+        # final currents at the converged point
+        eta = (Ep - Up) * f
+        Ip = 0.5 * j0p2 * (exp(min(alpha * eta, _EXP_CAP)) - exp(min(-(1.0 - alpha) * eta, _EXP_CAP))) + Cp * (Ep - Ep_o)
+        phi = (E0 - En) * f
+        s = 1.0 - 2.0 * th
+        i_rev = j0n2 * ((1.0 - th) * exp(min(alpha * phi - alpha * w * s, _EXP_CAP))
+                        - th * exp(min(-(1.0 - alpha) * phi + (1.0 - alpha) * w * s, _EXP_CAP)))
+        if n_form > 0.0:
+            ee = exp(min(-af * (En - Ef), _EXP_CAP))
+            i_form = FA * n_form * kf * ee / (1.0 + dt * kf * ee)
+        else:
+            i_form = 0.0
+        V = Ep - En + Rs * Ip
+        return Ep, En, th, Ip, i_rev, i_form, V
+
+    def _commit(self, dt: float, Ep: float, En: float, th: float, i_cell: float, i_rev: float,
+                i_form: float, V: float) -> None:
+        p = self.params
+        FA = FARADAY_C_PER_MOL * p.area_m2
+        if p.isotherm_source == "thin_layer":
+            # integrate the pool from the kinetics (exact charge bookkeeping); theta agrees to Newton tolerance
+            self.n_rev_mol_per_m2 = max(self.n_rev_mol_per_m2 + dt * i_rev / FA, 0.0)
+            if self.transport is not None:
+                self._pending_flux_mol += dt * (i_rev + i_form) / FA
+                self._pending_dt += dt
+                if self._pending_dt >= p.transport_dt_s - 1e-9:
+                    self.sync_transport()
+        else:
+            assert self.transport is not None
+            self.transport.step((i_rev + i_form) / FA, dt)
+        self.n_form_mol_per_m2 = max(self.n_form_mol_per_m2 - dt * i_form / FA, 0.0)
+        self.formation_charge_C += i_form * dt
+        self.faradaic_rev_charge_C += i_rev * dt
+        self.throughput_C += abs(i_rev) * dt
+        # count completed reversals of the reversible current (hysteresis: 1 % of Gamma_inf F A)
+        sgn = 1 if i_rev > 0 else -1
+        if sgn != self._rev_sign:
+            self._rev_since += abs(i_rev) * dt
+            if self._rev_since > 0.01 * FA * p.gamma_final_mol_per_m2:
+                if self._rev_sign != 0:
+                    self.reversals += 1
+                self._rev_sign = sgn
+                self._rev_since = 0.0
+        else:
+            self._rev_since = 0.0
+        self.E_pos_V, self.E_neg_V, self.V_term_V = Ep, En, V
+        self.i_cell_A, self.i_rev_A, self.i_form_A = i_cell, i_rev, i_form
+        self.time_s += dt
+
+    def sync_transport(self) -> None:
+        """Hand the Faradaic Li accumulated since the last transport step to the transport
+        (thin_layer mode batches it in steps of up to transport_dt_s; exact in total charge)."""
+        if self.transport is None or self._pending_dt <= 0:
+            return
+        self.transport.step(self._pending_flux_mol / self._pending_dt, self._pending_dt)
+        self._pending_flux_mol = 0.0
+        self._pending_dt = 0.0
+
+    # ---------------------------------------------------------------- inspection / checkpoints
+    def ground_truth(self) -> dict[str, float]:
+        """Hidden state for tests and dry-run comparison (SI units, potentials vs Li)."""
+        self.sync_transport()
+        p = self.params
+        gamma, rct, w = self._history()
+        th = self.theta
+        U_neg = isotherm_U_V(th, p.E0_neg_V, w, self._f)
+        out = {
+            "time_s": self.time_s,
+            "theta": th,
+            "theta_s": self.transport.surface_fraction if self.transport is not None else float("nan"),
+            "charge_passed_C": self.charge_passed_C,
+            "faradaic_reversible_charge_C": self.faradaic_rev_charge_C,
+            "formation_charge_C": self.formation_charge_C,
+            "formation_remaining_C": self.n_form_mol_per_m2 * FARADAY_C_PER_MOL * p.area_m2,
+            "gamma_mol_per_m2": gamma,
+            "R_ct_neg_ohm_m2": rct,
+            "omega_RT": w,
+            "equivalent_cycles": self.equivalent_cycles,
+            "reversals": float(self.reversals),
+            "U_neg_V": U_neg,
+            "E_neg_V": self.E_neg_V,
+            "E_pos_V": self.E_pos_V,
+            "eta_pos_V": self.E_pos_V - p.U_pos_V,
+            "eta_neg_V": U_neg - self.E_neg_V,
+            "open_circuit_V": p.U_pos_V - U_neg,
+            "terminal_V": self.V_term_V,
+            "cell_current_A": self.i_cell_A,
+            "reversible_current_A": self.i_rev_A,
+            "formation_current_A": self.i_form_A,
+        }
+        if self.transport is not None:
+            out["excess_Li_mol_per_m2"] = self.transport.excess_mol_per_m2
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-Python state for checkpointing (transport included)."""
+        keys = ("time_s", "charge_passed_C", "faradaic_rev_charge_C", "formation_charge_C", "throughput_C",
+                "reversals", "_rev_sign", "_rev_since", "n_form_mol_per_m2", "E_pos_V", "E_neg_V", "V_term_V",
+                "i_cell_A", "i_rev_A", "i_form_A", "n_rev_mol_per_m2", "_pending_flux_mol", "_pending_dt",
+                "last_tripped")
+        state: dict[str, Any] = {"params": self.params.model_dump(), **{k: getattr(self, k) for k in keys}}
+        state["transport"] = self.transport.state_dict() if self.transport is not None else None
+        state["rng"] = self.rng.bit_generator.state if self.rng is not None else None
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "Cell":
+        params = CellParameters.model_validate(state["params"])
+        transport = LiTransport.from_state_dict(state["transport"]) if state["transport"] is not None else None
+        rng = None
+        if state.get("rng") is not None:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state["rng"]
+        cell = cls(params, transport=transport, rng=rng)
+        for k, v in state.items():
+            if k not in ("params", "transport", "rng"):
+                setattr(cell, k, v)
+        return cell
