@@ -20,15 +20,26 @@ is safe here because every TEM program message is idempotent (sets are absolute 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from insitem.drivers.errors import CommunicationError, InstrumentError, WrongInstrumentError
 from insitem.drivers.interfaces import Beam, InstrumentIdentity, Lens, Microscope, Slit
-from insitem.drivers.scpi import parse_error
 from insitem.drivers.tem.commands import BY_NAME, split_response
 from insitem.drivers.transport import open_transport
 
 MAX_ERRORS_DRAINED = 32
+_ERROR_RE = re.compile(r'^\s*([+-]?\d+)\s*,\s*"(.*)"\s*$', re.DOTALL)
+
+
+def parse_error(reply: str) -> tuple[int, str]:
+    """``<code>,"<message>"`` -> (code, message), the whole message kept (the TEM servers put
+    the detail after ``;``, unlike `insitem.drivers.scpi.parse_error` which trims it for the
+    Keithley 2450's severity suffix). ValueError on anything else."""
+    m = _ERROR_RE.match(reply)
+    if m is None:
+        raise ValueError(f"not an error-queue entry: {reply!r}")
+    return int(m.group(1)), m.group(2)
 
 
 class LineTransport(Protocol):

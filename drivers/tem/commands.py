@@ -13,8 +13,9 @@ Wire rules: ASCII lines ending in LF (a CR before it is ignored); SCPI parsing
 `insitem.drivers.scpi.ScpiParser`, shared with the Keithley emulators.
 
 Values are SI (V, A, m, m², rad); booleans ``0``/``1`` (``ON``/``OFF`` accepted); replies to
-numeric queries are <NR3> with 10 significant digits (``+2.000000000E-07``), so a set value
-reads back exactly to 1e-10 relative.
+numbers, both ways, are <NRf> in Python's shortest round-trip form (``2e-07``,
+``1880.5``), so every IEEE double set or read back arrives bit-exact; a non-finite value from
+a backend is sent as the SCPI not-a-number 9.91E+37.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from insitem.drivers.scpi import (
     arg_choice,
     arg_float,
     format_error,
-    format_number,
     parse_bool,
     parse_floats,
 )
 
 Kind = Literal["bool", "float", "choice", "pair"]
 
-REPLY_DIGITS = 9  # digits after the point in <NR3> replies: 10 significant digits
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class TemCommand:
         for v in values:
             if not (math.isfinite(v) and self.lo <= v <= self.hi):
                 raise ValueError(f"{self.header}: {v} {self.unit} outside [{self.lo:g}, {self.hi:g}]")
-        return ",".join(format_number(float(v)) for v in values)
+        return ",".join(_nrf(v) for v in values)
 
     def parse_reply(self, text: str) -> Any:
         """Decode a reply; ValueError when it is not what this command answers."""
@@ -133,12 +132,18 @@ class TemCommand:
         if self.kind == "choice":
             return str(value)
         values = (value,) if self.kind == "float" else tuple(value)
-        return ",".join(f"{float(v):+.{REPLY_DIGITS}E}" for v in values)
+        return ",".join(_nrf(v) for v in values)
 
     @property
     def n_args(self) -> tuple[int, int]:
         n = 2 if self.kind == "pair" else 1
         return (n, n)
+
+
+def _nrf(value: float) -> str:
+    """Shortest text that reads back as the same double (repr), SCPI NaN for non-finite."""
+    v = float(value)
+    return repr(v) if math.isfinite(v) else "9.91E+37"
 
 
 # ---------------------------------------------------------------------------------------------
