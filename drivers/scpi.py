@@ -291,25 +291,32 @@ class _Node:
         return self.suffix is not None and int(suffix) == self.suffix
 
 
-_NODE_RE = re.compile(r"^(\[)?:?([A-Za-z]+)(?:\[(\d+)\]|(\d+))?(\])?$")
 _HEADER_TOKEN_RE = re.compile(r"^([A-Za-z]+)(\d*)$")
 _HEADER_RE = re.compile(r"^(\*[A-Za-z]+\??|:?[A-Za-z][A-Za-z0-9]*(?::[A-Za-z][A-Za-z0-9]*)*\??)$")
+_PATTERN_NODE_RE = re.compile(r"(\[)?:([A-Za-z]+)(?:\[(\d+)\]|(\d+))?(\]*)")
 
 
 def compile_pattern(pattern: str) -> tuple[_Node, ...]:
     """Compile a manual-style header (``:SOURce[1]:VOLTage[:LEVel][:IMMediate]``) into nodes."""
-    pieces = re.findall(r"\[:[^\]]+\]|:?[A-Za-z]+(?:\[\d+\]|\d+)?", pattern)
-    if "".join(pieces) != pattern.lstrip(":") and "".join(pieces) != pattern:
-        raise ValueError(f"cannot compile SCPI pattern {pattern!r}")
+    text = pattern if pattern.startswith((":", "[")) else ":" + pattern
     nodes = []
-    for piece in pieces:
-        m = _NODE_RE.match(piece)
+    pos = 0
+    depth = 0  # nested optionals ([:CURRent[:DC]]) are flattened: each inner node is optional
+    while pos < len(text):
+        m = _PATTERN_NODE_RE.match(text, pos)
         if m is None:
-            raise ValueError(f"bad node {piece!r} in SCPI pattern {pattern!r}")
-        opt_open, mnem, opt_suffix, req_suffix, opt_close = m.groups()
+            raise ValueError(f"cannot compile SCPI pattern {pattern!r} at {text[pos:]!r}")
+        opening, mnem, opt_suffix, req_suffix, closing = m.groups()
+        depth += bool(opening)
         short = "".join(ch for ch in mnem if ch.isupper())
         suffix = int(opt_suffix or req_suffix) if (opt_suffix or req_suffix) else None
-        nodes.append(_Node(short, mnem.upper(), bool(opt_open and opt_close), suffix, opt_suffix is not None))
+        nodes.append(_Node(short, mnem.upper(), depth > 0, suffix, opt_suffix is not None))
+        depth -= len(closing)
+        if depth < 0:
+            raise ValueError(f"unbalanced ']' in SCPI pattern {pattern!r}")
+        pos = m.end()
+    if depth:
+        raise ValueError(f"unbalanced '[' in SCPI pattern {pattern!r}")
     return tuple(nodes)
 
 

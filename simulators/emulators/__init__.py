@@ -352,3 +352,33 @@ class ScpiEmulator:
 
     def error_reply(self) -> str:
         return format_error(*self.parser.pop_error())
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory for `insitem serve`
+
+EMULATOR_KINDS = ("keithley2400", "keithley2450", "keithley2400-serial", "keithley2450-serial")
+
+
+def serve(kind: str, host: str = "127.0.0.1", port: int = 0, load: Any = None, clock: Any = None) -> Any:
+    """Start an emulated instrument; return the running server (`.resource_string`, `.stop()`).
+
+    `kind`: one of EMULATOR_KINDS; the ``-serial`` variants serve a pseudo-terminal instead of
+    TCP (host/port ignored). `load` defaults to a 10 kOhm `ResistorLoad`, `clock` to a RealClock.
+    """
+    from insitem.drivers.clock import RealClock
+    from insitem.simulators.emulators.keithley2400 import Keithley2400Emulator
+    from insitem.simulators.emulators.keithley2450 import Keithley2450Emulator
+    from insitem.simulators.emulators.smu import ResistorLoad
+
+    base, _, variant = kind.lower().partition("-")
+    makers = {"keithley2400": Keithley2400Emulator, "keithley2450": Keithley2450Emulator}
+    if base not in makers or variant not in ("", "serial"):
+        raise ValueError(f"unknown emulator {kind!r}; expected one of {', '.join(EMULATOR_KINDS)}")
+    instrument = makers[base](load if load is not None else ResistorLoad(), clock if clock is not None else RealClock())
+    server: LineServer | PtyServer
+    if variant == "serial":
+        server = PtyServer(instrument)
+    else:
+        server = LineServer(instrument, host=host, port=port)
+    return server.start()
