@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import numpy as np
+
 from insitem.drivers.errors import ProtocolError
 from insitem.protocols.schema import CV, Exposures, Hold, Protocol, Rest
 from insitem.protocols.units import E_PER_A2
@@ -96,8 +98,27 @@ class PlannedStep:
             yield t, last.v1_V, last.cycle
             t += self.dwell_s
 
+    def point_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The staircase of `points` as arrays: times (s), potentials (V; NaN = open circuit), cycles."""
+        n = self.n_points()
+        t = np.empty(n)
+        v = np.empty(n)
+        c = np.empty(n, dtype=np.int32)
+        for k, (tk, vk, ck) in enumerate(self.points()):
+            t[k], v[k], c[k] = tk, (math.nan if vk is None else vk), ck
+        return t, v, c
+
     def n_points(self) -> int:
-        return sum(1 for _ in self.points())
+        n = 0
+        for seg in self.segments:
+            if self.kind == "cv" and seg.v0_V is not None and seg.v1_V is not None and seg.v1_V != seg.v0_V:
+                n += max(1, round(abs(seg.v1_V - seg.v0_V) / self.step_V))
+            else:
+                n += max(1, math.ceil((seg.t1_s - seg.t0_s) / self.dwell_s - 1e-9))
+        extra = self.t_end_s - self.segments[-1].t1_s
+        if extra > 1e-9:
+            n += math.ceil(extra / self.dwell_s - 1e-9)
+        return n
 
     def potential_at(self, t_s: float) -> float | None:
         for seg in self.segments:

@@ -1,0 +1,144 @@
+"""Build the rig a run talks to: simulated devices over one SimWorld, or real drivers.
+
+`RigBundle` carries the rig plus what differs between the two: instrument identities, the
+position calibration of the spectrum images, ground truth and live analysis (simulation only),
+and checkpointing the simulated world so `--resume` continues it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from insitem.drivers.clock import Clock
+from insitem.drivers.errors import ResourceError
+from insitem.drivers.interfaces import CameraSettings, InstrumentIdentity, Rig
+from insitem.protocols.schema import Protocol
+
+if TYPE_CHECKING:
+    from insitem.acquisition.runfile import GroundTruthSpec
+    from insitem.acquisition.runner import Runner
+
+ROLES = ("potentiostat", "camera", "microscope")
+ROLE_ALIASES = {"potentiostat": "potentiostat", "smu": "potentiostat", "camera": "camera", "gif": "camera", "tem": "microscope", "microscope": "microscope"}
+
+
+def parse_resource_overrides(items: list[str]) -> dict[str, str]:
+    """`--resource NAME=RESOURCE` items -> {role: resource}. One-line ResourceError on bad input."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        role = ROLE_ALIASES.get(name.strip().lower())
+        if not sep or not value.strip() or role is None:
+            raise ResourceError(
+                f"--resource {item!r}: expected NAME=RESOURCE with NAME one of potentiostat, camera, tem "
+                "(e.g. potentiostat=GPIB0::24::INSTR)"
+            )
+        out[role] = value.strip()
+    return out
+
+
+class RigBundle:
+    """A rig and the run-level services that depend on how it was built."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.ground_truth_spec: GroundTruthSpec | None = None
+        self.ground_truth: Callable[[], tuple[dict[str, np.ndarray], dict[str, float]]] | None = None
+        self.live_profile: Callable[[str, np.ndarray], np.ndarray | None] | None = None
+
+    def identify(self) -> dict[str, InstrumentIdentity]:
+        ids = {}
+        for role, dev in (("potentiostat", self.rig.potentiostat), ("camera", self.rig.camera), ("microscope", self.rig.microscope)):
+            ids[role] = dev.identify()
+        return ids
+
+    def position_axis_nm(self, settings: CameraSettings) -> tuple[float, float]:
+        """(scale, offset) of the spectrum image's position axis, nm per binned row and nm at row 0."""
+        return 1.0, 0.0
+
+    def attach_runner(self, runner: "Runner") -> None:
+        pass
+
+    def checkpoint(self, run_file: Path) -> None:
+        pass
+
+    def close(self) -> None:
+        self.rig.close()
+
+
+def build_rig(
+    protocol: Protocol,
+    clock: Clock,
+    *,
+    hardware: bool,
+    overrides: dict[str, str] | None = None,
+    resume_from: Path | None = None,
+    start_step: int = 0,
+) -> RigBundle:
+    if hardware:
+        return build_hardware_rig(protocol, clock, overrides or {})
+    from insitem.simulators.world import SimRigBundle
+
+    return SimRigBundle.create(protocol, clock, resume_from=resume_from, start_step=start_step)
+
+
+def build_hardware_rig(protocol: Protocol, clock: Clock, overrides: dict[str, str]) -> RigBundle:
+    """Real drivers from the protocol's resource strings (or `--resource` overrides)."""
+    inst = protocol.instruments
+    resources = {
+        "potentiostat": overrides.get("potentiostat", inst.potentiostat.resource),
+        "camera": overrides.get("camera", inst.camera.resource),
+        "microscope": overrides.get("microscope", inst.microscope.resource),
+    }
+    for role, res in resources.items():
+        if not res:
+            raise ResourceError(f"{role}: no resource string (set instruments.{role}.resource or --resource {role}=...)")
+    opened: list[Any] = []
+    try:
+        pot = _open_potentiostat(inst.potentiostat.model, resources["potentiostat"], clock)
+        opened.append(pot)
+        from insitem.drivers.gif.camera import GifCamera, GifCameraConfig
+
+        cam = GifCamera(GifCameraConfig(resource=resources["camera"]), clock=clock)
+        opened.append(cam)
+        from insitem.drivers.tem.client import TemMicroscope
+
+        scope = TemMicroscope(resources["microscope"])
+        opened.append(scope)
+    except BaseException:
+        for dev in opened:
+            try:
+                dev.safe_state()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+            try:
+                dev.close()
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+    return HardwareRigBundle(Rig(pot, cam, scope, clock), protocol)
+
+
+def _open_potentiostat(model: str, resource: str, clock: Clock) -> Any:
+    from insitem.drivers.keithley.k2400 import Keithley2400
+    from insitem.drivers.keithley.k2450 import Keithley2450
+
+    cls = {"keithley2400": Keithley2400, "keithley2450": Keithley2450}.get(model)
+    if cls is None:
+        raise ResourceError(f"potentiostat model {model!r}: expected keithley2400 or keithley2450")
+    return cls(resource, clock=clock)
+
+
+class HardwareRigBundle(RigBundle):
+    def __init__(self, rig: Rig, protocol: Protocol) -> None:
+        super().__init__(rig)
+        self.protocol = protocol
+
+    def position_axis_nm(self, settings: CameraSettings) -> tuple[float, float]:
+        # The slit length is laid across the read-out rows (design §6 optics): nm per binned row.
+        rows, _ = settings.frame_shape(self.rig.camera.sensor_shape)
+        length_nm = self.protocol.spectrometer.slit.length * 1e9
+        return length_nm / rows, 0.0

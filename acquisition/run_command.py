@@ -1,0 +1,196 @@
+"""`insitem run`: build the rig, open the run file, run the plan under signal handlers, report.
+
+Signals: the first Ctrl-C (SIGINT) asks the runner to finish the running exposure and stop
+cleanly; a second Ctrl-C, or SIGTERM, stops at once. Either way the runner puts the rig in its
+safe state and closes the file with the status and the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from insitem.acquisition.progress import LiveProgress
+from insitem.acquisition.rig import RigBundle, build_rig, parse_resource_overrides
+from insitem.acquisition.runfile import RunFile, RunFileConfig, WindowSpec
+from insitem.acquisition.runner import Runner, RunResult, StopNow, camera_settings
+from insitem.drivers.clock import Clock, PacedClock, RealClock, VirtualClock
+from insitem.drivers.errors import ProtocolError
+from insitem.protocols.loader import load_and_plan, loads
+from insitem.protocols.plan import Plan, make_plan
+
+console = Console(stderr=True, highlight=False)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("insitem")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def run_file_path(out: Path, protocol_name: str) -> Path:
+    if out.suffix in (".h5", ".hspy"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = out / f"{protocol_name}-{stamp}.h5"
+    n = 1
+    while path.exists():
+        path = out / f"{protocol_name}-{stamp}-{n}.h5"
+        n += 1
+    return path
+
+
+def window_specs(plan: Plan, bundle: RigBundle) -> tuple[WindowSpec, ...]:
+    specs = []
+    shape = bundle.rig.camera.sensor_shape
+    for w in plan.protocol.spectrometer.windows:
+        settings = camera_settings(plan.protocol, w.name)
+        scale_nm, offset_nm = bundle.position_axis_nm(settings)
+        specs.append(
+            WindowSpec.from_camera_settings(
+                w.name, settings, shape, position_scale=scale_nm, position_offset=offset_nm, position_units="nm", title=f"{plan.protocol.name} {w.name}"
+            )
+        )
+    return tuple(specs)
+
+
+def make_clock(args: argparse.Namespace, hardware: bool) -> Clock:
+    if hardware:
+        return RealClock()
+    if args.realtime:
+        return PacedClock(args.speed)
+    return VirtualClock()
+
+
+class SignalHandlers:
+    """Install SIGINT/SIGTERM handlers for the duration of a run."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._old: dict[int, Any] = {}
+        self._sigints = 0
+
+    def __enter__(self) -> "SignalHandlers":
+        self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+        self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
+        self._sigints += 1
+        if self._sigints == 1:
+            console.print("[yellow]Ctrl-C: finishing the running exposure, then stopping (Ctrl-C again to stop now)[/]")
+            self.runner.request_stop()
+        else:
+            raise StopNow("second Ctrl-C: stopped at once")
+
+    def _on_sigterm(self, signum: int, frame: types.FrameType | None) -> None:
+        raise StopNow("SIGTERM: stopped at once")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    hardware = bool(args.hardware)
+    overrides = parse_resource_overrides(args.resource)
+    start_step = 0
+    if args.resume is not None:
+        return _resume(args, hardware, overrides)
+    if not args.protocol:
+        raise ProtocolError("run: give a protocol file or name (or --resume RUN.h5)")
+    protocol, plan = load_and_plan(args.protocol)
+    from insitem.protocols.loader import resolve
+
+    protocol_text = resolve(args.protocol).read_text(encoding="utf-8")
+    path = run_file_path(args.out, protocol.name)
+    return _execute(args, plan, protocol_text, path, hardware, overrides, start_step, runfile=None)
+
+
+def _resume(args: argparse.Namespace, hardware: bool, overrides: dict[str, str]) -> int:
+    from insitem.acquisition.runfile_read import RunFileReader
+
+    path: Path = args.resume
+    if not path.is_file():
+        raise ProtocolError(f"--resume {path}: no such run file")
+    with RunFileReader(path) as r:
+        text = r.protocol_text()
+        start_step = r.resume_step_index()
+        status = r.status()
+    if status == "completed":
+        raise ProtocolError(f"--resume {path}: the run completed; nothing to resume")
+    protocol = loads(text, source=f"{path}:/insitem/protocol")
+    plan = make_plan(protocol)
+    if start_step >= len(plan.steps):
+        raise ProtocolError(f"--resume {path}: every step completed; nothing to resume")
+    runfile = RunFile.reopen_for_append(path)
+    return _execute(args, plan, text, path, hardware, overrides, start_step, runfile=runfile)
+
+
+def _execute(
+    args: argparse.Namespace,
+    plan: Plan,
+    protocol_text: str,
+    path: Path,
+    hardware: bool,
+    overrides: dict[str, str],
+    start_step: int,
+    runfile: RunFile | None,
+) -> int:
+    clock = make_clock(args, hardware)
+    bundle = build_rig(plan.protocol, clock, hardware=hardware, overrides=overrides, resume_from=path if runfile else None, start_step=start_step)
+    try:
+        identities = bundle.identify()
+        if runfile is None:
+            p = plan.protocol
+            config = RunFileConfig(
+                title=p.name,
+                windows=window_specs(plan, bundle),
+                beam_energy_keV=p.beam.high_tension / 1e3,
+                convergence_angle_mrad=p.spectrometer.convergence_semiangle,
+                collection_angle_mrad=p.spectrometer.collection_semiangle,
+                protocol_text=protocol_text,
+                software_version=_version(),
+                instruments=identities,
+                ground_truth=bundle.ground_truth_spec,
+            )
+            runfile = RunFile.create(path, config)
+    except BaseException:
+        bundle.rig.safe_state()
+        bundle.close()
+        raise
+    progress = LiveProgress(plan, clock.now, console=console, live_profile=bundle.live_profile, enabled=not args.no_progress)
+    runner = Runner(plan, bundle.rig, runfile, progress=progress, start_step=start_step, ground_truth=bundle.ground_truth)
+    bundle.attach_runner(runner)
+    mode = "hardware" if hardware else ("simulation, paced at %gx" % args.speed if args.realtime else "dry run on the simulators (virtual clock)")
+    console.print(f"insitem run {plan.protocol.name}: {mode}; writing {path}")
+    with SignalHandlers(runner), progress:
+        result: RunResult = runner.run()
+    bundle.checkpoint(path)
+    bundle.close()
+    console.print(
+        f"run {result.status}{': ' + result.reason if result.reason else ''} - "
+        f"{result.exposures} exposures, {result.ec_points} potentiostat readings"
+    )
+    print(f"run file: {path}")
+    if not args.no_figures and result.exposures + result.ec_points > 0:
+        try:
+            from insitem.acquisition.figures import write_figures
+
+            figs = write_figures(path, path.parent / (path.stem + "-figures"))
+            print(f"figures: {path.parent / (path.stem + '-figures')} ({len(figs)} PNG)")
+        except Exception as exc:  # noqa: BLE001 - figures are a convenience; the data are safe
+            console.print(f"[yellow]figures not written: {exc}[/]")
+    return 0 if result.status in ("completed", "stopped") else 1

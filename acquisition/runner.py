@@ -1,0 +1,401 @@
+"""The runner: walks a plan on a rig, streams everything to the run file, always ends safe.
+
+One runner for both clocks: on a `VirtualClock` (dry run) time jumps, on a `RealClock` it passes.
+Plan times are seconds from the run start; the runner maps them onto the rig clock with one
+offset, so a resumed run or a slow setup does not shift the schedule.
+
+Per step the runner interleaves two things in time order:
+* the potentiostat staircase: PC-timed (`set_voltage` at each point, `measure` at the end of each
+  stair) or, where the backend offers it, instrument-timed sweeps of up to `sweep_chunk` points;
+* exposures: configure the camera for the window, unblank, `start_exposure`, keep stepping the
+  potentiostat while the camera integrates, blank at the end, `read_frame`, write it.
+
+Every exit path (completion, graceful stop, second Ctrl-C, SIGTERM, device fault, any exception)
+goes through `Rig.safe_state()` and `RunFile.close(status, reason)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from typing import Protocol as TypingProtocol
+
+import numpy as np
+
+from insitem.drivers.errors import ComplianceError, InsitemError, SafetyLimitError
+from insitem.drivers.interfaces import CameraSettings, PotentiostatConfig, Reading, Rig
+from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
+from insitem.protocols.schema import Protocol
+from insitem.protocols.units import E_PER_A2
+
+log = logging.getLogger("insitem.runner")
+
+
+def camera_settings(protocol: Protocol, window_name: str) -> CameraSettings:
+    """The camera settings of one spectrometer window of a protocol."""
+    spec = protocol.spectrometer
+    w = spec.window(window_name)
+    r0, r1 = w.readout_rows or (0, spec.camera.sensor_rows)
+    return CameraSettings(
+        exposure_s=w.exposure,
+        binning=w.binning,
+        readout_area=(r0, 0, r1, w.channels),
+        energy_offset_eV=w.energy_offset,
+        dispersion_eV_per_px=w.dispersion,
+        processing=spec.camera.processing,
+    )
+
+
+class StopNow(Exception):
+    """Raised (from a signal handler or a watchdog) to stop at once."""
+
+
+class Progress(TypingProtocol):
+    """What the runner reports; acquisition/progress.py renders it."""
+
+    def step_started(self, step: PlannedStep, t_s: float) -> None: ...
+    def readings(self, t_s: np.ndarray, voltage_V: np.ndarray, current_A: np.ndarray, cycle: int, step: int) -> None: ...
+    def exposure_started(self, exposure: PlannedExposure, t_s: float) -> None: ...
+    def exposure_done(self, exposure: PlannedExposure, data: np.ndarray, t_s: float) -> None: ...
+    def event(self, level: str, message: str) -> None: ...
+
+
+class NullProgress:
+    def step_started(self, step: PlannedStep, t_s: float) -> None:
+        pass
+
+    def readings(self, t_s: np.ndarray, voltage_V: np.ndarray, current_A: np.ndarray, cycle: int, step: int) -> None:
+        pass
+
+    def exposure_started(self, exposure: PlannedExposure, t_s: float) -> None:
+        pass
+
+    def exposure_done(self, exposure: PlannedExposure, data: np.ndarray, t_s: float) -> None:
+        pass
+
+    def event(self, level: str, message: str) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | stopped | failed | interrupted
+    reason: str = ""
+    exposures: int = 0
+    ec_points: int = 0
+    safe_state_failures: list[str] = field(default_factory=list)
+
+
+class RunFileSink(TypingProtocol):
+    """The part of acquisition.runfile.RunFile the runner uses."""
+
+    def append_exposure(self, window: str, data: np.ndarray, **record: Any) -> int: ...
+    def append_electrochemistry(self, t_s: Any, voltage_V: Any, current_A: Any, **cols: Any) -> None: ...
+    def log(self, t_s: float, level: str, message: str) -> None: ...
+    def begin_step(self, index: int, name: str, t_s: float) -> None: ...
+    def end_step(self, index: int, t_s: float, status: Any = "completed") -> None: ...
+    def write_ground_truth(self, t_s: float, profiles: Any = None, scalars: Any = None) -> None: ...
+    def close(self, status: Any = "completed", reason: str = "") -> None: ...
+
+
+class Runner:
+    def __init__(
+        self,
+        plan: Plan,
+        rig: Rig,
+        runfile: RunFileSink,
+        *,
+        progress: Progress | None = None,
+        start_step: int = 0,
+        ground_truth: Callable[[], tuple[dict[str, np.ndarray], dict[str, float]]] | None = None,
+        sweep_chunk: int = 2500,
+        use_sweeps: bool = True,
+    ) -> None:
+        self.plan = plan
+        self.protocol = plan.protocol
+        self.rig = rig
+        self.clock = rig.clock
+        self.file = runfile
+        self.progress: Progress = progress or NullProgress()
+        self.start_step = start_step
+        self.ground_truth = ground_truth
+        self.sweep_chunk = sweep_chunk
+        self.use_sweeps = use_sweeps
+        self._stop_requested = threading.Event()
+        self._offset = 0.0  # rig clock time of plan time 0
+        self._output_on = False
+        self._compliance_trips = 0
+        self._exposures = 0
+        self._ec_points = 0
+        self._dose_e_per_m2 = 0.0
+        # readings of the running exposure, for its mean potential and current
+        self._exposure_readings: list[tuple[float, float]] | None = None
+        self._stair_pending = False  # a level was set and its stair not yet measured
+
+    # -- control ----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish the running exposure, then stop cleanly (first Ctrl-C)."""
+        self._stop_requested.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
+    # -- the run ----------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        status, reason = "completed", ""
+        try:
+            self._setup()
+            steps = self.plan.steps[self.start_step :]
+            if steps:
+                self._offset = self.clock.now() - steps[0].t_start_s
+            for step in steps:
+                self._run_step(step)
+                if self.stop_requested:
+                    status, reason = "stopped", "stop requested (Ctrl-C): stopped after the running exposure"
+                    break
+        except StopNow as exc:
+            status, reason = "interrupted", str(exc) or "stopped at once"
+        except KeyboardInterrupt:
+            status, reason = "interrupted", "second Ctrl-C: stopped at once"
+        except InsitemError as exc:
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - any fault must still end in the safe state
+            log.exception("runner fault")
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        return self._finish(status, reason)
+
+    def _finish(self, status: str, reason: str) -> RunResult:
+        # The safe state first: nothing below may prevent it.
+        failures = self.rig.safe_state()
+        t = self._now_safe()
+        try:
+            if failures:
+                self.file.log(t, "CRITICAL", "safe state NOT confirmed: " + "; ".join(failures))
+                reason = (reason + "; " if reason else "") + "safe state not confirmed: " + "; ".join(failures)
+                if status == "completed":
+                    status = "failed"
+            else:
+                self.file.log(t, "INFO", "safe state: potentiostat output off, beam blanked")
+            self._write_ground_truth(t)
+            self.file.log(t, "INFO" if status == "completed" else "ERROR", f"run {status}{': ' + reason if reason else ''}")
+        except Exception as exc:  # noqa: BLE001 - the file may be the thing that failed (disk full)
+            reason = (reason + "; " if reason else "") + f"run file: {exc}"
+        finally:
+            try:
+                self.file.close(status, reason)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001
+                log.error("closing the run file failed: %s", exc)
+        self.progress.event("INFO" if status == "completed" else "ERROR", f"run {status}{': ' + reason if reason else ''}")
+        return RunResult(status, reason, self._exposures, self._ec_points, failures)
+
+    def _now_safe(self) -> float:
+        try:
+            return self.clock.now()
+        except Exception:  # noqa: BLE001
+            return math.nan
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        p = self.protocol
+        scope = self.rig.microscope
+        scope.beam.set_blanked(True)
+        if not scope.beam.blanked:
+            raise SafetyLimitError("the beam did not blank at setup")
+        rate = scope.beam.dose_rate_e_per_m2_s
+        if rate > p.safety.max_dose_rate * (1 + 1e-6):
+            raise SafetyLimitError(
+                f"dose rate {rate / E_PER_A2:.3g} e/Å²/s read from the microscope exceeds "
+                f"safety.max_dose_rate {p.safety.max_dose_rate / E_PER_A2:.3g} e/Å²/s"
+            )
+        slit = p.spectrometer.slit
+        scope.slit.set_inserted(True)
+        scope.slit.set_width(slit.width)
+        scope.slit.set_height(slit.length)
+        pot = self.rig.potentiostat
+        pot.configure(
+            PotentiostatConfig(
+                compliance_A=p.safety.current_compliance,
+                voltage_limits_V=(p.safety.voltage_min, p.safety.voltage_max),
+                voltage_range_V=max(abs(p.safety.voltage_min), abs(p.safety.voltage_max)),
+            )
+        )
+        pot.set_output(False)
+        self._output_on = False
+        self._log("INFO", f"setup done: dose rate {rate / E_PER_A2:.3g} e/Å²/s, compliance {p.safety.current_compliance:g} A")
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _run_step(self, step: PlannedStep) -> None:
+        t_now = self.clock.now()
+        self.file.begin_step(step.index, step.kind, t_now)
+        self.progress.step_started(step, t_now)
+        self._log("INFO", f"step {step.index} ({step.kind}) started")
+        t, v, cyc = step.point_arrays()
+        t = t + self._offset
+        exposures = deque(step.exposures)
+        active: tuple[PlannedExposure, float] | None = None  # (exposure, rig start time)
+        i, n = 0, len(t)
+        while True:
+            t_next_exp = exposures[0].t_start_s + self._offset if exposures else math.inf
+            t_active_end = active[1] + active[0].exposure_s if active else math.inf
+            t_event = min(t_next_exp, t_active_end)
+            j = int(np.searchsorted(t, t_event, side="left")) if math.isfinite(t_event) else n
+            if j > i:
+                self._apply_points(step, t, v, cyc, i, j)
+                i = j
+            if not math.isfinite(t_event):
+                break
+            if active is not None and t_active_end <= t_next_exp:
+                self._finish_exposure(active[0], active[1])
+                active = None
+                if self.stop_requested:
+                    break
+            else:
+                if self.stop_requested:
+                    break
+                exp = exposures.popleft()
+                active = (exp, self._start_exposure(exp))
+        # final reading at the end of the last stair
+        if not self.stop_requested:
+            self.clock.sleep_until(step.t_end_s + self._offset)
+        self._measure_pending(int(cyc[-1]) if n else 0, step.index)
+        t_end = self.clock.now()
+        self.file.end_step(step.index, t_end, "interrupted" if self.stop_requested else "completed")
+        self._write_ground_truth(t_end)
+        self._log("INFO", f"step {step.index} ({step.kind}) {'stopped' if self.stop_requested else 'completed'}")
+
+    def _apply_points(self, step: PlannedStep, t: np.ndarray, v: np.ndarray, cyc: np.ndarray, i: int, j: int) -> None:
+        """Run staircase points i..j-1: one instrument-timed sweep per chunk where the backend
+        offers it, else PC-timed (set the level at each point, measure at the end of each stair)."""
+        pot = self.rig.potentiostat
+        if self.use_sweeps and pot.supports_sweep and not np.isnan(v[i:j]).any():
+            k = i
+            while k < j:
+                if self.stop_requested and self._exposure_readings is None:
+                    return
+                m = min(j, k + self.sweep_chunk)
+                self.clock.sleep_until(t[k])
+                self._measure_pending(int(cyc[k]), step.index)
+                self._ensure_output(True)
+                readings = pot.run_sweep(v[k:m].tolist(), step.dwell_s)
+                self._record(readings, cyc[k:m], step.index)
+                k = m
+            return
+        for k in range(i, j):
+            if self.stop_requested and self._exposure_readings is None:
+                return
+            self.clock.sleep_until(t[k])
+            self._measure_pending(int(cyc[k - 1]) if k > 0 else int(cyc[k]), step.index)
+            if math.isnan(v[k]):
+                self._ensure_output(False)
+            else:
+                pot.set_voltage(float(v[k]))
+                self._ensure_output(True)
+                self._stair_pending = True
+
+    def _ensure_output(self, on: bool) -> None:
+        if on != self._output_on:
+            self.rig.potentiostat.set_output(on)
+            self._output_on = on
+
+    def _measure_pending(self, cycle: int, step_index: int) -> None:
+        """Measure the end of the stair set last (PC-timed mode), once."""
+        if not (self._stair_pending and self._output_on):
+            return
+        self._stair_pending = False
+        reading = self.rig.potentiostat.measure()
+        self._record([reading], np.array([cycle]), step_index)
+
+    def _record(self, readings: list[Reading], cycles: np.ndarray, step_index: int) -> None:
+        if not readings:
+            return
+        ts = np.fromiter((r.t_s for r in readings), float, len(readings))
+        vs = np.fromiter((r.voltage_V for r in readings), float, len(readings))
+        cs = np.fromiter((r.current_A for r in readings), float, len(readings))
+        trips = np.fromiter((r.compliance_tripped for r in readings), bool, len(readings))
+        cyc = np.broadcast_to(np.asarray(cycles, dtype=np.int32), (len(readings),))
+        self.file.append_electrochemistry(ts, vs, cs, cycle=cyc, step=step_index, compliance=trips)
+        self._ec_points += len(readings)
+        if self._exposure_readings is not None:
+            self._exposure_readings.extend(zip(vs.tolist(), cs.tolist()))
+        self.progress.readings(ts, vs, cs, int(cyc[-1]), step_index)
+        n_trips = int(trips.sum())
+        if n_trips:
+            self._compliance_trips += n_trips
+            limit = self.protocol.safety.max_compliance_trips
+            self._log("WARNING", f"compliance tripped ({self._compliance_trips} so far, limit {limit})")
+            if self._compliance_trips > limit:
+                raise ComplianceError(
+                    f"current compliance {self.protocol.safety.current_compliance:g} A tripped "
+                    f"{self._compliance_trips} times, more than safety.max_compliance_trips = {limit}"
+                )
+
+    # -- exposures ----------------------------------------------------------------------------------
+    def _start_exposure(self, exp: PlannedExposure) -> float:
+        cam = self.rig.camera
+        settings = camera_settings(self.protocol, exp.window)
+        if cam.settings != settings:
+            cam.configure(settings)  # energy offset switched here, before the beam comes on
+        planned_dose = exp.exposure_s * self.rig.microscope.beam.dose_rate_e_per_m2_s
+        if self._dose_e_per_m2 + planned_dose > self.protocol.safety.max_total_dose * (1 + 1e-9):
+            raise SafetyLimitError(
+                f"exposure {exp.index} would take the dose to {(self._dose_e_per_m2 + planned_dose) / E_PER_A2:.4g} e/Å², "
+                f"over safety.max_total_dose {self.protocol.safety.max_total_dose / E_PER_A2:.4g} e/Å²"
+            )
+        self.clock.sleep_until(exp.t_start_s + self._offset)
+        if self.protocol.beam.policy == "blanked_between":
+            self.rig.microscope.beam.set_blanked(False)
+        t0 = cam.start_exposure()
+        self._exposure_readings = []
+        self.progress.exposure_started(exp, t0)
+        return t0
+
+    def _finish_exposure(self, exp: PlannedExposure, t0: float) -> None:
+        self.clock.sleep_until(t0 + exp.exposure_s)
+        scope = self.rig.microscope
+        dose_rate = scope.beam.dose_rate_e_per_m2_s
+        if self.protocol.beam.policy == "blanked_between":
+            scope.beam.set_blanked(True)
+            if not scope.beam.blanked:
+                raise SafetyLimitError("the beam did not blank after an exposure")
+        frame = self.rig.camera.read_frame()
+        readings = self._exposure_readings or []
+        self._exposure_readings = None
+        pot_V = float(np.mean([r[0] for r in readings])) if readings else (exp.potential_V if exp.potential_V is not None else math.nan)
+        cur_A = float(np.mean([r[1] for r in readings])) if readings else math.nan
+        dose = dose_rate * exp.exposure_s
+        self._dose_e_per_m2 += dose
+        self.file.append_exposure(
+            exp.window,
+            frame.data,
+            t_start_s=frame.t_start_s,
+            exposure_s=frame.exposure_s,
+            potential_V=pot_V,
+            current_A=cur_A,
+            cycle=exp.cycle,
+            step=exp.step_index,
+            dose_e_per_m2=dose,
+            energy_offset_eV=frame.settings.energy_offset_eV,
+            saturated_px=frame.saturated_px,
+        )
+        self._exposures += 1
+        if frame.saturated_px:
+            self._log("WARNING", f"exposure {exp.index} ({exp.window}): {frame.saturated_px} saturated pixels")
+        self._write_ground_truth(self.clock.now())
+        self.progress.exposure_done(exp, frame.data, frame.t_start_s)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _write_ground_truth(self, t_s: float) -> None:
+        if self.ground_truth is None:
+            return
+        profiles, scalars = self.ground_truth()
+        self.file.write_ground_truth(t_s, profiles=profiles, scalars=scalars)
+
+    def _log(self, level: str, message: str) -> None:
+        self.file.log(self.clock.now(), level, message)
+        self.progress.event(level, message)
+        log.log(getattr(logging, level, logging.INFO), message)
