@@ -1,0 +1,634 @@
+"""Spatially-resolved EELS spectrum synthesis: expected electrons per channel for every slit position.
+
+Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.ColumnState`:
+
+1. Zero-loss peak Z (§1.2; cold-FEG Fowler-Nordheim shape or Schottky EMG, broadened to the effective
+   FWHM, unit area), I0 = N exp(-t/lambda_all) (electrons that lost no energy; N incident electrons).
+2. Valence single scattering p_v (Drude loss function x ln(1 + beta^2/theta_E^2), §1.3, plus the shallow
+   M/N/O edges of §1.3/§1.6 as saw-tooth shapes), unit area, scaled to kappa = t/lambda - (core-edge
+   integrals at the parent composition) so that the total single scattering equals t/lambda (§1.4).
+3. Core edges (§1.5, §1.8): hydrogenic K/L cross sections (m^2/eV per atom) of every element present,
+   with ELNES for Li-K, Ti-L2,3 (Ti4+ four white lines, Ti3+ merged and shifted) and O-K (pre-peak,
+   peaks a and b), multiplied by areal densities (atoms/m^2).
+4. Plural scattering by the Fourier-log relation J = I0 Z ⊗ exp*(s) (§1.4). Two evaluations:
+   * ``method="fourier_log"`` (default when the window contains the ZLP): exact per-row
+     J_hat = I0 Z_hat exp(s_hat); the sum over a window that contains everything is I0 exp(t/lambda).
+   * ``method="fourier_ratio"`` (default for core-loss windows): each edge is convolved with the unit
+     low-loss spectrum of its layer, J_K = s_K ⊗ J_v (§1.4 Fourier-ratio form), and the valence
+     spectrum J_v is cached per layer; neglects scattering by two core edges in one electron (relative
+     size (sum of edge integrals)^2/2 ~ 1e-4).
+5. Chromatic blur along y per edge, sigma = Cc beta E/E0 (§1.7), applied to the per-row weights of
+   each component (a component's blur uses its onset energy; the valence background uses the window
+   centre).
+6. Energy shifts: non-isochromaticity dE(y) (§1.9; default 0.1 eV peak-to-peak, a parameter) plus the
+   exposure's drift (mean shift by linear interpolation, spread by convolution with the histogram of
+   the drift samples).
+
+Speed: everything that depends only on composition, optics and the energy axis (FFTs, edge shapes,
+templates = shape ⊗ low-loss kernel) is cached per (axis, sample); a call builds a weight matrix
+(rows x templates, cheap), multiplies it with the template matrix, shifts rows and crops.
+The O-K peak b, whose position moves with R(c), is a bank of templates 0.5 eV apart with linear
+weights (exact for the centroid; FWHM 8 eV >> 0.5 eV).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import fft as sfft
+from scipy.ndimage import convolve1d, gaussian_filter1d
+from scipy.optimize import brentq
+
+from insitem.simulators.cross_sections import (
+    dsigma_dE,
+    effective_collection_angle_rad,
+    sigma_integrated,
+    theta_E_rad,
+)
+from insitem.simulators.sample import ColumnState, Material
+
+#: Hydrogenic core edges per element: (shell, onset eV, L1 onset eV). Onsets: physics.md §1.6 table
+#: (Elam [S:XRDB]) where given; Li-K 55 eV (exspy DB), Ti L3 456 / L1 560.9 eV; others Elam [est].
+CORE_EDGES: dict[str, tuple[str, float, float | None]] = {
+    "Li": ("K", 55.0, None),
+    "C": ("K", 284.2, None),
+    "O": ("K", 529.0, None),
+    "Al": ("L", 72.5, 117.8),
+    "Si": ("L", 99.2, 149.7),
+    "P": ("L", 135.0, 189.3),
+    "Ti": ("L", 456.0, 560.9),
+    "V": ("L", 512.1, 626.7),
+    "Fe": ("L", 708.1, 844.6),
+    "Co": ("L", 779.4, 925.1),
+    "Ge": ("L", 1217.0, 1414.6),
+}
+ATOMIC_NUMBER = {"Li": 3, "C": 6, "O": 8, "Al": 13, "Si": 14, "P": 15, "Ti": 22, "V": 23, "Fe": 26,
+                 "Co": 27, "Ge": 32}
+
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+
+class EELSParameters(BaseModel):
+    """Spectrometer, microscope and ELNES parameters (defaults: physics.md §6.1 and §1.8)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    E0_eV: float = Field(default=300e3, gt=0, description="beam energy (§6.1)")
+    beta_rad: float = Field(default=10e-3, gt=0, description="collection semi-angle (§6.1)")
+    alpha_rad: float = Field(default=0.5e-3, ge=0, description="convergence semi-angle (§6.1)")
+    # zero-loss peak (§1.2)
+    gun: Literal["cfeg", "schottky"] = "cfeg"
+    zlp_fwhm_eV: float | None = Field(default=None, description="None: 0.45 eV (cfeg) / 0.8 eV (schottky), §1.2")
+    zlp_tail_eV: float = Field(default=0.15, gt=0, description="FN tail d (cfeg) / EMG tau (schottky), §1.2")
+    emitter_kT_eV: float = Field(default=0.0257, gt=0, description="kT at room temperature, §1.2")
+    # shallow-edge saw-tooth rise width [est]
+    shallow_edge_rise_eV: float = Field(default=3.0, gt=0)
+    # Li-K ELNES (§1.8) [est]: step 57 eV/1 eV, peak 61.5 eV FWHM 3, broad 70 eV FWHM 10, join at 75 eV
+    li_step_eV: float = 57.0
+    li_step_width_eV: float = 1.0
+    li_peaks: list[tuple[float, float, float]] = Field(
+        default=[(61.5, 3.0, 0.25), (70.0, 10.0, 0.25)],
+        description="(centre eV, FWHM eV, area as a fraction of sigma(onset, 40 eV)) [est]",
+    )
+    li_join_eV: tuple[float, float] = (65.0, 75.0)
+    # Ti-L2,3 (§1.8)
+    ti4_peaks_eV: tuple[float, float, float, float] = (457.0, 459.0, 463.0, 465.0)
+    ti4_fwhm_eV: tuple[float, float, float, float] = (0.9, 1.5, 1.6, 2.2)
+    ti_t2g_eg_area: float = Field(default=0.7, description="t2g:eg area within each L (Ti4+) [est]")
+    ti4_L2_L3: float = Field(default=1.30, description="L2/L3 integrated ratio, Ti4+ [Y14]")
+    ti3_shift_eV: float = Field(default=-1.7, description="Ti3+ relative to Ti4+ eg positions [Y14]")
+    ti3_fwhm_eV: tuple[float, float] = (2.0, 2.6)
+    ti3_L2_L3: float = Field(default=1.25, description="L2/L3 integrated ratio, Ti3+ [Y14]")
+    ti_white_line_factor: float = Field(
+        default=1.5, ge=0, description="white-line area (L3+L2) / hydrogenic sigma(456 eV, 30 eV) [est]"
+    )
+    ti_step_width_eV: float = 1.0
+    ti_join_eV: tuple[float, float] = Field(default=(30.0, 40.0), description="continuum join above onset")
+    # O-K (§1.8)
+    o_threshold_eV: float = 529.0
+    o_step_eV: float = Field(default=530.5, description="arctan step centre (529-532 eV)")
+    o_step_width_eV: float = 1.0
+    o_prepeaks: list[tuple[float, float, float]] = Field(
+        default=[(530.5, 1.2, 0.08), (533.0, 1.8, 0.10)],
+        description="(centre, FWHM, area fraction of sigma_O(40 eV)) at c = c0 [est]",
+    )
+    o_peak_a: tuple[float, float, float] = (538.0, 4.0, 0.25)
+    o_peak_b_constant_eV_nm2: float = Field(default=2.820, description="(E_b - 529.0) R^2 [Y14]")
+    o_peak_b_fwhm_eV: float = 8.0
+    o_peak_b_area: float = 0.25
+    o_peak_b_bank_eV: tuple[float, float, float] = Field(
+        default=(555.0, 569.0, 0.5), description="peak-b template bank: first, last, step (eV)"
+    )
+    # geometry / optics (§1.7, §1.9)
+    Cc_m: float = Field(default=2e-3, ge=0, description="chromatic aberration coefficient (§1.7)")
+    nonisochromaticity_pp_eV: float = Field(
+        default=0.1, ge=0, description="dE(y) peak-to-peak over the rows (issue: < 0.1 eV; physics §1.9: 0.3)"
+    )
+    nonisochromaticity_linear_fraction: float = Field(default=0.5, ge=0, le=1)
+    drift_eV_per_s: float = Field(default=0.1 / 60, description="linear energy drift (§1.9)")
+    drift_random_walk_eV_per_sqrt_s: float = Field(default=0.02, ge=0, description="(§1.9)")
+
+    @property
+    def zlp_fwhm(self) -> float:
+        if self.zlp_fwhm_eV is not None:
+            return self.zlp_fwhm_eV
+        return 0.45 if self.gun == "cfeg" else 0.8
+
+
+def electrons_per_row(dose_rate_e_per_m2_s: float, row_length_m: float, slit_width_m: float, exposure_s: float) -> float:
+    """Incident electrons on one spectrum-image row = dose rate x row length x slit width x exposure (§5).
+
+    10 e/A^2/s (1e21 e/m^2/s), 5.7 nm row, 200 nm slit, 30 s -> 3.4e7 electrons (§1.5).
+    """
+    return dose_rate_e_per_m2_s * row_length_m * slit_width_m * exposure_s
+
+
+def energy_drift_samples(
+    params: EELSParameters, exposure_s: float, t_start_s: float, rng: np.random.Generator, n: int = 32,
+    start_shift_eV: float = 0.0,
+) -> np.ndarray:
+    """Energy shift samples (eV) at n equally spaced instants of one exposure: linear drift plus a
+    random walk (§1.9), starting from ``start_shift_eV`` at ``t_start_s`` (drift clock origin 0)."""
+    dt = exposure_s / n
+    t = t_start_s + dt * (np.arange(n) + 0.5)
+    walk = np.cumsum(rng.normal(0.0, params.drift_random_walk_eV_per_sqrt_s * math.sqrt(dt), n))
+    return start_shift_eV + params.drift_eV_per_s * (t - t_start_s) + walk
+
+
+# ------------------------------------------------------------------------------------------ line shapes
+
+
+def _gauss(E: np.ndarray, centre: float, fwhm: float) -> np.ndarray:
+    s = fwhm * FWHM_TO_SIGMA
+    return np.exp(-0.5 * ((E - centre) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+
+
+def _arctan_step(E: np.ndarray, centre: float, width: float) -> np.ndarray:
+    return 0.5 + np.arctan((E - centre) / width) / math.pi
+
+
+def _taper(E: np.ndarray, start: float, stop: float) -> np.ndarray:
+    """1 below ``start``, 0 above ``stop``, raised cosine between."""
+    x = np.clip((E - start) / (stop - start), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(math.pi * x))
+
+
+def drude_ssd(E: np.ndarray, Ep: float, dEp: float, E0_eV: float, beta_rad: float) -> np.ndarray:
+    """Drude single-scattering shape ELF(E) ln(1 + beta^2/theta_E^2) (§1.3, Egerton eqs. 3.40/3.42/4.26),
+    arbitrary scale (it is normalised to t/lambda, §1.3 note)."""
+    E = np.asarray(E, dtype=float)
+    out = np.zeros_like(E)
+    m = E > 0
+    e = E[m]
+    elf = Ep**2 * e * dEp / ((e**2 - Ep**2) ** 2 + (e * dEp) ** 2)
+    out[m] = elf * np.log1p(beta_rad**2 / theta_E_rad(e, E0_eV) ** 2)
+    return out
+
+
+def zlp_channel_contents(k: np.ndarray, d: float, p: EELSParameters) -> np.ndarray:
+    """ZLP (unit area) integrated over channels centred at loss k*d (width d), §1.2.
+
+    cfeg: Fowler-Nordheim total-energy distribution exp(-E/dt)/(1 + exp(-E/kT)) in loss E (tail on the
+    positive-loss side) convolved with a Gaussian whose width is solved so that the total FWHM is the
+    effective value (HT ripple + detector). schottky: exponentially modified Gaussian. Peak maximum at 0.
+    """
+    h = min(0.005, d / 10)
+    x = np.arange(-4.0, 8.0 + h, h)
+
+    def shape(sig: float) -> np.ndarray:
+        if p.gun == "cfeg":
+            z = -x / p.emitter_kT_eV
+            base = np.exp(-x / p.zlp_tail_eV - np.logaddexp(0.0, z))
+        else:
+            base = np.where(x >= 0, np.exp(-x / p.zlp_tail_eV), 0.0)
+        g = np.exp(-0.5 * (np.arange(-int(5 * sig / h) - 1, int(5 * sig / h) + 2) * h / sig) ** 2)
+        out = np.convolve(base, g, mode="same")
+        return out / out.max()
+
+    def fwhm(sig: float) -> float:
+        y = shape(sig)
+        above = np.nonzero(y >= 0.5)[0]
+        return (above[-1] - above[0]) * h
+
+    target = p.zlp_fwhm
+    sig = brentq(lambda s: fwhm(s) - target, 0.01, target) if fwhm(0.01) < target else 0.01
+    y = shape(sig)
+    i = int(np.argmax(y))
+    # parabolic refinement of the maximum so the ZLP peak sits at 0 loss
+    a, b, c = y[i - 1], y[i], y[i + 1]
+    x0 = x[i] + 0.5 * h * (a - c) / (a - 2 * b + c)
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (y[1:] + y[:-1]) * h)])
+    xm = 0.5 * (x[1:] + x[:-1])
+    xc = np.concatenate([[x[0] - 0.5 * h], xm, [x[-1] + 0.5 * h]])
+    cumc = np.concatenate([[0.0], cum[:-1] + 0.5 * (cum[1:] - cum[:-1]), [cum[-1]]])
+    E = k * d + x0
+    F = np.interp(E + d / 2, xc, cumc) - np.interp(E - d / 2, xc, cumc)
+    return F / F.sum()
+
+
+# ------------------------------------------------------------------------------------------ the cache
+
+
+@dataclass
+class _Component:
+    name: str            # e.g. "valence", "Li K", "Ti4", "Ti3", "O main", "O pre", "O b 560.0"
+    element: str | None  # element whose areal density scales it (None: valence)
+    energy_eV: float     # representative energy for the chromatic blur
+    shape: np.ndarray    # single-scattering contents per channel on the periodic grid, per atom (m^2) or unit
+
+
+@dataclass
+class _Cache:
+    d: float
+    k_lo: int
+    n_ext: int
+    P: int
+    support_k: int
+    zhat: np.ndarray
+    components: list[_Component]
+    comp_hat: np.ndarray          # (n_comp, P//2+1) FFT of the shapes
+    comp_integral: np.ndarray     # (n_comp,) sum of shape contents
+    valence_hat: list[np.ndarray]  # per layer: FFT of p_v (unit sum)
+    kappa: np.ndarray             # per layer valence scale
+    layer_comps: list[list[int]]  # per layer: indices of components present
+    templates: np.ndarray         # (n_templates, n_ext) fourier-ratio templates (per unit I0)
+    template_index: list[tuple[int, int]]  # (layer, component or -1 = valence)
+    bank_eV: np.ndarray
+    window_centre_eV: float
+
+
+class EELSSynthesizer:
+    """Expected-electron spectrum images for a sample (see module docstring). Keeps the caches."""
+
+    def __init__(self, params: EELSParameters | None = None) -> None:
+        self.params = params or EELSParameters()
+        self._caches: dict[tuple, _Cache] = {}
+        self._hold: dict[int, tuple[Material, ...]] = {}
+
+    # ------------------------------------------------------------------------------------------ public
+    def synthesize(
+        self,
+        energy_eV: np.ndarray,
+        column: ColumnState,
+        electrons: np.ndarray | float,
+        energy_shift_eV: np.ndarray | float = 0.0,
+        method: Literal["auto", "fourier_log", "fourier_ratio"] = "auto",
+    ) -> np.ndarray:
+        """Expected electrons per channel, array (n_rows, n_channels) float64.
+
+        ``energy_eV``: channel centres (uniform, e.g. ``CameraSettings.energy_axis_eV``); ``electrons``:
+        incident electrons per row (scalar or n_rows; see :func:`electrons_per_row`);
+        ``energy_shift_eV``: the exposure's energy shift, a scalar or samples equally spaced in time over
+        the exposure (their mean shifts, their spread blurs). A positive shift moves features to higher
+        channel energies. ``method``: see module docstring ("auto": fourier_log if the window contains
+        the ZLP).
+        """
+        E = np.asarray(energy_eV, dtype=float)
+        if E.ndim != 1 or E.size < 2:
+            raise ValueError("energy axis must be 1-D with at least 2 channels")
+        d = float(E[1] - E[0])
+        if d <= 0 or not np.allclose(np.diff(E), d, rtol=1e-6, atol=1e-9):
+            raise ValueError("energy axis must be uniform and increasing")
+        shifts = np.atleast_1d(np.asarray(energy_shift_eV, dtype=float))
+        n_rows = column.n_rows
+        N = np.broadcast_to(np.asarray(electrons, dtype=float), (n_rows,))
+        dE_y = self.nonisochromaticity_eV(column.y_m)
+        mean_shift = float(shifts.mean())
+        max_shift = float(np.max(np.abs(shifts)) + np.max(np.abs(dE_y), initial=0.0))
+        margin = 8 + int(math.ceil(max_shift / d)) + 2
+        margin = 1 << int(math.ceil(math.log2(margin)))
+        cache = self._cache(E[0], d, E.size, margin, column)
+
+        I0 = N * np.exp(-column.t_over_lambda_all)
+        contains_zlp = E[0] < 0.5 < E[-1]
+        if method == "auto":
+            method = "fourier_log" if contains_zlp else "fourier_ratio"
+        atoms = self._component_weights(cache, column)  # (n_rows, n_comp): areal density x modifiers
+        if method == "fourier_ratio":
+            ext = self._fourier_ratio(cache, column, atoms, I0)
+        else:
+            ext = self._fourier_log(cache, column, atoms, I0)
+        # drift spread (histogram of residual shifts, linear split onto whole channels)
+        resid = (shifts - mean_shift) / d
+        if shifts.size > 1 and np.ptp(resid) > 1e-9:
+            lo = int(math.floor(resid.min()))
+            hi = int(math.floor(resid.max())) + 1
+            kern = np.zeros(hi - lo + 1)
+            fl = np.floor(resid).astype(int)
+            fr = resid - fl
+            np.add.at(kern, fl - lo, 1 - fr)
+            np.add.at(kern, fl - lo + 1, fr)
+            kern /= kern.sum()
+            # convolve1d origin: kernel index j shifts content by (lo + j) channels
+            full = np.zeros(2 * max(abs(lo), abs(hi)) + 1)
+            c0 = len(full) // 2
+            full[c0 + lo : c0 + hi + 1] = kern
+            ext = convolve1d(ext, full[::-1], axis=1, mode="constant")
+        # per-row mean shift + window alignment by linear interpolation (conserves counts)
+        delta = mean_shift + dE_y
+        pos = (E[None, :] - delta[:, None]) / d - cache.k_lo
+        j0 = np.floor(pos).astype(np.intp)
+        f = pos - j0
+        np.clip(j0, 0, cache.n_ext - 2, out=j0)
+        a = np.take_along_axis(ext, j0, axis=1)
+        b = np.take_along_axis(ext, j0 + 1, axis=1)
+        return a * (1.0 - f) + b * f
+
+    def model_t_over_lambda(self, energy_eV: np.ndarray, column: ColumnState) -> np.ndarray:
+        """Total single-scattering integral per row of the model on this axis's grid (= ln(I_total/I0)).
+        Equals ``column.t_over_lambda`` for rows at the parent composition; Li insertion adds its Li-K."""
+        E = np.asarray(energy_eV, dtype=float)
+        cache = self._cache(E[0], float(E[1] - E[0]), E.size, 16, column)
+        atoms = self._component_weights(cache, column)
+        return cache.kappa[column.layer_index] + atoms @ cache.comp_integral
+
+    def nonisochromaticity_eV(self, y_m: np.ndarray) -> np.ndarray:
+        """dE(y) = (pp/2) [f u + (1 - f)(2u^2 - 1)], u in [-1, 1] across the rows (§1.9); p-p <= pp."""
+        y = np.asarray(y_m, dtype=float)
+        p = self.params
+        if y.size < 2 or p.nonisochromaticity_pp_eV == 0 or np.ptp(y) == 0:
+            return np.zeros(y.shape)
+        u = 2 * (y - y.min()) / np.ptp(y) - 1
+        f = p.nonisochromaticity_linear_fraction
+        return 0.5 * p.nonisochromaticity_pp_eV * (f * u + (1 - f) * (2 * u * u - 1))
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _component_weights(self, cache: _Cache, col: ColumnState) -> np.ndarray:
+        """(n_rows, n_comp) multipliers of each single-scattering component: areal density x ELNES driver."""
+        n = col.n_rows
+        W = np.zeros((n, len(cache.components)))
+        bank = cache.bank_eV
+        Eb = self.params.o_threshold_eV + self.params.o_peak_b_constant_eV_nm2 / col.R_nm**2
+        pos = np.clip((Eb - bank[0]) / (bank[1] - bank[0]), 0, len(bank) - 1 - 1e-9)
+        ib = np.floor(pos).astype(int)
+        fb = pos - ib
+        for j, c in enumerate(cache.components):
+            if c.element is None:
+                continue
+            nd = col.areal_density_per_m2.get(c.element)
+            if nd is None:
+                continue
+            if c.name == "Ti4":
+                W[:, j] = nd * (1 - col.f_ti3)
+            elif c.name == "Ti3":
+                W[:, j] = nd * col.f_ti3
+            elif c.name == "O pre":
+                W[:, j] = nd * col.prepeak_amplitude
+            elif c.name.startswith("O b "):
+                kb = int(c.name.split()[-1])
+                W[:, j] = nd * (np.where(ib == kb, 1 - fb, 0.0) + np.where(ib + 1 == kb, fb, 0.0))
+            else:
+                W[:, j] = nd
+        return W
+
+    def _blur_sigma_rows(self, col: ColumnState, energy_eV: float) -> float:
+        if col.n_rows < 2 or self.params.Cc_m == 0:
+            return 0.0
+        dy = float(np.median(np.abs(np.diff(col.y_m))))
+        if dy == 0:
+            return 0.0
+        return self.params.Cc_m * self.params.beta_rad * max(energy_eV, 0.0) / self.params.E0_eV / dy
+
+    def _blur(self, W: np.ndarray, sigmas: list[float]) -> np.ndarray:
+        out = W.copy()
+        for s in sorted(set(sigmas)):
+            if s < 0.05:
+                continue
+            cols = [j for j, sj in enumerate(sigmas) if sj == s]
+            out[:, cols] = gaussian_filter1d(W[:, cols], s, axis=0, mode="nearest", truncate=4.0)
+        return out
+
+    def _fourier_ratio(self, cache: _Cache, col: ColumnState, atoms: np.ndarray, I0: np.ndarray) -> np.ndarray:
+        n = col.n_rows
+        Wt = np.zeros((n, len(cache.template_index)))
+        sig = []
+        for t, (layer, comp) in enumerate(cache.template_index):
+            in_layer = col.layer_index == layer
+            if comp < 0:
+                Wt[:, t] = np.where(in_layer, I0, 0.0)
+                sig.append(self._blur_sigma_rows(col, cache.window_centre_eV))
+            else:
+                Wt[:, t] = np.where(in_layer, I0 * atoms[:, comp], 0.0)
+                sig.append(self._blur_sigma_rows(col, cache.components[comp].energy_eV))
+        Wt = self._blur(Wt, sig)
+        return Wt @ cache.templates
+
+    def _fourier_log(self, cache: _Cache, col: ColumnState, atoms: np.ndarray, I0: np.ndarray) -> np.ndarray:
+        sig = [self._blur_sigma_rows(col, c.energy_eV) for c in cache.components]
+        A = self._blur(atoms, sig)
+        s_hat = A @ cache.comp_hat
+        for layer, vh in enumerate(cache.valence_hat):
+            rows = col.layer_index == layer
+            if np.any(rows):
+                s_hat[rows] += cache.kappa[layer] * vh[None, :]
+        J = sfft.irfft(cache.zhat[None, :] * np.exp(s_hat), n=cache.P, axis=1)
+        idx = (cache.k_lo + np.arange(cache.n_ext)) % cache.P
+        return I0[:, None] * J[:, idx]
+
+    # ------------------------------------------------------------------------------------------ cache build
+    def _cache(self, E_first: float, d: float, n: int, margin: int, col: ColumnState) -> _Cache:
+        mats = col.layer_materials
+        key = (round(E_first / d, 6), round(d, 12), n, margin, id(mats))
+        c = self._caches.get(key)
+        if c is None:
+            self._hold[id(mats)] = mats
+            c = self._build(E_first, d, n, margin, mats, col)
+            if len(self._caches) > 8:
+                self._caches.pop(next(iter(self._caches)))
+            self._caches[key] = c
+        return c
+
+    def _build(self, E_first: float, d: float, n: int, margin: int, mats: tuple[Material, ...], col: ColumnState) -> _Cache:
+        p = self.params
+        k_lo = int(math.floor(E_first / d)) - margin
+        n_ext = n + 2 * margin + 1
+        k_hi = k_lo + n_ext - 1
+        support_k = max(k_hi, int(math.ceil(10.0 / d)))
+        k_neg = int(math.ceil(4.0 / d))
+        P = sfft.next_fast_len(2 * (support_k + k_neg) + 16, real=True)
+        k = np.arange(P)
+        k_signed = np.where(k <= P - k_neg - 1, k, k - P)
+        E = k_signed * d  # loss energy at each periodic index
+        pos = (E > 0) & (k_signed <= support_k)
+        zl = np.where(np.abs(k_signed) <= k_neg + int(8.0 / d), 1.0, 0.0)
+        Z = np.zeros(P)
+        sel = zl > 0
+        Z[sel] = zlp_channel_contents(k_signed[sel], d, p)
+        zhat = sfft.rfft(Z)
+
+        elements = sorted({el for m in mats for el in m.formula})
+        comps = self._core_components(E, pos, d, elements)
+        comp_hat = np.array([sfft.rfft(c.shape) for c in comps]) if comps else np.zeros((0, P // 2 + 1), complex)
+        comp_integral = np.array([c.shape.sum() for c in comps])
+
+        # valence per layer, kappa from the parent composition (first row of the layer, else formula)
+        valence_hat, kappa, layer_comps = [], [], []
+        for li, m in enumerate(mats):
+            pv = drude_ssd(np.where(pos, E, 0.0), m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad)
+            pv = np.where(pos, pv, 0.0)
+            pv /= pv.sum()
+            w_sh = sum(w for _, _, w in m.shallow_edges)
+            pv *= 1.0 - w_sh
+            for _, onset, w in m.shallow_edges:
+                sh = np.where(pos & (E > onset), -np.expm1(-(E - onset) / p.shallow_edge_rise_eV) * (onset / np.maximum(E, onset)) ** 3, 0.0)
+                if sh.sum() > 0:
+                    pv += w * sh / sh.sum()
+            valence_hat.append(sfft.rfft(pv))
+            present = [j for j, c in enumerate(comps) if c.element in m.formula]
+            layer_comps.append(present)
+            rows = np.nonzero(col.layer_index == li)[0]
+            if rows.size:
+                r = rows[np.argmin(np.abs(col.li_ratio[rows] - 1.0))]
+                core = sum(self._parent_weight(col, r, comps[j]) * comp_integral[j] for j in present)
+                kappa.append(float(col.t_over_lambda[r] - core))
+            else:
+                kappa.append(0.5)
+        kappa_arr = np.array(kappa)
+
+        # Fourier-ratio templates: valence spectrum B = Z ⊗ exp*(kappa p_v) per layer, edges ⊗ B
+        idx = (k_lo + np.arange(n_ext)) % P
+        rows_t, index = [], []
+        for li in range(len(mats)):
+            bhat = zhat * np.exp(kappa_arr[li] * valence_hat[li])
+            rows_t.append(sfft.irfft(bhat, n=P)[idx])
+            index.append((li, -1))
+            present = layer_comps[li]
+            if present:
+                T = sfft.irfft(comp_hat[present] * bhat[None, :], n=P, axis=1)[:, idx]
+                rows_t.extend(list(T))
+                index.extend((li, j) for j in present)
+        bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
+        return _Cache(d, k_lo, n_ext, P, support_k, zhat, comps, comp_hat, comp_integral, valence_hat,
+                      kappa_arr, layer_comps, np.array(rows_t), index, bank,
+                      0.5 * (E_first + E_first + (n - 1) * d))
+
+    def _parent_weight(self, col: ColumnState, r: int, c: _Component) -> float:
+        nd = col.areal_density_per_m2.get(c.element, np.zeros(1))[r]
+        if c.name == "Ti4":
+            return nd
+        if c.name in ("Ti3",) or c.name.startswith("O b "):
+            return 0.0 if c.name == "Ti3" else nd * self._bank_weight_parent(c)
+        return nd
+
+    def _bank_weight_parent(self, c: _Component) -> float:
+        p = self.params
+        bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
+        Eb = p.o_threshold_eV + p.o_peak_b_constant_eV_nm2 / 0.280**2
+        pos = np.clip((Eb - bank[0]) / (bank[1] - bank[0]), 0, len(bank) - 1 - 1e-9)
+        ib, fb = int(pos), pos - int(pos)
+        kb = int(c.name.split()[-1])
+        return (1 - fb) if kb == ib else (fb if kb == ib + 1 else 0.0)
+
+    def _core_components(self, E: np.ndarray, pos: np.ndarray, d: float, elements: list[str]) -> list[_Component]:
+        """Single-scattering core-edge shapes per atom (channel contents, m^2) on the periodic grid."""
+        p = self.params
+        Emax = float(E[pos].max())
+        out: list[_Component] = []
+
+        def hydro(el: str, onset: float | None = None) -> np.ndarray:
+            shell, on, l1 = CORE_EDGES[el]
+            on = on if onset is None else onset
+            m = pos & (E > on)
+            ds = np.zeros_like(E)
+            ds[m] = dsigma_dE(E[m], shell, ATOMIC_NUMBER[el], on, p.E0_eV, p.beta_rad, p.alpha_rad, l1)
+            return ds
+
+        def sig(el: str, onset: float, window: float) -> float:
+            shell, _, l1 = CORE_EDGES[el]
+            return sigma_integrated(shell, ATOMIC_NUMBER[el], onset, window, p.E0_eV, p.beta_rad, 0.0, l1)
+
+        Ep = np.where(pos, E, 0.0)
+        for el in elements:
+            if el not in CORE_EDGES or CORE_EDGES[el][1] >= Emax:
+                continue
+            shell, onset, _ = CORE_EDGES[el]
+            if el == "Li":
+                H = hydro(el)
+                j0, j1 = p.li_join_eV
+                Hj = float(dsigma_dE(np.array([j1]), "K", 3, onset, p.E0_eV, p.beta_rad, p.alpha_rad)[0])
+                w = _taper(Ep, j0, j1)
+                step = Hj * _arctan_step(Ep, p.li_step_eV, p.li_step_width_eV) * (Ep > onset - 5)
+                s40 = sig(el, onset, 40.0)
+                shape = w * step + (1 - w) * H
+                for c0, fw, a in p.li_peaks:
+                    shape = shape + a * s40 * _gauss(Ep, c0, fw)
+                out.append(_Component("Li K", el, onset, np.where(pos, shape, 0.0) * d))
+            elif el == "Ti":
+                H = hydro(el)
+                s30 = sig(el, onset, 30.0)
+                for name, shift, peaks, fwhms, ratio in (
+                    ("Ti4", 0.0, p.ti4_peaks_eV, p.ti4_fwhm_eV, p.ti4_L2_L3),
+                    ("Ti3", p.ti3_shift_eV, None, p.ti3_fwhm_eV, p.ti3_L2_L3),
+                ):
+                    a_wl = p.ti_white_line_factor * s30
+                    a3 = a_wl / (1 + ratio)
+                    a2 = a_wl - a3
+                    f_t2g = p.ti_t2g_eg_area / (1 + p.ti_t2g_eg_area)
+                    L3_on, L2_on = p.ti4_peaks_eV[0] + shift, p.ti4_peaks_eV[2] + shift
+                    if peaks is not None:
+                        wl = (a3 * f_t2g * _gauss(Ep, peaks[0], fwhms[0]) + a3 * (1 - f_t2g) * _gauss(Ep, peaks[1], fwhms[1])
+                              + a2 * f_t2g * _gauss(Ep, peaks[2], fwhms[2]) + a2 * (1 - f_t2g) * _gauss(Ep, peaks[3], fwhms[3]))
+                    else:
+                        c3 = p.ti4_peaks_eV[1] + shift
+                        c2 = p.ti4_peaks_eV[3] + shift
+                        wl = a3 * _gauss(Ep, c3, fwhms[0]) + a2 * _gauss(Ep, c2, fwhms[1])
+                    j0, j1 = onset + p.ti_join_eV[0], onset + p.ti_join_eV[1]
+                    Hj = float(dsigma_dE(np.array([j1]), "L", 22, onset, p.E0_eV, p.beta_rad, p.alpha_rad, CORE_EDGES["Ti"][2])[0])
+                    steps = Hj * ((2 / 3) * _arctan_step(Ep, L3_on, p.ti_step_width_eV)
+                                  + (1 / 3) * _arctan_step(Ep, L2_on, p.ti_step_width_eV)) * (Ep > onset - 10)
+                    w = _taper(Ep, j0, j1)
+                    Hs = hydro(el, onset + shift) if shift else H
+                    shape = w * steps + (1 - w) * Hs + wl
+                    out.append(_Component(name, el, onset, np.where(pos, shape, 0.0) * d))
+            elif el == "O":
+                H = hydro(el, p.o_threshold_eV - 1.0)
+                s40 = sig(el, p.o_threshold_eV, 40.0)
+                main = H * _arctan_step(Ep, p.o_step_eV, p.o_step_width_eV)
+                c0, fw, a = p.o_peak_a
+                main = main + a * s40 * _gauss(Ep, c0, fw)
+                out.append(_Component("O main", el, p.o_threshold_eV, np.where(pos, main, 0.0) * d))
+                pre = sum(a * s40 * _gauss(Ep, c0, fw) for c0, fw, a in p.o_prepeaks)
+                out.append(_Component("O pre", el, p.o_threshold_eV, np.where(pos, pre, 0.0) * d))
+                bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
+                for kb, eb in enumerate(bank):
+                    g = p.o_peak_b_area * s40 * _gauss(Ep, eb, p.o_peak_b_fwhm_eV)
+                    out.append(_Component(f"O b {kb}", el, p.o_threshold_eV, np.where(pos, g, 0.0) * d))
+            else:
+                out.append(_Component(f"{el} {shell}", el, onset, hydro(el) * d))
+        return out
+
+
+_default: EELSSynthesizer | None = None
+
+
+def synthesize_spectrum_image(
+    energy_eV: np.ndarray,
+    column: ColumnState,
+    electrons: np.ndarray | float,
+    energy_shift_eV: np.ndarray | float = 0.0,
+    params: EELSParameters | None = None,
+) -> np.ndarray:
+    """Functional front end of :meth:`EELSSynthesizer.synthesize` (a module-level synthesizer keeps the
+    cache when ``params`` is None)."""
+    global _default
+    if params is not None:
+        return EELSSynthesizer(params).synthesize(energy_eV, column, electrons, energy_shift_eV)
+    if _default is None:
+        _default = EELSSynthesizer()
+    return _default.synthesize(energy_eV, column, electrons, energy_shift_eV)
+
+
+__all__ = [
+    "CORE_EDGES",
+    "EELSParameters",
+    "EELSSynthesizer",
+    "effective_collection_angle_rad",
+    "electrons_per_row",
+    "energy_drift_samples",
+    "synthesize_spectrum_image",
+    "zlp_channel_contents",
+]
