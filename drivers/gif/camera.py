@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from insitem.drivers.clock import Clock, RealClock
 from insitem.drivers.errors import CommunicationError, DeviceTimeoutError, InstrumentError
 from insitem.drivers.gif import protocol as P
-from insitem.drivers.gif.channel import BinaryChannel, open_channel
+from insitem.drivers.gif.channel import BinaryChannel, ConnectionClosedError, open_channel
 from insitem.drivers.interfaces import Camera, CameraSettings, Frame, InstrumentIdentity
 
 PROCESSING_CODES: dict[str, int] = {"unprocessed": 0, "dark_subtracted": 1, "gain_normalized": 2}  # gs §4.1 L4
@@ -150,6 +150,19 @@ class GifCamera(Camera):
                 self._drop()
                 raise
 
+    def _exchange(self, message: bytes, code: int, timeout_s: float) -> P.Reply:
+        """Send, then read the reply. If the server had closed the connection before any reply
+        byte (e.g. another client took over, gs §1), reconnect and send once more, as SerialEM
+        does for a receive that fails at once [gs §1]. A timeout is never retried."""
+        self._send(message, timeout_s)
+        try:
+            return self._read_reply(code)
+        except ConnectionClosedError as exc:
+            if exc.received_bytes or not self.config.resend_on_send_failure:
+                raise
+        self._send(message, timeout_s)
+        return self._read_reply(code)
+
     def _read_reply(self, code: int) -> P.Reply:
         try:
             reply = P.read_reply(code, self._channel.read_exact)
@@ -177,8 +190,7 @@ class GifCamera(Camera):
         message = P.pack_request(code, longs, bools, doubles, array)
         with self._lock:
             self._require_idle()
-            self._send(message, timeout_s or self.config.timeout_s)
-            reply = self._read_reply(code)
+            reply = self._exchange(message, code, timeout_s or self.config.timeout_s)
         if check and reply.code != 0:
             raise InstrumentError(f"{spec.name} failed: {P.describe_code(reply.code)}", self.resource, reply.code)
         return reply
@@ -282,7 +294,7 @@ class GifCamera(Camera):
         message, units = self._acquire_request(settings, PROCESSING_CODES[settings.processing])
         with self._lock:
             self._require_idle()
-            self._prepare_shot()
+            self._prepare_shot()  # its round trips also revive a connection another client took over
             self._send(message, self.config.timeout_s)
             t_start = self.clock.now()
             self._pending = (settings, t_start, units)

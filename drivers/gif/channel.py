@@ -23,6 +23,14 @@ from insitem.drivers.errors import CommunicationError, DeviceTimeoutError, Resou
 DEFAULT_PORT = 48890  # gs §1: the value of SERIALEMCCD_PORT in SerialEM's setup instructions
 
 
+class ConnectionClosedError(CommunicationError):
+    """The peer closed the connection; `received_bytes` of the read had arrived before."""
+
+    def __init__(self, message: str, resource: str | None = None, received_bytes: int = 0) -> None:
+        self.received_bytes = received_bytes
+        super().__init__(message, resource)
+
+
 class BinaryChannel(Protocol):
     """What the GIF client needs from a byte stream."""
 
@@ -106,14 +114,16 @@ class SocketChannel:
             while got < n:
                 k = sock.recv_into(view[got:], n - got)
                 if k == 0:
-                    raise CommunicationError(
-                        f"connection closed by the server after {got} of {n} bytes", self.resource
+                    raise ConnectionClosedError(
+                        f"connection closed by the server after {got} of {n} bytes", self.resource, got
                     )
                 got += k
         except TimeoutError as exc:
             raise DeviceTimeoutError(
                 f"no data for {self._timeout_s} s ({got} of {n} bytes read)", self.resource
             ) from exc
+        except ConnectionResetError as exc:
+            raise ConnectionClosedError(f"connection reset: {exc}", self.resource, got) from exc
         except OSError as exc:
             raise CommunicationError(f"receive failed: {exc}", self.resource) from exc
 
