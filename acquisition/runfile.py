@@ -47,6 +47,7 @@ import contextlib
 import datetime as _dt
 import math
 import os
+import socket
 import struct
 import time
 from dataclasses import asdict
@@ -84,6 +85,7 @@ EventLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 _STATUS_BYTES = 16
 _REASON_BYTES = 2048
 _UTC_BYTES = 32
+_WRITER_BYTES = 128
 _WINDOW_BYTES = 32
 _LEVEL_BYTES = 8
 _STEP_NAME_BYTES = 64
@@ -271,6 +273,28 @@ def _fixed(text: str, n_bytes: int) -> np.bytes_:
     return np.bytes_(raw)
 
 
+def _writer_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _live_writer(path: Path) -> str:
+    """Why the recorded writer of `path` may still be running ("" when it is surely gone)."""
+    with h5py.File(path, "r", swmr=True) as f:
+        writer = f.attrs.get("writer", b"").decode()
+    host, _, pid_text = writer.rpartition(":")
+    if not pid_text.isdigit():
+        return ""
+    if host != socket.gethostname():
+        return f"written by {writer} on another host, which may still be running"
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass  # exists, owned by someone else
+    return f"still open for writing by process {pid_text}"
+
+
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -456,16 +480,29 @@ class RunFile:
 
     @classmethod
     def reopen_for_append(
-        cls, path: str | os.PathLike[str], *, wall_clock: Callable[[], float] = time.monotonic
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        force: bool = False,
+        wall_clock: Callable[[], float] = time.monotonic,
     ) -> "RunFile":
         """Continue an interrupted (or crashed) run file: status back to ``running``.
 
         Clears the open-for-write flags a killed writer left, trims every window back to its
         last committed exposure (the exposure record is the commit marker) and logs the resume.
+
+        A SWMR writer holds no HDF5 file lock, so a second writer is kept out here: the file
+        names its writer (host:pid); if flags say "open for write" and that process is alive
+        on this host (or the host is another one, which cannot be checked), this refuses
+        unless `force=True`.
         """
         path = Path(path)
         if not path.exists():
             raise RunFileError(f"{path}: no such run file")
+        if open_flags(path) and not force:
+            live = _live_writer(path)
+            if live:
+                raise RunFileError(f"{path}: {live}; refusing to open a second writer (force=True overrides)")
         clear_open_flags(path)
         h5 = h5py.File(path, "r+", libver="latest")
         try:
@@ -480,6 +517,7 @@ class RunFile:
         previous = h5.attrs["status"].decode()
         reason = h5.attrs["status_reason"].decode()
         rf._set_status("running", "")
+        _modify_fixed_attr(h5, "writer", _writer_id())
         rf.log(math.nan, "INFO", f"resumed run file (was {previous}{': ' + reason if reason else ''})")
         rf.flush()
         return rf
@@ -807,6 +845,7 @@ def _lay_out(h5: h5py.File, config: RunFileConfig) -> None:
     _set_fixed_attr(h5, "status", "running", _STATUS_BYTES)
     _set_fixed_attr(h5, "status_reason", "", _REASON_BYTES)
     _set_fixed_attr(h5, "status_utc", _utc_now(), _UTC_BYTES)
+    _set_fixed_attr(h5, "writer", _writer_id(), _WRITER_BYTES)
 
     # Creation order tracked so HyperSpy lists the windows in declared order (not by name).
     exps = h5.create_group("Experiments", track_order=True)

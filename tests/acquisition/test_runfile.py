@@ -492,6 +492,21 @@ def test_reopen_trims_a_frame_written_without_its_record(tmp_path: Path, hs) -> 
     assert low.data.shape[0] == 2
 
 
+def test_reopen_refuses_a_file_its_writer_still_holds(tmp_path: Path) -> None:
+    path = tmp_path / "live.h5"
+    rf = RunFile.create(path, make_config())
+    try:
+        rf.append_exposure("low", frame_for("low", 0), t_start_s=0.0, exposure_s=1.0)
+        with pytest.raises(RunFileError, match="still open for writing by process"):
+            RunFile.reopen_for_append(path)
+        assert open_flags(path) != 0  # the live writer's flags were left alone
+        rf.append_exposure("low", frame_for("low", 1), t_start_s=1.0, exposure_s=1.0)
+    finally:
+        rf.close()
+    with RunFileReader(path) as r:
+        assert r.n_exposures("low") == 2 and r.status == "completed"
+
+
 def test_lookup3_reproduces_the_checksum_hdf5_wrote_into_the_superblock(tmp_path: Path) -> None:
     # HDF5 File Format Specification, superblock v2/v3: the last 4 bytes are the lookup3
     # checksum of the 44 before them (8-byte addresses).
