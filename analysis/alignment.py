@@ -35,6 +35,25 @@ def _parabolic_vertex(y: np.ndarray, k: np.ndarray) -> np.ndarray:
     return k + np.clip(d, -0.5, 0.5)
 
 
+def lsq_vertex(y: np.ndarray, k: np.ndarray, half_width: int) -> np.ndarray:
+    """Sub-channel maximum near integer index k of y (..., n): vertex of the least-squares parabola
+    through the 2 half_width + 1 channels around k (vectorised; the design matrix is the same for
+    every spectrum, so the fit is one matrix product). Falls back to k where the fit has no maximum.
+    """
+    n = y.shape[-1]
+    m = max(1, min(int(half_width), (n - 1) // 2))
+    k = np.clip(k, m, n - 1 - m)
+    x = np.arange(-m, m + 1, dtype=float)
+    pinv = np.linalg.pinv(np.stack([np.ones_like(x), x, x * x], 1))  # (3, 2m+1)
+    idx = k[..., None] + np.arange(-m, m + 1)
+    seg = np.take_along_axis(y, idx, -1)
+    coef = seg @ pinv.T
+    b, c = coef[..., 1], coef[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(c < 0, -b / (2 * c), 0.0)
+    return k + np.clip(d, -m, m)
+
+
 def _prepare(x: np.ndarray, sigma_ch: float, derivative: bool) -> np.ndarray:
     """Smoothed (first-derivative) spectra with zero mean along the last axis."""
     out = gaussian_filter1d(np.asarray(x, dtype=float), sigma=max(sigma_ch, 1e-3), axis=-1, order=1 if derivative else 0, mode="nearest")

@@ -8,7 +8,7 @@ check 5).
 Peak location per row (vectorised over all rows): background subtraction with the pre-edge power
 law (485-525 eV, §1.6), Gaussian smoothing combined with the second derivative (one scipy
 gaussian_filter1d call, order=2), the maximum of -d2/dE2 inside the peak window, refined to
-sub-channel by the vertex of the 3-point parabola. The second derivative is blind to any linear
+sub-channel by a least-squares parabola through the top of the lobe. The second derivative is blind to any linear
 baseline, so the sloping O-K continuum and an imperfect power-law extrapolation do not pull the
 peak, and for a symmetric peak the extremum of its smoothed second derivative is at its centre.
 Limits: an asymmetric peak or an unresolved neighbour (Ti L1 at 560.9 eV, §1.6; the plasmon
@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import gaussian_filter1d
 
-from insitem.analysis.alignment import _parabolic_vertex
+from insitem.analysis.alignment import lsq_vertex
 from insitem.analysis.axes import AnalysisError, EnergyAxis, PositionAxis, check_image
 from insitem.analysis.background import Method, PowerLawFit, fit_power_law
 from insitem.analysis.profiles import SlitGeometry
@@ -79,7 +79,7 @@ def locate_peaks(
 ) -> np.ndarray:
     """Energy (eV) of the strongest peak inside window_eV in each background-subtracted spectrum.
 
-    Maximum of minus the Gaussian-smoothed second derivative, sub-channel by parabola vertex. The
+    Maximum of minus the Gaussian-smoothed second derivative, sub-channel by a least-squares parabola. The
     smoothing runs on the whole given range, so give spectra that extend a few sigma beyond the window.
     """
     s = check_image(signal, energy).astype(float)
@@ -87,7 +87,8 @@ def locate_peaks(
     sl = energy.window(*window_eV, min_channels=3)
     seg = d2[..., sl]
     k = np.argmax(seg, axis=-1)
-    return energy.values_eV[sl.start] + _parabolic_vertex(seg, k) * energy.scale_eV
+    # refine on a +/- 1 smoothing-sigma neighbourhood: the whole top of the lobe votes, not 3 channels
+    return energy.values_eV[sl.start] + lsq_vertex(seg, k, round(smooth_eV / energy.scale_eV)) * energy.scale_eV
 
 
 def o_analysis(

@@ -130,12 +130,17 @@ def ti_analysis(
         # the reference spectrum is broadcast against every row: one FFT for the whole image
         shift = xcorr_shift(sig, np.broadcast_to(ref_spec, sig.shape), sub_axis, p.edge_eV, p.smooth_eV, True, 4.0)
     else:
-        l3 = sub_axis.window(p.edge_eV[0], 0.5 * sum(p.split_search_eV))
-        w = np.clip(sig[:, l3], 0, None)
-        cen = (w * E[l3]).sum(1) / w.sum(1)
-        wr = np.clip(ref_spec[l3], 0, None)
-        shift = cen - (wr * E[l3]).sum() / wr.sum()
-
+        # L3 window moved with the row (two passes), so a shifted L3 stays whole and L2 stays out
+        lo, hi = p.edge_eV[0], 0.5 * sum(p.split_search_eV)
+        shift = np.zeros(sig.shape[0])
+        # signed weights: clipping noisy counts at zero would bias the centroid towards the window centre
+        ref_w = ref_spec * ((E >= lo) & (E < hi))
+        ref_c = (ref_w * E).sum() / ref_w.sum()
+        for _ in range(3):
+            s = np.nan_to_num(shift)[:, None]
+            w = sig * ((E >= lo + s) & (E < hi + s))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                shift = (w * E).sum(1) / w.sum(1) - ref_c  # rows without Ti (Pt) become NaN/inf, masked below
     post = sub_axis.window(*p.post_edge_eV)
     steps = _steps(E, shift, p)
     h = sig[:, post].mean(axis=1) / steps[:, post].mean(axis=1)
@@ -155,6 +160,7 @@ def ti_analysis(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = l2_counts / l3_counts
     nan = np.full_like(shift, np.nan)
+    valid &= np.isfinite(shift)
     shift = np.where(valid, shift, nan)
     ratio = np.where(valid, ratio, nan)
     f3s = np.clip(shift / p.ti3_shift_eV, 0, 1)
