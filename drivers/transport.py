@@ -31,6 +31,7 @@ the camera, TEM and potentiostat drivers take either.
 from __future__ import annotations
 
 import abc
+import socket
 import urllib.parse
 from typing import Any
 
@@ -259,6 +260,8 @@ class VisaTransport(Transport):
         except pyvisa.errors.VisaIOError as exc:
             code = exc.error_code
             if code == pyvisa.constants.StatusCode.error_timeout:
+                if self._peer_closed():
+                    raise ConnectionError("peer closed the connection") from None
                 raise TimeoutError(exc.description) from None
             if code in (
                 pyvisa.constants.StatusCode.error_connection_lost,
@@ -276,6 +279,22 @@ class VisaTransport(Transport):
             raise ConnectionError(str(exc)) from None
         except UnicodeDecodeError:
             raise CommunicationError("garbled reply (not text)", self.resource) from None
+
+    def _peer_closed(self) -> bool:
+        """After a timeout on a raw socket: did the peer close it? pyvisa-py reports a closed
+        socket as a timeout, so peek at its socket (pyvisa-py session internals; any other
+        backend, or a change there, just leaves the timeout as it is)."""
+        if not self.resource.upper().endswith("::SOCKET"):
+            return False
+        try:
+            sock = self._rm.visalib.sessions[self._res.session].interface
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        except Exception:  # noqa: BLE001 - not pyvisa-py, or its internals changed
+            return False
 
     def _write_bytes(self, data: bytes) -> None:
         self._visa(self._res.write_raw, data)
@@ -414,6 +433,14 @@ def check_resource(resource: str) -> str:
             f"{resource!r}: not a VISA resource (GPIB0::24::INSTR, ASRL/dev/ttyUSB0::INSTR, "
             "TCPIP0::host::5025::SOCKET, USB0::...::INSTR) nor serial:///dev/ttyX?baud=9600"
         ) from None
+    # pyvisa's parser accepts any text in numeric fields; check them here
+    numeric = {"board": (0, 999), "primary_address": (0, 30), "secondary_address": (0, 30), "port": (1, 65535)}
+    for attr, (lo, hi) in numeric.items():
+        value = getattr(parsed, attr, None)
+        if value in (None, "") or (attr == "board" and str(parsed.interface_type) == "ASRL"):
+            continue
+        if not str(value).isdigit() or not lo <= int(value) <= hi:
+            raise ResourceError(f"{resource!r}: {attr.replace('_', ' ')} {value!r} must be an integer in [{lo}, {hi}]")
     return str(parsed.interface_type)
 
 
