@@ -328,15 +328,19 @@ class EELSSynthesizer:
             c0 = len(full) // 2
             full[c0 + lo : c0 + hi + 1] = kern
             ext = convolve1d(ext, full[::-1], axis=1, mode="constant")
-        # per-row mean shift + window alignment by linear interpolation (conserves counts)
+        # per-row mean shift + window alignment by linear interpolation (conserves counts). The shift is
+        # constant along a row, so each row is a contiguous slice at an integer offset plus a fraction;
+        # rows sharing an offset are handled together (few distinct offsets: dE(y) and drift are small).
         delta = mean_shift + dE_y
-        pos = (E[None, :] - delta[:, None]) / d - cache.k_lo
-        j0 = np.floor(pos).astype(np.intp)
-        f = pos - j0
-        np.clip(j0, 0, cache.n_ext - 2, out=j0)
-        a = np.take_along_axis(ext, j0, axis=1)
-        b = np.take_along_axis(ext, j0 + 1, axis=1)
-        return a * (1.0 - f) + b * f
+        pos0 = (E[0] - delta) / d - cache.k_lo
+        j0 = np.clip(np.floor(pos0).astype(np.intp), 0, cache.n_ext - E.size - 1)
+        f = (pos0 - j0)[:, None]
+        out = np.empty((n_rows, E.size))
+        for o in np.unique(j0):
+            rows = np.nonzero(j0 == o)[0]
+            blk = ext[rows, o : o + E.size + 1]
+            out[rows] = blk[:, :-1] * (1.0 - f[rows]) + blk[:, 1:] * f[rows]
+        return out
 
     def model_t_over_lambda(self, energy_eV: np.ndarray, column: ColumnState) -> np.ndarray:
         """Total single-scattering integral per row of the model on this axis's grid (= ln(I_total/I0)).
@@ -388,7 +392,7 @@ class EELSSynthesizer:
     def _blur_sigma_rows(self, col: ColumnState, energy_eV: float) -> float:
         if col.n_rows < 2 or self.params.Cc_m == 0:
             return 0.0
-        dy = float(np.median(np.abs(np.diff(col.y_m))))
+        dy = abs(float(col.y_m[-1] - col.y_m[0])) / (col.n_rows - 1)  # rows are uniformly spaced
         if dy == 0:
             return 0.0
         return self.params.Cc_m * self.params.beta_rad * max(energy_eV, 0.0) / self.params.E0_eV / dy
@@ -415,7 +419,8 @@ class EELSSynthesizer:
                 Wt[:, t] = np.where(in_layer, I0 * atoms[:, comp], 0.0)
                 sig.append(self._blur_sigma_rows(col, cache.components[comp].energy_eV))
         Wt = self._blur(Wt, sig)
-        return Wt @ cache.templates
+        used = np.nonzero(np.any(Wt != 0.0, axis=0))[0]  # e.g. only the peak-b bank entries in use
+        return Wt[:, used] @ cache.templates[used]
 
     def _fourier_log(self, cache: _Cache, col: ColumnState, atoms: np.ndarray, I0: np.ndarray) -> np.ndarray:
         sig = [self._blur_sigma_rows(col, c.energy_eV) for c in cache.components]
