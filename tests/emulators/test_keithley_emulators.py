@@ -1,0 +1,192 @@
+"""Emulated Keithley SourceMeters: SMU physics (physics.md §4.4, §4.5), command-set fidelity,
+and the servers (port 0, TCP_NODELAY, malformed input, many clients)."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import numpy as np
+import pytest
+
+from insitem.drivers.clock import VirtualClock
+from insitem.simulators.emulators import LineServer, PtyServer, serve
+from insitem.simulators.emulators.keithley2400 import Keithley2400Emulator
+from insitem.simulators.emulators.keithley2450 import Keithley2450Emulator
+from insitem.simulators.emulators.smu import K2400_SPEC, RCLoad, ResistorLoad, SmuModel
+
+
+def smu(load: object, nplc: float = 1.0, seed: int = 0) -> tuple[SmuModel, VirtualClock]:
+    clock = VirtualClock()
+    m = SmuModel(K2400_SPEC, load, clock, seed=seed)  # type: ignore[arg-type]
+    m.compliance_A = 1e-3
+    m.nplc = nplc
+    return m, clock
+
+
+def test_ohms_law_and_compliance_clamp() -> None:
+    m, _ = smu(ResistorLoad(1e3))
+    m.set_source(0.5)
+    m.set_output(True)
+    r = m.measure()
+    assert r.current_A == pytest.approx(0.5e-3, abs=3 * 60e-9 + 60e-9)  # 1 mA range offset 60 nA (§4.4)
+    assert not r.compliance_tripped
+    m.set_source(2.0)  # wants 2 mA > 1 mA compliance: the source clamps at the compliance
+    r = m.measure()
+    assert r.compliance_tripped and r.voltage_V == pytest.approx(1.0) and abs(r.current_A) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_noise_sigma_is_offset_over_three_scaled_by_sqrt_inverse_nplc() -> None:
+    # physics.md §4.4 [est]: sigma = offset/3 at 1 NPLC, x sqrt(1/NPLC) below 1 NPLC; 10 uA range offset 700 pA
+    for nplc, expect in ((1.0, 700e-12 / 3), (0.01, 700e-12 / 3 * 10)):
+        m, _ = smu(ResistorLoad(1e6), nplc=nplc, seed=3)
+        m.set_source(5.0)
+        m.set_output(True)
+        values = np.array([m.measure().current_A for _ in range(400)])
+        assert values.std(ddof=1) == pytest.approx(expect, rel=0.15)
+        assert abs(values.mean() - 5e-6) < 700e-12 + 4 * expect / 20  # fixed offset within the accuracy offset
+
+
+def test_point_time_follows_nplc_over_line_frequency() -> None:
+    # physics.md §4.5: PC-driven point = 12.3 ms + NPLC / f_line (+ 0.25 ms settling) on a virtual clock
+    for nplc in (0.01, 0.1, 1.0):
+        m, clock = smu(ResistorLoad(1e4), nplc=nplc)
+        m.set_output(True)
+        t0 = clock.now()
+        m.measure()
+        assert clock.now() - t0 == pytest.approx(12.3e-3 + nplc / 60 + 0.25e-3, rel=1e-9)
+        t0 = clock.now()
+        m.run_list([0.1])  # in-instrument: no host overhead
+        assert clock.now() - t0 == pytest.approx(nplc / 60 + 0.25e-3, rel=1e-9)
+
+
+def test_rc_load_reading_is_the_mean_current_over_the_integration_window() -> None:
+    # V_C(t) = V (1 - exp(-t/RC)); an integrating A/D reports C [V_C(t_b) - V_C(t_a)] / (t_b - t_a)
+    load = RCLoad(resistance_ohm=1e3, capacitance_F=1e-5)  # tau = 10 ms
+    m, clock = smu(load)
+    m.set_source(1.0)
+    m.set_output(True)
+    r = m.measure()
+    t_a = 12.3e-3  # host overhead (§4.5) passes before the window opens
+    t_b = clock.now()
+
+    def v_c(t: float) -> float:
+        return 1.0 - math.exp(-t / 10e-3)
+
+    expect = 1e-5 * (v_c(t_b) - v_c(t_a)) / (t_b - t_a)
+    assert r.current_A == pytest.approx(expect, abs=4 * 6e-9)  # 100 uA range offset 6 nA (§4.4)
+    # charge conservation: every coulomb the source delivered sits on the capacitor
+    assert load.total_charge_C == pytest.approx(1e-5 * load.capacitor_V, rel=1e-12)
+
+
+def test_output_off_modes() -> None:
+    load = RCLoad(resistance_ohm=1e3, capacitance_F=1e-5, capacitor_V=1.0)
+    m, clock = smu(load)
+    m.off_mode = "HIMP"
+    clock.advance(1.0)
+    m.sync()
+    assert load.capacitor_V == 1.0  # relay open: a charged cell keeps its charge
+    m.off_mode = "ZERO"
+    clock.advance(1.0)
+    m.sync()
+    assert load.capacitor_V < 1e-3  # 0 V source discharges it (tau = 10 ms)
+
+
+@pytest.mark.parametrize(
+    ("emulator", "rejected", "accepted"),
+    [
+        (Keithley2400Emulator, [":SOUR:VOLT:ILIM 1e-3", ":SYST:ERR:NEXT:COUN?", ':TRAC:MAKE "b", 100', ":SOUR:SWE:VOLT:LIN 0,1,3"], [":SENS:CURR:PROT 1e-3", ":FORM:ELEM VOLT,CURR"]),
+        (Keithley2450Emulator, [":SENS:CURR:PROT 1e-3", ":FORM:ELEM VOLT,CURR", ":SOUR:VOLT:MODE LIST", ":SYST:TIME:RES"], [":SOUR:VOLT:ILIM 1e-3", ':TRAC:MAKE "b", 100']),
+    ],
+)
+def test_each_model_rejects_the_other_models_headers(emulator: type, rejected: list[str], accepted: list[str]) -> None:
+    e = emulator(ResistorLoad(), VirtualClock())
+    for line in rejected:
+        e.handle(line)
+        assert e.parser.pop_error()[0] == -113, line
+    for line in accepted:
+        e.handle(line)
+        assert e.parser.pop_error() == (0, "No error"), line
+
+
+def test_2400_list_limits_100_per_command_2500_total() -> None:
+    e = Keithley2400Emulator(ResistorLoad(), VirtualClock())
+    e.handle(":SOUR:LIST:VOLT " + ",".join(["0.1"] * 101))
+    assert e.parser.pop_error()[0] == -223
+    e.handle(":SOUR:LIST:VOLT " + ",".join(["0.1"] * 100))
+    for _ in range(24):
+        e.handle(":SOUR:LIST:VOLT:APP " + ",".join(["0.1"] * 100))
+    assert e.handle(":SOUR:LIST:VOLT:POIN?") == "2500" and not e.parser.errors
+    e.handle(":SOUR:LIST:VOLT:APP 0.1")
+    assert e.parser.pop_error()[0] == -223
+
+
+def test_2450_dual_linear_sweep_fills_the_named_buffer() -> None:
+    e = Keithley2450Emulator(ResistorLoad(1e4), VirtualClock())
+    e.handle(':TRAC:MAKE "cv", 100;:SOUR:VOLT:ILIM 1e-3;:SOUR:SWE:VOLT:LIN 0, 1, 3, 0.1, 2, BEST, OFF, ON, "cv";:INIT')
+    assert not e.parser.errors
+    assert e.handle(':TRAC:ACT? "cv"') == "10"  # (0, .5, 1, .5, 0) x 2
+    sources = [float(x) for x in e.handle(':TRAC:DATA? 1, 5, "cv", SOUR').split(",")]
+    assert sources == [0.0, 0.5, 1.0, 0.5, 0.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+def _query(sock: socket.socket, line: bytes) -> bytes:
+    sock.sendall(line + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        assert chunk, "server closed the connection"
+        data += chunk
+    return data
+
+
+@pytest.mark.wire
+def test_tcp_server_port_zero_nodelay_garbage_and_two_clients() -> None:
+    with serve("keithley2400", port=0, clock=VirtualClock()) as server:
+        assert server.port > 0 and server.resource_string == f"TCPIP0::127.0.0.1::{server.port}::SOCKET"
+        a = socket.create_connection(("127.0.0.1", server.port))
+        b = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            a.sendall(b"\xff\xfe\x00 __import__('os')\n:SOUR:VOLT:LEV 1e999\n" + b"x" * 5000 + b"\n")
+            assert _query(a, b":SYST:ERR?").startswith(b"-102,")  # non-ASCII line
+            assert _query(a, b":SYST:ERR?").startswith(b"-222,")  # 1e999 is out of range
+            assert _query(a, b":SYST:ERR?").startswith(b"-113,")  # the long junk header
+            assert _query(b, b"*IDN?").startswith(b"KEITHLEY INSTRUMENTS INC.,MODEL 2400")
+            a.close()
+            assert _query(b, b"*OPC?") == b"1\n"  # still serving after a client left
+        finally:
+            b.close()
+
+
+@pytest.mark.wire
+def test_server_sockets_have_nodelay() -> None:
+    emu = Keithley2450Emulator(ResistorLoad(), VirtualClock())
+    with LineServer(emu) as server:
+        c = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            assert _query(c, b"*LANG?") == b"SCPI\n"
+            srv_sock = next(iter(server._clients))
+            assert srv_sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        finally:
+            c.close()
+
+
+@pytest.mark.wire
+def test_pty_server_answers_on_the_slave_path() -> None:
+    import serial
+
+    with serve("keithley2450-serial", clock=VirtualClock()) as server:
+        assert isinstance(server, PtyServer)
+        with serial.Serial(server.slave_path, 9600, timeout=1.0) as port:
+            port.write(b"*IDN?;*LANG?\r\n")
+            assert port.read_until(b"\n") == b"KEITHLEY INSTRUMENTS,MODEL 2450,04096331,1.7.12b;SCPI\n"
+
+
+def test_serve_rejects_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="keithley2400"):
+        serve("keithley6430")
+    assert math.isfinite(K2400_SPEC.point_overhead_s)
