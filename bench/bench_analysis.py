@@ -1,0 +1,80 @@
+"""Speed of background subtraction + Li profile on a 330 x 2048 spectrum image, against exspy.
+
+Run: .venv/bin/python bench/bench_analysis.py   (prints medians over repeats and the ratio)
+Target: insitem's power-law background + Li-K profile <= 20 ms (median).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+from insitem.analysis import EnergyAxis, LiParams, PositionAxis, SlitGeometry, li_profile, subtract_background
+
+ROWS, CH = 330, 2048
+LOW = EnergyAxis(offset_eV=35.0, scale_eV=0.1, size=CH)
+POS = PositionAxis(offset_m=0.0, scale_m=5.70e-9, size=ROWS)
+GEOM = SlitGeometry(interface_m=29.5 * 5.70e-9)
+
+
+def make_image(rng: np.random.Generator) -> np.ndarray:
+    E = LOW.values_eV
+    d = POS.values_m - GEOM.interface_m
+    c = np.where(d >= 0, 1 + 7.5 * np.exp(-((np.maximum(d, 0) / 251e-9) ** 2)), 0.0)
+    bg = 8.2e10 * E**-4.0 * LOW.scale_eV
+    edge = 400 * (0.5 + np.arctan(E - 57.0) / np.pi) + 2500 * np.exp(-0.5 * ((E - 61.5) / 1.27) ** 2) / 3.2
+    return rng.poisson(bg[None, :] + c[:, None] * edge[None, :]).astype(np.uint16)
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    img = make_image(np.random.default_rng(0))
+    params = LiParams()
+
+    def ours_profile() -> None:
+        li_profile(img, LOW, POS, GEOM, params)
+
+    def ours_full() -> None:
+        # full-image background subtraction (every channel from the pre-edge on) + Li profile
+        subtract_background(img, LOW, params.pre_edge_eV)
+        li_profile(img, LOW, POS, GEOM, params)
+
+    ours_profile()
+    ours_full()
+    t_prof = median_ms(ours_profile, 50)
+    t_full = median_ms(ours_full, 30)
+    print(f"insitem li_profile (bg fit + Li-K integration + profile), 330x2048: median {t_prof:.2f} ms (50 repeats)")
+    print(f"insitem subtract_background (full image) + li_profile:          median {t_full:.2f} ms (30 repeats)")
+
+    logging.disable(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import exspy
+
+        s = exspy.signals.EELSSpectrum(img.astype(float))
+        ax = s.axes_manager.signal_axes[0]
+        ax.offset, ax.scale, ax.units, ax.is_binned = LOW.offset_eV, LOW.scale_eV, "eV", True
+
+        def theirs() -> None:
+            s.remove_background(signal_range=(44.0, 50.0), background_type="PowerLaw", fast=True, show_progressbar=False)
+
+        theirs()
+        t_ex = median_ms(theirs, 7)
+    print(f"exspy remove_background(PowerLaw, fast=True), 330x2048:         median {t_ex:.2f} ms (7 repeats)")
+    print(f"ratio exspy / insitem full: {t_ex / t_full:.1f}x; exspy / insitem li_profile: {t_ex / t_prof:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
