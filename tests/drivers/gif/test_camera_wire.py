@@ -272,6 +272,7 @@ def test_no_answer_then_recovery(camera: GifCamera, emulator: GifEmulator) -> No
     emulator.faults.no_answer = 1
     with pytest.raises(DeviceTimeoutError):
         camera.call(Fn.GetNumberOfCameras)
+    camera.config = camera.config.model_copy(update={"timeout_s": 3.0})
     assert camera.call(Fn.GetNumberOfCameras).longs == (1,)
     assert camera.reconnects == 1
 
