@@ -205,7 +205,7 @@ class LiTransport:
         if key is None or key != self._cache_key:
             d_node = self.diffusivity_m2_per_s()
             d_face = np.empty(len(self._h))
-            d_face[: n - 1] = 0.5 * (d_node[:-1] + d_node[1:]) if n > 1 else d_face[:0]
+            d_face[: n - 1] = 0.5 * (d_node[:-1] + d_node[1:])  # arithmetic mean at inner faces
             if p.far_boundary == "fixed":
                 d_face[n - 1] = d_node[n - 1]  # face to the fixed node uses the last unknown's D
             k = d_face / self._h  # face conductances (m/s)
