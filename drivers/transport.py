@@ -35,6 +35,10 @@ import socket
 import urllib.parse
 from typing import Any
 
+import pyvisa
+import pyvisa.constants
+import pyvisa.errors
+
 from insitem.drivers.errors import CommunicationError, DeviceTimeoutError, ResourceError
 
 DEFAULT_TIMEOUT_S = 2.0
@@ -188,8 +192,6 @@ class VisaTransport(Transport):
         self.open()
 
     def open(self) -> None:
-        import pyvisa
-
         try:
             if self._rm is None:
                 self._rm = pyvisa.ResourceManager(self.backend)
@@ -251,8 +253,6 @@ class VisaTransport(Transport):
         return self._decode(raw)
 
     def _visa(self, fn: Any, *args: Any) -> Any:
-        import pyvisa
-
         if self._res is None:
             raise ConnectionError("not open")
         try:
