@@ -267,8 +267,12 @@ class GifCamera(Camera):
 
     # -- Camera interface -----------------------------------------------------------------------
     def identify(self) -> InstrumentIdentity:
-        plugin = self.call(P.Fn.GetPluginVersion, check=False)
-        plugin_txt = str(plugin.longs[0]) if plugin.code == 0 else "< 2015"
+        try:  # plugins older than 2015 answer −1 (unknown code) to GetPluginVersion (gs §8.1)
+            plugin_txt = str(self.call(P.Fn.GetPluginVersion).longs[0])
+        except InstrumentError as exc:
+            if exc.code != P.ERR_UNKNOWN_FUNCTION:
+                raise
+            plugin_txt = "< 2015"
         dm = self.call(P.Fn.GetDMVersion).longs[0]
         cameras = self.call(P.Fn.GetNumberOfCameras).longs[0]
         return InstrumentIdentity(

@@ -537,7 +537,8 @@ class GifEmulator:
     def __init__(self, backend: Camera, host: str = "127.0.0.1", port: int = 0, *,
                  superchunk_bytes: int = P.SUPERCHUNK_BYTES, max_request_bytes: int = 1 << 24,
                  families: frozenset[str] = frozenset({"AF", "IFC", "IF"}), n_cameras: int = 1,
-                 io_timeout_s: float = 5.0, handshake_min_s: float = 2.0) -> None:
+                 io_timeout_s: float = 5.0, handshake_min_s: float = 2.0,
+                 missing_codes: frozenset[int] = frozenset()) -> None:
         if superchunk_bytes <= 0 or superchunk_bytes % 4:
             raise ValueError("superchunk_bytes must be a positive multiple of 4")
         self.backend = backend
@@ -548,6 +549,9 @@ class GifEmulator:
         self.io_timeout_s = io_timeout_s
         self.handshake_min_s = handshake_min_s
         self.n_cameras = n_cameras
+        # codes an older plugin does not know: answered −1 (gs §4 "since" column), e.g. {31} for
+        # a plugin older than 2015 that has no GetPluginVersion
+        self.missing_codes = frozenset(int(c) for c in missing_codes)
         self.faults = GifFaults()
         self.gif = GifState()
         self.script = DMScript(self.gif, families, n_cameras)
@@ -727,6 +731,8 @@ class GifEmulator:
         message = head + self._recv_exact(conn, total - 4)
         try:
             request = P.unpack_request(message, self.max_request_bytes)
+            if request.code in self.missing_codes:
+                raise P.BadRequest(f"Function code not found: {request.code}", P.ERR_UNKNOWN_FUNCTION)
         except P.BadRequest as exc:
             self.errors.append(str(exc))
             self._reply(conn, P.pack_reply(0, exc.code))
@@ -847,7 +853,7 @@ class GifEmulator:
         )
 
     def _image_common(self, units: int, binning: int, area: tuple[int, int, int, int], exposure_s: float,
-                      processing: str, divide_by_2: int, echo: tuple[int, ...], dark: bool) -> "_Image | tuple":
+                      processing: str, divide_by_2: int, dark: bool) -> "_Image | tuple":
         fail = (P.GENERAL_SCRIPT_ERROR, (0, 0, 0, 0), (), ())  # pitfall 8: zeros after a script failure
         if units <= 0:
             raise ValueError("arrSize must not be 0 (pitfall 13)")
@@ -879,12 +885,12 @@ class GifEmulator:
         if processing not in PROCESSING_NAMES:
             return P.GENERAL_SCRIPT_ERROR, (0, 0, 0, 0), (), ()
         return self._image_common(units, binning, (top, left, bottom, right), r.doubles[0],
-                                  PROCESSING_NAMES[processing], div2, r.longs[:3], dark=False)
+                                  PROCESSING_NAMES[processing], div2, dark=False)
 
     def _dark(self, r: P.Request) -> "_Image | tuple":
         units, _w, _h, binning, top, left, bottom, right, _shutter, div2, _corr = r.longs
         return self._image_common(units, binning, (top, left, bottom, right), r.doubles[0], "unprocessed",
-                                  div2, r.longs[:3], dark=True)
+                                  div2, dark=True)
 
     def _gain(self, r: P.Request) -> "_Image | tuple":
         capacity, _w, _h, binning = r.longs

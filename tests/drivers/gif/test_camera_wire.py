@@ -74,6 +74,14 @@ def test_suite_against_hardware(hardware_resources: dict[str, str]) -> None:
         cam.close()
 
 
+def test_identify_old_plugin_without_get_plugin_version(backend: PatternCamera) -> None:
+    with GifEmulator(backend, missing_codes=frozenset({Fn.GetPluginVersion})) as emu:
+        cam = GifCamera(_config(emu, backend))
+        assert cam.identify().firmware == "GMS 3.32, SerialEMCCD plugin < 2015"
+        assert cam.reconnects == 0  # a −1 reply keeps the connection in step (pitfall 6)
+        cam.close()
+
+
 # -- acquisition ---------------------------------------------------------------------------------
 
 
