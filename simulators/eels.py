@@ -15,8 +15,9 @@ Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.Co
      J_hat = I0 Z_hat exp(s_hat); the sum over a window that contains everything is I0 exp(t/lambda).
    * ``method="fourier_ratio"`` (default for core-loss windows): each edge is convolved with the unit
      low-loss spectrum of its layer, J_K = s_K ⊗ J_v (§1.4 Fourier-ratio form), and the valence
-     spectrum J_v is cached per layer; neglects scattering by two core edges in one electron (relative
-     size (sum of edge integrals)^2/2 ~ 1e-4).
+     spectrum J_v of the layer's parent composition (valence and all its edges, exact Fourier-log) is
+     cached per layer; rows whose composition differs (Li, Ti3+, R, pre-peak) add the edge-weight
+     differences convolved with J_v (first order: the neglected term is second order in the change).
 5. Chromatic blur along y per edge, sigma = Cc beta E/E0 (§1.7), applied to the per-row weights of
    each component (a component's blur uses its onset energy; the valence background uses the window
    centre).
@@ -255,6 +256,7 @@ class _Cache:
     valence_hat: list[np.ndarray]  # per layer: FFT of p_v (unit sum)
     kappa: np.ndarray             # per layer valence scale
     layer_comps: list[list[int]]  # per layer: indices of components present
+    parent_w: np.ndarray          # (n_layers, n_comp) component weights of the layer's parent composition
     templates: np.ndarray         # (n_templates, n_ext) fourier-ratio templates (per unit I0)
     template_index: list[tuple[int, int]]  # (layer, component or -1 = valence)
     bank_eV: np.ndarray
@@ -416,7 +418,7 @@ class EELSSynthesizer:
                 Wt[:, t] = np.where(in_layer, I0, 0.0)
                 sig.append(self._blur_sigma_rows(col, cache.window_centre_eV))
             else:
-                Wt[:, t] = np.where(in_layer, I0 * atoms[:, comp], 0.0)
+                Wt[:, t] = np.where(in_layer, I0 * (atoms[:, comp] - cache.parent_w[layer, comp]), 0.0)
                 sig.append(self._blur_sigma_rows(col, cache.components[comp].energy_eV))
         Wt = self._blur(Wt, sig)
         used = np.nonzero(np.any(Wt != 0.0, axis=0))[0]  # e.g. only the peak-b bank entries in use
@@ -471,7 +473,7 @@ class EELSSynthesizer:
         comp_integral = np.array([c.shape.sum() for c in comps])
 
         # valence per layer, kappa from the parent composition (first row of the layer, else formula)
-        valence_hat, kappa, layer_comps = [], [], []
+        valence_hat, kappa, layer_comps, parent_w = [], [], [], []
         for li, m in enumerate(mats):
             pv = drude_ssd(np.where(pos, E, 0.0), m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad)
             pv = np.where(pos, pv, 0.0)
@@ -488,17 +490,23 @@ class EELSSynthesizer:
             rows = np.nonzero(col.layer_index == li)[0]
             if rows.size:
                 r = rows[np.argmin(np.abs(col.li_ratio[rows] - 1.0))]
-                core = sum(self._parent_weight(col, r, comps[j]) * comp_integral[j] for j in present)
-                kappa.append(float(col.t_over_lambda[r] - core))
+                pw = np.zeros(len(comps))
+                for j in present:
+                    pw[j] = self._parent_weight(col, r, comps[j])
+                kappa.append(float(col.t_over_lambda[r] - pw @ comp_integral))
             else:
+                pw = np.zeros(len(comps))
                 kappa.append(0.5)
+            parent_w.append(pw)
         kappa_arr = np.array(kappa)
 
         # Fourier-ratio templates: valence spectrum B = Z ⊗ exp*(kappa p_v) per layer, edges ⊗ B
         idx = (k_lo + np.arange(n_ext)) % P
         rows_t, index = [], []
         for li in range(len(mats)):
-            bhat = zhat * np.exp(kappa_arr[li] * valence_hat[li])
+            # the layer's parent composition is inside the exponent (exact Fourier-log there); rows
+            # differ from it to first order (Fourier-ratio on the difference of edge weights)
+            bhat = zhat * np.exp(kappa_arr[li] * valence_hat[li] + parent_w[li] @ comp_hat)
             rows_t.append(sfft.irfft(bhat, n=P)[idx])
             index.append((li, -1))
             present = layer_comps[li]
@@ -508,7 +516,7 @@ class EELSSynthesizer:
                 index.extend((li, j) for j in present)
         bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
         return _Cache(d, k_lo, n_ext, P, support_k, zhat, comps, comp_hat, comp_integral, valence_hat,
-                      kappa_arr, layer_comps, np.array(rows_t), index, bank,
+                      kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank,
                       0.5 * (E_first + E_first + (n - 1) * d))
 
     def _parent_weight(self, col: ColumnState, r: int, c: _Component) -> float:
@@ -556,7 +564,7 @@ class EELSSynthesizer:
                 j0, j1 = p.li_join_eV
                 Hj = float(dsigma_dE(np.array([j1]), "K", 3, onset, p.E0_eV, p.beta_rad, p.alpha_rad)[0])
                 w = _taper(Ep, j0, j1)
-                step = Hj * _arctan_step(Ep, p.li_step_eV, p.li_step_width_eV) * (Ep > onset - 5)
+                step = Hj * _arctan_step(Ep, p.li_step_eV, p.li_step_width_eV) * (Ep > onset)  # nothing below the onset
                 s40 = sig(el, onset, 40.0)
                 shape = w * step + (1 - w) * H
                 for c0, fw, a in p.li_peaks:
@@ -584,7 +592,7 @@ class EELSSynthesizer:
                     j0, j1 = onset + p.ti_join_eV[0], onset + p.ti_join_eV[1]
                     Hj = float(dsigma_dE(np.array([j1]), "L", 22, onset, p.E0_eV, p.beta_rad, p.alpha_rad, CORE_EDGES["Ti"][2])[0])
                     steps = Hj * ((2 / 3) * _arctan_step(Ep, L3_on, p.ti_step_width_eV)
-                                  + (1 / 3) * _arctan_step(Ep, L2_on, p.ti_step_width_eV)) * (Ep > onset - 10)
+                                  + (1 / 3) * _arctan_step(Ep, L2_on, p.ti_step_width_eV)) * (Ep > L3_on - 3.0)
                     w = _taper(Ep, j0, j1)
                     Hs = hydro(el, onset + shift) if shift else H
                     shape = w * steps + (1 - w) * Hs + wl
