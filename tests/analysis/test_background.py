@@ -86,8 +86,6 @@ def test_windows_outside_axis_or_unknown_method_raise():
         fit_power_law(np.ones((2, 100)), AX, WIN)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_agrees_with_exspy_power_law_removal(synth, low_noisy):
     """Same data, same windows: Li-K counts after exspy's fast PowerLaw removal agree within 2 %."""
     exspy = pytest.importorskip("exspy")
