@@ -103,6 +103,8 @@ class LiveProgress:
 
     def exposure_done(self, exposure: PlannedExposure, data: np.ndarray, t_s: float) -> None:
         self.exposing = None
+        if exposure.subframe != exposure.n_subframes - 1:
+            return
         self.exposures_done += 1
         if self.live_profile is not None:
             prof = self.live_profile(exposure.window, data)
@@ -145,12 +147,12 @@ class LiveProgress:
             table.add_row("step", f"{st.index + 1}/{n_steps} {st.kind}{cyc}")
         table.add_row("potential", f"{self.voltage_V:.4f} V" if math.isfinite(self.voltage_V) else "output off")
         table.add_row("current", f"{self.current_A:.4e} A" if math.isfinite(self.current_A) else "-")
-        nxt = next((e for e in self.plan.exposures if e.t_start_s >= t), None)
+        nxt = next((e for e in self.plan.images if e.t_start_s >= t), None)
         if self.exposing is not None:
             table.add_row("exposure", f"exposing {self.exposing.window} ({self.exposing.exposure_s:g} s)")
         elif nxt is not None:
             table.add_row("next exposure", f"{nxt.window} in {_fmt_time(nxt.t_start_s - t)}")
-        table.add_row("exposures", f"{self.exposures_done}/{len(self.plan.exposures)}")
+        table.add_row("spectrum images", f"{self.exposures_done}/{len(self.plan.images)}")
         table.add_row("elapsed", f"{_fmt_time(t)} of {_fmt_time(total)} (remaining {_fmt_time(total - t)})")
         if wall > 0.5:
             table.add_row("speed", f"{t / wall:,.0f}x real time")

@@ -80,9 +80,7 @@ def build_rig(
 ) -> RigBundle:
     if hardware:
         return build_hardware_rig(protocol, clock, overrides or {})
-    from insitem.simulators.world import SimRigBundle
-
-    return SimRigBundle.create(protocol, clock, resume_from=resume_from, start_step=start_step)
+    return SimRigBundle.create(protocol, clock, resume_from=resume_from)
 
 
 def build_hardware_rig(protocol: Protocol, clock: Clock, overrides: dict[str, str]) -> RigBundle:
@@ -142,3 +140,61 @@ class HardwareRigBundle(RigBundle):
         rows, _ = settings.frame_shape(self.rig.camera.sensor_shape)
         length_nm = self.protocol.spectrometer.slit.length * 1e9
         return length_nm / rows, 0.0
+
+
+class SimRigBundle(RigBundle):
+    """The simulated rig: devices over one SimWorld, with ground truth and world checkpoints."""
+
+    def __init__(self, rig: Rig, world: Any, protocol: Protocol) -> None:
+        super().__init__(rig)
+        from insitem.acquisition.runfile import GroundTruthSpec
+        from insitem.acquisition.runner import camera_settings
+
+        self.world = world
+        self.protocol = protocol
+        first = camera_settings(protocol, protocol.spectrometer.windows[0].name)
+        self._gt_y = world.binned_row_positions_m(first, rig.camera.sensor_shape[0])
+        self.ground_truth_spec = GroundTruthSpec(n_positions=len(self._gt_y), position_m=tuple(float(y) for y in self._gt_y))
+        self.ground_truth = lambda: world.ground_truth(self._gt_y)
+
+    @classmethod
+    def create(cls, protocol: Protocol, clock: Clock, resume_from: Path | None = None) -> "SimRigBundle":
+        from insitem.simulators.devices import SimCamera, SimPotentiostat
+        from insitem.simulators.microscope import SimMicroscope
+        from insitem.simulators.world import SimWorld
+
+        world = SimWorld.from_protocol(protocol, clock)
+        if resume_from is not None:
+            state = _checkpoint_path(resume_from)
+            if state.is_file():
+                import json
+
+                world.load_state(json.loads(state.read_text()))
+        rig = Rig(SimPotentiostat(world, protocol.instruments.potentiostat.model), SimCamera(world), SimMicroscope(world.optics), clock)
+        return cls(rig, world, protocol)
+
+    def position_axis_nm(self, settings: CameraSettings) -> tuple[float, float]:
+        y = self.world.binned_row_positions_m(settings, self.rig.camera.sensor_shape[0])
+        start = self.world.params.slit_start_y_m
+        scale = float(y[1] - y[0]) if len(y) > 1 else 1e-9
+        return scale * 1e9, float(y[0] - start) * 1e9
+
+    def checkpoint(self, run_file: Path) -> None:
+        import json
+
+        path = _checkpoint_path(run_file)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.world.state_dict(), default=_json_default))
+        tmp.replace(path)
+
+
+def _checkpoint_path(run_file: Path) -> Path:
+    return run_file.with_name(run_file.name + ".world.json")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    raise TypeError(type(o).__name__)

@@ -126,9 +126,10 @@ def _resume(args: argparse.Namespace, hardware: bool, overrides: dict[str, str])
     if not path.is_file():
         raise ProtocolError(f"--resume {path}: no such run file")
     with RunFileReader(path) as r:
-        text = r.protocol_text()
-        start_step = r.resume_step_index()
-        status = r.status()
+        text = r.protocol_text
+        last = r.last_completed_step()
+        start_step = 0 if last is None else last + 1
+        status = r.status
     if status == "completed":
         raise ProtocolError(f"--resume {path}: the run completed; nothing to resume")
     protocol = loads(text, source=f"{path}:/insitem/protocol")

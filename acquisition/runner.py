@@ -41,7 +41,7 @@ def camera_settings(protocol: Protocol, window_name: str) -> CameraSettings:
     w = spec.window(window_name)
     r0, r1 = w.readout_rows or (0, spec.camera.sensor_rows)
     return CameraSettings(
-        exposure_s=w.exposure,
+        exposure_s=w.exposure / w.frames,
         binning=w.binning,
         readout_area=(r0, 0, r1, w.channels),
         energy_offset_eV=w.energy_offset,
@@ -79,6 +79,26 @@ class NullProgress:
 
     def event(self, level: str, message: str) -> None:
         pass
+
+
+class _ImageSum:
+    """Sum of the sub-exposures of one spectrum image."""
+
+    def __init__(self, t_start_s: float, energy_offset_eV: float) -> None:
+        self.t_start_s = t_start_s
+        self.energy_offset_eV = energy_offset_eV
+        self.data: np.ndarray | None = None
+        self.saturated_px = 0
+        self.dose = 0.0
+        self.exposure_s = 0.0
+        self.readings: list[tuple[float, float]] = []
+
+    def add(self, data: np.ndarray, saturated_px: int, dose: float, exposure_s: float, readings: list[tuple[float, float]]) -> None:
+        self.data = data.astype(np.float32) if self.data is None else self.data + data
+        self.saturated_px += saturated_px
+        self.dose += dose
+        self.exposure_s += exposure_s
+        self.readings.extend(readings)
 
 
 @dataclass
@@ -135,6 +155,7 @@ class Runner:
         # readings of the running exposure, for its mean potential and current
         self._exposure_readings: list[tuple[float, float]] | None = None
         self._stair_pending = False  # a level was set and its stair not yet measured
+        self._image: _ImageSum | None = None
 
     # -- control ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -240,16 +261,18 @@ class Runner:
         active: tuple[PlannedExposure, float] | None = None  # (exposure, rig start time)
         i, n = 0, len(t)
         while True:
-            t_next_exp = exposures[0].t_start_s + self._offset if exposures else math.inf
-            t_active_end = active[1] + active[0].exposure_s if active else math.inf
-            t_event = min(t_next_exp, t_active_end)
+            # a running exposure ends before the next one starts, even when it started late
+            if active is not None:
+                t_event = active[1] + active[0].exposure_s
+            else:
+                t_event = exposures[0].t_start_s + self._offset if exposures else math.inf
             j = int(np.searchsorted(t, t_event, side="left")) if math.isfinite(t_event) else n
             if j > i:
                 self._apply_points(step, t, v, cyc, i, j)
                 i = j
             if not math.isfinite(t_event):
                 break
-            if active is not None and t_active_end <= t_next_exp:
+            if active is not None:
                 self._finish_exposure(active[0], active[1])
                 active = None
                 if self.stop_requested:
@@ -365,28 +388,37 @@ class Runner:
         frame = self.rig.camera.read_frame()
         readings = self._exposure_readings or []
         self._exposure_readings = None
-        pot_V = float(np.mean([r[0] for r in readings])) if readings else (exp.potential_V if exp.potential_V is not None else math.nan)
-        cur_A = float(np.mean([r[1] for r in readings])) if readings else math.nan
         dose = dose_rate * exp.exposure_s
         self._dose_e_per_m2 += dose
-        self.file.append_exposure(
-            exp.window,
-            frame.data,
-            t_start_s=frame.t_start_s,
-            exposure_s=frame.exposure_s,
-            potential_V=pot_V,
-            current_A=cur_A,
-            cycle=exp.cycle,
-            step=exp.step_index,
-            dose_e_per_m2=dose,
-            energy_offset_eV=frame.settings.energy_offset_eV,
-            saturated_px=frame.saturated_px,
-        )
-        self._exposures += 1
-        if frame.saturated_px:
-            self._log("WARNING", f"exposure {exp.index} ({exp.window}): {frame.saturated_px} saturated pixels")
-        self._write_ground_truth(self.clock.now())
-        self.progress.exposure_done(exp, frame.data, frame.t_start_s)
+        # sub-exposures of a summed spectrum image accumulate until the last one
+        if exp.subframe == 0:
+            self._image = _ImageSum(frame.t_start_s, frame.settings.energy_offset_eV)
+        acc = self._image
+        assert acc is not None
+        acc.add(frame.data, frame.saturated_px, dose, exp.exposure_s, readings)
+        if exp.subframe == exp.n_subframes - 1:
+            self._image = None
+            pot_V = float(np.mean([r[0] for r in acc.readings])) if acc.readings else (exp.potential_V if exp.potential_V is not None else math.nan)
+            cur_A = float(np.mean([r[1] for r in acc.readings])) if acc.readings else math.nan
+            assert acc.data is not None
+            self.file.append_exposure(
+                exp.window,
+                acc.data,
+                t_start_s=acc.t_start_s,
+                exposure_s=acc.exposure_s,
+                potential_V=pot_V,
+                current_A=cur_A,
+                cycle=exp.cycle,
+                step=exp.step_index,
+                dose_e_per_m2=acc.dose,
+                energy_offset_eV=acc.energy_offset_eV,
+                saturated_px=acc.saturated_px,
+            )
+            self._exposures += 1
+            if acc.saturated_px:
+                self._log("WARNING", f"{exp.window} image at t = {acc.t_start_s:.1f} s: {acc.saturated_px} saturated pixels")
+            self._write_ground_truth(self.clock.now())
+        self.progress.exposure_done(exp, frame.data if exp.n_subframes == 1 else (acc.data if acc.data is not None else frame.data), frame.t_start_s)
 
     # -- helpers ------------------------------------------------------------------------------------
     def _write_ground_truth(self, t_s: float) -> None:

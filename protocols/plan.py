@@ -52,6 +52,8 @@ class PlannedExposure:
     cycle: int
     trigger: str
     potential_V: float | None  # programmed potential at the exposure start (None: open circuit)
+    subframe: int = 0  # index of this sub-exposure of a summed spectrum image
+    n_subframes: int = 1
 
     @property
     def t_end_s(self) -> float:
@@ -140,7 +142,13 @@ class Plan:
 
     @property
     def exposures(self) -> list[PlannedExposure]:
+        """Every camera exposure, sub-exposures of summed windows included."""
         return [e for s in self.steps for e in s.exposures]
+
+    @property
+    def images(self) -> list[PlannedExposure]:
+        """One entry per spectrum image written (the first sub-exposure of each)."""
+        return [e for e in self.exposures if e.subframe == 0]
 
     @property
     def duration_s(self) -> float:
@@ -157,7 +165,7 @@ class Plan:
         return self.beam_on_s * self.protocol.beam.dose_rate_e_per_m2_s
 
     def exposures_per_window(self) -> dict[str, int]:
-        counts = Counter(e.window for e in self.exposures)
+        counts = Counter(e.window for e in self.images)
         return {w.name: counts.get(w.name, 0) for w in self.protocol.spectrometer.windows}
 
     def frame_shape(self, window_name: str) -> tuple[int, int]:
@@ -170,7 +178,7 @@ class Plan:
         return sum(s.n_points() for s in self.steps)
 
     def data_bytes(self) -> int:
-        image = sum(math.prod(self.frame_shape(e.window)) * BYTES_PER_PIXEL for e in self.exposures)
+        image = sum(math.prod(self.frame_shape(e.window)) * BYTES_PER_PIXEL for e in self.images)
         return image + self.n_ec_points() * BYTES_PER_EC_POINT
 
     def summary(self) -> dict[str, object]:
@@ -270,19 +278,21 @@ def _plan_exposures(
 ) -> list[PlannedExposure]:
     spec = protocol.spectrometer
     dead = spec.camera.dead_time
-    items: list[tuple[float, str, int, str]] = []  # (t, window, entry index, trigger)
+    items: list[tuple[float, str, int, str, int]] = []  # (t, window, entry index, trigger, subframe)
     for k, ex in enumerate(body.exposures):
         trigger = next(n for n in ("every", "at_start", "at_end", "at_vertices", "after_cycles", "at_potentials") if getattr(ex, n) not in (None, False))
         for t in _trigger_times(step, body, ex):
             # the windows of one trigger run back to back
             for w in ex.windows:
-                items.append((t, w, k, trigger))
-                t += spec.window(w).exposure + dead
-    items.sort(key=lambda it: it[0])
+                win = spec.window(w)
+                for f in range(win.frames):
+                    items.append((t, w, k, trigger, f))
+                    t += win.exposure / win.frames + dead
+    items.sort(key=lambda it: (it[0], it[4]))
     out: list[PlannedExposure] = []
     busy_until = -math.inf
-    for t, w, k, trigger in items:
-        exposure = spec.window(w).exposure
+    for t, w, k, trigger, sub in items:
+        exposure = spec.window(w).exposure / spec.window(w).frames
         if t < busy_until - 1e-9:
             prev = out[-1]
             raise ProtocolError(
@@ -300,6 +310,8 @@ def _plan_exposures(
                 cycle=step.cycle_at(t),
                 trigger=trigger,
                 potential_V=step.potential_at(t),
+                subframe=sub,
+                n_subframes=spec.window(w).frames,
             )
         )
         busy_until = t + exposure + dead

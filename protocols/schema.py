@@ -152,7 +152,10 @@ class Window(Strict):
     energy_offset: Energy = Field(description="energy loss at the first channel")
     dispersion: Dispersion = Field(default=0.1, description="energy per channel")
     channels: int = Field(default=2048, ge=16, le=8192)
-    exposure: Duration
+    exposure: Duration = Field(description="total exposure of one spectrum image")
+    frames: int = Field(
+        default=1, ge=1, le=1000, description="summed sub-exposures of exposure/frames each (keeps bright windows below 16-bit saturation)"
+    )
     binning: tuple[int, int] = Field(default=(1, 1), description="(rows, channels) on-chip binning")
     readout_rows: tuple[int, int] | None = Field(default=None, description="first and last+1 sensor row read")
 

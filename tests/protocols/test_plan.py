@@ -26,10 +26,12 @@ def test_ex_situ_duration_and_dose_from_first_principles() -> None:
 
 def test_exposures_of_one_trigger_run_back_to_back_after_the_dead_time() -> None:
     plan = make_plan(load("ex-situ-lasgtp"))
-    a, b = plan.exposures
+    a, b = plan.images
     t0 = plan.steps[1].t_start_s
     assert a.t_start_s == pytest.approx(t0)
-    assert b.t_start_s == pytest.approx(t0 + 30 + 0.6)
+    # li-k is summed from 4 sub-exposures of 7.5 s, each followed by the 0.6 s dead time
+    assert [e.t_start_s for e in plan.exposures[:4]] == pytest.approx([t0 + k * 8.1 for k in range(4)])
+    assert b.t_start_s == pytest.approx(t0 + 4 * (7.5 + 0.6))
     assert a.potential_V is None  # rest = open circuit
 
 
@@ -38,10 +40,10 @@ def test_in_situ_exposures_at_vertices_and_every_interval() -> None:
     cv = plan.steps[1]
     rate = 40e-3 / 60
     vertex_times = [cv.t_start_s + 1.5 / rate, cv.t_start_s + 1.5 / rate + 2.0 / rate]
-    ti = [e for e in plan.exposures if e.window == "ti-l-o-k" and e.step_index == 1]
+    ti = [e for e in plan.images if e.window == "ti-l-o-k" and e.step_index == 1]
     assert [e.t_start_s for e in ti] == pytest.approx(vertex_times)
     assert [e.potential_V for e in ti] == pytest.approx([2.5, 0.5])
-    li = [e for e in plan.exposures if e.window == "li-k" and e.step_index == 1]
+    li = [e for e in plan.images if e.window == "li-k" and e.step_index == 1]
     assert len(li) == int(cv.duration_s // 300) + (1 if cv.duration_s % 300 else 0)
 
 

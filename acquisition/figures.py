@@ -1,0 +1,127 @@
+"""`insitem show`: PNG figures of a run file — CV curves coloured by cycle, each spectrum image
+(energy x position, log intensity), and the exposures marked on the potential-time trace.
+
+Reads through acquisition/runfile_read.py, so it works on a live (SWMR) file and on the file a
+crashed run left; `--follow` redraws while the run is live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on the machines this runs on
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from insitem.acquisition.runfile_read import RunFileReader  # noqa: E402
+
+MAX_EC_POINTS_PLOTTED = 200_000
+
+
+def write_figures(run_file: Path, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with RunFileReader(run_file) as r:
+        ec = r.electrochemistry()
+        recs = r.exposure_records()
+        title = r.title or run_file.stem
+        if ec["t_s"].size:
+            written.append(_cv_figure(ec, title, out_dir / "cv.png"))
+            written.append(_trace_figure(ec, recs, title, out_dir / "potential-time.png"))
+        for w in r.windows:
+            n = r.n_exposures(w)
+            if n:
+                img = r.exposure(w, n - 1)
+                written.append(
+                    _image_figure(img, r.energy_axis_eV(w), r.position_axis(w), f"{title}: {w} (exposure {n - 1})", out_dir / f"si-{w}.png")
+                )
+    return written
+
+
+def _thin(n: int) -> slice:
+    return slice(None, None, max(1, n // MAX_EC_POINTS_PLOTTED))
+
+
+def _cv_figure(ec: dict[str, np.ndarray], title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 5))
+    sl = _thin(ec["t_s"].size)
+    v, i, c = ec["voltage_V"][sl], ec["current_A"][sl], ec["cycle"][sl]
+    cycles = np.unique(c[c > 0])
+    cmap = plt.get_cmap("viridis")
+    for k, cyc in enumerate(cycles):
+        sel = c == cyc
+        ax.plot(v[sel], i[sel] * 1e6, color=cmap(k / max(1, len(cycles) - 1)), lw=0.8)
+    if len(cycles):
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(cycles.min(), cycles.max()))
+        fig.colorbar(sm, ax=ax, label="cycle")
+    else:
+        ax.plot(v, i * 1e6, lw=0.8)
+    ax.set_xlabel("cell voltage (V)")
+    ax.set_ylabel("current (µA)")
+    ax.set_title(f"{title}: cyclic voltammograms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _trace_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title: str, path: Path) -> Path:
+    fig, (ax_v, ax_i) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    sl = _thin(ec["t_s"].size)
+    t_h = ec["t_s"][sl] / 3600
+    ax_v.plot(t_h, ec["voltage_V"][sl], lw=0.7)
+    ax_i.plot(t_h, ec["current_A"][sl] * 1e6, lw=0.7, color="tab:red")
+    if recs and recs["t_start_s"].size:
+        windows = [w.decode() if isinstance(w, bytes) else str(w) for w in recs["window"]]
+        for k, w in enumerate(sorted(set(windows))):
+            sel = np.array([x == w for x in windows])
+            t0 = recs["t_start_s"][sel] / 3600
+            ax_v.scatter(t0, recs["potential_V"][sel], marker="v", s=30, zorder=3, label=f"exposure {w}", color=f"C{k + 1}")
+            for a, b in zip(t0, t0 + recs["exposure_s"][sel] / 3600):
+                ax_v.axvspan(a, b, color=f"C{k + 1}", alpha=0.25, lw=0)
+        ax_v.legend(loc="best", fontsize=8)
+    ax_v.set_ylabel("voltage (V)")
+    ax_i.set_ylabel("current (µA)")
+    ax_i.set_xlabel("time (h)")
+    ax_v.set_title(f"{title}: potential, current and exposures")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _image_figure(img: np.ndarray, energy_eV: np.ndarray, position: np.ndarray, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    data = np.log10(np.clip(img, 1.0, None))
+    extent = (float(energy_eV[0]), float(energy_eV[-1]), float(position[-1]), float(position[0]))
+    im = ax.imshow(data, aspect="auto", extent=extent, cmap="inferno")
+    fig.colorbar(im, ax=ax, label="log10 counts")
+    ax.set_xlabel("energy loss (eV)")
+    ax.set_ylabel("position along the slit (nm)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def show_command(args: argparse.Namespace) -> int:
+    run_file: Path = args.run_file
+    if not run_file.is_file():
+        from insitem.drivers.errors import ProtocolError
+
+        raise ProtocolError(f"show {run_file}: no such run file")
+    out = args.out or run_file.parent / (run_file.stem + "-figures")
+    while True:
+        figs = write_figures(run_file, out)
+        print(f"{len(figs)} figures in {out}")
+        if not args.follow:
+            return 0
+        with RunFileReader(run_file) as r:
+            if r.status != "running":
+                return 0
+        time.sleep(args.interval)

@@ -1,0 +1,211 @@
+"""Simulated potentiostat and camera: the drivers' interfaces as views of one SimWorld.
+
+(The simulated microscope is simulators/microscope.py over the world's MicroscopeState.)
+
+* `SimPotentiostat` sources the world's cell: every call first advances the cell to the clock's
+  present time at the level programmed before, then applies the change. Readings carry SMU
+  noise of the Keithley 2400 current ranges (physics.md §4.4: sigma = offset/3 of the active
+  range at 1 NPLC). It offers an instrument-timed staircase (`run_sweep`) like the 2400's list
+  sweep: the whole staircase is advanced in one call.
+* `SimCamera` synthesises each exposure from the world at read-out: the Li profile (mean of
+  the profiles at exposure start and end), the exact electron dose the optics delivered in the
+  exposure window (a blanked beam gives a dark frame), the EELS physics and the CCD model; it
+  then applies the acquisition software's dark and gain-reference correction when asked.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from insitem.drivers.errors import DeviceError
+from insitem.drivers.interfaces import (
+    Camera,
+    CameraSettings,
+    Frame,
+    InstrumentIdentity,
+    Potentiostat,
+    PotentiostatConfig,
+    Reading,
+)
+from insitem.simulators.world import SimWorld
+
+# Keithley 2400 current ranges and their accuracy offsets (physics.md §4.4, [S:K2400SPEC]).
+CURRENT_RANGES_A: tuple[tuple[float, float], ...] = (
+    (1e-6, 300e-12),
+    (10e-6, 700e-12),
+    (100e-6, 6e-9),
+    (1e-3, 60e-9),
+    (10e-3, 600e-9),
+    (100e-3, 6e-6),
+    (1.0, 500e-6),
+)
+
+
+def _range_for(current_A: float, fixed: float | None) -> tuple[float, float]:
+    if fixed is not None:
+        for rng, off in CURRENT_RANGES_A:
+            if rng >= fixed * (1 - 1e-9):
+                return rng, off
+    for rng, off in CURRENT_RANGES_A:
+        if abs(current_A) <= rng * 1.05:
+            return rng, off
+    return CURRENT_RANGES_A[-1]
+
+
+class SimPotentiostat(Potentiostat):
+    """A SourceMeter driving the simulated cell."""
+
+    def __init__(self, world: SimWorld, model: str = "keithley2400", resource: str = "sim://potentiostat") -> None:
+        super().__init__()
+        self.world = world
+        self.model = model
+        self.resource = resource
+        self._rng = np.random.default_rng(world.rng.integers(2**63))
+        self._errors: list[tuple[int, str]] = []
+
+    def identify(self) -> InstrumentIdentity:
+        return InstrumentIdentity("insitem", f"simulated {self.model}", "SIM-0001", "1.0", self.resource)
+
+    def reset(self) -> None:
+        self.set_output(False) if self._config is not None else self._set_output(False)
+
+    def errors(self) -> list[tuple[int, str]]:
+        out, self._errors = self._errors, []
+        return out
+
+    def _configure(self, config: PotentiostatConfig) -> None:
+        with self.world.lock:
+            self.world.advance_to()
+            self.world.compliance_A = config.compliance_A
+
+    def _set_voltage(self, voltage_V: float) -> None:
+        with self.world.lock:
+            self.world.advance_to()
+            self._level_V = voltage_V
+            if self._output_on:
+                self.world.applied_V = voltage_V
+
+    def _set_output(self, on: bool) -> None:
+        with self.world.lock:
+            self.world.advance_to()
+            self.world.applied_V = getattr(self, "_level_V", 0.0) if on else None
+
+    def measure(self) -> Reading:
+        with self.world.lock:
+            self.world.advance_to()
+            cell = self.world.cell
+            t = self.world.clock.now()
+            if self.world.applied_V is None:
+                raise DeviceError("measure with the output off (the output relay is open)", self.resource)
+            i = self._noisy(cell.i_cell_A + 0.0 * t)
+            return Reading(t, float(cell.V_term_V), i, bool(cell.last_tripped), float(self.world.applied_V))
+
+    def _noisy(self, current_A: float | np.ndarray) -> float | np.ndarray:
+        cfg = self._config
+        nplc = cfg.nplc if cfg else 1.0
+        rng, offset = _range_for(float(np.max(np.abs(current_A))), cfg.current_range_A if cfg else None)
+        sigma = offset / 3 * math.sqrt(max(1.0, 1.0 / nplc))
+        noise = self._rng.normal(0.0, sigma, np.shape(current_A))
+        out = np.asarray(current_A) + noise
+        return float(out) if np.ndim(out) == 0 else out
+
+    @property
+    def supports_sweep(self) -> bool:
+        return True
+
+    def run_sweep(self, points_V: Sequence[float], dwell_s: float) -> list[Reading]:
+        if self._config is None:
+            raise DeviceError("run_sweep before configure", self.resource)
+        pts = np.asarray(points_V, float)
+        lo, hi = self._config.voltage_limits_V
+        if pts.size == 0:
+            return []
+        if pts.min() < lo or pts.max() > hi:
+            from insitem.drivers.errors import SafetyLimitError
+
+            raise SafetyLimitError(f"run_sweep: levels outside the safety window [{lo}, {hi}] V")
+        with self.world.lock:
+            self._output_on = True
+            out = self.world.run_staircase(pts, dwell_s)
+            self._level_V = float(pts[-1])
+        self.world.clock.sleep_until(float(out["time_s"][-1]))
+        cur = self._noisy(out["current_A"])
+        return [
+            Reading(float(t), float(v), float(i), bool(tr), float(s))
+            for t, v, i, tr, s in zip(out["time_s"], out["terminal_V"], np.atleast_1d(cur), out["compliance_tripped"], pts)
+        ]
+
+    def safe_state(self) -> None:
+        self._set_output(False)
+        self._output_on = False
+
+
+class SimCamera(Camera):
+    """A GIF CCD and spectrometer looking at the simulated sample."""
+
+    def __init__(self, world: SimWorld, resource: str = "sim://camera") -> None:
+        super().__init__()
+        self.world = world
+        self.resource = resource
+        self.sensor_shape = tuple(world.detector.params.shape_px)  # type: ignore[assignment]
+        self._t_start: float | None = None
+        self._li_start: np.ndarray | None = None
+        self._dark_cache: dict[tuple[float, tuple[int, int], tuple[int, int, int, int]], np.ndarray] = {}
+
+    def identify(self) -> InstrumentIdentity:
+        return InstrumentIdentity("insitem", "simulated GIF 2k CCD", "SIM-GIF", "1.0", self.resource)
+
+    def _configure(self, settings: CameraSettings) -> None:
+        pass
+
+    def _rows_y(self, settings: CameraSettings) -> np.ndarray:
+        return self.world.binned_row_positions_m(settings, self.sensor_shape[0])
+
+    def _start_exposure(self) -> float:
+        assert self._settings is not None
+        with self.world.lock:
+            self.world.advance_to()
+            self._t_start = self.world.clock.now()
+            self._li_start = self.world.li_ratio(self._rows_y(self._settings))
+        return self._t_start
+
+    def read_frame(self) -> Frame:
+        if self._t_start is None or self._settings is None:
+            raise DeviceError("read_frame without start_exposure", self.resource)
+        s = self._settings
+        t0, t1 = self._t_start, self._t_start + s.exposure_s
+        self._t_start = None
+        det = self.world.detector
+        area = s.area(self.sensor_shape)
+        self.world.clock.sleep_until(t1)
+        with self.world.lock:
+            self.world.advance_to(t1)
+            li = 0.5 * (self._li_start + self.world.li_ratio(self._rows_y(s)))
+            electrons = self.world.expected_image(s, self.sensor_shape, t0, t1, li)
+        frame = det.expose(electrons, s.exposure_s, binning=s.binning, readout_area=area)
+        self.world.clock.sleep_until(t1 + frame.readout_s)
+        data: np.ndarray = frame.data
+        if s.processing != "unprocessed":
+            dark = self._dark(s.exposure_s, s.binning, area)
+            if s.processing == "gain_normalized":
+                data = det.correct(frame.data, dark, det.gain_reference(), binning=s.binning, readout_area=area)
+            else:
+                data = frame.data.astype(np.float32) - dark
+        return Frame(data=data, t_start_s=t0, settings=s, saturated_px=int(frame.saturated_px))
+
+    def _dark(self, exposure_s: float, binning: tuple[int, int], area: tuple[int, int, int, int]) -> np.ndarray:
+        key = (exposure_s, binning, area)
+        if key not in self._dark_cache:
+            self._dark_cache[key] = self.world.detector.dark_reference(exposure_s, 10, binning=binning, area=area)
+        return self._dark_cache[key]
+
+    def dark_reference(self, exposure_s: float, n_frames: int = 10) -> np.ndarray:
+        s = self._settings or CameraSettings(exposure_s=exposure_s)
+        area = s.area(self.sensor_shape)
+        return self.world.detector.dark_reference(exposure_s, n_frames, binning=s.binning, area=area)
+
+    def gain_reference(self) -> np.ndarray:
+        return self.world.detector.gain_reference()

@@ -1,0 +1,236 @@
+"""The simulated world: one clock, one cell, one sample, one beam, one detector, one RNG.
+
+The simulated devices (simulators/devices.py) and the emulated instruments are views of it, so
+the charge the potentiostat passes inserts Li (Faraday's law, simulators/transport.py), which
+changes the Li profile, the Ti valence and the O-O distance the camera then sees; unblanking the
+beam adds dose and a beam-induced current; time passes only through the clock.
+
+Geometry: specimen y is the sample frame of simulators/sample.py (y = 0 at the Pt/electrolyte
+interface, the electrolyte at y > 0, Pt and W at y < 0) and equals the Li transport's x for
+y >= 0. The slit (1880 nm by default) is centred so that it starts 400 nm inside the metal
+layers; CCD rows are mapped onto it by the optics (0.95 nm per unbinned row, so 6-row binning
+gives the paper's 5.70 nm pixels).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from insitem.drivers.clock import Clock
+from insitem.drivers.interfaces import CameraSettings, Rig
+from insitem.protocols.schema import Protocol
+from insitem.simulators.detector import CCDDetector, DetectorParameters
+from insitem.simulators.eels import EELSParameters, EELSSynthesizer, energy_drift_samples
+from insitem.simulators.electrochemistry import FARADAY_C_PER_MOL, Cell, CellParameters
+from insitem.simulators.optics import MicroscopeState, OpticsParameters
+from insitem.simulators.sample import Sample, SampleParameters
+from insitem.simulators.transport import LiTransport
+
+
+class WorldParameters(BaseModel):
+    """Run-level settings of the world that are not physics of one module."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slit_start_y_m: float = Field(default=-400e-9, description="sample y at the slit's first edge, m")
+    ypix_m: float = Field(default=5.70e-9, description="specimen length of one 6-row y pixel [Y14], m")
+    rows_per_ypix: int = Field(default=6, ge=1, description="CCD rows per y pixel (binning used by the protocols)")
+    max_cell_dt_s: float = Field(default=1.5, gt=0, description="longest single cell step (1 mV at 40 mV/min)")
+    alignment_error_eV: float = Field(default=0.05, ge=0, description="rms energy-offset error after re-alignment, eV [est]")
+    seed: int = 0
+
+
+PRESETS: dict[str, tuple[Callable[[], CellParameters], Callable[[], SampleParameters]]] = {
+    "lasgtp_bulk": (CellParameters.lasgtp_bulk, SampleParameters.lasgtp_cell),
+    "lfp_lamella": (CellParameters.lfp_lamella, SampleParameters.lfp_lagp_lvp_lamella),
+    "si_nanoparticle": (CellParameters.si_nanoparticle, SampleParameters.si_nanoparticles),
+}
+
+
+class SimWorld:
+    """The shared physical state behind every simulated device. Thread-safe (one lock)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        cell: Cell,
+        sample: Sample,
+        optics: MicroscopeState,
+        detector: CCDDetector,
+        params: WorldParameters | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.clock = clock
+        self.cell = cell
+        self.sample = sample
+        self.optics = optics
+        self.detector = detector
+        self.params = params or WorldParameters()
+        self.rng = rng or np.random.default_rng(self.params.seed)
+        self.lock = threading.RLock()
+        self._t_cell = clock.now()
+        self.applied_V: float | None = None  # None = output off (high impedance)
+        self.compliance_A = 1e-3
+        self.eels = EELSSynthesizer(EELSParameters())
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_protocol(cls, protocol: Protocol, clock: Clock, params: WorldParameters | None = None) -> "SimWorld":
+        preset = protocol.sample.preset
+        if preset is None:
+            from insitem.drivers.errors import ProtocolError
+
+            raise ProtocolError("sample.preset: a simulated run needs a simulator parameter set (lasgtp_bulk, lfp_lamella, si_nanoparticle)")
+        params = params or WorldParameters(seed=protocol.sample.seed)
+        cell_params_f, sample_params_f = PRESETS[preset]
+        rng = np.random.default_rng(params.seed)
+        cell_params = cell_params_f()
+        if protocol.sample.initial_state == "cycled" and cell_params.transport is not None:
+            cell = Cell(cell_params, transport=LiTransport.paper_profile(cell_params.transport), rng=rng)
+            mark_formed(cell, cycles=50)
+        else:
+            cell = Cell(cell_params, rng=rng)
+        sample = Sample(sample_params_f())
+        slit = protocol.spectrometer.slit
+        row_pitch_at_specimen = params.ypix_m / params.rows_per_ypix
+        optics_params = OpticsParameters(
+            high_tension_V=protocol.beam.high_tension,
+            beam_current_A=protocol.beam.current,
+            illuminated_diameter_m=protocol.beam.illuminated_diameter,
+            magnification=OpticsParameters.model_fields["detector_row_pitch_m"].default / row_pitch_at_specimen,
+            rows_per_ypix=params.rows_per_ypix,
+            slit_width_m=slit.width,
+            slit_height_m=slit.length,
+            slit_centre_m=(0.0, params.slit_start_y_m + slit.length / 2),
+            slit_angle_rad=math.radians(slit.angle),
+        )
+        optics = MicroscopeState(optics_params, clock)
+        detector = CCDDetector(DetectorParameters(), rng=np.random.default_rng(rng.integers(2**63)))
+        return cls(clock, cell, sample, optics, detector, params, rng)
+
+    # -- electrochemistry ----------------------------------------------------------------------
+    def advance_to(self, t_s: float | None = None) -> None:
+        """Advance the cell to `t_s` (default: now) at the present applied voltage and beam."""
+        with self.lock:
+            t1 = self.clock.now() if t_s is None else t_s
+            t0 = self._t_cell
+            if t1 <= t0:
+                return
+            n = max(1, math.ceil((t1 - t0) / self.params.max_cell_dt_s))
+            dt = (t1 - t0) / n
+            for k in range(n):
+                a, b = t0 + k * dt, t0 + (k + 1) * dt
+                beam = self.optics.beam_current_A * self.optics.beam_on_fraction(a, b)
+                self.cell.advance(dt, self.applied_V, self.compliance_A, beam)
+            self._t_cell = t1
+
+    def run_staircase(self, points_V: np.ndarray, dwell_s: float) -> dict[str, np.ndarray]:
+        """Advance through a staircase starting now: stair k at points_V[k] for dwell_s.
+
+        The beam state is taken as constant over the staircase (the runner changes it only
+        between staircases); returns the cell's arrays with absolute times.
+        """
+        with self.lock:
+            self.advance_to()
+            t0 = self._t_cell
+            n = len(points_V)
+            t = t0 + dwell_s * np.arange(n + 1)
+            v = np.concatenate([[np.nan], np.asarray(points_V, float)])
+            beam = 0.0 if self.optics.blanked else self.optics.beam_current_A
+            out = self.cell.advance_sweep(t, v, self.compliance_A, beam)
+            out["time_s"] = t[1:]
+            self._t_cell = float(t[-1])
+            self.applied_V = float(points_V[-1])
+            return out
+
+    # -- spectrum images --------------------------------------------------------------------------
+    def li_ratio(self, y_m: np.ndarray) -> np.ndarray:
+        """c/c0 at sample positions y (1 outside the electrolyte side)."""
+        y = np.asarray(y_m, float)
+        transport = self.cell.transport
+        if transport is None:
+            return np.ones_like(y)
+        return np.where(y >= 0, transport.concentration_ratio(np.maximum(y, 0.0)), 1.0)
+
+    def binned_row_positions_m(self, settings: CameraSettings, sensor_rows: int) -> np.ndarray:
+        """Sample y (m) of the centre of every binned row of a readout."""
+        _, _, y_rows = self.optics.row_positions_m(sensor_rows)
+        top, _, bottom, _ = settings.area((sensor_rows, 1 << 30))
+        by = settings.binning[0]
+        n = (bottom - top) // by
+        rows = y_rows[top : top + n * by].reshape(n, by)
+        return rows.mean(axis=1)
+
+    def expected_image(self, settings: CameraSettings, sensor_shape: tuple[int, int], t0_s: float, t1_s: float,
+                       li_ratio_rows: np.ndarray) -> np.ndarray:
+        """Expected primary electrons per unbinned pixel of the readout area over [t0, t1].
+
+        Spectra are synthesised once per binned row (the position pixel) and repeated over the
+        CCD rows of that bin: variation inside one 5.7 nm pixel is not resolved (simplification).
+        """
+        rows, cols = sensor_shape
+        top, left, bottom, right = settings.area(sensor_shape)
+        by = settings.binning[0]
+        n = (bottom - top) // by
+        y_bin = self.binned_row_positions_m(settings, rows)
+        electrons_rows = self.optics.electrons_per_row(t0_s, t1_s, rows)[top : top + n * by]
+        electrons_bin = electrons_rows.reshape(n, by).sum(axis=1)
+        energy = settings.energy_offset_eV + settings.dispersion_eV_per_px * (np.arange(left, right) + 0.5)
+        column = self.sample.column_state(y_bin, li_ratio_rows)
+        shift = self.energy_shift_samples_eV(t0_s, t1_s)
+        spectra = self.eels.synthesize(energy, column, electrons_bin, energy_shift_eV=shift)  # (n, channels)
+        # FFT round-off leaves values of order -1e-11 where the expectation is ~0: clip them
+        np.maximum(spectra, 0.0, out=spectra)
+        per_row = np.repeat(spectra / by, by, axis=0)
+        out = np.zeros((bottom - top, right - left), dtype=np.float32)
+        out[: n * by] = per_row
+        return out
+
+    def energy_shift_samples_eV(self, t0_s: float, t1_s: float) -> np.ndarray:
+        """Energy shift during one exposure: the spectrometer is re-aligned before each
+        exposure (residual error `alignment_error_eV` rms), then drifts linearly with a random
+        walk (physics.md §1.9). Simplification: no drift carried over between exposures, as
+        after a zero-loss re-alignment; the whole image shifts together."""
+        start = float(self.rng.normal(0.0, self.params.alignment_error_eV))
+        return energy_drift_samples(self.eels.params, max(t1_s - t0_s, 1e-9), t0_s, self.rng, start_shift_eV=start)
+
+    # -- ground truth ----------------------------------------------------------------------------
+    def ground_truth(self, y_m: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        with self.lock:
+            self.advance_to()
+            c = self.li_ratio(y_m)
+            column = self.sample.column_state(y_m, c)
+            gt = self.cell.ground_truth()
+            profiles = {"li_fraction": c, "ti3_fraction": np.asarray(column.f_ti3, float), "oo_distance_m": np.asarray(column.R_nm, float) * 1e-9}
+            scalars = {
+                "total_dose_e_per_m2": float(self.optics.total_dose_e_per_m2()),
+                "state_of_charge": float(gt.get("theta", math.nan)),
+                "charge_C": float(self.cell.charge_passed_C),
+                "cell_voltage_V": float(self.cell.V_term_V),
+            }
+            return profiles, scalars
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        with self.lock:
+            self.advance_to()
+            return {"cell": self.cell.state_dict(), "total_dose_e_per_m2": self.optics.total_dose_e_per_m2()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        with self.lock:
+            self.cell = Cell.from_state_dict(state["cell"])
+            self._t_cell = self.clock.now()
+
+
+def mark_formed(cell: Cell, cycles: float) -> None:
+    """Put a cell's history where `cycles` prior CV cycles would have left it: formation done,
+    reversible throughput of `cycles` equivalent cycles (used with the paper's Li profile for a
+    protocol that starts from the ex-situ end state)."""
+    p = cell.params
+    cell.n_form_mol_per_m2 = 0.0
+    cell.throughput_C = cycles * 2.0 * FARADAY_C_PER_MOL * p.area_m2 * p.gamma_final_mol_per_m2
