@@ -378,8 +378,61 @@ def serve_bridge(
         server.stop()
 
 
+#: the Python package each vendor adapter needs on the microscope PC
+VENDOR_PACKAGES = {"temscript": "temscript", "pyjem": "PyJEM"}
+
+
+def bridge_command(args: Any) -> int:
+    """`insitem bridge tem --vendor temscript|pyjem [--bind HOST] [--port N]`.
+
+    Checks that the vendor package imports (it exists only on the microscope PC), then runs
+    `serve_bridge` until Ctrl-C or SIGTERM and returns 0. A missing vendor package, a port that
+    cannot be bound or an adapter that cannot reach the microscope is one line on stderr:
+    exit 2 for the first two (wrong machine or arguments), 1 for the third (a device fault).
+    """
+    import importlib
+    import signal
+
+    vendor = str(args.vendor).lower()
+    package = VENDOR_PACKAGES.get(vendor)
+    if package is None:
+        print(f"insitem bridge: unknown vendor {args.vendor!r}; expected temscript or pyjem", file=sys.stderr)
+        return 2
+    try:
+        importlib.import_module(package)
+    except ImportError as exc:
+        print(
+            f"insitem bridge: vendor package {package!r} is not importable here ({exc.__class__.__name__}); "
+            f"run the bridge on the microscope PC where {package} is installed",
+            file=sys.stderr,
+        )
+        return 2
+
+    def _on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # serve_bridge stops cleanly on it
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    try:
+        serve_bridge(vendor, args.bind, int(args.port))
+    except OSError as exc:
+        print(f"insitem bridge: cannot listen on {args.bind} port {args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # noqa: BLE001 - the vendor API failing at start-up: one line, no traceback
+        print(f"insitem bridge: {vendor} adapter failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if main_thread and old is not None:
+            signal.signal(signal.SIGTERM, old)
+    return 0
+
+
 __all__ = [
     "DEFAULT_PORT",
+    "VENDOR_PACKAGES",
+    "bridge_command",
     "PyjemAdapter",
     "StoredSettings",
     "TemServer",
