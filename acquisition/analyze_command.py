@@ -1,0 +1,313 @@
+"""`insitem analyze RUN.h5 [--out DIR]`: the paper's Fig. 6 from a run file, as JSON and PNG.
+
+Reads the run file through `RunFileReader` (works on a live or crashed file), picks the window
+holding the Li-K edge and the one holding Ti-L2,3 + O-K by their energy ranges, and runs
+`insitem.analysis.summarize` on the latest pair of exposures ([Y14] Fig. 6: Li profile with the
+Ti3+/Ti4+ regions, O-O distance profile, spectra of chosen regions). When the Li window holds
+several exposures (in-situ series) each one is analysed with `li_profile` (geometry from the
+latest core exposure) and a time x position map of c/c0 and the Li near Pt against potential are
+drawn.
+
+Output (in DIR, default ``<run>-analysis`` next to the file): ``summary.json`` and
+``fig6-li-profile.png``, ``fig6-oo-distance.png``, ``fig6-spectra.png``, and for series
+``li-vs-time.png``, ``li-near-pt-vs-potential.png``. Bad input (missing file, not a run file,
+no exposures, windows without the edges) ends in one line on stderr and exit status 2.
+
+Positions: the file's position axis is the distance along the slit from its first edge (nm);
+the analysis reports distances from the Pt interface it locates from the Ti-L2,3 counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from insitem.acquisition.runfile import RunFileError
+from insitem.acquisition.runfile_read import RunFileReader
+from insitem.analysis import (
+    AnalysisError,
+    EnergyAxis,
+    Fig6Summary,
+    LiParams,
+    PositionAxis,
+    SlitGeometry,
+    SummaryParams,
+    li_profile,
+    summarize,
+)
+
+EXIT_OK = 0
+EXIT_FAULT = 1
+EXIT_BAD_INPUT = 2
+
+NEAR_PT_M = (0.0, 50e-9)  # "Li near Pt": mean c/c0 over the first 50 nm of electrolyte (a stated choice)
+
+
+class AnalyzeInputError(Exception):
+    """Input `analyze` cannot work with (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class WindowAxes:
+    name: str
+    energy: EnergyAxis
+    position: PositionAxis
+
+
+def window_axes(reader: RunFileReader, window: str) -> WindowAxes:
+    """Energy and position calibrations of a window as the file declares them (position in m)."""
+    w = reader.window_spec(window)
+    energy = EnergyAxis(offset_eV=w.energy_offset_eV, scale_eV=w.dispersion_eV_per_channel, size=w.n_channels)
+    unit = {"nm": 1e-9, "m": 1.0, "um": 1e-6, "µm": 1e-6}.get(w.position_units)
+    if unit is None:
+        raise AnalyzeInputError(f"window {window!r}: position units {w.position_units!r} not understood")
+    position = PositionAxis(offset_m=w.position_offset * unit, scale_m=abs(w.position_scale) * unit, size=w.n_rows)
+    return WindowAxes(window, energy, position)
+
+
+def _covers(e: EnergyAxis, lo: float, hi: float) -> bool:
+    return float(e.boundary_eV(0)) <= lo and float(e.boundary_eV(e.size)) >= hi
+
+
+def pick_windows(reader: RunFileReader, params: SummaryParams) -> tuple[WindowAxes, WindowAxes]:
+    """(Li-K window, Ti-L2,3/O-K window) by energy range; AnalyzeInputError when either is missing."""
+    low = core = None
+    for name in reader.windows:
+        ax = window_axes(reader, name)
+        if low is None and _covers(ax.energy, params.li.pre_edge_eV[0], params.li.signal_eV[1]):
+            low = ax
+        if core is None and _covers(ax.energy, params.ti.pre_edge_eV[0], params.o.peak_b_window_eV[1]):
+            core = ax
+    if low is None or core is None:
+        raise AnalyzeInputError(
+            f"needs a Li-K window ({params.li.pre_edge_eV[0]:g}-{params.li.signal_eV[1]:g} eV) and a Ti-L/O-K window "
+            f"({params.ti.pre_edge_eV[0]:g}-{params.o.peak_b_window_eV[1]:g} eV); the file has {reader.windows}"
+        )
+    return low, core
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    index: int
+    t_s: float
+    potential_V: float
+    c_rel: np.ndarray
+    near_pt: float
+    c_max: float
+    electrode_width_m: float
+
+
+@dataclass(frozen=True)
+class Analysis:
+    summary: Fig6Summary
+    low: WindowAxes
+    core: WindowAxes
+    low_image: np.ndarray
+    core_image: np.ndarray
+    series: list[SeriesPoint]
+
+
+def near_pt(distance_m: np.ndarray, c_rel: np.ndarray, band_m: tuple[float, float] = NEAR_PT_M) -> float:
+    """Mean c/c0 over the electrolyte rows within `band_m` of Pt (NaN when there are none)."""
+    sel = (distance_m >= band_m[0]) & (distance_m <= band_m[1]) & np.isfinite(c_rel)
+    return float(np.mean(c_rel[sel])) if sel.any() else float("nan")
+
+
+def analyze_file(path: Path, params: SummaryParams | None = None) -> Analysis:
+    """Fig. 6 summary of the latest exposures plus the Li series of every Li-K exposure."""
+    p = params or SummaryParams()
+    with RunFileReader(path) as r:
+        low, core = pick_windows(r, p)
+        n_low, n_core = r.n_exposures(low.name), r.n_exposures(core.name)
+        if n_low == 0 or n_core == 0:
+            raise AnalyzeInputError(f"no exposures to analyse ({low.name}: {n_low}, {core.name}: {n_core})")
+        low_img = np.asarray(r.exposure(low.name, -1), float)
+        core_img = np.asarray(r.exposure(core.name, -1), float)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # rows without signal give NaN, reported as null
+            summary = summarize(low_img, low.energy, core_img, core.energy, low.position, params=p)
+        recs = r.exposure_records(low.name)
+        series: list[SeriesPoint] = []
+        if n_low > 1:
+            geometry: SlitGeometry = summary.geometry
+            for i in range(n_low):
+                img = np.asarray(r.exposure(low.name, i), float)
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                    lp = li_profile(img, low.energy, low.position, geometry, p.li)
+                series.append(
+                    SeriesPoint(
+                        index=i,
+                        t_s=float(recs["t_start_s"][i] + 0.5 * recs["exposure_s"][i]),
+                        potential_V=float(recs["potential_V"][i]),
+                        c_rel=lp.c_rel,
+                        near_pt=near_pt(lp.distance_m, lp.c_rel),
+                        c_max=lp.c_max,
+                        electrode_width_m=lp.electrode_width_m,
+                    )
+                )
+    return Analysis(summary, low, core, low_img, core_img, series)
+
+
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def summary_json(a: Analysis, run_file: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"run_file": str(run_file), "li_window": a.low.name, "core_window": a.core.name}
+    out.update(a.summary.to_dict())
+    if a.series:
+        out["series"] = [
+            {
+                "index": s.index,
+                "t_s": s.t_s,
+                "potential_V": _num(s.potential_V),
+                "li_near_pt_c_rel": _num(s.near_pt),
+                "c_max": _num(s.c_max),
+                "electrode_width_m": _num(s.electrode_width_m),
+            }
+            for s in a.series
+        ]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# figures
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _shade_ti(ax: Any, s: Fig6Summary) -> None:
+    d = s.ti.distance_m * 1e9
+    step = float(np.median(np.abs(np.diff(d)))) if d.size > 1 else 1.0
+    for k in np.flatnonzero(np.isfinite(s.ti.shift_eV)):
+        ax.axvspan(d[k] - step / 2, d[k] + step / 2, color="tab:orange" if s.ti.is_ti3[k] else "tab:blue", alpha=0.12, lw=0)
+
+
+def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
+    plt = _plt()
+    s = a.summary
+    written: list[Path] = []
+    d_nm = s.li.distance_m * 1e9
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    _shade_ti(ax, s)
+    ax.plot(d_nm, s.li.c_rel, color="k", lw=1)
+    ax.axhline(1.0, color="0.5", lw=0.6, ls=":")
+    ax.axvline(0.0, color="0.3", lw=0.8)
+    ax.set_xlabel("distance from Pt (nm)")
+    ax.set_ylabel("Li c/c0")
+    ax.set_title(f"{title}: Li profile (orange: Ti3+, blue: Ti4+); max {s.c_max:.2f} c0, width {s.electrode_width_m * 1e9:.0f} nm")
+    fig.tight_layout()
+    written.append(out_dir / "fig6-li-profile.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(d_nm, s.o.oo_distance_m * 1e9, ".-", ms=3, lw=0.7)
+    ax.set_xlabel("distance from Pt (nm)")
+    ax.set_ylabel("O-O distance (nm)")
+    ax.set_title(f"{title}: O-O distance from O-K peak b")
+    fig.tight_layout()
+    written.append(out_dir / "fig6-oo-distance.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    regions = {
+        "parent electrolyte": s.li.parent_rows,
+        "electrode near Pt (0-50 nm)": (s.li.distance_m >= 0) & (s.li.distance_m <= 50e-9),
+        "around the Ti boundary": np.abs(s.li.distance_m - s.ti3_boundary_m) <= 15e-9,
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    E_low, E_core = a.low.energy.values_eV, a.core.energy.values_eV
+    for label, rows in regions.items():
+        if not rows.any():
+            continue
+        lo_sp = a.low_image[rows].mean(axis=0)
+        co_sp = a.core_image[rows].mean(axis=0)
+        m_lo = (E_low >= 40) & (E_low <= 90)
+        m_ti = (E_core >= 450) & (E_core <= 475)
+        m_o = (E_core >= 525) & (E_core <= 580)
+        axes[0].plot(E_low[m_lo], lo_sp[m_lo] / lo_sp[m_lo].max(), lw=0.8, label=label)
+        axes[1].plot(E_core[m_ti], co_sp[m_ti] / max(co_sp[m_ti].max(), 1e-12), lw=0.8, label=label)
+        axes[2].plot(E_core[m_o], co_sp[m_o] / max(co_sp[m_o].max(), 1e-12), lw=0.8, label=label)
+    for axx, t in zip(axes, ("Li-K", "Ti-L2,3", "O-K")):
+        axx.set_title(t)
+        axx.set_xlabel("energy loss (eV)")
+    axes[0].set_ylabel("counts (normalised)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: spectra of chosen regions")
+    fig.tight_layout()
+    written.append(out_dir / "fig6-spectra.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    if a.series:
+        t_h = np.array([p.t_s for p in a.series]) / 3600
+        cmap = np.array([p.c_rel for p in a.series])
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        im = ax.pcolormesh(d_nm, t_h, cmap, shading="nearest", cmap="viridis")
+        fig.colorbar(im, ax=ax, label="Li c/c0")
+        ax.set_xlabel("distance from Pt (nm)")
+        ax.set_ylabel("time (h)")
+        ax.set_title(f"{title}: Li profile against time")
+        fig.tight_layout()
+        written.append(out_dir / "li-vs-time.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        v = np.array([p.potential_V for p in a.series])
+        c = np.array([p.near_pt for p in a.series])
+        ax.plot(v, c, "o-", ms=4, lw=0.8)
+        ax.set_xlabel("cell potential (V)")
+        ax.set_ylabel(f"Li near Pt ({NEAR_PT_M[1] * 1e9:.0f} nm), c/c0")
+        ax.set_title(f"{title}: Li near Pt vs potential")
+        fig.tight_layout()
+        written.append(out_dir / "li-near-pt-vs-potential.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def analyze_command(args: argparse.Namespace) -> int:
+    from insitem.acquisition.cli import console, err_console
+
+    run_file: Path = args.run_file
+    try:
+        if not run_file.is_file():
+            raise AnalyzeInputError("no such run file")
+        a = analyze_file(run_file)
+    except (AnalyzeInputError, RunFileError, AnalysisError, IndexError, KeyError) as exc:
+        msg = str(exc).replace("\n", " ")
+        err_console.print(f"insitem analyze {run_file}: {msg}", soft_wrap=True, highlight=False)
+        return EXIT_BAD_INPUT
+    out: Path = args.out or run_file.parent / (run_file.stem + "-analysis")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary_json(a, run_file), indent=1))
+    figs = write_figures(a, out, run_file.stem)
+    s = a.summary
+    shift = f"{s.ti3_shift_eV:.2f} eV" if math.isfinite(s.ti3_shift_eV) else "-"
+    console.print(
+        f"Li max {s.c_max:.2f} c0, electrode width {s.electrode_width_m * 1e9:.0f} nm, Ti3+ boundary "
+        f"{s.ti3_boundary_m * 1e9:.0f} nm (shift {shift}), O-O {s.oo_range_m[0] * 1e9:.3f}-{s.oo_range_m[1] * 1e9:.3f} nm"
+        + (f"; {len(a.series)} Li-K exposures in the series" if a.series else ""),
+        soft_wrap=True,
+        highlight=False,
+    )
+    console.print(f"summary.json and {len(figs)} figures in {out}", soft_wrap=True, highlight=False)
+    return EXIT_OK
+
+
+__all__ = ["AnalyzeInputError", "Analysis", "LiParams", "analyze_command", "analyze_file", "near_pt", "pick_windows", "summary_json"]
