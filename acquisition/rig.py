@@ -134,6 +134,9 @@ class HardwareRigBundle(RigBundle):
     def __init__(self, rig: Rig, protocol: Protocol) -> None:
         super().__init__(rig)
         self.protocol = protocol
+        from insitem.acquisition.live_analysis import LiveLiProfile
+
+        self.live_profile = LiveLiProfile.from_protocol(protocol)
 
     def position_axis_nm(self, settings: CameraSettings) -> tuple[float, float]:
         # The slit length is laid across the read-out rows (design §6 optics): nm per binned row.
@@ -156,6 +159,9 @@ class SimRigBundle(RigBundle):
         self._gt_y = world.binned_row_positions_m(first, rig.camera.sensor_shape[0])
         self.ground_truth_spec = GroundTruthSpec(n_positions=len(self._gt_y), position_m=tuple(float(y) for y in self._gt_y))
         self.ground_truth = lambda: world.ground_truth(self._gt_y)
+        from insitem.acquisition.live_analysis import LiveLiProfile
+
+        self.live_profile = LiveLiProfile.from_protocol(protocol)
 
     @classmethod
     def create(cls, protocol: Protocol, clock: Clock, resume_from: Path | None = None) -> "SimRigBundle":
