@@ -10,7 +10,7 @@ physics.md section 0): plasmon-tail power law E^-3.5 with a Li-K edge at 55 eV, 
 Prints medians over the repeats of, in the same run:
   * CCDDetector.expose, same expected image every frame (PSF of the mean cached),
   * CCDDetector.expose, a new expected image every frame (PSF of the mean recomputed),
-  * the same with n_threads=1,
+  * both with n_threads=1,
   * numpy's plain rng.poisson on the same image (the reference the target is set against),
   * float32 standard_normal for 4 Mpx with PCG64 and SFC64 (the generator choice),
 and the ratios.
@@ -61,11 +61,11 @@ def main() -> None:
     print(f"image: {mu.shape}, {mu.min():.2f} .. {mu.max():.0f} e/px, "
           f"{np.mean(mu < DetectorParameters().exact_below_e) * 100:.1f} % of pixels drawn exactly")
 
-    det = CCDDetector(DetectorParameters(), rng=1, n_threads=2)
+    det = CCDDetector(DetectorParameters(), rng=1, n_threads=2)  # default is n_threads=1
     det1 = CCDDetector(DetectorParameters(), rng=1, n_threads=1)
     det.expose(mu, 30.0)  # warm up: conv matrix, buffers
     det1.expose(mu, 30.0)
-    new_images = [mu * np.float32(1.0 + 1e-3 * k) for k in range(n)]
+    new_images = [mu * np.float32(1.0 + 1e-3 * k) for k in range(2 * n)]
     it = iter(new_images)
 
     rng = np.random.default_rng(2)
@@ -78,6 +78,7 @@ def main() -> None:
         "expose, same image (2 threads)": median_ms(lambda: det.expose(mu, 30.0), n),
         "expose, new image (2 threads)": median_ms(lambda: det.expose(next(it), 30.0), n),
         "expose, same image (1 thread)": median_ms(lambda: det1.expose(mu, 30.0), n),
+        "expose, new image (1 thread)": median_ms(lambda: det1.expose(next(it), 30.0), n),
         "numpy rng.poisson(image)": median_ms(lambda: rng.poisson(mu64), n),
         "standard_normal f32 4 Mpx PCG64": median_ms(lambda: pcg.standard_normal(out=out, dtype=np.float32), n),
         "standard_normal f32 4 Mpx SFC64": median_ms(lambda: sfc.standard_normal(out=out, dtype=np.float32), n),
@@ -87,6 +88,8 @@ def main() -> None:
     ref = results["numpy rng.poisson(image)"]
     print(f"ratio expose(same image) / rng.poisson   = {results['expose, same image (2 threads)'] / ref:.2f}")
     print(f"ratio expose(new image)  / rng.poisson   = {results['expose, new image (2 threads)'] / ref:.2f}")
+    print(f"ratio expose(new image, 1 thread) / rng.poisson = "
+          f"{results['expose, new image (1 thread)'] / ref:.2f}")
     print(f"ratio 1 thread / 2 threads (same image)  = "
           f"{results['expose, same image (1 thread)'] / results['expose, same image (2 threads)']:.2f}")
     print(f"ratio SFC64 / PCG64 normals              = "

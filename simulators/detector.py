@@ -244,14 +244,15 @@ class CCDDetector:
 
     `rng` seeds everything: the fixed per-camera maps (quadrant bias, dark map with hot pixels,
     gain map) are drawn from it at construction, and the per-frame generators are spawned
-    from it. `n_threads` only sets parallelism, never the numbers drawn.
+    from it. `n_threads` (1 or 2) only sets parallelism, never the numbers drawn; the default 1
+    is faster on a loaded 2-core machine (docs/performance/detector.md).
     """
 
     def __init__(
         self,
         params: DetectorParameters | None = None,
         rng: np.random.Generator | int | None = None,
-        n_threads: int = 2,
+        n_threads: int = 1,
     ) -> None:
         self.params = p = params or DetectorParameters()
         self._rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -297,7 +298,12 @@ class CCDDetector:
 
     @property
     def photon_transfer_gain(self) -> float:
-        """EMVA 1288 slope K_eff = g (1 + nu2) beta_psf per unbinned pixel, counts (physics.md 2.5)."""
+        """EMVA 1288 slope K_eff = g (1 + nu2) beta_psf per unbinned pixel, counts (physics.md 2.5).
+
+        With the table 6.2 defaults (beta_psf = 0.0782) this is 0.739 counts, about half the
+        1.55 counts measured on the camera of [S:SR25]: the [est] PSF of table 6.2 is wider
+        (or g (1+nu2) smaller) than that camera's.
+        """
         p = self.params
         return p.gain_counts_per_e * (1.0 + p.nu2) * self.beta_psf
 

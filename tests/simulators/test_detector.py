@@ -327,3 +327,20 @@ def test_bad_input_is_refused() -> None:
         DetectorParameters(shape_px=(255, 256))
     with pytest.raises(ValueError):
         DetectorParameters(unknown=1)  # type: ignore[call-arg]
+
+
+def test_table_gaussian_has_unit_variance_and_normal_shape() -> None:
+    """The 2^16-bin inverse-CDF sampler: mean 0, variance 1, kurtosis 3 (to 2e-4), bounded at 4.39 sigma."""
+    from insitem.simulators.detector import _gauss_table, _normals
+
+    t = _gauss_table().astype(np.float64)
+    assert t.mean() == pytest.approx(0.0, abs=1e-6)
+    assert np.mean(t**2) == pytest.approx(1.0, abs=1e-6)
+    assert np.mean(t**4) == pytest.approx(3.0, abs=2e-3)
+    assert np.max(np.abs(t)) < 4.4
+    x32 = _normals(np.random.Generator(np.random.SFC64(0)), (1000, 1000))
+    assert x32.dtype == np.float32 and x32.shape == (1000, 1000)
+    x = x32.astype(np.float64)
+    assert abs(x.mean()) < 5e-3 and x.var() == pytest.approx(1.0, abs=5e-3)
+    # quantiles of a normal law (Kolmogorov-Smirnov on a subsample)
+    assert stats.kstest(x.ravel()[:20000], "norm").pvalue > 1e-3
