@@ -130,6 +130,7 @@ class ServerSet:
 
     world: SimWorld
     protocol: Protocol | None = None
+    t0_s: float = 0.0  # clock time at which the world started (the cell's time_s counts from it)
     servers: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, str] = field(default_factory=dict)
     extra_resources: list[tuple[str, str]] = field(default_factory=list)
@@ -218,7 +219,7 @@ def start_servers(
         raise ResourceError(f"serve --port {port}: out of range")
     clock = clock or RealClock()
     world = SimWorld.from_protocol(protocol, clock)
-    out = ServerSet(world, protocol)
+    out = ServerSet(world, protocol, t0_s=world.clock.now())
     try:
         for n, kind in enumerate(kinds):
             p = port + n if port else 0

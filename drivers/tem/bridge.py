@@ -27,6 +27,7 @@ choosing a step of the site's magnification table (``mag_table``: index -> magni
 
 from __future__ import annotations
 
+import errno
 import math
 import socket
 import sys
@@ -378,6 +379,8 @@ def serve_bridge(
         server.stop()
 
 
+_BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
 #: the Python package each vendor adapter needs on the microscope PC
 VENDOR_PACKAGES = {"temscript": "temscript", "pyjem": "PyJEM"}
 
@@ -416,6 +419,9 @@ def bridge_command(args: Any) -> int:
     try:
         serve_bridge(vendor, args.bind, int(args.port))
     except OSError as exc:
+        if exc.errno not in _BIND_ERRNOS:  # raised by the vendor API at start-up, not by bind()
+            print(f"insitem bridge: {vendor} adapter failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+            return 1
         print(f"insitem bridge: cannot listen on {args.bind} port {args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
