@@ -208,7 +208,7 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
     ax.axvline(0.0, color="0.3", lw=0.8)
     ax.set_xlabel("distance from Pt (nm)")
     ax.set_ylabel("Li c/c0")
-    ax.set_title(f"{title}: Li profile (orange: Ti3+, blue: Ti4+); max {s.c_max:.2f} c0, width {s.electrode_width_m * 1e9:.0f} nm")
+    ax.set_title(f"{title}: Li profile (orange: Ti3+, blue: Ti4+); max {s.c_max:.2f} c0, width {s.electrode_width_m * 1e9:.0f} nm", fontsize=9)
     fig.tight_layout()
     written.append(out_dir / "fig6-li-profile.png")
     fig.savefig(written[-1], dpi=110)
