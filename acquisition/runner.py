@@ -257,6 +257,7 @@ class Runner:
         self._log("INFO", f"step {step.index} ({step.kind}) started")
         t, v, cyc = step.point_arrays()
         t = t + self._offset
+        ends = np.append(t[1:], step.t_end_s + self._offset)  # end of each stair
         exposures = deque(step.exposures)
         active: tuple[PlannedExposure, float] | None = None  # (exposure, rig start time)
         i, n = 0, len(t)
@@ -266,10 +267,19 @@ class Runner:
                 t_event = active[1] + active[0].exposure_s
             else:
                 t_event = exposures[0].t_start_s + self._offset if exposures else math.inf
-            j = int(np.searchsorted(t, t_event, side="left")) if math.isfinite(t_event) else n
-            if j > i:
-                self._apply_points(step, t, v, cyc, i, j)
-                i = j
+            if math.isfinite(t_event):
+                # stairs that end by the event run whole (swept where possible); a stair the event
+                # falls inside is started PC-timed so the event lands on time, mid-stair
+                j = max(i, int(np.searchsorted(ends, t_event, side="right")))
+                if j > i:
+                    self._apply_points(step, t, v, cyc, i, j)
+                    i = j
+                if i < n and t[i] < t_event:
+                    self._apply_points(step, t, v, cyc, i, i + 1, pc_timed=True)
+                    i += 1
+            else:
+                self._apply_points(step, t, v, cyc, i, n)
+                i = n
             if not math.isfinite(t_event):
                 break
             if active is not None:
@@ -291,15 +301,23 @@ class Runner:
         self._write_ground_truth(t_end)
         self._log("INFO", f"step {step.index} ({step.kind}) {'stopped' if self.stop_requested else 'completed'}")
 
-    def _apply_points(self, step: PlannedStep, t: np.ndarray, v: np.ndarray, cyc: np.ndarray, i: int, j: int) -> None:
+    def _apply_points(
+        self, step: PlannedStep, t: np.ndarray, v: np.ndarray, cyc: np.ndarray, i: int, j: int, pc_timed: bool = False
+    ) -> None:
         """Run staircase points i..j-1: one instrument-timed sweep per chunk where the backend
         offers it, else PC-timed (set the level at each point, measure at the end of each stair)."""
         pot = self.rig.potentiostat
-        if self.use_sweeps and pot.supports_sweep and not np.isnan(v[i:j]).any():
+        if not pc_timed and self.use_sweeps and pot.supports_sweep and not np.isnan(v[i:j]).any():
             k = i
             while k < j:
                 if self.stop_requested and self._exposure_readings is None:
                     return
+                if self.clock.now() > t[k] + 1e-9:
+                    # late (camera read-out, slow I/O): run this stair PC-timed so the sweep that
+                    # follows starts on its schedule instead of shifting every later stair
+                    self._apply_points(step, t, v, cyc, k, k + 1, pc_timed=True)
+                    k += 1
+                    continue
                 m = min(j, k + self.sweep_chunk)
                 self.clock.sleep_until(t[k])
                 self._measure_pending(int(cyc[k]), step.index)

@@ -77,6 +77,8 @@ class SimWorld:
         self.applied_V: float | None = None  # None = output off (high impedance)
         self.compliance_A = 1e-3
         self.eels = EELSSynthesizer(EELSParameters())
+        # specimen coordinates have the slit centre on the optical axis; sample y = specimen y + this
+        self.sample_y_offset_m = self.params.slit_start_y_m + optics.slit_height_m / 2
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -106,7 +108,7 @@ class SimWorld:
             rows_per_ypix=params.rows_per_ypix,
             slit_width_m=slit.width,
             slit_height_m=slit.length,
-            slit_centre_m=(0.0, params.slit_start_y_m + slit.length / 2),
+            slit_centre_m=(0.0, 0.0),  # on the optical axis, inside the illuminated disc
             slit_angle_rad=math.radians(slit.angle),
         )
         optics = MicroscopeState(optics_params, clock)
@@ -159,7 +161,8 @@ class SimWorld:
 
     def binned_row_positions_m(self, settings: CameraSettings, sensor_rows: int) -> np.ndarray:
         """Sample y (m) of the centre of every binned row of a readout."""
-        _, _, y_rows = self.optics.row_positions_m(sensor_rows)
+        _, _, y_spec = self.optics.row_positions_m(sensor_rows)
+        y_rows = y_spec + self.sample_y_offset_m
         top, _, bottom, _ = settings.area((sensor_rows, 1 << 30))
         by = settings.binning[0]
         n = (bottom - top) // by
