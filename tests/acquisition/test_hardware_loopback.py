@@ -183,9 +183,11 @@ def test_camera_sees_the_beam_the_tem_emulator_unblanked(hardware_run: tuple[Pat
     assert np.all(sim > 100)  # a bright frame, far above a dark (dark-subtracted ~ 0) one
     np.testing.assert_allclose(hw / sim, 1.0, rtol=0.1)
     assert np.all(dose_hw > 0)
-    # the world behind the emulators recorded the same dose the run file did
+    # the world behind the emulators received the dose the run file records, plus what real time
+    # adds around each exposure: the beam is unblanked before the exposure starts and blanked
+    # after the frame is read out and transferred (a few tens of ms each on loopback)
     total = hardware_run[1].world.optics.total_dose_e_per_m2()
-    assert total == pytest.approx(dose_hw.sum(), rel=0.1)
+    assert dose_hw.sum() * 0.99 <= total <= dose_hw.sum() * 1.3
 
 
 def test_world_cell_followed_real_time_once(hardware_run: tuple[Path, ServerSet, int]) -> None:
