@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from insitem.acquisition.runfile import GroundTruthSpec
     from insitem.acquisition.runner import Runner
 
-ROLES = ("potentiostat", "camera", "microscope")
 ROLE_ALIASES = {"potentiostat": "potentiostat", "smu": "potentiostat", "camera": "camera", "gif": "camera", "tem": "microscope", "microscope": "microscope"}
 
 

@@ -70,7 +70,9 @@ class SimPotentiostat(Potentiostat):
         return InstrumentIdentity("insitem", f"simulated {self.model}", "SIM-0001", "1.0", self.resource)
 
     def reset(self) -> None:
-        self.set_output(False) if self._config is not None else self._set_output(False)
+        """Output off (relay open), as *RST leaves a SourceMeter."""
+        self._set_output(False)
+        self._output_on = False
 
     def errors(self) -> list[tuple[int, str]]:
         out, self._errors = self._errors, []
@@ -100,7 +102,7 @@ class SimPotentiostat(Potentiostat):
             t = self.world.clock.now()
             if self.world.applied_V is None:
                 raise DeviceError("measure with the output off (the output relay is open)", self.resource)
-            i = self._noisy(cell.i_cell_A + 0.0 * t)
+            i = self._noisy(cell.i_cell_A)
             return Reading(t, float(cell.V_term_V), i, bool(cell.last_tripped), float(self.world.applied_V))
 
     def _noisy(self, current_A: float | np.ndarray) -> float | np.ndarray:
