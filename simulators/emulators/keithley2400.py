@@ -20,7 +20,7 @@ auto-range reconfiguration the real instrument does.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from insitem.drivers.clock import Clock
 from insitem.drivers.scpi import (
@@ -46,6 +46,15 @@ STATUS_I_MEAS = 1 << 12
 STATUS_V_SOUR = 1 << 14
 MAX_LIST_PER_COMMAND = 100
 MAX_POINTS = 2500
+
+
+def float_setter(obj: Any, attr: str, lo: float, hi: float) -> Callable[[list[str]], None]:
+    """A SCPI set handler that range-checks its number (-222 outside [lo, hi]) into `obj.attr`."""
+
+    def handler(args: list[str]) -> None:
+        setattr(obj, attr, arg_float(args[0], lo, hi))
+
+    return handler
 
 
 class Keithley2400Emulator(ScpiEmulator):
@@ -206,11 +215,8 @@ class Keithley2400Emulator(ScpiEmulator):
         smu = self.smu
         num = format_nr3
 
-        def setter(attr: str, lo: float, hi: float):
-            def f(a: list[str]) -> None:
-                setattr(smu, attr, arg_float(a[0], lo, hi))
-
-            return f
+        def setter(attr: str, lo: float, hi: float) -> Callable[[list[str]], None]:
+            return float_setter(smu, attr, lo, hi)
 
         p.add_many(
             [

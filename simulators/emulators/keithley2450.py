@@ -23,6 +23,7 @@ the emulator answers the 2400 command set (Keithley2400Emulator) while `*IDN?` s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from insitem.drivers.clock import Clock
 from insitem.drivers.scpi import (
@@ -36,7 +37,7 @@ from insitem.drivers.scpi import (
     unquote,
 )
 from insitem.simulators.emulators import ScpiEmulator
-from insitem.simulators.emulators.keithley2400 import OFF_MODES, Keithley2400Emulator
+from insitem.simulators.emulators.keithley2400 import OFF_MODES, Keithley2400Emulator, float_setter
 from insitem.simulators.emulators.smu import K2450_SPEC, SmuLoad, SmuModel, SmuReading
 
 BUFFER_ELEMENTS = ("READing", "SOURce", "RELative", "SEConds", "FRACtional", "STATus", "SOURSTATus", "UNIT", "SOURUNIT")
@@ -233,11 +234,8 @@ class Keithley2450Emulator(ScpiEmulator):
         smu = self.smu
         num = format_nr3
 
-        def setter(attr: str, lo: float, hi: float):
-            def f(a: list[str]) -> None:
-                setattr(smu, attr, arg_float(a[0], lo, hi))
-
-            return f
+        def setter(attr: str, lo: float, hi: float) -> Callable[[list[str]], None]:
+            return float_setter(smu, attr, lo, hi)
 
         def set_range(a: list[str]) -> None:
             smu.current_autorange = False
