@@ -24,8 +24,9 @@ EXIT_OK = 0
 EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# no markup or emoji codes: messages carry user text (protocol values, file names) verbatim
+console = Console(highlight=False, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 class _Parser(argparse.ArgumentParser):
