@@ -102,7 +102,8 @@ def _loc_to_path(loc: list[Any]) -> str:
         if isinstance(p, int):
             out += f"[{p}]"
         else:
-            out += ("." if out else "") + str(p)
+            key = str(p)  # a key with line breaks or control characters is quoted: errors stay one line
+            out += ("." if out else "") + (key if key.isprintable() else repr(key))
     return out
 
 
