@@ -27,8 +27,21 @@ Spectrometer control is DM script through ExecuteScript (gs §6). Every script e
 its return code and the −999 sentinel are checked (pitfalls 11, 12, 19), setters that return
 nothing are sent bare followed by `Exit(1.0)` and verified with the matching getter (pitfall 20).
 
+Unequal binning (docs/decisions/0005-gif-unequal-binning.md)
+-----------------------------------------------------------
+GetAcquiredImage carries one binning for rows and columns (gs §4.1 L5): the plugin builds its
+acquisition script as `CM_CreateAcquisitionParameters_FullCCD(camera, proc, exposure, b, b)`, and a
+queued script runs before that line, so no script can change it. A window binned
+(b_rows, b_cols) is therefore acquired at the largest equal binning g = gcd(b_rows, b_cols) over
+the same read area, and the remaining (b_rows/g) x (b_cols/g) blocks are summed here: a 6 x 1
+SR-EELS window crosses the wire at binning 1 with six times the rows. Same electrons (dose and
+signal are unchanged); the costs are physics and time: every extra CCD row read adds its read
+noise (variance x b_rows/g per binned pixel instead of once for on-chip binning), the readout
+and the transfer carry b_rows/g times the pixels, unprocessed frames carry the bias b_rows/g
+times, and each wire pixel is clipped to 0..65535 before the sum (a saturated wire pixel marks
+its binned pixel saturated). Software-binned frames are float32 (sums exceed 16 bits).
+
 Simplifications (named):
-* Binning must be equal in rows and columns: the protocol carries one binning value (gs §4.1).
 * The dispersion is not set through the socket (no script call for it in gs §6); the configured
   `dispersion_eV_per_px` is recorded in the frame settings only.
 * K2/K3 read modes, dose fractionation, frame saving and DigiScan calls are not used.
@@ -38,6 +51,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -84,6 +98,55 @@ class GifCameraConfig(BaseModel):
     set_energy_on_configure: bool = Field(
         default=True, description="set the GIF energy loss from CameraSettings.energy_offset_eV in configure()"
     )
+
+
+@dataclass(frozen=True)
+class _WireGeometry:
+    """One image request as the socket carries it: equal `binning`, read area in binned pixels
+    (bottom/right exclusive), and the (k_rows, k_cols) blocks the driver sums afterwards."""
+
+    binning: int
+    top: int
+    left: int
+    bottom: int
+    right: int
+    k_rows: int = 1
+    k_cols: int = 1
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def units(self) -> int:
+        """arrSize: 16-bit units of the wire image (gs §4.1 L1)."""
+        return self.width * self.height
+
+    @property
+    def software(self) -> bool:
+        return self.k_rows > 1 or self.k_cols > 1
+
+    def bin(self, raw: np.ndarray) -> tuple[np.ndarray, int]:
+        """(frame, saturated binned pixels) from the wire image: unchanged uint16 at equal binning,
+        else float32 sums of k_rows x k_cols blocks; a binned pixel with any wire pixel at
+        65535 counts as saturated."""
+        full = raw == np.iinfo(np.uint16).max
+        if self.software and raw.shape != (self.height, self.width):
+            raise CommunicationError(
+                f"image of {raw.shape[1]}x{raw.shape[0]} for a {self.width}x{self.height} request: cannot sum "
+                f"{self.k_rows}x{self.k_cols} blocks"
+            )
+        if not self.software:
+            return raw, int(np.count_nonzero(full))
+        rows, cols = raw.shape[0] // self.k_rows, raw.shape[1] // self.k_cols
+        shape = (rows, self.k_rows, cols, self.k_cols)
+        summed = raw.reshape(shape).sum(axis=(1, 3), dtype=np.uint32).astype(np.float32)
+        saturated = int(np.count_nonzero(full.reshape(shape).any(axis=(1, 3))))
+        return summed, saturated
 
 
 def _num(x: float) -> str:
@@ -238,27 +301,25 @@ class GifCamera(Camera):
             return self._receive_image(code, capacity, dtype)
 
     # -- geometry ------------------------------------------------------------------------------
-    def _binned_area(self, settings: CameraSettings) -> tuple[int, int, int, int, int, int, int]:
-        """(binning, top, left, bottom, right, width, height) in binned pixels (gs §5.3, pitfall 10)."""
+    def _wire_geometry(self, settings: CameraSettings) -> "_WireGeometry":
+        """What crosses the socket for `settings` (gs §5.3, pitfall 10; module docstring)."""
         b_rows, b_cols = settings.binning
-        if b_rows != b_cols:
-            raise ValueError(f"binning {settings.binning}: the GIF socket carries one binning for rows and columns")
-        b = b_rows
+        g = math.gcd(b_rows, b_cols)
         top, left, _, _ = settings.area(self.sensor_shape)
-        if top % b or left % b:
-            raise ValueError(f"readout_area {settings.readout_area} does not start on a multiple of binning {b}")
+        if top % g or left % g:
+            raise ValueError(f"readout_area {settings.readout_area} does not start on a multiple of binning {g}")
         rows, cols = settings.frame_shape(self.sensor_shape)
         if rows < 1 or cols < 1:
             raise ValueError(f"readout_area {settings.readout_area} is smaller than one binned pixel")
-        t, l_ = top // b, left // b
-        return b, t, l_, t + rows, l_ + cols, cols, rows
+        k_rows, k_cols = b_rows // g, b_cols // g
+        t, l_ = top // g, left // g
+        return _WireGeometry(g, t, l_, t + rows * k_rows, l_ + cols * k_cols, k_rows, k_cols)
 
-    def _acquire_request(self, settings: CameraSettings, processing: int) -> tuple[bytes, int]:
-        b, top, left, bottom, right, width, height = self._binned_area(settings)
-        units = width * height
-        longs = (units, width, height, processing, b, top, left, bottom, right,
+    def _acquire_request(self, settings: CameraSettings, processing: int) -> tuple[bytes, "_WireGeometry"]:
+        w = self._wire_geometry(settings)
+        longs = (w.units, w.width, w.height, processing, w.binning, w.top, w.left, w.bottom, w.right,
                  self.config.shutter, 0, 0, self.config.corrections)
-        return P.pack_request(P.Fn.GetAcquiredImage, longs, (), (settings.exposure_s, self.config.settling_s)), units
+        return P.pack_request(P.Fn.GetAcquiredImage, longs, (), (settings.exposure_s, self.config.settling_s)), w
 
     def _prepare_shot(self) -> None:
         """SetReadMode and SelectCamera before every acquisition (gs §8.1, pitfall 16)."""
@@ -284,7 +345,7 @@ class GifCamera(Camera):
         )
 
     def _configure(self, settings: CameraSettings) -> None:
-        self._binned_area(settings)  # validates geometry before touching the instrument
+        self._wire_geometry(settings)  # validates geometry before touching the instrument
         with self._lock:
             self._require_idle()
         if not self.config.set_energy_on_configure:
@@ -295,26 +356,28 @@ class GifCamera(Camera):
     def _start_exposure(self) -> float:
         settings = self._settings
         assert settings is not None  # checked by Camera.start_exposure
-        message, units = self._acquire_request(settings, PROCESSING_CODES[settings.processing])
+        message, wire = self._acquire_request(settings, PROCESSING_CODES[settings.processing])
         with self._lock:
             self._require_idle()
             self._prepare_shot()  # its round trips also revive a connection another client took over
             self._send(message, self.config.timeout_s)
             t_start = self.clock.now()
-            self._pending = (settings, t_start, units)
+            self._pending = (settings, t_start, wire)
         return t_start
 
     def read_frame(self) -> Frame:
         with self._lock:
             if self._pending is None:
                 raise RuntimeError("read_frame without start_exposure")
-            settings, t_start, units = self._pending
+            settings, t_start, wire = self._pending
             self._pending = None
             self._channel.set_timeout(settings.exposure_s + self.config.readout_timeout_s)
-            data = self._receive_image(P.Fn.GetAcquiredImage, units, np.dtype("<u2"))
-        saturated = int(np.count_nonzero(data == np.iinfo(np.uint16).max))
-        return Frame(data=data, t_start_s=t_start, settings=settings, saturated_px=saturated,
-                     metadata={"source": self.resource})
+            raw = self._receive_image(P.Fn.GetAcquiredImage, wire.units, np.dtype("<u2"))
+        data, saturated = wire.bin(raw)
+        metadata: dict[str, float | str] = {"source": self.resource, "wire_binning": float(wire.binning)}
+        if wire.software:
+            metadata["software_binning"] = f"{wire.k_rows}x{wire.k_cols}"
+        return Frame(data=data, t_start_s=t_start, settings=settings, saturated_px=saturated, metadata=metadata)
 
     def abort(self) -> None:
         """Drop an in-flight acquisition: the connection is closed, its late reply discarded."""
@@ -339,21 +402,22 @@ class GifCamera(Camera):
         timeout = exposure_s + self.config.readout_timeout_s
         for _ in range(n_frames):
             if self.config.dark_method == "dark_reference_call":
-                b, top, left, bottom, right, width, height = self._binned_area(settings)
-                longs = (width * height, width, height, b, top, left, bottom, right, self.config.shutter, 0,
-                         self.config.corrections)
+                w = self._wire_geometry(settings)
+                longs = (w.units, w.width, w.height, w.binning, w.top, w.left, w.bottom, w.right,
+                         self.config.shutter, 0, self.config.corrections)
                 with self._lock:
                     self._require_idle()
                     self._prepare_shot()
-                frame = self._image_call(P.Fn.GetDarkReference, longs, (exposure_s, self.config.settling_s),
-                                         width * height, np.dtype("<u2"), timeout)
+                raw = self._image_call(P.Fn.GetDarkReference, longs, (exposure_s, self.config.settling_s),
+                                       w.units, np.dtype("<u2"), timeout)
             else:
-                message, units = self._acquire_request(settings, PROCESSING_CODES["unprocessed"])
+                message, w = self._acquire_request(settings, PROCESSING_CODES["unprocessed"])
                 with self._lock:
                     self._require_idle()
                     self._prepare_shot()
                     self._send(message, timeout)
-                    frame = self._receive_image(P.Fn.GetAcquiredImage, units, np.dtype("<u2"))
+                    raw = self._receive_image(P.Fn.GetAcquiredImage, w.units, np.dtype("<u2"))
+            frame, _ = w.bin(raw)
             acc = frame.astype(np.float64) if acc is None else acc + frame
         assert acc is not None
         return (acc / n_frames).astype(np.float32)

@@ -14,6 +14,12 @@ wire protocol (reference: /work/shared/reference/gatan-socket.md, "gs §n"; chec
 * ExecuteScript runs a tiny whitelisted DM-script interpreter (`DMScript`): literals, variables,
   arithmetic/comparison, if/else, `Exit`, `DoesFunctionExist`, the GIF calls of gs §6.2 and the
   camera-object preamble. Never `eval`. Anything else answers code 1 with −999 like DM (gs §6.1).
+* Binning is one value for rows and columns, as in the plugin's acquisition script
+  (`CM_CreateAcquisitionParameters_FullCCD(camera, proc, exposure, b, b)`, gs §4.1 L5): the
+  backend is configured with (b, b). A client wanting 6 x 1 asks for binning 1 and sums rows
+  itself (docs/decisions/0005-gif-unequal-binning.md); the backend then reads every CCD row, so
+  read noise, readout time and transfer size are those of the unbinned rows. `acquisitions`
+  records the settings handed to the backend.
 * Fault injection (`GifFaults`): latency, no answer, dropped connection, truncated image,
   garbled header, positive error codes. Saturation and noise are the backend's business.
 
@@ -564,6 +570,7 @@ class GifEmulator:
         self.queued_script = ""
         self.last_error = 0
         self.requests: list[P.Request] = []  # decoded, valid requests in arrival order
+        self.acquisitions: list[CameraSettings] = []  # what the emulated DM asked the backend for
         self.connections = 0
         self.errors: list[str] = []  # what DM would print in its Results window
         self._listener: socket.socket | None = None
@@ -862,6 +869,7 @@ class GifEmulator:
         try:
             settings = self._settings(exposure_s, binning, area, processing)
             self.backend.configure(settings)
+            self.acquisitions.append(settings)
             if dark:
                 data = np.asarray(self.backend.dark_reference(settings.exposure_s, 1))
             else:

@@ -127,7 +127,7 @@ def test_binning_sends_binned_read_area(camera: GifCamera, emulator: GifEmulator
 
 
 @pytest.mark.parametrize(
-    ("binning", "area"), [((1, 2), None), ((2, 2), (1, 0, 101, 100))],
+    ("binning", "area"), [((6, 4), (1, 0, 97, 100)), ((2, 2), (1, 0, 101, 100))],
 )
 def test_geometry_the_socket_cannot_carry_is_refused(camera: GifCamera, emulator: GifEmulator,
                                                      binning: tuple[int, int], area: object) -> None:
