@@ -7,8 +7,10 @@ calibration), and the coupled physics must come through the wires (the camera se
 TEM emulator unblanked; the cell is stepped once per interval of real time).
 
 Real time passes on this path, so the protocol is short: a 15 s hold with a 1 s exposure every
-5 s (3 exposures). The GIF socket carries one binning for rows and columns (drivers/gif/camera.py),
-so the window uses 4 x 4 binning on a 320-row, 512-channel readout (80 x 128 binned pixels).
+5 s (3 exposures). The window is binned 6 x 1 like the shipped protocols (6 CCD rows per position
+pixel, every energy channel): the GIF socket carries one binning, so the driver acquires at
+binning 1 and sums the rows (docs/decisions/0005-gif-unequal-binning.md). 320 readout rows give
+53 position pixels (318 rows read) by 512 channels.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ spectrometer:
       energy_offset: 35 eV
       channels: 512
       exposure: 1 s
-      binning: [4, 4]
+      binning: [6, 1]
       readout_rows: [400, 720]
 steps:
   - hold:
@@ -145,11 +147,11 @@ def test_hyperspy_loads_the_hardware_run_as_eels(hardware_run: tuple[Path, Serve
     path, _, _ = hardware_run
     s = hs.load(path, file_format="hspy")
     assert s.metadata.Signal.signal_type == "EELS"
-    assert s.data.shape == (N_EXPOSURES, 80, 128)
+    assert s.data.shape == (N_EXPOSURES, 53, 512)
     e = s.axes_manager.signal_axes[0]
     assert e.units == "eV"
-    assert e.scale == pytest.approx(0.4)  # 0.1 eV/channel x 4-channel binning
-    assert e.offset == pytest.approx(35.2)  # centre of the first binned channel
+    assert e.scale == pytest.approx(0.1)  # 0.1 eV/channel, no binning along energy
+    assert e.offset == pytest.approx(35.05)  # centre of the first channel
 
 
 def test_same_kind_of_file_as_a_dry_run(hardware_run: tuple[Path, ServerSet, int], dry_run: Path) -> None:
@@ -202,3 +204,14 @@ def test_world_cell_followed_real_time_once(hardware_run: tuple[Path, ServerSet,
 def _t0(servers: ServerSet) -> float:
     """Clock time at which the world's cell started (its time_s counts from there)."""
     return servers.t0_s
+
+
+def test_six_by_one_crossed_the_socket_at_binning_one(hardware_run: tuple[Path, ServerSet, int]) -> None:
+    """The emulated DM was asked for binning 1 over the 318 rows of 53 six-row pixels; the driver
+    summed the rows into the 53 x 512 frames the run file holds."""
+    _, servers, _ = hardware_run
+    acquisitions = servers.servers["gif"].acquisitions
+    assert len(acquisitions) >= N_EXPOSURES
+    for s in acquisitions:
+        top, _, bottom, _ = s.area((2048, 2048))
+        assert s.binning == (1, 1) and (top, bottom) == (400, 718)
