@@ -99,7 +99,11 @@ def build_hardware_rig(protocol: Protocol, clock: Clock, overrides: dict[str, st
         opened.append(pot)
         from insitem.drivers.gif.camera import GifCamera, GifCameraConfig
 
-        cam = GifCamera(GifCameraConfig(resource=resources["camera"]), clock=clock)
+        sensor = protocol.spectrometer.camera
+        cam = GifCamera(
+            GifCameraConfig(resource=resources["camera"], sensor_shape=(sensor.sensor_rows, sensor.sensor_channels)),
+            clock=clock,
+        )
         opened.append(cam)
         from insitem.drivers.tem.client import TemMicroscope
 
@@ -138,10 +142,12 @@ class HardwareRigBundle(RigBundle):
         self.live_profile = LiveLiProfile.from_protocol(protocol)
 
     def position_axis_nm(self, settings: CameraSettings) -> tuple[float, float]:
-        # The slit length is laid across the read-out rows (design §6 optics): nm per binned row.
-        rows, _ = settings.frame_shape(self.rig.camera.sensor_shape)
-        length_nm = self.protocol.spectrometer.slit.length * 1e9
-        return length_nm / rows, 0.0
+        """From the TEM's magnification (`LENS:MAG?`) and the camera's pixel pitch, or the camera's
+        measured calibration (`GifCamera.position_axis_m`): distance along the slit from its
+        first edge, as on the simulated rig (docs/decisions/0006-hardware-position-axis.md)."""
+        magnification = self.rig.microscope.lens.magnification
+        scale_m, offset_m = self.rig.camera.position_axis_m(settings, magnification, self.protocol.spectrometer.slit.length)
+        return scale_m * 1e9, offset_m * 1e9
 
 
 class SimRigBundle(RigBundle):

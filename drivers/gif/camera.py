@@ -98,6 +98,19 @@ class GifCameraConfig(BaseModel):
     set_energy_on_configure: bool = Field(
         default=True, description="set the GIF energy loss from CameraSettings.energy_offset_eV in configure()"
     )
+    # position (along-slit) calibration: see `row_pitch_at_specimen_m`
+    pixel_pitch_m: float = Field(default=14e-6, gt=0, description="CCD row pitch, m (2k GIF CCD: 14 um)")
+    spectrometer_magnification: float = Field(
+        default=1.0, gt=0,
+        description="magnification of the GIF between the TEM's indicated magnification and the CCD (1 = none)",
+    )
+    position_calibration_m: float | None = Field(
+        default=None, gt=0,
+        description="measured specimen length per unbinned CCD row, m; overrides pitch / magnification",
+    )
+    optical_axis_row: float | None = Field(
+        default=None, description="CCD row (fractional, unbinned) on which the optical axis lands; None = middle"
+    )
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,35 @@ class GifCamera(Camera):
         self._exists: dict[str, bool] = {}
         self.reconnects = 0  # fresh connections opened after the first (for tests and logs)
         self._opened_once = False
+
+    # -- position calibration --------------------------------------------------------------------
+    def row_pitch_at_specimen_m(self, magnification: float) -> float:
+        """Specimen length seen by one unbinned CCD row, m.
+
+        `position_calibration_m` when configured (a measured value), else
+        pixel_pitch / (magnification x spectrometer_magnification), with `magnification` the
+        TEM's indicated magnification (`LENS:MAG?`). The indicated value is the TEM's nominal
+        calibration; a measured `position_calibration_m` is the accurate one.
+        """
+        if self.config.position_calibration_m is not None:
+            return self.config.position_calibration_m
+        if not (math.isfinite(magnification) and magnification > 0):
+            raise ValueError(f"magnification {magnification}: need a positive number to calibrate the position axis")
+        return self.config.pixel_pitch_m / (magnification * self.config.spectrometer_magnification)
+
+    def position_axis_m(self, settings: CameraSettings, magnification: float, slit_length_m: float) -> tuple[float, float]:
+        """(scale, offset) of a frame's position axis in m: length per binned row and the position
+        of binned row 0's centre measured from the slit's first edge.
+
+        The slit's centre sits on the optical axis, which lands on `optical_axis_row` (default
+        the middle of the sensor): row r (unbinned, centre r + 0.5) is at
+        (r + 0.5 - axis_row) x pitch + slit_length / 2 from the slit's first edge.
+        """
+        pitch = self.row_pitch_at_specimen_m(magnification)
+        axis_row = self.sensor_shape[0] / 2 if self.config.optical_axis_row is None else self.config.optical_axis_row
+        top = settings.area(self.sensor_shape)[0]
+        b = settings.binning[0]
+        return b * pitch, (top + b / 2 - axis_row) * pitch + slit_length_m / 2
 
     # -- connection --------------------------------------------------------------------------
     def _ensure_open(self) -> None:
