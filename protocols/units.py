@@ -8,6 +8,7 @@ protocol can never mean milliseconds where it wrote seconds.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from typing import Annotated, Any
 
@@ -63,17 +64,41 @@ def parse_quantity(value: Any, kind: UnitKind) -> float:
     if not isinstance(value, str):
         raise ValueError(f"expected a {kind.name} string with a unit, e.g. '{kind.example}', got {type(value).__name__}")
     text = _ELECTRON_TOKEN.sub("electron", value.strip().replace("µ", "u").replace("μ", "u"))
+    _check_powers(value, text, kind)
     ureg = registry()
     try:
         q = ureg.Quantity(text)
     except Exception as exc:  # pint raises several unrelated types for bad text
         raise ValueError(f"cannot read {value!r} as a {kind.name} (e.g. '{kind.example}'): {exc}") from None
-    if not isinstance(q, pint.Quantity) or q.dimensionless and kind.dimensionality:
-        raise ValueError(f"{value!r} has no unit: a {kind.name} needs one, e.g. '{kind.example}'")
-    if q.dimensionality != kind.dimensionality:
-        hint = " ('A' is the ampere: write 'Å' or 'angstrom')" if re.search(r"\bA\^?2", text) else ""
-        raise ValueError(f"{value!r} is not a {kind.name} (expected units like '{kind.example}'){hint}")
-    return float(q.to(kind.si_unit).magnitude)
+    try:
+        if not isinstance(q, pint.Quantity) or q.dimensionless and kind.dimensionality:
+            raise ValueError(f"{value!r} has no unit: a {kind.name} needs one, e.g. '{kind.example}'")
+        if q.dimensionality != kind.dimensionality:
+            hint = " ('A' is the ampere: write 'Å' or 'angstrom')" if re.search(r"\bA\^?2", text) else ""
+            raise ValueError(f"{value!r} is not a {kind.name} (expected units like '{kind.example}'){hint}")
+        value_si = float(q.to(kind.si_unit).magnitude)
+    except ArithmeticError:  # e.g. an integer magnitude beyond the float range (OverflowError)
+        value_si = math.inf
+    if not math.isfinite(value_si):
+        raise ValueError(f"{value!r} is not a finite {kind.name}")
+    return value_si
+
+
+_POWER_OP = r"(?:\*\*|\^)"
+_MAX_POWERS = 3  # 'e/Å^2/s' has one
+
+
+def _check_powers(value: str, text: str, kind: UnitKind) -> None:
+    """Refuse exponents pint would evaluate as huge integers ('9**9**9 V' would not finish)."""
+    ops = re.findall(_POWER_OP, text)
+    bad = len(ops) > _MAX_POWERS or re.search(_POWER_OP + r"\s*[-+]?\s*[(\d.]*\s*(?:\(|" + _POWER_OP + ")", text)
+    for m in re.finditer(_POWER_OP + r"\s*[-+]?\s*([\d.]+)", text):
+        try:
+            bad = bad or abs(float(m.group(1))) > 99
+        except ValueError:
+            bad = True
+    if bad:
+        raise ValueError(f"cannot read {value!r} as a {kind.name} (e.g. '{kind.example}'): exponents must be numbers up to 99, not chained")
 
 
 def format_quantity(value_si: float, unit: str, si_unit: str) -> str:
