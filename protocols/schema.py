@@ -130,6 +130,15 @@ class Beam(Strict):
     def _check(self) -> "Beam":
         if self.current <= 0 or self.illuminated_diameter <= 0:
             raise ValueError("current and illuminated_diameter must be > 0")
+        try:
+            rate = self.dose_rate_e_per_m2_s
+        except (OverflowError, ZeroDivisionError):  # a disc area beyond the float range
+            rate = math.nan
+        if not math.isfinite(rate):
+            raise ValueError(
+                f"illuminated_diameter: {self.illuminated_diameter:g} m with current {self.current:g} A "
+                "gives no finite dose rate"
+            )
         return self
 
     @property
