@@ -1,8 +1,9 @@
 """The TEM bridge: a command-set server on the microscope PC, mapped onto the vendor's Python API.
 
-``insitem bridge tem --vendor temscript|pyjem`` runs `serve_bridge`. The same `TemServer` (TCP,
-line-based, one SCPI parser and error queue for the instrument) also carries the emulator,
-whose backend is the simulated microscope instead of a vendor adapter.
+``insitem bridge tem --vendor temscript|pyjem`` runs `serve_bridge`. `TemServer` is the shared
+line server (`insitem.drivers.lineserver.LineServer`, the one the emulators use) around the
+command table's parser (one parser and error queue for the instrument); the TEM emulator serves
+the same table with the simulated microscope as backend instead of a vendor adapter.
 
 Adapters (the vendor API shapes were read from the projects' sources/docs; no code is taken):
 
@@ -29,33 +30,31 @@ from __future__ import annotations
 
 import errno
 import math
-import socket
 import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
 
 from insitem.drivers.interfaces import disc_area_m2
+from insitem.drivers.lineserver import LineServer
 from insitem.drivers.scpi import ScpiParser
 from insitem.drivers.tem.commands import BY_NAME, ERROR_QUEUE_SIZE, TemBackend, build_parser
 
 DEFAULT_PORT = 5025  # the customary raw-socket SCPI port
-MAX_LINE_BYTES = 65536
-_STOP_POLL_S = 0.1
 
 
 # ---------------------------------------------------------------------------------------------
 # The server
 
 
-class TemServer:
-    """Threaded TCP line server for the TEM command set, one thread per client.
+class TemServer(LineServer):
+    """The TEM command set served by the shared `LineServer` (`insitem.drivers.lineserver`).
 
     Binds 127.0.0.1 unless told otherwise; ``port=0`` picks a free port (read back in
-    ``self.port``). TCP_NODELAY is set on every connection and TCP_QUICKACK re-armed after each
-    read on Linux (design.md §5: otherwise a pyvisa-py query stalls ~40 ms). Every line is run
-    through one `ScpiParser` under one lock: clients share the instrument and its error queue.
-    Nothing a client sends is evaluated or unpickled; malformed input becomes an error entry.
+    ``self.port``); TCP_NODELAY and TCP_QUICKACK as every line server (design.md §5). Every line
+    runs through one `ScpiParser` under the server's lock: clients share the instrument and its
+    error queue. Nothing a client sends is evaluated or unpickled; malformed input becomes an
+    error entry. The server itself is the line instrument (`handle`, `push_error`).
     """
 
     def __init__(
@@ -63,139 +62,23 @@ class TemServer:
     ) -> None:
         self.backend = backend
         self.parser: ScpiParser = build_parser(backend, queue_size=queue_size)
-        self.lock = threading.RLock()
-        self._listener = socket.create_server((host, port))
-        self._listener.settimeout(_STOP_POLL_S)
-        self.host, self.port = self._listener.getsockname()[:2]
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._conns: set[socket.socket] = set()
-        self._accept_thread: threading.Thread | None = None
+        super().__init__(self, host, port)
 
     @property
     def resource(self) -> str:
         """VISA resource string of this server."""
-        return f"TCPIP0::{self.host}::{self.port}::SOCKET"
+        return self.resource_string
 
-    # -- line handling (the emulator overrides `respond` to inject faults) ------------------------
-    def execute(self, line: str) -> str | None:
-        """Run one program message through the parser; the reply text or None."""
-        with self.lock:
-            return self.parser.execute(line)
+    def handle(self, line: str) -> str | None:
+        """One program message through the parser; the reply text or None."""
+        return self.parser.execute(line)
 
-    def respond(self, line: str) -> bytes | None:
-        """Bytes to send back for one received line (None = nothing to send)."""
-        reply = self.execute(line)
-        return None if reply is None else (reply + "\n").encode("latin-1", errors="replace")
-
-    def overrun(self) -> None:
-        """A line longer than MAX_LINE_BYTES arrived: queue -363 and drop it."""
-        with self.lock:
-            self.parser.push_error(-363)
-
-    # -- lifecycle ----------------------------------------------------------------------------------
-    def start(self) -> "TemServer":
-        """Serve in a background thread; returns at once."""
-        self._accept_thread = threading.Thread(target=self.serve_forever, name=f"tem-server-{self.port}", daemon=True)
-        self._accept_thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            t = threading.Thread(target=self._serve_connection, args=(conn,), daemon=True)
-            self._conns.add(conn)
-            self._threads.append(t)
-            t.start()
-
-    def stop(self) -> None:
-        """Stop accepting, close every connection, join the threads."""
-        self._stop.set()
-        try:
-            self._listener.close()
-        except OSError:
-            pass
-        for conn in list(self._conns):
-            _close_quietly(conn)
-        if self._accept_thread is not None and self._accept_thread is not threading.current_thread():
-            self._accept_thread.join(timeout=2)
-        for t in self._threads:
-            t.join(timeout=2)
+    def push_error(self, code: int, message: str | None = None) -> None:
+        self.parser.push_error(code, message)
 
     def __enter__(self) -> "TemServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def drop(self, conn: socket.socket) -> None:
-        """Close one client connection (used for the dropped-connection fault)."""
-        self._conns.discard(conn)
-        _close_quietly(conn)
-
-    def _serve_connection(self, conn: socket.socket) -> None:
-        conn.settimeout(_STOP_POLL_S)
-        quickack = getattr(socket, "TCP_QUICKACK", None)
-        buf = b""
-        try:
-            while not self._stop.is_set():
-                try:
-                    chunk = conn.recv(4096)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                if quickack is not None:
-                    try:
-                        conn.setsockopt(socket.IPPROTO_TCP, quickack, 1)
-                    except OSError:
-                        pass
-                buf += chunk
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    if not self._handle(conn, raw):
-                        return
-                if len(buf) > MAX_LINE_BYTES:
-                    buf = b""
-                    self.overrun()
-        finally:
-            self._conns.discard(conn)
-            _close_quietly(conn)
-
-    def _handle(self, conn: socket.socket, raw: bytes) -> bool:
-        """Answer one line; False when the connection is gone."""
-        line = raw.rstrip(b"\r").decode("latin-1")
-        out = self.respond_on(conn, line)
-        if out is None:
-            return True
-        try:
-            conn.sendall(out)
-        except OSError:
-            return False
-        return True
-
-    def respond_on(self, conn: socket.socket, line: str) -> bytes | None:
-        """Hook with the connection at hand (the emulator drops connections here)."""
-        return self.respond(line)
-
-
-def _close_quietly(conn: socket.socket) -> None:
-    try:
-        conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        conn.close()
-    except OSError:
-        pass
+        self.start()
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,314 @@
+"""Line-based servers for text command sets: loopback TCP and pseudo-terminal serial pairs.
+
+One implementation for every server that speaks lines: the TEM bridge on the microscope PC
+(`insitem.drivers.tem.bridge.TemServer`) and the emulated instruments
+(`insitem.simulators.emulators`, which re-exports these names).
+
+* `LineServer` - TCP: binds 127.0.0.1 by default, port 0 picks a free port (read back in
+  `.port`), `TCP_NODELAY` on every client socket and on Linux `TCP_QUICKACK` re-armed after each
+  read (design.md §5 "Socket latency": otherwise pyvisa-py clients stall ~40 ms per query), one
+  thread per client, malformed input answered with an instrument error and never a crash,
+  nothing received is ever eval'd or unpickled. `start()` serves in the background,
+  `serve_forever()` in the calling thread.
+* `PtyServer` - the same over `os.openpty()`: the client opens `.slave_path` with pyserial
+  (``serial:///dev/pts/N``) or VISA (``ASRL/dev/pts/N::INSTR``).
+* `Faults` - transport fault injection on request: latency, timeout (no answer), dropped
+  connection, garbled reply, truncated reply (off unless armed).
+
+An instrument is any object with ``handle(line: str) -> str | None`` (the response to one
+received line, or None) and optionally ``push_error(code, message)`` - the servers serialise
+calls to it with one lock, so its state is shared by every client as on a real instrument.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import threading
+import tty
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+MAX_LINE_BYTES = 1 << 20  # a line longer than this is dropped with -363 Input buffer overrun
+
+
+class LineInstrument(Protocol):
+    def handle(self, line: str) -> str | None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Fault injection
+
+
+@dataclass
+class Faults:
+    """Counters of pending faults; each reply consumes one of the first non-zero kind.
+
+    `latency_s` applies to every reply while set. Thread-safe through the server lock.
+    """
+
+    latency_s: float = 0.0
+    timeout: int = 0  # swallow the next N replies (client sees a timeout)
+    drop: int = 0  # close the connection instead of the next N replies (TCP only)
+    garble: int = 0  # replace the next N replies by non-text bytes
+    truncate: int = 0  # send only the first half of the next N replies (with terminator)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def inject(self, kind: str, count: int = 1) -> None:
+        """Arm `count` faults of `kind` ('timeout', 'drop', 'garble', 'truncate')."""
+        if kind not in ("timeout", "drop", "garble", "truncate"):
+            raise ValueError(f"unknown fault {kind!r}; expected timeout, drop, garble or truncate")
+        with self._lock:
+            setattr(self, kind, getattr(self, kind) + count)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.latency_s = 0.0
+            self.timeout = self.drop = self.garble = self.truncate = 0
+
+    def take(self) -> str | None:
+        """The fault to apply to the reply about to be sent, or None."""
+        with self._lock:
+            for kind in ("drop", "timeout", "garble", "truncate"):
+                n = getattr(self, kind)
+                if n > 0:
+                    setattr(self, kind, n - 1)
+                    return kind
+        return None
+
+
+GARBLED = b"\xff\xfe#\x8f\x00garbled\x9c"
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+class _BaseServer:
+    def __init__(self, instrument: LineInstrument, termination: bytes = b"\n") -> None:
+        self.instrument = instrument
+        self.termination = termination
+        self.faults = Faults()
+        self._lock = threading.Lock()  # one instrument, many clients
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _respond(self, line: bytes) -> tuple[bytes | None, str | None]:
+        """Run one received line; return (bytes to send or None, fault applied or None)."""
+        try:
+            text = line.decode("ascii").strip("\r")
+        except UnicodeDecodeError:
+            text = None
+        with self._lock:
+            if text is None:
+                reply = self._error_line(-102, "Syntax error; non-ASCII input")
+            else:
+                try:
+                    reply = self.instrument.handle(text)
+                except Exception as exc:  # noqa: BLE001 - malformed input must never kill the server
+                    reply = self._error_line(-200, f"Execution error; {type(exc).__name__}")
+        if reply is None:
+            return None, None
+        if self.faults.latency_s > 0:
+            self._stop.wait(self.faults.latency_s)
+        fault = self.faults.take()
+        data = reply.encode("ascii", "replace") + self.termination
+        if fault == "timeout":
+            return None, fault
+        if fault == "garble":
+            return GARBLED + self.termination, fault
+        if fault == "truncate":
+            return reply.encode("ascii", "replace")[: max(1, len(reply) // 2)] + self.termination, fault
+        return data, fault
+
+    def _error_line(self, code: int, message: str) -> None:
+        push = getattr(self.instrument, "push_error", None)
+        if push is not None:
+            push(code, message)
+        return None
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        t = threading.Thread(target=target, args=args, daemon=True)
+        t.start()
+        self._threads.append(t)
+        self._threads = [t for t in self._threads if t.is_alive()]
+
+
+class LineServer(_BaseServer):
+    """TCP line server for one instrument. Use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        instrument: LineInstrument,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        termination: bytes = b"\n",
+    ) -> None:
+        super().__init__(instrument, termination)
+        self.host = host
+        self._sock = socket.create_server((host, port), reuse_port=False)
+        self.port: int = self._sock.getsockname()[1]
+        self._clients: set[socket.socket] = set()
+
+    @property
+    def resource_string(self) -> str:
+        """VISA resource for a raw-socket client."""
+        return f"TCPIP0::{self.host}::{self.port}::SOCKET"
+
+    def start(self) -> "LineServer":
+        """Serve in a background thread; returns at once."""
+        self._spawn(self._accept_loop)
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until `stop()` (from another thread or a signal handler)."""
+        self._accept_loop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        for c in list(self._clients):
+            _close_quietly(c)
+        for t in self._threads:
+            t.join(timeout=1.0)
+
+    def __enter__(self) -> "LineServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def drop_clients(self) -> None:
+        """Close every client connection now (the server keeps listening)."""
+        for c in list(self._clients):
+            _close_quietly(c)
+
+    def _accept_loop(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._clients.add(conn)
+            self._spawn(self._serve_client, conn)
+
+    def _serve_client(self, conn: socket.socket) -> None:
+        quickack = getattr(socket, "TCP_QUICKACK", None) if sys.platform.startswith("linux") else None
+        buf = b""
+        term = self.termination
+        try:
+            while not self._stop.is_set():
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                if quickack is not None:
+                    try:  # re-armed after every read: Linux clears it on its own
+                        conn.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+                    except OSError:
+                        pass
+                buf += chunk
+                while term in buf:
+                    line, buf = buf.split(term, 1)
+                    data, fault = self._respond(line)
+                    if fault == "drop":
+                        return
+                    if data is not None:
+                        conn.sendall(data)
+                if len(buf) > MAX_LINE_BYTES:
+                    buf = b""
+                    self._error_line(-363, "Input buffer overrun")
+        except OSError:
+            return
+        finally:
+            self._clients.discard(conn)
+            _close_quietly(conn)
+
+
+class PtyServer(_BaseServer):
+    """Serial-line server on a pseudo-terminal pair; the client opens `slave_path`.
+
+    The slave side is put in raw mode (no echo, no line editing) and kept open by the server,
+    so a client closing and reopening the port does not end the session. A 'drop' fault cannot
+    cut a serial line: it is treated as a timeout (no answer).
+    """
+
+    def __init__(self, instrument: LineInstrument, termination: bytes = b"\n") -> None:
+        super().__init__(instrument, termination)
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        self.slave_path: str = os.ttyname(self._slave)
+
+    @property
+    def resource_string(self) -> str:
+        """pyserial resource for the client end."""
+        return f"serial://{self.slave_path}?baud=9600"
+
+    @property
+    def visa_resource_string(self) -> str:
+        """VISA ASRL resource for the client end (pyvisa-py opens it through pyserial)."""
+        return f"ASRL{self.slave_path}::INSTR"
+
+    def start(self) -> "PtyServer":
+        self._spawn(self._serve)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=1.0)
+        for fd in (self._master, self._slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "PtyServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        buf = b""
+        term = self.termination
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._master], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self._master, 65536)
+            except OSError:
+                self._stop.wait(0.05)
+                continue
+            buf += chunk.replace(b"\r\n", b"\n") if term == b"\n" else chunk
+            while term in buf:
+                line, buf = buf.split(term, 1)
+                data, _ = self._respond(line)
+                if data is not None:
+                    os.write(self._master, data)
+            if len(buf) > MAX_LINE_BYTES:
+                buf = b""
+                self._error_line(-363, "Input buffer overrun")
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
