@@ -21,6 +21,7 @@ from insitem.protocols.units import E_PER_A2
 BYTES_PER_PIXEL = 4  # float32 spectrum images in the run file
 BYTES_PER_EC_POINT = 6 * 8  # t, V, I, cycle, step, compliance flag
 HOLD_SAMPLE_INTERVAL_S = 1.0  # potentiostat readings during holds and rests
+MAX_EXPOSURES = 1_000_000  # camera exposures per plan (sub-exposures included): beyond it the plan is refused
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,11 @@ def _plan_exposures(
     items: list[tuple[float, str, int, str, int]] = []  # (t, window, entry index, trigger, subframe)
     for k, ex in enumerate(body.exposures):
         trigger = next(n for n in ("every", "at_start", "at_end", "at_vertices", "after_cycles", "at_potentials") if getattr(ex, n) not in (None, False))
+        if ex.every is not None and (step.t_end_s - step.t_start_s) / ex.every > MAX_EXPOSURES:
+            raise ProtocolError(
+                f"{where}.exposures[{k}].every: {ex.every:g} s over a {step.t_end_s - step.t_start_s:g} s step "
+                f"gives more than {MAX_EXPOSURES} exposures"
+            )
         for t in _trigger_times(step, body, ex):
             # the windows of one trigger run back to back
             for w in ex.windows:
@@ -288,6 +294,8 @@ def _plan_exposures(
                 for f in range(win.frames):
                     items.append((t, w, k, trigger, f))
                     t += win.exposure / win.frames + dead
+            if first_index + len(items) > MAX_EXPOSURES:
+                raise ProtocolError(f"{where}.exposures[{k}]: the plan needs more than {MAX_EXPOSURES} exposures")
     items.sort(key=lambda it: (it[0], it[4]))
     out: list[PlannedExposure] = []
     busy_until = -math.inf
