@@ -5,7 +5,8 @@ SCPI from the 2400 User's Manual ch. 18 as summarised in physics.md §4.2: compl
 is parsed too); 9.91e37 marks an overflow (-> NaN, compliance flagged); the compliance bit of the
 status word is bit 3; the error queue is `:SYST:ERR?`; instrument-timed staircases are list
 sweeps (`:SOUR:LIST:VOLT`, <= 100 values per command, `:APP` up to 2500 points) into the trace
-buffer.
+buffer, whose timestamps count from the first stored reading (:TRAC:TST:FORM ABS, the default),
+mapped to the rig clock at :INIT plus the source delay.
 
 `ScpiSourceMeter` holds what the 2400 and 2450 drivers share: connection and identity check,
 settings declared once as `Setting` rows (PyMeasure-style, style.md), error-queue draining after
@@ -325,7 +326,10 @@ class Keithley2400(ScpiSourceMeter):
         values = self._parse_values(reply, ":READ?", (4, 5))
         return self._readings(values)[-1]
 
-    def _readings(self, values: list[float]) -> list[Reading]:
+    def _readings(self, values: list[float], t_base_s: float | None = None) -> list[Reading]:
+        """Readings from VOLT,CURR[,RES],TIME,STAT groups; TIME counts from `t_base_s` (rig clock),
+        default the instrument's timestamp zero (:SYST:TIME:RES at reset)."""
+        base = self._t0_s if t_base_s is None else t_base_s
         n = 5 if len(values) % 4 else 4  # four-element form unless only five divides
         if len(values) % 4 == 0 and len(values) % 5 == 0:
             n = len(self.elements)
@@ -339,7 +343,7 @@ class Keithley2400(ScpiSourceMeter):
             current, overflow = overflow_to_nan(curr)
             voltage, _ = overflow_to_nan(volt)
             tripped = overflow or bool(int(stat) & self.STATUS_COMPLIANCE)
-            out.append(Reading(self._t0_s + t, voltage, current, tripped, self._source_V))
+            out.append(Reading(base + t, voltage, current, tripped, self._source_V))
         return out
 
     def _run_sweep_chunk(self, points_V: list[float], delay_s: float, dwell_s: float) -> list[Reading]:
@@ -358,6 +362,7 @@ class Keithley2400(ScpiSourceMeter):
         for line in setup:
             self._write(line)
         self.check_errors("sweep setup")
+        t_init = self.clock.now()
         self._write(":INIT")
         self._query("*OPC?", timeout_s=self._sweep_timeout_s(n, dwell_s))
         reply = self._query(":TRAC:DATA?")
@@ -365,7 +370,9 @@ class Keithley2400(ScpiSourceMeter):
             self._write(line)
         self.check_errors("sweep")
         values = self._parse_values(reply, ":TRAC:DATA?", len(self.elements))
-        readings = self._readings(values)
+        # buffer timestamps (:TRAC:TST:FORM ABS, the default) count from the first stored reading,
+        # taken one source delay after :INIT
+        readings = self._readings(values, t_init + delay_s)
         if len(readings) != n:
             raise CommunicationError(f"sweep returned {len(readings)} of {n} readings", self.resource)
         return [Reading(r.t_s, r.voltage_V, r.current_A, r.compliance_tripped, v) for r, v in zip(readings, points_V)]

@@ -8,8 +8,10 @@ emulation (`*LANG?` answers `SCPI2400`) is refused with a clear message.
 A reading is one program message, `:READ? "defbuffer1",SOUR,READ,REL;:SOUR:VOLT:ILIM:TRIP?`,
 answered as one response message `source,current,reltime;tripped` (IEEE 488.2 joins the answers
 of one message with `;`), so a measurement is one round trip. The voltage reported is the SOUR
-element (the source readback); REL is taken relative to the buffer clear done by `reset()` and
-before each sweep, translated to the rig clock at that moment.
+element (the source readback). REL counts from the buffer's entry number 1 (2450 Reference
+Manual, buffer elements / `bufferVar.relativetimestamps`: the first reading after a clear reads
+0), so its rig-clock origin is set by the first reading after each clear: the midpoint of that
+query's round trip, or for a sweep the rig time of :INIT plus the source delay.
 
 Instrument-timed staircases: uniform staircases use `:SOUR:SWE:VOLT:LIN`, any other list
 `:SOUR:LIST:VOLT` (100 values per command, `:APP` for more) with `:SOUR:SWE:VOLT:LIST`; then
@@ -58,8 +60,14 @@ class Keithley2450(ScpiSourceMeter):
                 self.resource,
             )
 
+    _rel_origin_s: float | None = None  # rig time of REL = 0 in defbuffer1; None until its first reading
+
     def _reset_lines(self) -> Sequence[str]:
         return ("*RST", "*CLS", f":TRAC:CLE {BUFFER}")
+
+    def reset(self) -> None:
+        super().reset()
+        self._rel_origin_s = None
 
     def configure_lines(self, config: PotentiostatConfig) -> list[str]:
         cls = type(self)
@@ -74,7 +82,9 @@ class Keithley2450(ScpiSourceMeter):
         ]
 
     def measure(self) -> Reading:
+        t_sent = self.clock.now()
         reply = self._query(self.READ_QUERY)
+        t_back = self.clock.now()
         data, sep, trip = reply.rpartition(";")
         values = self._parse_values(data if sep else reply, ":READ?", 3)
         if not sep or len(values) != 3:
@@ -85,7 +95,9 @@ class Keithley2450(ScpiSourceMeter):
             raise CommunicationError(f"garbled reply {reply!r} to {self.READ_QUERY}", self.resource) from None
         source, current, rel = values
         current, overflow = overflow_to_nan(current)
-        return Reading(self._t0_s + rel, source, current, tripped or overflow, source)
+        if self._rel_origin_s is None:
+            self._rel_origin_s = 0.5 * (t_sent + t_back) - rel
+        return Reading(self._rel_origin_s + rel, source, current, tripped or overflow, source)
 
     @staticmethod
     def _linear(points_V: Sequence[float]) -> bool:
@@ -109,7 +121,7 @@ class Keithley2450(ScpiSourceMeter):
         for line in self.sweep_lines(points_V, delay_s):
             self._write(line)
         self.check_errors("sweep setup")
-        t0 = self.clock.now()
+        self._rel_origin_s = t0 = self.clock.now() + delay_s  # the first sweep point is entry 1
         self._write(":INIT")
         self._query("*OPC?", timeout_s=self._sweep_timeout_s(n, dwell_s))
         reply = self._query(f":TRAC:DATA? 1, {n}, {BUFFER}, SOUR, READ, REL, SOURSTAT")

@@ -95,7 +95,10 @@ class Keithley2400Emulator(ScpiEmulator):
             word |= STATUS_COMPLIANCE
         return word
 
-    def format_readings(self, readings: Sequence[SmuReading]) -> str:
+    def format_readings(self, readings: Sequence[SmuReading], time_base_s: float | None = None) -> str:
+        """Readings in the :FORM:ELEM order. TIME counts from `time_base_s` (default the timestamp
+        zero of :SYST:TIME:RES)."""
+        base = self.time_base_s if time_base_s is None else time_base_s
         values: list[str] = []
         for r in readings:
             for el in ("VOLT", "CURR", "RES", "TIME", "STAT"):  # fixed order (2400 manual)
@@ -108,7 +111,7 @@ class Keithley2400Emulator(ScpiEmulator):
                 elif el == "RES":
                     values.append(format_nr3(SCPI_NAN))
                 elif el == "TIME":
-                    values.append(format_nr3(r.t_s - self.time_base_s))
+                    values.append(format_nr3(r.t_s - base))
                 else:
                     values.append(format_nr3(float(self._status(r))))
         return ",".join(values)
@@ -197,7 +200,10 @@ class Keithley2400Emulator(ScpiEmulator):
         self._acquire()
 
     def _trace_data(self, args: list[str]) -> str:
-        return self.format_readings(self.smu.buffer)
+        # :TRAC:TST:FORM ABS (the default): "each timestamp is referenced to the first reading
+        # stored in the buffer" (2400 manual, TRACe subsystem), so the first reads 0
+        base = self.smu.buffer[0].t_s if self.smu.buffer else None
+        return self.format_readings(self.smu.buffer, base)
 
     def _errors_all(self, args: list[str]) -> str:
         out = []

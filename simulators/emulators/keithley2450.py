@@ -13,8 +13,11 @@ queue -113 Undefined header.
 Buffer elements: READ, SOUR, REL, SEC, FRAC, STAT, SOURSTAT, UNIT, SOURUNIT. SOURSTAT bits follow
 the 2450 buffer source-status table: 32 = source limited (STAT_LIMIT), 128 = output on.
 
-Interpretations and simplifications (named): REL is the time since the buffer was created or
-last cleared (the manual's relative timestamp); SEC/FRAC count from the emulator clock's zero.
+Interpretations and simplifications (named): REL is the time since the first reading stored in
+the buffer since it was created or last cleared (2450 Reference Manual, `bufferVar.relativetimestamps`:
+"relative to the timestamp of reading buffer entry number 1", so entry 1 reads 0); it keeps
+that origin when a full buffer overwrites its oldest readings. SEC/FRAC count from the emulator
+clock's zero.
 `*LANG SCPI2400` takes effect at the next `power_cycle()` (physics.md §4.3 [est]); in that mode
 the emulator answers the 2400 command set (Keithley2400Emulator) while `*IDN?` still names the
 2450. A sweep leaves the output on, as the built-in sweep trigger models do not switch it off.
@@ -51,13 +54,19 @@ DEFAULT_BUFFER_SIZE = 100_000
 @dataclass
 class ReadingBuffer:
     capacity: int
-    t0_s: float
+    t0_s: float | None = None  # time of the first reading stored since creation or clear (REL 0)
     readings: list[SmuReading] = field(default_factory=list)
 
     def add(self, r: SmuReading) -> None:
         if len(self.readings) >= self.capacity:  # fill-continuous: oldest overwritten
             self.readings.pop(0)
+        if self.t0_s is None:
+            self.t0_s = r.t_s
         self.readings.append(r)
+
+    def clear(self) -> None:
+        self.readings.clear()
+        self.t0_s = None
 
 
 class Keithley2450Emulator(ScpiEmulator):
@@ -77,10 +86,9 @@ class Keithley2450Emulator(ScpiEmulator):
         self._emulation.parser.add("*LANG", self._set_lang, lambda a: self.language)
 
     def _defaults(self) -> None:
-        now = self.clock.now()
         self.buffers = {
-            "DEFBUFFER1": ReadingBuffer(DEFAULT_BUFFER_SIZE, now),
-            "DEFBUFFER2": ReadingBuffer(DEFAULT_BUFFER_SIZE, now),
+            "DEFBUFFER1": ReadingBuffer(DEFAULT_BUFFER_SIZE),
+            "DEFBUFFER2": ReadingBuffer(DEFAULT_BUFFER_SIZE),
         }
         self.sweep: tuple[list[float], int, str] | None = None  # (levels, count, buffer)
 
@@ -121,7 +129,7 @@ class Keithley2450Emulator(ScpiEmulator):
                 elif el == "SOUR":
                     out.append(format_nr3(r.source_V, plus=False))
                 elif el == "REL":
-                    out.append(format_nr3(r.t_s - buf.t0_s, plus=False))
+                    out.append(format_nr3(r.t_s - (r.t_s if buf.t0_s is None else buf.t0_s), plus=False))
                 elif el == "SEC":
                     out.append(str(int(r.t_s)))
                 elif el == "FRAC":
@@ -164,17 +172,16 @@ class Keithley2450Emulator(ScpiEmulator):
         name = unquote(args[0]).upper()
         if name in self.buffers:
             raise ScpiError(-224, f"buffer {unquote(args[0])!r} exists")
-        self.buffers[name] = ReadingBuffer(arg_int(args[1], 10, 5_000_000), self.clock.now())
+        self.buffers[name] = ReadingBuffer(arg_int(args[1], 10, 5_000_000))
 
     def _trace_clear(self, args: list[str]) -> None:
         _, buf = self._buffer(args[0] if args else None)
-        buf.readings.clear()
-        buf.t0_s = self.clock.now()
+        buf.clear()
 
     def _trace_points(self, args: list[str]) -> None:
         _, buf = self._buffer(args[1] if len(args) > 1 else None)
         buf.capacity = arg_int(args[0], 10, 5_000_000)
-        buf.readings.clear()
+        buf.clear()
 
     def _set_list(self, args: list[str], append: bool) -> None:
         if len(args) > MAX_LIST_PER_COMMAND:

@@ -130,6 +130,39 @@ def test_2450_dual_linear_sweep_fills_the_named_buffer() -> None:
     assert sources == [0.0, 0.5, 1.0, 0.5, 0.0]
 
 
+def test_2450_rel_counts_from_the_first_reading_in_the_buffer() -> None:
+    """2450 Reference Manual (`bufferVar.relativetimestamps`): REL is relative to the timestamp of
+    buffer entry number 1, so the first reading after a clear reads 0 however long after the clear
+    it is taken; later ones read the time since that first reading."""
+    clock = VirtualClock()
+    e = Keithley2450Emulator(ResistorLoad(1e4), clock)
+    e.handle(':SOUR:VOLT:ILIM 1e-3;:OUTP ON;:TRAC:CLE "defbuffer1"')
+    clock.sleep_until(clock.now() + 30.0)
+    first = float(e.handle(':READ? "defbuffer1", REL'))
+    t_first = clock.now()
+    clock.sleep_until(t_first + 5.0)
+    second = float(e.handle(':READ? "defbuffer1", REL'))
+    assert first == 0.0
+    assert second == pytest.approx(clock.now() - t_first, abs=0.05)  # within one reading's integration
+    e.handle(':TRAC:CLE "defbuffer1"')
+    assert float(e.handle(':READ? "defbuffer1", REL')) == 0.0
+
+
+def test_2400_trace_timestamps_count_from_the_first_stored_reading() -> None:
+    """2400 manual, :TRACe:TSTamp:FORMat ABSolute (the default): "each timestamp is referenced to
+    the first reading stored in the buffer"; :READ? keeps the :SYST:TIME:RES origin."""
+    clock = VirtualClock()
+    e = Keithley2400Emulator(ResistorLoad(1e4), clock)
+    e.handle(":SENS:CURR:PROT 1e-3;:FORM:ELEM VOLT,CURR,TIME,STAT;:SYST:TIME:RES;:OUTP ON")
+    clock.sleep_until(clock.now() + 100.0)
+    e.handle(":SOUR:VOLT:MODE LIST;:SOUR:LIST:VOLT 0.1,0.2,0.3;:TRIG:COUN 3;:TRAC:CLE;:TRAC:POIN 3;:TRAC:FEED SENS")
+    e.handle(":TRAC:FEED:CONT NEXT;:INIT")
+    times = [float(x) for x in e.handle(":TRAC:DATA?").split(",")[2::4]]
+    assert times[0] == 0.0 and 0 < times[1] < times[2] < 5
+    e.handle(":SOUR:VOLT:MODE FIX;:TRIG:COUN 1")
+    assert float(e.handle(":READ?").split(",")[2]) > 100.0
+
+
 # ---------------------------------------------------------------------------------------------
 # Servers
 

@@ -149,9 +149,13 @@ def test_2450_measure_is_one_round_trip_with_trip_query(mocker: Any) -> None:
         ("q", ':READ? "defbuffer1",SOUR,READ,REL;:SOUR:VOLT:ILIM:TRIP?', "1.500000E+00,1.000000E-08,3.100000E-01;0"),
         ("q", ':READ? "defbuffer1",SOUR,READ,REL;:SOUR:VOLT:ILIM:TRIP?', "1.500000E+00,1.0"),
     )
+    drv.clock.sleep_until(7.0)
     r = drv.measure()
-    assert r.compliance_tripped and r.current_A == 9.99e-8 and r.voltage_V == 1.5 and r.t_s == pytest.approx(0.3)
-    assert not drv.measure().compliance_tripped
+    # REL counts from the buffer's entry 1, whose rig time is unknown until a reading arrives:
+    # the first reading is placed at its query's round trip, later ones REL seconds after it
+    assert r.compliance_tripped and r.current_A == 9.99e-8 and r.voltage_V == 1.5 and r.t_s == pytest.approx(7.0)
+    r2 = drv.measure()
+    assert not r2.compliance_tripped and r2.t_s == pytest.approx(7.01)
     with pytest.raises(CommunicationError, match="truncated"):
         drv.measure()
     s.done()
@@ -196,10 +200,14 @@ def test_2400_list_sweep_chunks_of_100_into_trace_buffer(mocker: Any) -> None:
         ("w", ":TRIG:COUN 1"),
         ("q", ":SYST:ERR?", OK),
     )
+    drv.clock.sleep_until(50.0)
     readings = drv.run_sweep(points, dwell_s=0.1)
     s.done()
     assert [r.source_V for r in readings] == points
-    assert readings[10].t_s == pytest.approx(1.0)
+    # trace-buffer timestamps count from the first stored reading (:TRAC:TST:FORM ABS), taken one
+    # source delay after :INIT at t = 50 s, not from the reset's :SYST:TIME:RES at t = 0
+    assert readings[0].t_s == pytest.approx(50.0 + 1 / 12)
+    assert readings[10].t_s == pytest.approx(51.0 + 1 / 12)
     # the *OPC? wait is given enough time for the whole sweep
     opc_call = [c for c in s.transport.query.call_args_list if c.args[0] == "*OPC?"][0]
     assert opc_call.kwargs["timeout_s"] > 150 * 0.1
