@@ -208,12 +208,16 @@ class ScpiSourceMeter(Potentiostat):
         self._write(type(self).output_enabled.wire(on))
 
     def safe_state(self) -> None:
-        """Output off, verified with `:OUTP?`; one reconnect-and-retry on a flaky transport."""
+        """Output off in the configured output-off state (HIMP, the relay open, if not configured:
+        a NORMAL off state would clamp the cell at 0 V), verified with `:OUTP?`; one
+        reconnect-and-retry on a flaky transport."""
+        off_mode = self._config.output_off_mode if self._config is not None else "HIMP"
         last: Exception | None = None
         for attempt in range(2):
             try:
                 if attempt:
                     self.transport.reconnect()
+                self._write(type(self).off_mode.wire(off_mode))
                 self._set_output(False)
                 self._output_on = False
                 if not self.output_enabled:

@@ -245,7 +245,7 @@ def test_2450_linear_and_list_sweeps(mocker: Any) -> None:
 @pytest.mark.parametrize("model", ["2400", "2450"])
 def test_safe_state_turns_output_off_and_verifies(mocker: Any, model: str) -> None:
     drv, s = make(mocker, model)
-    s.add(("w", ":OUTP OFF"), ("q", ":OUTP?", "0"))
+    s.add(("w", ":OUTP:SMOD HIMP"), ("w", ":OUTP OFF"), ("q", ":OUTP?", "0"))
     drv.safe_state()
     s.done()
     assert not drv.output_on
@@ -253,7 +253,10 @@ def test_safe_state_turns_output_off_and_verifies(mocker: Any, model: str) -> No
 
 def test_safe_state_retries_once_after_reconnect_on_a_flaky_transport(mocker: Any) -> None:
     drv, s = make(mocker, "2400")
-    s.add(("w", ":OUTP OFF"), ("q", ":OUTP?", DeviceTimeoutError("no answer", "GPIB0::24::INSTR")), ("w", ":OUTP OFF"), ("q", ":OUTP?", "0"))
+    s.add(
+        ("w", ":OUTP:SMOD HIMP"), ("w", ":OUTP OFF"), ("q", ":OUTP?", DeviceTimeoutError("no answer", "GPIB0::24::INSTR")),
+        ("w", ":OUTP:SMOD HIMP"), ("w", ":OUTP OFF"), ("q", ":OUTP?", "0"),
+    )
     drv.safe_state()
     s.done()
     s.transport.reconnect.assert_called_once()
