@@ -50,7 +50,7 @@ class Fig6Summary:
     c_max: float
     electrode_width_m: float
     ti3_boundary_m: float
-    ti3_shift_eV: float  # mean shift of the Ti3+ rows (NaN when there are none)
+    ti3_shift_eV: float  # Ti3+ lines against the Ti4+ eg lines, summed Ti3+ rows (NaN when there are none)
     oo_range_m: tuple[float, float]
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,10 +77,12 @@ class Fig6Summary:
             "li_c_rel_sigma": clean(self.li.c_rel_sigma),
             "ti_shift_eV": clean(self.ti.shift_eV),
             "ti_l2_l3": clean(self.ti.l2_l3_ratio),
+            "ti_f3": clean(self.ti.f3),
             "ti3": [bool(v) for v in self.ti.is_ti3],
             "o_peak_a_eV": clean(self.o.peak_a_eV),
             "o_peak_b_eV": clean(self.o.peak_b_eV),
             "oo_distance_m": clean(self.o.oo_distance_m),
+            "oo_sigma_m": clean(self.o.oo_sigma_m),
         }
 
 
@@ -114,7 +116,7 @@ def summarize(
     li = li_profile(low_image, low_energy, position, geometry, p.li)
     ti = ti_analysis(core_image, core_energy, position, geometry, p.ti)
     o = o_analysis(core_image, core_energy, position, geometry, p.o)
-    ti3_shift = float(np.nanmean(ti.shift_eV[ti.is_ti3])) if ti.is_ti3.any() else float("nan")
+    ti3_shift = ti.ti3_shift_eV
     return Fig6Summary(
         geometry=geometry,
         low_shift_eV=low_shift,

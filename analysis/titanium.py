@@ -18,8 +18,26 @@ Per row, after the power-law background (pre-edge 400-450 eV, §1.6):
   457.3 and 463.3 eV, §1.8), sub-channel by parabola vertex. Simplification: a flat continuum after
   the steps (the hydrogenic L continuum rises slowly over 30-40 eV; its slope inside the 20 eV
   white-line window is neglected).
-* classification: Ti3+ where shift <= `classify_fraction` x `ti3_shift_eV` (default 0.5 x -1.7 eV),
-  or, with classify_by="ratio", where L2/L3 <= the mean of 1.30 and 1.25.
+* Ti3+ fraction f3 (default classifier): the linear-combination approach of [S:STO07] (§1.8,
+  S = (1 - f3) S4 + f3 S3), by linear least squares of each row over the L2,3 window on two
+  components, all rows in one solve. S4 is measured: the mean of the Ti4+ reference rows. S3 is
+  built from the §1.8 Ti3+ shape (L3 457.3 eV FWHM 2.0, L2 463.3 eV FWHM 2.6, L2/L3 1.25 [Y14],
+  arctan steps 1.7 eV below the Ti4+ ones) placed on the data's energy scale by the offset of S4
+  against the §1.8 Ti4+ shape (cross-correlation), with S4's continuum step height and S4's
+  white-line area, i.e. per Ti atom like S4 (simplification: the same white-line area per atom
+  for d0 and d1 Ti). Or, with `ti3_reference_distance_m`, S3 is measured too. f3 = a3/(a3 + a4)
+  is then the Ti3+ atom fraction; its 1-sigma comes from the least-squares covariance with the
+  row's own residual scatter. A running median over `median_rows` rows (default 5; the core
+  window is blurred along y by chromatic aberration, sigma ~30 nm = 5 rows at 460 eV, §1.7, so
+  it costs no resolution) removes single-row outliers before classification.
+* classification: Ti3+ where the smoothed f3 >= 0.5 (classify_by="fraction", default); or where
+  shift <= `classify_fraction` x `ti3_shift_eV` (classify_by="shift"); or where L2/L3 <= the mean
+  of 1.30 and 1.25 (classify_by="ratio"). The per-row xcorr shift is a poor classifier at low
+  counts: a Ti3+ L3 (457.3 eV) lines up with the Ti4+ t2g line (457.0 eV) as well as with the
+  eg line 1.7 eV above, so single rows read either ~-1.7 or ~-0.2 eV.
+* Ti3+ shift (`ti3_shift_eV`): position of the Ti3+ L3 and L2 lines in the summed spectrum of the
+  Ti3+ rows minus that of the Ti4+ eg lines of S4 (§1.8: Ti3+ centres = Ti4+ eg minus 1.7 eV
+  [Y14]), each by the smoothed second derivative; the mean of L3 and L2.
 * boundary: distance from Pt where the contiguous Ti3+ region next to Pt ends (interpolated).
 """
 
@@ -31,7 +49,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter1d, median_filter
 
 from insitem.analysis.alignment import _parabolic_vertex, xcorr_shift
 from insitem.analysis.axes import AnalysisError, EnergyAxis, PositionAxis, check_image
@@ -70,7 +88,11 @@ class TiParams(BaseModel):
     )
     ratio_ti4: float = Field(default=1.30, description="L2/L3 of Ti4+ [Y14]")
     ratio_ti3: float = Field(default=1.25, description="L2/L3 of Ti3+ [Y14]")
-    classify_by: Literal["shift", "ratio"] = "shift"
+    classify_by: Literal["fraction", "shift", "ratio"] = "fraction"
+    ti3_reference_distance_m: tuple[float, float] | None = Field(
+        default=None, description="Ti3+ reference rows by distance from Pt (m); None = the §1.8 Ti3+ shape"
+    )
+    median_rows: int = Field(default=5, ge=1, description="running median of f3 over this many rows (odd)")
     classify_fraction: float = Field(default=0.5, gt=0, lt=1, description="Ti3+ when shift <= fraction x ti3_shift_eV")
     min_signal_fraction: float = Field(
         default=0.2, gt=0, description="rows whose L2,3 counts are below this fraction of the reference are not analysed (Pt)"
@@ -87,6 +109,10 @@ class TiResult:
     l2_l3_ratio: np.ndarray
     f3_from_shift: np.ndarray  # shift / ti3_shift_eV, clipped to [0, 1] (linear-combination estimate)
     f3_from_ratio: np.ndarray  # (ratio_ti4 - ratio) / (ratio_ti4 - ratio_ti3), clipped to [0, 1]
+    f3: np.ndarray  # Ti3+ fraction per row, two-component least squares (not clipped)
+    f3_sigma: np.ndarray  # 1-sigma of f3 from the fit residuals
+    f3_smoothed: np.ndarray  # running median of f3 over median_rows rows
+    ti3_shift_eV: float  # xcorr shift of the summed Ti3+ rows against the Ti4+ reference (NaN: no Ti3+)
     is_ti3: np.ndarray  # bool per row
     reference_rows: np.ndarray  # bool mask
     boundary_m: float  # distance from Pt where the Ti3+ region ends (0.0: no Ti3+ next to Pt)
@@ -99,6 +125,87 @@ def _steps(E: np.ndarray, shift: np.ndarray, p: TiParams) -> np.ndarray:
     a3 = 0.5 + np.arctan((E - p.step_L3_eV - s) / p.step_width_eV) / np.pi
     a2 = 0.5 + np.arctan((E - p.step_L2_eV - s) / p.step_width_eV) / np.pi
     return (2.0 * a3 + a2) / 3.0
+
+
+def _gauss(E: np.ndarray, centre: float, fwhm: float) -> np.ndarray:
+    s = fwhm / 2.3548200450309493
+    return np.exp(-0.5 * ((E - centre) / s) ** 2) / (s * np.sqrt(2 * np.pi))
+
+
+# §1.8 white lines (centre eV, FWHM eV, area within the edge); Ti4+: t2g:eg = 0.7:1, L2/L3 = 1.30
+_T2G, _EG = 0.7 / 1.7, 1.0 / 1.7
+_TI4_LINES = ((457.0, 0.9, _T2G), (459.0, 1.5, _EG), (463.0, 1.6, 1.30 * _T2G), (465.0, 2.2, 1.30 * _EG))
+_TI3_LINES = ((457.3, 2.0, 1.0), (463.3, 2.6, 1.25))
+
+
+def _lines(E: np.ndarray, lines: tuple[tuple[float, float, float], ...], offset: float) -> np.ndarray:
+    """Unit-area sum of Gaussian white lines moved by `offset` eV."""
+    out = sum(a * _gauss(E, c + offset, w) for c, w, a in lines)
+    return out / sum(a for _, _, a in lines)
+
+
+def _ti3_fraction(
+    sig: np.ndarray, axis: EnergyAxis, edge: slice, s4_full: np.ndarray, d: np.ndarray, p: TiParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(f3, its 1-sigma, a4) per row from rows ~ a4 S4 + a3 S3 over `edge`, f3 = a3/(a3 + a4).
+
+    sig: background-subtracted rows on `axis`; s4_full: the Ti4+ reference on the same axis.
+    """
+    E = axis.values_eV
+    s4 = s4_full[edge]
+    if p.ti3_reference_distance_m is not None:
+        s3 = sig[parent_mask(d, p.ti3_reference_distance_m)].mean(axis=0)[edge]
+    else:
+        # the data's energy scale against §1.8: offset of the measured Ti4+ lines from the model's
+        offset = float(xcorr_shift(s4_full, _lines(E, _TI4_LINES, 0.0), axis, p.edge_eV, p.smooth_eV, True, 3.0))
+        zero = np.zeros(1)
+        post = axis.window(*p.post_edge_eV)
+        h = float(s4_full[post].mean() / _steps(E, zero + offset, p)[0, post].mean())
+        area4 = float((s4 - h * _steps(E, zero + offset, p)[0, edge]).sum())  # white-line counts of S4
+        s3 = h * _steps(E, zero + offset + p.ti3_shift_eV, p)[0, edge] + area4 * axis.scale_eV * _lines(E[edge], _TI3_LINES, offset)
+    return _fit_fraction(sig[:, edge], s4, s3)
+
+
+def _ti3_line_shift(s3: np.ndarray, s4: np.ndarray, axis: EnergyAxis, p: TiParams) -> float:
+    """Ti3+ white lines against the Ti4+ eg lines (eV) ([Y14]: ~-1.7 eV).
+
+    s3: Ti3+ spectrum, s4: Ti4+ spectrum on `axis`. Each is cross-correlated (smoothed derivative,
+    whole L2,3 window) with its §1.8 line shape; the shift is the §1.8 distance between the Ti3+
+    lines and the Ti4+ eg lines (457.3 - 459.0 = 463.3 - 465.0 = -1.7 eV) plus the difference of
+    the two offsets, so the whole shape of both spectra votes, not one noisy maximum.
+    """
+    E = axis.values_eV
+    off4 = float(xcorr_shift(s4, _lines(E, _TI4_LINES, 0.0), axis, p.edge_eV, p.smooth_eV, True, 3.0))
+    off3 = float(xcorr_shift(s3, _lines(E, _TI3_LINES, 0.0), axis, p.edge_eV, p.smooth_eV, True, 3.0))
+    return (_TI3_LINES[0][0] - _TI4_LINES[1][0]) + off3 - off4
+
+
+def _fit_fraction(rows: np.ndarray, s4: np.ndarray, s3: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Least squares rows ~ a4 s4 + a3 s3 (all rows in one solve): f3 = a3/(a3 + a4), its 1-sigma, a4."""
+    X = np.stack([s4, s3], 1)  # (n, 2)
+    coef, *_ = np.linalg.lstsq(X, rows.T, rcond=None)  # (2, rows)
+    a4, a3 = coef
+    res = rows - (X @ coef).T
+    s2 = (res * res).sum(axis=1) / max(rows.shape[1] - 2, 1)
+    cov = np.linalg.inv(X.T @ X)  # times s2 per row
+    tot = a3 + a4
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f3 = a3 / tot
+        # gradient of a3/(a3 + a4): (-a3, a4)/tot^2 for (a4, a3)
+        g4, g3 = -a3 / tot**2, a4 / tot**2
+        var = s2 * (g4 * g4 * cov[0, 0] + 2 * g4 * g3 * cov[0, 1] + g3 * g3 * cov[1, 1])
+    return f3, np.sqrt(var), a4
+
+
+def _running_median(v: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
+    """Running median over `size` rows of the valid entries (invalid rows stay NaN)."""
+    if size <= 1:
+        return np.where(valid, v, np.nan)
+    idx = np.flatnonzero(valid)
+    out = np.full(v.shape, np.nan)
+    if idx.size:
+        out[idx] = median_filter(v[idx], size=size, mode="nearest")
+    return out
 
 
 def ti_analysis(
@@ -165,12 +272,24 @@ def ti_analysis(
     ratio = np.where(valid, ratio, nan)
     f3s = np.clip(shift / p.ti3_shift_eV, 0, 1)
     f3r = np.clip((p.ratio_ti4 - ratio) / (p.ratio_ti4 - p.ratio_ti3), 0, 1)
-    if p.classify_by == "shift":
+    f3, f3_sigma, a4 = _ti3_fraction(sig, sub_axis, edge, ref_spec, d, p)
+    f3 = np.where(valid, f3, nan)
+    f3_sigma = np.where(valid, f3_sigma, nan)
+    f3_smooth = _running_median(f3, valid, p.median_rows)
+    if p.classify_by == "fraction":
+        score, level = f3_smooth, 0.5
+    elif p.classify_by == "shift":
         score, level = shift / p.ti3_shift_eV, p.classify_fraction
     else:
         score, level = (p.ratio_ti4 - ratio) / (p.ratio_ti4 - p.ratio_ti3), 0.5
     is_ti3 = valid & (score >= level)
     boundary = crossing_from_pt(d, np.where(valid, score, np.nan), level)
+    if is_ti3.any():
+        # the Ti3+ part of the Ti3+ rows: each row minus its fitted Ti4+ share
+        s3 = (sig[is_ti3] - a4[is_ti3, None] * ref_spec[None, :]).mean(axis=0)
+        ti3_shift = _ti3_line_shift(s3, ref_spec, sub_axis, p)
+    else:
+        ti3_shift = float("nan")
     return TiResult(
         distance_m=d,
         intensity=intensity,
@@ -178,6 +297,10 @@ def ti_analysis(
         l2_l3_ratio=ratio,
         f3_from_shift=f3s,
         f3_from_ratio=f3r,
+        f3=f3,
+        f3_sigma=f3_sigma,
+        f3_smoothed=f3_smooth,
+        ti3_shift_eV=ti3_shift,
         is_ti3=is_ti3,
         reference_rows=ref_rows,
         boundary_m=boundary,
