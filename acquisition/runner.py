@@ -186,7 +186,8 @@ class Runner:
         except InsitemError as exc:
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - any fault must still end in the safe state
-            log.exception("runner fault")
+            # no traceback on the terminal: the reason goes to the run file and the status line
+            log.error("runner fault: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
         return self._finish(status, reason)
 
