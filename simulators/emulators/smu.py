@@ -246,7 +246,8 @@ class SmuModel:
         if dt <= 0:
             return None
         step = self.load.advance(dt, self._applied_V(), self._effective_compliance(), self.beam_current_A)
-        self._tripped = bool(step.compliance_tripped) if self.output_on else False
+        # latched until the next reading: `tripped` is 'at the last reading or since'
+        self._tripped = (self._tripped or bool(step.compliance_tripped)) if self.output_on else False
         return step
 
     def set_source(self, voltage_V: float) -> None:
