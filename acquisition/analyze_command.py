@@ -13,6 +13,9 @@ Output (in DIR, default ``<run>-analysis`` next to the file): ``summary.json`` a
 ``li-vs-time.png``, ``li-near-pt-vs-potential.png``. Bad input (missing file, not a run file,
 no exposures, windows without the edges) ends in one line on stderr and exit status 2.
 
+A window that holds the zero-loss peak, when the run has one, is the low-loss exposure each Li-K
+exposure is spliced onto and deconvolved with (the latest one taken before it; analysis/deconvolution.py).
+
 Positions: the file's position axis is the distance along the slit from its first edge (nm);
 the analysis reports distances from the Pt interface it locates from the Ti-L2,3 counts.
 """
@@ -75,11 +78,38 @@ def _covers(e: EnergyAxis, lo: float, hi: float) -> bool:
     return float(e.boundary_eV(0)) <= lo and float(e.boundary_eV(e.size)) >= hi
 
 
+def _holds_zlp(e: EnergyAxis) -> bool:
+    return _covers(e, -1.0, 1.0)
+
+
+def pick_lowloss(reader: RunFileReader) -> WindowAxes | None:
+    """The window that holds the zero-loss peak (for the Li-K deconvolution), or None."""
+    for name in reader.windows:
+        ax = window_axes(reader, name)
+        if _holds_zlp(ax.energy):
+            return ax
+    return None
+
+
+def _lowloss_before(reader: RunFileReader, ll: WindowAxes | None, t_s: float) -> tuple[np.ndarray, EnergyAxis] | None:
+    """The latest zero-loss-window exposure started at or before `t_s` (else the first one), or None."""
+    if ll is None or reader.n_exposures(ll.name) == 0:
+        return None
+    starts = reader.exposure_records(ll.name)["t_start_s"]
+    k = int(np.searchsorted(starts, t_s, side="right")) - 1
+    return np.asarray(reader.exposure(ll.name, max(k, 0)), float), ll.energy
+
+
 def pick_windows(reader: RunFileReader, params: SummaryParams) -> tuple[WindowAxes, WindowAxes]:
-    """(Li-K window, Ti-L2,3/O-K window) by energy range; AnalyzeInputError when either is missing."""
+    """(Li-K window, Ti-L2,3/O-K window) by energy range; AnalyzeInputError when either is missing.
+
+    A window that holds the zero-loss peak is not taken as the Li-K window (it is the low-loss
+    exposure the Li-K window is deconvolved with)."""
     low = core = None
     for name in reader.windows:
         ax = window_axes(reader, name)
+        if _holds_zlp(ax.energy):
+            continue
         if low is None and _covers(ax.energy, params.li.pre_edge_eV[0], params.li.signal_eV[1]):
             low = ax
         if core is None and _covers(ax.energy, params.ti.pre_edge_eV[0], params.o.peak_b_window_eV[1]):
@@ -129,16 +159,19 @@ def analyze_file(path: Path, params: SummaryParams | None = None) -> Analysis:
             raise AnalyzeInputError(f"no exposures to analyse ({low.name}: {n_low}, {core.name}: {n_core})")
         low_img = np.asarray(r.exposure(low.name, -1), float)
         core_img = np.asarray(r.exposure(core.name, -1), float)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # rows without signal give NaN, reported as null
-            summary = summarize(low_img, low.energy, core_img, core.energy, low.position, params=p)
+        ll = pick_lowloss(r)
         recs = r.exposure_records(low.name)
+        ll_last = _lowloss_before(r, ll, float(recs["t_start_s"][n_low - 1]))
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # rows without signal give NaN, reported as null
+            summary = summarize(low_img, low.energy, core_img, core.energy, low.position, params=p, lowloss=ll_last)
         series: list[SeriesPoint] = []
         if n_low > 1:
             geometry: SlitGeometry = summary.geometry
             for i in range(n_low):
                 img = np.asarray(r.exposure(low.name, i), float)
                 with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                    lp = li_profile(img, low.energy, low.position, geometry, p.li)
+                    lp = li_profile(img, low.energy, low.position, geometry, p.li,
+                                    lowloss=_lowloss_before(r, ll, float(recs["t_start_s"][i])))
                 series.append(
                     SeriesPoint(
                         index=i,

@@ -4,6 +4,13 @@ Li areal density in each row is taken proportional to the background-subtracted 
 (physics.md §1.8: Li-K amplitude proportional to c/c0), and c/c0 is that intensity over its mean
 in the parent electrolyte far from Pt ([Y14]: c relative to the parent c0).
 
+Plural scattering: at t/lambda ~ 0.5 the double plasmon (~49 eV in LASGTP) sits in the pre-edge
+window and a power law fitted there cannot be extrapolated under Li-K. When a low-loss image (a
+window holding the zero-loss peak) is given, the Li-K window is spliced onto it and deconvolved
+(Fourier-log, `analysis.deconvolution`) first, and the Li-K intensity of each row is taken per
+zero-loss count (single scattering per incident electron, proportional to the Li areal density).
+Without a low-loss image the recorded spectrum is used as it is (valid only for thin regions).
+
 Simplifications (named, with limits): uniform thickness and t/lambda along the slit (a thickness
 gradient scales c/c0 directly; a t/lambda map from the low-loss image would correct it);
 features under the Li-K window that do not scale with Li (Ti M1 at 58.7 eV, the Ti M2,3 tail,
@@ -23,6 +30,7 @@ from scipy.ndimage import uniform_filter1d
 
 from insitem.analysis.axes import EnergyAxis, PositionAxis
 from insitem.analysis.background import EdgeIntensity, Method, edge_intensity
+from insitem.analysis.deconvolution import DeconvolutionParams, single_scattering
 from insitem.analysis.profiles import SlitGeometry, crossing_from_pt, parent_mask
 
 
@@ -52,6 +60,7 @@ class LiParams(BaseModel):
     )
     width_threshold_mode: Literal["fraction_of_max_excess", "excess"] = "fraction_of_max_excess"
     max_smooth_rows: int = Field(default=3, ge=1, description="running mean over rows before taking the maximum (limits noise bias)")
+    deconvolution: DeconvolutionParams = Field(default_factory=DeconvolutionParams)
 
 
 @dataclass(frozen=True)
@@ -76,10 +85,28 @@ def li_profile(
     position: PositionAxis,
     geometry: SlitGeometry,
     params: LiParams | None = None,
+    lowloss: tuple[np.ndarray, EnergyAxis] | None = None,
 ) -> LiProfile:
-    """Li-K profile of a low-loss-window spectrum image (position, energy)."""
+    """Li-K profile of a Li-K-window spectrum image (position, energy).
+
+    lowloss: (image, energy axis) of an exposure of the same rows that holds the zero-loss peak;
+    given, the profile is measured on the single-scattering distribution (module docstring)."""
     p = params or LiParams()
-    edge = edge_intensity(image, energy, p.pre_edge_eV, p.signal_eV, p.method, p.var_per_count)
+    if lowloss is None:
+        edge = edge_intensity(image, energy, p.pre_edge_eV, p.signal_eV, p.method, p.var_per_count)
+    else:
+        ss = single_scattering(lowloss[0], lowloss[1], image, energy, p.deconvolution)
+        raw = edge_intensity(ss.ssd, ss.energy, p.pre_edge_eV, p.signal_eV, p.method, p.var_per_count * ss.scale)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_i0 = 1.0 / ss.i0
+        edge = EdgeIntensity(
+            intensity=raw.intensity * per_i0,
+            sigma=raw.sigma * per_i0,
+            background=raw.background * per_i0,
+            h_factor=raw.h_factor,
+            window_eV=raw.window_eV,
+            fit=raw.fit,
+        )
     d = geometry.distance_from_pt_m(position)
     parent = parent_mask(d, p.parent_distance_m)
     level = float(np.mean(edge.intensity[parent]))

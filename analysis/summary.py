@@ -96,11 +96,13 @@ def summarize(
     params: SummaryParams | None = None,
     low_reference: np.ndarray | None = None,
     core_reference: np.ndarray | None = None,
+    lowloss: tuple[np.ndarray, EnergyAxis] | None = None,
 ) -> Fig6Summary:
     """Fig. 6 of [Y14] from a low-window (Li-K) and a core-window (Ti-L2,3 + O-K) spectrum image.
 
     geometry: where Pt is; None locates the interface from the Ti-L2,3 counts (absent in Pt).
     low_reference / core_reference: spectra or images of a reference exposure for drift correction.
+    lowloss: (image, energy axis) of a zero-loss window exposure, for the Li-K deconvolution (lithium.py).
     """
     p = params or SummaryParams()
     low_shift = core_shift = 0.0
@@ -113,7 +115,7 @@ def summarize(
     if geometry is None:
         ti_counts = edge_intensity(core_image, core_energy, p.ti.pre_edge_eV, p.ti.edge_eV, p.ti.method).intensity
         geometry = locate_interface(ti_counts, position, p.pt_side)
-    li = li_profile(low_image, low_energy, position, geometry, p.li)
+    li = li_profile(low_image, low_energy, position, geometry, p.li, lowloss=lowloss)
     ti = ti_analysis(core_image, core_energy, position, geometry, p.ti)
     o = o_analysis(core_image, core_energy, position, geometry, p.o)
     ti3_shift = ti.ti3_shift_eV

@@ -59,7 +59,7 @@ def test_plan_prints_duration_and_dose() -> None:
 
     s = json.loads(r.stdout)
     assert s["duration_s"] == pytest.approx(300120.0)
-    assert s["dose_e_per_A2"] == pytest.approx(596.02, abs=0.01)
+    assert s["dose_e_per_A2"] == pytest.approx(600.99, abs=0.01)  # 60.5 s at 9.934 e/Å²/s
     assert s["exposures"] == {"li-k": 1, "ti-l-o-k": 1}
 
 

@@ -111,8 +111,8 @@ def test_exposure_longer_than_its_interval() -> None:
 
 
 def test_window_that_cannot_contain_its_edge() -> None:
-    text = mutate("ex-situ-lasgtp", ["spectrometer", "windows", 0, "energy_offset"], "100 eV")
-    _expect_error(text, "spectrometer.windows[0].edges", "Li-K needs 44-80 eV", "100-304.8 eV")
+    text = mutate("ex-situ-lasgtp", ["spectrometer", "windows", 1, "energy_offset"], "100 eV")
+    _expect_error(text, "spectrometer.windows[1].edges", "Li-K needs 44-80 eV", "100-304.8 eV")
 
 
 def test_dose_rate_above_limit() -> None:
