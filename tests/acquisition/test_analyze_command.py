@@ -87,6 +87,7 @@ def test_live_profile_only_for_li_window_and_normalised_to_far_quarter() -> None
     assert prof is not None and prof.shape == (330,)
     np.testing.assert_allclose(prof, c, rtol=1e-3)  # exact power law: recovered exactly
     assert lp("ti-l-o-k", img) is None  # core window holds no Li-K
+    assert lp("low-loss", img) is None  # holds the zero-loss peak: kept for deconvolution, not a Li-K window
     assert lp("unknown", img) is None
 
 
