@@ -13,12 +13,22 @@ import warnings
 
 import numpy as np
 
-from insitem.analysis import EnergyAxis, LiParams, PositionAxis, SlitGeometry, li_profile, subtract_background
+from insitem.analysis import (
+    EnergyAxis,
+    LiParams,
+    PositionAxis,
+    SlitGeometry,
+    li_profile,
+    o_analysis,
+    subtract_background,
+    ti_analysis,
+)
 
 ROWS, CH = 330, 2048
 LOW = EnergyAxis(offset_eV=35.0, scale_eV=0.1, size=CH)
 POS = PositionAxis(offset_m=0.0, scale_m=5.70e-9, size=ROWS)
 GEOM = SlitGeometry(interface_m=29.5 * 5.70e-9)
+CORE = EnergyAxis(offset_eV=420.05, scale_eV=0.1, size=CH)
 
 
 def make_image(rng: np.random.Generator) -> np.ndarray:
@@ -28,6 +38,25 @@ def make_image(rng: np.random.Generator) -> np.ndarray:
     bg = 8.2e10 * E**-4.0 * LOW.scale_eV
     edge = 400 * (0.5 + np.arctan(E - 57.0) / np.pi) + 2500 * np.exp(-0.5 * ((E - 61.5) / 1.27) ** 2) / 3.2
     return rng.poisson(bg[None, :] + c[:, None] * edge[None, :]).astype(np.uint16)
+
+
+def make_core(rng: np.random.Generator) -> np.ndarray:
+    """Core window: power law r = 3, Ti4+ / Ti3+ L2,3 (§1.8 shapes) and O-K with peak b from R(c) (§1.8)."""
+    E = CORE.values_eV
+    d = POS.values_m - GEOM.interface_m
+    c = np.where(d >= 0, 1 + 7.5 * np.exp(-((np.maximum(d, 0) / 251e-9) ** 2)), 0.0)
+
+    def g(centre, fwhm):
+        s = fwhm / 2.355
+        return np.exp(-0.5 * ((E - centre) / s) ** 2) / (s * 2.5066)
+
+    ti4 = 2500 * (0.41 * g(457.0, 0.9) + 0.59 * g(459.0, 1.5)) + 3250 * (0.41 * g(463.0, 1.6) + 0.59 * g(465.0, 2.2))
+    ti3 = 2500 * g(457.3, 2.0) + 3125 * g(463.3, 2.6)
+    f3 = (c >= 6)[:, None]
+    eb = 529.0 + 2.820 / (0.280 + 0.030 * np.clip((c - 1) / 7.5, 0, 1)) ** 2
+    ok = 3000 * g(538.0, 4.0) + 5000 * np.exp(-0.5 * ((E - eb[:, None]) / 3.4) ** 2) / 8.5
+    edges = (d >= 0)[:, None] * (np.where(f3, ti3, ti4) + ok)
+    return rng.poisson(4.0e12 * E**-3.0 * CORE.scale_eV + edges).astype(np.uint16)
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -57,6 +86,14 @@ def main() -> None:
     t_full = median_ms(ours_full, 30)
     print(f"insitem li_profile (bg fit + Li-K integration + profile), 330x2048: median {t_prof:.2f} ms (50 repeats)")
     print(f"insitem subtract_background (full image) + li_profile:          median {t_full:.2f} ms (30 repeats)")
+
+    core = make_core(np.random.default_rng(2))
+    ti_analysis(core, CORE, POS, GEOM)
+    o_analysis(core, CORE, POS, GEOM)
+    t_ti = median_ms(lambda: ti_analysis(core, CORE, POS, GEOM), 7)
+    t_o = median_ms(lambda: o_analysis(core, CORE, POS, GEOM), 7)
+    print(f"insitem ti_analysis (f3 fit, shift, L2/L3), 330x2048:           median {t_ti:.1f} ms (7 repeats)")
+    print(f"insitem o_analysis (t/lambda + FWHM estimate, peak-b fits):     median {t_o:.1f} ms (7 repeats)")
 
     logging.disable(logging.WARNING)
     with warnings.catch_warnings():
