@@ -208,6 +208,8 @@ class VisaChannel:
             data = inst.read_bytes(n, break_on_termchar=False)
         except pyvisa.errors.VisaIOError as exc:
             if exc.error_code == pyvisa.constants.StatusCode.error_timeout:
+                if self._peer_closed():
+                    raise ConnectionClosedError("connection closed by the server", self.resource) from exc
                 raise DeviceTimeoutError(f"no data for {self._timeout_s} s", self.resource) from exc
             raise CommunicationError(f"read failed: {exc}", self.resource) from exc
         except OSError as exc:
@@ -219,6 +221,23 @@ class VisaChannel:
     def read_into(self, buffer: memoryview) -> None:
         view = buffer.cast("B") if buffer.format != "B" else buffer
         view[:] = self.read_exact(len(view))
+
+    def _peer_closed(self) -> bool:
+        """After a timeout: did the server close the socket? pyvisa-py reports a closed socket as
+        a timeout, so peek at the session's socket (pyvisa-py internals; any other backend, or a
+        change there, leaves the timeout as it is)."""
+        import socket
+
+        try:
+            inst = self._inst
+            sock = self._rm.visalib.sessions[inst.session].interface  # type: ignore[union-attr]
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        except Exception:  # noqa: BLE001 - not pyvisa-py, or its internals changed
+            return False
 
 
 _VISA_SOCKET = re.compile(r"^TCPIP\d*::(?P<host>[^:]+)::(?P<port>\d+)::SOCKET$", re.IGNORECASE)
