@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import signal
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from insitem.acquisition.progress import LiveProgress
 from insitem.acquisition.rig import RigBundle, build_rig, parse_resource_overrides
-from insitem.acquisition.runfile import RunFile, RunFileConfig, WindowSpec
+from insitem.acquisition.runfile import RunFile, RunFileConfig, RunFileError, WindowSpec
 from insitem.acquisition.runner import Runner, RunResult, StopNow, camera_settings
 from insitem.drivers.clock import Clock, PacedClock, RealClock, VirtualClock
 from insitem.drivers.errors import ProtocolError
@@ -66,12 +68,37 @@ def window_specs(plan: Plan, bundle: RigBundle) -> tuple[WindowSpec, ...]:
     return tuple(specs)
 
 
-def make_clock(args: argparse.Namespace, hardware: bool) -> Clock:
+def make_clock(args: argparse.Namespace, hardware: bool, t0_s: float = 0.0) -> Clock:
+    """The run's clock, reading `t0_s` now (0 for a new run; where a resumed run continues)."""
     if hardware:
-        return RealClock()
+        return RealClock(t0_s)
     if args.realtime:
-        return PacedClock(args.speed)
-    return VirtualClock()
+        return PacedClock(args.speed, t0_s)
+    return VirtualClock(t0_s)
+
+
+def continue_time_s(path: Path, real_time: bool) -> float:
+    """Rig-clock time at which a resumed run continues: after everything the file recorded (so
+    the time axes keep increasing and HyperSpy still loads the file), plus the wall time since
+    the last event when time is real (the cell kept ageing while nothing ran)."""
+    import time
+
+    from insitem.acquisition.runfile_read import RunFileReader
+
+    with RunFileReader(path) as r:
+        times = [e.t_s for e in r.events() if math.isfinite(e.t_s)]
+        walls = [e.unix_time_s for e in r.events() if math.isfinite(e.unix_time_s)]
+        n = r.n_electrochemistry
+        if n:
+            times.append(float(r.electrochemistry(n - 1, n)["t_s"][-1]))
+        for w in r.windows:
+            rec = r.exposure_records(w)
+            if len(rec["t_start_s"]):
+                times.append(float(np.max(rec["t_start_s"] + rec["exposure_s"])))
+    t = max([0.0, *[x for x in times if math.isfinite(x)]])
+    if real_time and walls:
+        t += max(0.0, time.time() - max(walls))
+    return t
 
 
 class SignalHandlers:
@@ -136,8 +163,9 @@ def _resume(args: argparse.Namespace, hardware: bool, overrides: dict[str, str])
     plan = make_plan(protocol)
     if start_step >= len(plan.steps):
         raise ProtocolError(f"--resume {path}: every step completed; nothing to resume")
+    t0_s = continue_time_s(path, real_time=hardware or bool(args.realtime))
     runfile = RunFile.reopen_for_append(path)
-    return _execute(args, plan, text, path, hardware, overrides, start_step, runfile=runfile)
+    return _execute(args, plan, text, path, hardware, overrides, start_step, runfile=runfile, t0_s=t0_s)
 
 
 def _execute(
@@ -149,8 +177,9 @@ def _execute(
     overrides: dict[str, str],
     start_step: int,
     runfile: RunFile | None,
+    t0_s: float = 0.0,
 ) -> int:
-    clock = make_clock(args, hardware)
+    clock = make_clock(args, hardware, t0_s)
     bundle = build_rig(plan.protocol, clock, hardware=hardware, overrides=overrides, resume_from=path if runfile else None, start_step=start_step)
     try:
         identities = bundle.identify()
@@ -167,7 +196,10 @@ def _execute(
                 instruments=identities,
                 ground_truth=bundle.ground_truth_spec,
             )
-            runfile = RunFile.create(path, config)
+            try:
+                runfile = RunFile.create(path, config)
+            except OSError as exc:  # disk full, no permission: one line, not a traceback
+                raise RunFileError(f"cannot create the run file {path}: {exc.strerror or exc}") from None
     except BaseException:
         bundle.rig.safe_state()
         bundle.close()

@@ -39,8 +39,9 @@ class RealClock:
 
     is_virtual = False
 
-    def __init__(self) -> None:
-        self._t0 = time.monotonic()
+    def __init__(self, t0_s: float = 0.0) -> None:
+        """`t0_s`: the time `now()` reads at construction (a resumed run continues its time axis)."""
+        self._t0 = time.monotonic() - t0_s
         self._stop = threading.Event()
 
     def now(self) -> float:
@@ -105,11 +106,11 @@ class PacedClock:
 
     is_virtual = False
 
-    def __init__(self, speed: float = 1.0) -> None:
+    def __init__(self, speed: float = 1.0, t0_s: float = 0.0) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be > 0, got {speed}")
         self.speed = speed
-        self._real = RealClock()
+        self._real = RealClock(t0_s / speed)
 
     def now(self) -> float:
         return self._real.now() * self.speed
