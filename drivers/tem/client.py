@@ -23,12 +23,13 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
-from insitem.drivers.errors import CommunicationError, InstrumentError, WrongInstrumentError
+from insitem.drivers.errors import CommunicationError, DeviceError, InstrumentError, WrongInstrumentError
 from insitem.drivers.interfaces import Beam, InstrumentIdentity, Lens, Microscope, Slit
 from insitem.drivers.tem.commands import BY_NAME, split_response
 from insitem.drivers.transport import open_transport
 
 MAX_ERRORS_DRAINED = 32
+SAFE_STATE_ATTEMPTS = 3  # blank tries in safe_state
 _ERROR_RE = re.compile(r'^\s*([+-]?\d+)\s*,\s*"(.*)"\s*$', re.DOTALL)
 
 
@@ -164,6 +165,19 @@ class TemMicroscope(Microscope):
                 break
             out.append((code, message))
         return out
+
+    def safe_state(self) -> None:
+        """Blank the beam, confirmed by read-back; up to `SAFE_STATE_ATTEMPTS` tries, so a blanker
+        or link that fails once still ends blanked. A persistent failure raises the last error."""
+        last: DeviceError | None = None
+        for _ in range(SAFE_STATE_ATTEMPTS):
+            try:
+                self.set_blanked(True)
+                return
+            except DeviceError as exc:
+                last = exc
+        assert last is not None
+        raise last
 
     def reset(self) -> None:
         """``*RST`` (blanks the beam) and ``*CLS``; then confirm the blank."""

@@ -113,10 +113,17 @@ def test_blank_that_did_not_happen_raises_with_the_queued_reason(mocker: Any) ->
 
 
 def test_silent_blank_failure_raises_even_with_a_clean_queue(mocker: Any) -> None:
-    mic, _ = scripted(mocker, ["0", OK])
+    mic, transport = scripted(mocker, ["0", OK] * 3)
     with pytest.raises(InstrumentError, match="reads 0") as info:
         mic.safe_state()
     assert info.value.code is None
+    assert sent(transport).count("BEAM:BLAN 1;:BEAM:BLAN?") == 3  # safe_state tries three times
+
+
+def test_safe_state_retries_a_blank_that_failed_once(mocker: Any) -> None:
+    mic, transport = scripted(mocker, ["0", OK, "1"])
+    mic.safe_state()
+    assert sent(transport) == ["BEAM:BLAN 1;:BEAM:BLAN?", "SYST:ERR?", "BEAM:BLAN 1;:BEAM:BLAN?"]
 
 
 def test_set_error_raises_instrument_error_with_code_and_drains(mocker: Any) -> None:
