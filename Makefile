@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PROTOCOL ?= ex-situ-lasgtp
 OUT    ?= runs
 
-.PHONY: demo test test-all slow bench clean
+.PHONY: demo test test-all slow faults bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(VENV)/.installed-test
 
 slow: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m slow || [ $$? -eq 5 ]  # 5 = no slow test collected
+
+faults: $(VENV)/.installed-test  # the whole fault matrix (fast and slow cells), table in the summary
+	$(BIN)/python -m pytest -m faults tests/faults
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
