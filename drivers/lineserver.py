@@ -203,8 +203,7 @@ class LineServer(_BaseServer):
 
     def _serve_client(self, conn: socket.socket) -> None:
         quickack = getattr(socket, "TCP_QUICKACK", None) if sys.platform.startswith("linux") else None
-        buf = b""
-        term = self.termination
+        lines = _LineSplitter(self.termination)
         try:
             while not self._stop.is_set():
                 try:
@@ -218,17 +217,15 @@ class LineServer(_BaseServer):
                         conn.setsockopt(socket.IPPROTO_TCP, quickack, 1)
                     except OSError:
                         pass
-                buf += chunk
-                while term in buf:
-                    line, buf = buf.split(term, 1)
+                for line in lines.feed(chunk):
+                    if line is None:
+                        self._error_line(-363, "Input buffer overrun")
+                        continue
                     data, fault = self._respond(line)
                     if fault == "drop":
                         return
                     if data is not None:
                         conn.sendall(data)
-                if len(buf) > MAX_LINE_BYTES:
-                    buf = b""
-                    self._error_line(-363, "Input buffer overrun")
         except OSError:
             return
         finally:
@@ -281,8 +278,7 @@ class PtyServer(_BaseServer):
         self.stop()
 
     def _serve(self) -> None:
-        buf = b""
-        term = self.termination
+        lines = _LineSplitter(self.termination)
         while not self._stop.is_set():
             ready, _, _ = select.select([self._master], [], [], 0.1)
             if not ready:
@@ -292,15 +288,49 @@ class PtyServer(_BaseServer):
             except OSError:
                 self._stop.wait(0.05)
                 continue
-            buf += chunk.replace(b"\r\n", b"\n") if term == b"\n" else chunk
-            while term in buf:
-                line, buf = buf.split(term, 1)
+            for line in lines.feed(chunk):
+                if line is None:
+                    self._error_line(-363, "Input buffer overrun")
+                    continue
                 data, _ = self._respond(line)
                 if data is not None:
                     os.write(self._master, data)
-            if len(buf) > MAX_LINE_BYTES:
-                buf = b""
-                self._error_line(-363, "Input buffer overrun")
+
+
+class _LineSplitter:
+    """Cuts a byte stream into lines at `termination`.
+
+    A line longer than MAX_LINE_BYTES is dropped whole: `feed` yields None for it once (the
+    caller queues -363 Input buffer overrun), as soon as the limit is passed, and the rest of
+    that line up to its terminator is discarded - never parsed as a command of its own. The
+    result does not depend on how the stream was cut into chunks.
+    """
+
+    def __init__(self, termination: bytes) -> None:
+        self.termination = termination
+        self._buf = bytearray()
+        self._overrun = False  # inside a line already reported as too long
+
+    def feed(self, chunk: bytes) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        self._buf += chunk
+        term = self.termination
+        start = 0
+        while (end := self._buf.find(term, start)) >= 0:
+            if self._overrun:
+                self._overrun = False
+            elif end - start > MAX_LINE_BYTES:
+                out.append(None)
+            else:
+                out.append(bytes(self._buf[start:end]))
+            start = end + len(term)
+        del self._buf[:start]
+        if len(self._buf) > MAX_LINE_BYTES:
+            if not self._overrun:
+                out.append(None)
+            self._overrun = True
+            self._buf.clear()
+        return out
 
 
 def _close_quietly(sock: socket.socket) -> None:
