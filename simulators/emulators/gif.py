@@ -696,10 +696,20 @@ class GifEmulator:
                     self._close_client()
 
     def _recv_exact(self, conn: socket.socket, n: int) -> bytes:
+        """Read `n` bytes. A client that stalls mid-message while a new one is waiting to connect
+        is dropped at once (gs §1: a new connection replaces the current client), so a stalled
+        client cannot hold the only server thread for `io_timeout_s`."""
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
         while got < n:
+            if self._listener is not None:
+                readable, _, _ = select.select([conn, self._listener], [], [], self.io_timeout_s)
+                if not readable:
+                    raise _Drop("client stalled mid-message")
+                if conn not in readable:
+                    self.errors.append("a new client replaced one that stalled mid-message")
+                    raise _Drop("replaced by a new client")
             k = conn.recv_into(view[got:], n - got)
             if k == 0:
                 raise _Drop("peer closed")
