@@ -291,6 +291,7 @@ class _Node:
         return self.suffix is not None and int(suffix) == self.suffix
 
 
+RESOLVE_CACHE_SIZE = 4096  # resolved headers kept; the cache is emptied when full (bounded memory)
 _HEADER_TOKEN_RE = re.compile(r"^([A-Za-z]+)(\d*)$")
 _HEADER_RE = re.compile(r"^(\*[A-Za-z]+\??|:?[A-Za-z][A-Za-z0-9]*(?::[A-Za-z][A-Za-z0-9]*)*\??)$")
 _PATTERN_NODE_RE = re.compile(r"(\[)?:([A-Za-z]+)(?:\[(\d+)\]|(\d+))?(\]*)")
@@ -399,6 +400,8 @@ class ScpiParser:
         tokens = tuple(body.lstrip(":").upper().split(":"))
         if tokens in self._cache:
             return self._cache[tokens], is_query
+        if len(self._cache) >= RESOLVE_CACHE_SIZE:  # clients can send endless distinct junk headers
+            self._cache.clear()
         split = []
         for tok in tokens:
             m = _HEADER_TOKEN_RE.match(tok)
