@@ -193,7 +193,8 @@ class EdgeIntensity:
     """Background-subtracted edge counts per spectrum and their noise.
 
     intensity: S = N - B (counts); sigma: sqrt(Var S) (counts); background: B (counts);
-    h_factor: Egerton's h = 1 + Var(B)/(v B); window_eV: snapped signal window; fit: the power law.
+    h_factor: Egerton's h = 1 + Var(B)/(v B); window_eV: snapped signal window; fit: the power law
+    (None for a background model that is not a power law).
     """
 
     intensity: np.ndarray
@@ -201,7 +202,7 @@ class EdgeIntensity:
     background: np.ndarray
     h_factor: np.ndarray
     window_eV: tuple[float, float]
-    fit: PowerLawFit
+    fit: PowerLawFit | None
 
 
 def edge_intensity(

@@ -59,8 +59,8 @@ def test_plan_prints_duration_and_dose() -> None:
 
     s = json.loads(r.stdout)
     assert s["duration_s"] == pytest.approx(300120.0)
-    assert s["dose_e_per_A2"] == pytest.approx(600.99, abs=0.01)  # 60.5 s at 9.934 e/Å²/s
-    assert s["exposures"] == {"li-k": 1, "ti-l-o-k": 1}
+    assert s["dose_e_per_A2"] == pytest.approx(610.92, abs=0.01)  # 61.5 s at 9.934 e/Å²/s
+    assert s["exposures"] == {"low-loss": 1, "li-k": 1, "ti-l-o-k": 1}
 
 
 @pytest.mark.parametrize("command", ["list", "validate", "plan", "run", "show", "analyze", "serve", "bridge"])

@@ -16,9 +16,9 @@ def test_ex_situ_duration_and_dose_from_first_principles() -> None:
     rest_s = 120.0
     assert plan.duration_s == pytest.approx(cv_s + rest_s)
     assert plan.duration_s / 3600 == pytest.approx(83.37, abs=0.01)  # "about 85 hours"
-    # a 0.5 s low-loss and two 30 s exposures at I/(e A) with I = 0.5 nA, A = pi (1 um)^2
+    # a 1.5 s low-loss and two 30 s exposures at I/(e A) with I = 0.5 nA, A = pi (1 um)^2
     rate = 0.5e-9 / (1.602176634e-19 * 3.141592653589793e-12)
-    assert plan.dose_e_per_m2 == pytest.approx(60.5 * rate)
+    assert plan.dose_e_per_m2 == pytest.approx(61.5 * rate)
     assert plan.exposures_per_window() == {"low-loss": 1, "li-k": 1, "ti-l-o-k": 1}
     # the staircase has one point per mV
     assert plan.steps[0].n_points() == 50 * 4000
@@ -29,11 +29,11 @@ def test_exposures_of_one_trigger_run_back_to_back_after_the_dead_time() -> None
     ll, a, b = plan.images
     t0 = plan.steps[1].t_start_s
     assert ll.t_start_s == pytest.approx(t0)
-    # low-loss: 10 sub-exposures of 50 ms, each followed by the 0.6 s dead time
-    t1 = t0 + 10 * (0.05 + 0.6)
+    # low-loss: 30 sub-exposures of 50 ms, each followed by the 0.6 s dead time
+    t1 = t0 + 30 * (0.05 + 0.6)
     assert a.t_start_s == pytest.approx(t1)
     # li-k is summed from 4 sub-exposures of 7.5 s, each followed by the 0.6 s dead time
-    assert [e.t_start_s for e in plan.exposures[10:14]] == pytest.approx([t1 + k * 8.1 for k in range(4)])
+    assert [e.t_start_s for e in plan.exposures[30:34]] == pytest.approx([t1 + k * 8.1 for k in range(4)])
     assert b.t_start_s == pytest.approx(t1 + 4 * (7.5 + 0.6))
     assert a.potential_V is None  # rest = open circuit
 
