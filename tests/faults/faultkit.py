@@ -274,12 +274,30 @@ def run_wire(servers: ServerSet, protocol_path: Path, out: Path, moment: Moment)
 
 
 def instruments_safe(servers: ServerSet) -> tuple[bool, bool]:
-    """(potentiostat output off, beam blanked) read from the emulators."""
+    """(potentiostat output off with the relay open, beam blanked) read from the emulators.
+
+    "Off" means open circuit: an output switched off in the NORMAL off-state still clamps the
+    cell at 0 V (the world then sees an applied level), which does not count as off.
+    """
     smu = servers.smu
     assert smu is not None
     off = (not smu.output_on) and servers.world.applied_V is None
     blanked = bool(servers.servers["tem"].microscope.beam.blanked)
     return off, blanked
+
+
+def state_text(servers: ServerSet) -> str:
+    """The instruments' state for the report, e.g. 'output off, beam blanked'."""
+    smu = servers.smu
+    assert smu is not None
+    if smu.output_on:
+        out = "output ON"
+    elif servers.world.applied_V is not None:
+        out = "output off but clamped at 0 V (NORMAL off-state)"
+    else:
+        out = "output off"
+    blanked = bool(servers.servers["tem"].microscope.beam.blanked)
+    return f"{out}, beam {'blanked' if blanked else 'ON'}"
 
 
 def file_record(path: Path) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from faultkit import (
     resource_args,
     run_wire,
     serve,
+    state_text,
     write_protocol,
 )
 
@@ -183,7 +184,7 @@ def test_wire_fault(cell: Cell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         outcome = outcome_of(res.status)
         if cell.expect == "reported unsafe" and res.safe_state_failures:
             outcome = f"reported unsafe ({res.status})"
-        record_cell(cell.id, outcome, f"{rec['exposures']} img, {rec['ec']} pts kept; output {'off' if off else 'ON'}, beam {'blanked' if blanked else 'ON'}")
+        record_cell(cell.id, outcome, f"{rec['exposures']} img, {rec['ec']} pts kept; {state_text(servers)}")
         err = capsys.readouterr().err
 
         # the fault happened, and the run ended as the matrix says, with a reason naming it
@@ -251,7 +252,7 @@ def _disk_full_at_creation(cell: Cell, servers: ServerSet, protocol_path: Path, 
     code = main(["run", str(protocol_path), "--hardware", "--out", str(out), *resource_args(servers), "--no-progress", "--no-figures"])
     err = capsys.readouterr().err
     off, blanked = instruments_safe(servers)
-    record_cell(cell.id, f"safe stop (exit {code}, no file)", f"nothing to keep; output {'off' if off else 'ON'}, beam {'blanked' if blanked else 'ON'}")
+    record_cell(cell.id, f"safe stop (exit {code}, no file)", f"nothing to keep; {state_text(servers)}")
     assert code == 1
     assert "Traceback" not in err
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
