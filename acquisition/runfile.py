@@ -203,7 +203,9 @@ class GroundTruthSpec(BaseModel):
     n_positions: int = Field(gt=0)
     position_m: tuple[float, ...] | None = Field(default=None, description="position of each profile point, m")
     profiles: tuple[str, ...] = ("li_fraction", "ti3_fraction", "oo_distance_m")
-    scalars: tuple[str, ...] = ("total_dose_e_per_m2", "state_of_charge", "charge_C", "cell_voltage_V")
+    scalars: tuple[str, ...] = (
+        "total_dose_e_per_m2", "li_retained_fraction", "state_of_charge", "charge_C", "cell_voltage_V"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "GroundTruthSpec":
