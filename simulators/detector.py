@@ -72,14 +72,15 @@ from typing import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy import fft as sfft
 from scipy.optimize import fsolve
-from scipy.signal import fftconvolve
 from scipy.special import erf, ndtr, ndtri
 
 __all__ = ["DetectorParameters", "DetectorFrame", "CCDDetector", "psf_line_profile", "noise_kernel"]
 
 _N_CHUNKS = 2  # fixed number of row chunks (one generator each): frames do not depend on n_threads
 _PAD = 2  # half-width of the 5-tap noise kernel
+_BLOCK_ROWS = 64  # rows per block of the per-frame loops (small temporaries instead of whole-frame ones)
 
 
 class DetectorParameters(BaseModel):
@@ -214,30 +215,109 @@ def _normals(gen: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return _gauss_table()[bits].reshape(shape)
 
 
-def _nearest_conv_matrix(profile: np.ndarray, n: int) -> np.ndarray:
-    """(n x n) matrix K with (K v)[r] = sum_s P(r - s) v_ext[s], v extended beyond the edges by its edge values."""
-    r = profile.size // 2
-    cum = np.concatenate([[0.0], np.cumsum(profile)])  # cum[k] = sum of profile[:k]
-    rows = np.arange(n)[:, None]
-    cols = np.arange(n)[None, :]
-    lag = rows - cols + r  # index into profile
-    k = np.where((lag >= 0) & (lag <= 2 * r), profile[np.clip(lag, 0, 2 * r)], 0.0)
-    # mass from s < 0 (lags > rows + r) folds onto column 0; from s > n-1 onto column n-1
-    k[:, 0] += 1.0 - cum[np.clip(np.arange(n) + r + 1, 0, 2 * r + 1)]
-    k[:, n - 1] += cum[np.clip(np.arange(n) - (n - 1) + r, 0, 2 * r + 1)]
-    return k
+def _scaled_normals(gen: np.random.Generator, scale: Callable[[int, int], np.ndarray], out: np.ndarray) -> None:
+    """out[i] = normal * scale(i0, i1)[i - i0], drawn in blocks of `_BLOCK_ROWS` rows.
+
+    Each block but the last takes a multiple of 4 deviates (one raw 64-bit word gives four), so
+    the deviates are the same as those of one `_normals(gen, out.shape)` call.
+    """
+    n = out.shape[0]
+    for i0 in range(0, n, _BLOCK_ROWS):
+        i1 = min(i0 + _BLOCK_ROWS, n)
+        np.multiply(_normals(gen, (i1 - i0,) + out.shape[1:]), scale(i0, i1), out=out[i0:i1])
+
+
+def _fft_convolve_valid(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
+    """'valid' linear convolution of `x` with the 1-D `kernel` along `axis`, by real FFT.
+
+    The same transform lengths and operations as scipy.signal.fftconvolve(mode="valid"), in
+    the precision of the inputs (float32 in, float32 out); scipy.fft is used directly because
+    importing scipy.signal costs the dry run about 23 MB of resident memory.
+    """
+    n1, n2 = x.shape[axis], kernel.size
+    n = sfft.next_fast_len(n1 + n2 - 1, True)
+    kshape = [1] * x.ndim
+    kshape[axis] = n2
+    spec = sfft.rfft(x, n, axis=axis)
+    spec = spec * sfft.rfft(kernel.reshape(kshape), n, axis=axis)
+    full = sfft.irfft(spec, n, axis=axis)
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(n2 - 1, n1)
+    return full[tuple(index)].copy()
+
+
+def _row_runs(mu: np.ndarray) -> np.ndarray:
+    """True for every row that differs from the row before (and for row 0): the starts of runs of equal rows."""
+    new_run = np.empty(mu.shape[0], dtype=bool)
+    new_run[0] = True
+    np.any(mu[1:] != mu[:-1], axis=1, out=new_run[1:])
+    return new_run
+
+
+def _tail_sums(profile: np.ndarray) -> np.ndarray:
+    """tail[k] = sum of profile[k:] for k = 0 .. profile.size (tail[-1] = 0 exactly), float64."""
+    return np.concatenate([np.cumsum(profile[::-1])[::-1], [0.0]])
+
+
+def _nearest_conv_weights(tail: np.ndarray, n: int, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """W[j, i] = sum over s in [starts[j], ends[j]) of K[rows[i], s], K the (n x n) 'nearest' convolution matrix.
+
+    (K v)[i] = sum_s P(i - s) v_ext[s] with v extended beyond 0 .. n-1 by its edge values, so the
+    mass from s < 0 folds onto column 0 and from s > n-1 onto column n-1. Then the sum of the
+    first j columns of row i is a tail sum of the profile: sum over lag >= i - j + 1 of P(lag)
+    for 1 <= j <= n-1, 0 for j = 0 and the whole profile for j = n; no n x n matrix is built.
+    """
+    r = (tail.size - 2) // 2
+
+    def first_columns(j: np.ndarray) -> np.ndarray:
+        k = np.clip(rows[None, :] - j[:, None] + 1 + r, 0, 2 * r + 1)
+        k[j == 0] = 2 * r + 1
+        k[j == n] = 0
+        return tail[k]
+
+    return first_columns(ends) - first_columns(starts)
 
 
 class _SignalCache:
-    """Everything derived from one expected image (deterministic parts of the signal)."""
+    """Everything derived from one expected image (deterministic parts of the signal).
 
-    def __init__(self, mu: np.ndarray, area: tuple[int, int, int, int]) -> None:
-        self.mu = mu  # float32 copy of the expected image as given
+    The image itself is kept as its distinct rows: SR-EELS images repeat each position row
+    over several CCD rows, so this is a sixth of the image (physics.md section 0).
+    """
+
+    def __init__(self, mu: np.ndarray, new_run: np.ndarray, area: tuple[int, int, int, int]) -> None:
+        self.shape = mu.shape
+        self.new_run = new_run  # row starts a run of equal rows (see _row_runs)
+        self.rows = mu[new_run]  # float32 copy of the distinct rows of the expected image
         self.area = area
         self.mean: np.ndarray | None = None  # g * gainmap * PSF(*)mu over the area, float32
-        self.sigma_pad: np.ndarray | None = None  # Gaussian std of Z, padded by _PAD, float32
-        self.low_pidx: np.ndarray | None = None  # flat indices (padded array) of exact-draw pixels
-        self.low_mu: np.ndarray | None = None
+        self.area_rows: np.ndarray | None = None  # distinct rows of the image over the area, float32
+        self.row_index: np.ndarray | None = None  # area row -> row of area_rows
+        self.sigma_rows: np.ndarray | None = None  # Gaussian std of Z per row of area_rows, columns padded by _PAD, float32
+        self.sigma_index: np.ndarray | None = None  # padded row -> row of sigma_rows
+        self.exact_below_e = 0.0
+        self.n_low = 0  # pixels drawn exactly (0 < mu < exact_below_e)
+
+    def low_pixels(self, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact-draw pixels of area rows i0..i1 in row-major order: flat indices into the
+        padded fluctuation array, and their expected electrons (float64)."""
+        assert self.area_rows is not None and self.row_index is not None
+        mu = self.area_rows[self.row_index[i0:i1]]
+        w = mu.shape[1]
+        flat = np.flatnonzero((mu < self.exact_below_e) & (mu > 0))
+        ii = flat // w
+        pidx = flat + (2 * _PAD) * ii + (i0 + _PAD) * (w + 2 * _PAD) + _PAD
+        return pidx, mu.reshape(-1)[flat].astype(np.float64)
+
+    def matches(self, mu: np.ndarray, new_run: np.ndarray, area: tuple[int, int, int, int]) -> bool:
+        """True if `mu` (float32, run starts `new_run`) equals the cached image and the area is the same."""
+        # same run pattern and same first rows: every row equals the cached one
+        return (
+            self.area == area
+            and self.shape == mu.shape
+            and np.array_equal(self.new_run, new_run)
+            and np.array_equal(self.rows, mu[new_run])
+        )
 
 
 class CCDDetector:
@@ -264,11 +344,20 @@ class CCDDetector:
         ).astype(np.float64)  # quadrants: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
         # Hot-pixel spread: log-normal with mean 1 and relative rms dark_spread (positive, right-skewed) [est]
         s_ln = math.sqrt(math.log1p(p.dark_spread**2))
-        self.dark_map_counts_per_s = (
-            p.dark_counts_per_s * np.exp(r.normal(-0.5 * s_ln**2, s_ln, (rows, cols)))
-        ).astype(np.float32)
-        gm = 1.0 + p.gain_nonuniformity * r.standard_normal((rows, cols))
-        self.gain_map = (gm / gm.mean()).astype(np.float32)
+        # the maps are stored as float32 (relative precision 6e-8, far below the 2-30 % spreads
+        # they model); drawn in float64 in row blocks (the same deviates as one whole-map draw)
+        self.dark_map_counts_per_s = np.empty((rows, cols), dtype=np.float32)
+        for i0 in range(0, rows, _BLOCK_ROWS):
+            block = r.normal(-0.5 * s_ln**2, s_ln, (min(i0 + _BLOCK_ROWS, rows) - i0, cols))
+            np.exp(block, out=block)
+            block *= p.dark_counts_per_s
+            self.dark_map_counts_per_s[i0 : i0 + block.shape[0]] = block
+        gm = r.standard_normal((rows, cols))
+        gm *= p.gain_nonuniformity
+        gm += 1.0
+        gm /= gm.mean()
+        self.gain_map = gm.astype(np.float32)
+        del gm
         seeds = r.integers(0, 2**63, size=_N_CHUNKS + 1)
         self._chunk_gens = [np.random.Generator(np.random.SFC64(int(s))) for s in seeds[:_N_CHUNKS]]
         self._gen = np.random.Generator(np.random.SFC64(int(seeds[-1])))  # exact draws, row noise
@@ -280,7 +369,7 @@ class CCDDetector:
         self._n_threads = max(1, min(int(n_threads), _N_CHUNKS))
         self._pool = ThreadPoolExecutor(self._n_threads) if self._n_threads > 1 else None
         self._cache: _SignalCache | None = None
-        self._conv_y: dict[int, np.ndarray] = {}
+        self._psf_tail = _tail_sums(self.psf_profile)
         self._readout: dict[tuple, tuple[np.ndarray, np.ndarray, int]] = {}
         self._bufs: dict[str, np.ndarray] = {}
         self._gain_ref: np.ndarray | None = None
@@ -351,9 +440,7 @@ class CCDDetector:
         if beam_on and expected_e is not None:
             cache = self._signal(expected_e, area)
             if cache.mean is not None:
-                signal = self._draw_signal(cache)
-                if (by, bx) != (1, 1):
-                    signal = signal[: ny * by, : nx * bx].reshape(ny, by, nx, bx).sum(axis=(1, 3), dtype=np.float32)
+                signal = self._draw_signal(cache, (by, bx))
         data, n_sat = self._read_out(signal, exposure_s, area, (by, bx))
         return DetectorFrame(
             data=data,
@@ -402,9 +489,13 @@ class CCDDetector:
         acc = None
         for _ in range(n_frames):
             f = self.expose(None, exposure_s, binning, area, beam_on=False).data
-            acc = f.astype(np.float64) if acc is None else acc + f
+            if acc is None:
+                acc = f.astype(np.float64)
+            else:
+                acc += f
         assert acc is not None
-        return (acc / n_frames).astype(np.float32)
+        acc /= n_frames
+        return acc.astype(np.float32)
 
     def gain_reference(self, refresh: bool = False) -> np.ndarray:
         """Gain reference as DigitalMicrograph-style software makes it (physics.md 2.4), float32, unbinned.
@@ -432,10 +523,15 @@ class CCDDetector:
         acc = np.zeros(p.shape_px, dtype=np.float64)
         for _ in range(n):
             acc += self.expose(flat, t).data
+        del flat
         acc /= n
         acc -= self.dark_reference(t, n_dark)
-        self._gain_ref = (acc / acc.mean()).astype(np.float32)
-        self._cache = None  # do not keep the flat's cache
+        acc /= acc.mean()
+        self._gain_ref = acc.astype(np.float32)
+        del acc
+        # do not keep the flat's cache nor the full-frame read-out maps (32 MB) made for it
+        self._cache = None
+        self._readout.pop((t, self._area(None), (1, 1)), None)
         return self._gain_ref
 
     def correct(
@@ -506,10 +602,12 @@ class CCDDetector:
         col_split = int(np.searchsorted(left + np.arange(nx) * binning[1], cols // 2))
         return row_half, col_split
 
-    def _bias_map(self, area: tuple[int, int, int, int], binning: tuple[int, int]) -> np.ndarray:
+    def _bias_map(self, area: tuple[int, int, int, int], binning: tuple[int, int], i0: int = 0, i1: int | None = None) -> np.ndarray:
+        """Quadrant bias of readout rows i0..i1 (all by default), float64 counts."""
         ny, nx = self._frame_shape(area, binning)
         row_half, split = self._quadrant_split(area, binning)
-        b = np.empty((ny, nx))
+        row_half = row_half[i0:i1]
+        b = np.empty((row_half.size, nx))
         q = self.bias_quadrant_counts
         b[:, :split] = q[2 * row_half][:, None]
         b[:, split:] = q[2 * row_half + 1][:, None]
@@ -519,14 +617,11 @@ class CCDDetector:
 
     def _signal(self, expected_e: np.ndarray, area: tuple[int, int, int, int]) -> _SignalCache:
         mu = np.asarray(expected_e, dtype=np.float32)
+        if mu.ndim != 2:
+            raise ValueError(f"expected_e must be 2-D, got shape {mu.shape}")
+        new_run = _row_runs(mu)
         c = self._cache
-        if (
-            c is not None
-            and c.area == area
-            and c.mu.shape == mu.shape
-            and np.array_equal(c.mu[::61, ::61], mu[::61, ::61])  # cheap first look at a sparse grid
-            and np.array_equal(c.mu, mu)
-        ):
+        if c is not None and c.matches(mu, new_run, area):
             return c
         top, left, bottom, right = area
         full = self.params.shape_px
@@ -539,58 +634,57 @@ class CCDDetector:
         lo, hi = float(mu.min()), float(mu.max())  # NaN propagates through min/max
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0:
             raise ValueError("expected_e must be finite and >= 0")
-        c = _SignalCache(mu.copy(), area)
-        self._cache = None
+        self._cache = c = None  # free the previous image's arrays before making the new ones
+        c = _SignalCache(mu, new_run, area)
         if hi > 0:
             p = self.params
-            mean = self._psf_mean(mu)
-            mu_a = mu[top:bottom, left:right] if mu_full else mu
+            mean = self._psf_mean(mu, new_run)
             if mu_full:
-                mean = mean[top:bottom, left:right]
-            c.mean = np.multiply(mean, self.gain_map[top:bottom, left:right], dtype=np.float32)
-            c.mean *= np.float32(p.gain_counts_per_e)
+                mu_a = mu[top:bottom, left:right]
+                run_a = new_run[top:bottom].copy()
+                run_a[0] = True
+                if area != (0, 0) + full:
+                    mean = mean[top:bottom, left:right].copy()
+            else:
+                mu_a, run_a = mu, new_run
+            np.multiply(mean, self.gain_map[top:bottom, left:right], out=mean)
+            mean *= np.float32(p.gain_counts_per_e)
+            c.mean = mean
             h, w = mu_a.shape
-            sig = np.empty((h + 2 * _PAD, w + 2 * _PAD), dtype=np.float32)
-            inner = sig[_PAD:-_PAD, _PAD:-_PAD]
-            np.sqrt(mu_a, out=inner)
+            rows_a = c.area_rows = mu_a[run_a]
+            c.row_index = np.cumsum(run_a) - 1
+            # Gaussian std of Z per distinct row of the area, edge values repeated over the
+            # _PAD padding columns and rows (padded row i takes area row clip(i - _PAD, 0, h - 1))
+            sig = np.empty((rows_a.shape[0], w + 2 * _PAD), dtype=np.float32)
+            inner = sig[:, _PAD:-_PAD]
+            np.sqrt(rows_a, out=inner)
             inner *= np.float32(p.gain_counts_per_e * math.sqrt(1.0 + p.nu2))
-            sig[:_PAD, _PAD:-_PAD] = inner[:1]
-            sig[-_PAD:, _PAD:-_PAD] = inner[-1:]
             sig[:, :_PAD] = sig[:, _PAD : _PAD + 1]
             sig[:, -_PAD:] = sig[:, -_PAD - 1 : -_PAD]
-            c.sigma_pad = sig
-            flat = np.flatnonzero(mu_a < p.exact_below_e)
-            flat = flat[mu_a.reshape(-1)[flat] > 0]
-            ii = flat // w
-            c.low_mu = mu_a.reshape(-1)[flat].astype(np.float64)
-            c.low_pidx = flat + (2 * _PAD) * ii + _PAD * (w + 2 * _PAD) + _PAD
+            c.sigma_rows = sig
+            c.sigma_index = c.row_index[np.clip(np.arange(h + 2 * _PAD) - _PAD, 0, h - 1)]
+            c.exact_below_e = p.exact_below_e
+            low_per_row = np.count_nonzero((rows_a < p.exact_below_e) & (rows_a > 0), axis=1)
+            c.n_low = int(low_per_row[c.row_index].sum())
         self._cache = c
         return c
 
-    def _psf_mean(self, mu: np.ndarray) -> np.ndarray:
+    def _psf_mean(self, mu: np.ndarray, new_run: np.ndarray) -> np.ndarray:
         """PSF (*) mu with 'nearest' extension, float32 (2-D separable, full line profile).
 
-        Rows that repeat (one position spread over several CCD rows) are convolved along x once;
-        the y convolution is then (K_y E) @ U, K_y the 'nearest' convolution matrix and E the
-        row -> distinct-row membership, a small matrix product instead of a full-frame convolution.
+        Rows that repeat (one position spread over several CCD rows; `new_run` marks where a
+        run starts) are convolved along x once; the y convolution is then (K_y E) @ U, K_y the
+        'nearest' convolution matrix and E the row -> distinct-row membership, a small banded
+        matrix product instead of a full-frame convolution.
         """
         prof = self.psf_profile
         r = prof.size // 2
         n_rows = mu.shape[0]
-        new_run = np.empty(n_rows, dtype=bool)
-        new_run[0] = True
-        np.any(mu[1:] != mu[:-1], axis=1, out=new_run[1:])
         starts = np.flatnonzero(new_run)
         u = mu[starts]
         prof32 = prof.astype(np.float32)
-        ux = fftconvolve(np.pad(u, ((0, 0), (r, r)), mode="edge"), prof32[None, :], mode="valid", axes=1)
-        ux = ux.astype(np.float32, copy=False)
+        ux = _fft_convolve_valid(np.pad(u, ((0, 0), (r, r)), mode="edge"), prof32, axis=1)
         if starts.size <= n_rows // 4:
-            ky = self._conv_y.get(n_rows)
-            if ky is None:
-                # transposed cumulative sums: ky[j, row] = sum of the first j columns of K_y
-                ky = np.concatenate([np.zeros((1, n_rows)), np.cumsum(_nearest_conv_matrix(prof, n_rows).T, axis=0)])
-                self._conv_y = {n_rows: ky}
             ends = np.append(starts[1:], n_rows)
             out = np.empty((n_rows, ux.shape[1]), dtype=np.float32)
             # K_y is banded (|row - source| <= r): each block of output rows needs only the
@@ -599,21 +693,22 @@ class CCDDetector:
             # small matrix products: BLAS threads only add hand-off cost here (4-5x slower on a
             # busy 2-core machine), so run them single-threaded
             with threadpool_limits(limits=1, user_api="blas"):
-                self._banded_products(ky, starts, ends, ux, out, r, block)
+                self._banded_products(self._psf_tail, starts, ends, ux, out, r, block)
             return out
         full = ux[np.cumsum(new_run) - 1]
-        out = fftconvolve(np.pad(full, ((r, r), (0, 0)), mode="edge"), prof32[:, None], mode="valid", axes=0)
-        return out.astype(np.float32)
+        return _fft_convolve_valid(np.pad(full, ((r, r), (0, 0)), mode="edge"), prof32, axis=0)
 
     @staticmethod
-    def _banded_products(ky: np.ndarray, starts: np.ndarray, ends: np.ndarray, ux: np.ndarray, out: np.ndarray, r: int, block: int) -> None:
+    def _banded_products(
+        tail: np.ndarray, starts: np.ndarray, ends: np.ndarray, ux: np.ndarray, out: np.ndarray, r: int, block: int
+    ) -> None:
         n_rows = out.shape[0]
         for r0 in range(0, n_rows, block):
             r1 = min(r0 + block, n_rows)
             j0 = int(np.searchsorted(ends, r0 - r, side="right"))
             j1 = int(np.searchsorted(starts, r1 + r, side="left"))
-            m_t = (ky[ends[j0:j1], r0:r1] - ky[starts[j0:j1], r0:r1]).astype(np.float32)
-            np.matmul(m_t.T, ux[j0:j1], out=out[r0:r1])
+            w = _nearest_conv_weights(tail, n_rows, starts[j0:j1], ends[j0:j1], np.arange(r0, r1))
+            np.matmul(w.T.astype(np.float32), ux[j0:j1], out=out[r0:r1])
 
     # ---------------------------------------------------------------- noise
 
@@ -635,55 +730,81 @@ class CCDDetector:
         for f in futures:
             f.result()
 
-    def _draw_signal(self, c: _SignalCache) -> np.ndarray:
-        """One noisy realisation of gainmap * PSF(*)X over the area (unbinned, float32, counts)."""
-        assert c.mean is not None and c.sigma_pad is not None and c.low_pidx is not None and c.low_mu is not None
+    def _draw_signal(self, c: _SignalCache, binning: tuple[int, int]) -> np.ndarray:
+        """One noisy realisation of gainmap * PSF(*)X over the area, summed over the on-chip bins (float32, counts).
+
+        The fluctuation Z is drawn over the whole (padded) area; filtering, gain, mean and
+        binning then run in blocks of rows, so no other area-sized array is made.
+        """
+        assert c.mean is not None and c.sigma_rows is not None and c.sigma_index is not None
         p = self.params
         h, w = c.mean.shape
+        by, bx = binning
+        ny, nx = h // by, w // bx
+        wb = nx * bx  # columns read out
         z = self._buf("z", (h + 2 * _PAD, w + 2 * _PAD))
-        wz = z.shape[1]
-        t = self._buf("t", (h + 2 * _PAD, w))
-        out = np.empty((h, w), dtype=np.float32)
+        out = np.empty((ny, nx), dtype=np.float32)
         b, a, cc = self._h
-        sigma_pad = c.sigma_pad
+        sigma_rows, sigma_index = c.sigma_rows, c.sigma_index
+        top, left = c.area[0], c.area[1]
+        block = max(1, _BLOCK_ROWS // by)  # binned rows per block
 
         def draw(k: int, r0: int, r1: int) -> None:
-            np.multiply(_normals(self._chunk_gens[k], (r1 - r0, wz)), sigma_pad[r0:r1], out=z[r0:r1])
+            _scaled_normals(self._chunk_gens[k], lambda i0, i1: sigma_rows[sigma_index[r0 + i0 : r0 + i1]], z[r0:r1])
 
-        def filter_x(k: int, r0: int, r1: int) -> None:
-            zk, tk = z[r0:r1], t[r0:r1]
-            tmp = np.add(zk[:, 1:-3], zk[:, 3:-1])
-            np.multiply(tmp, a, out=tk)
-            np.add(zk[:, :-4], zk[:, 4:], out=tmp)
-            tmp *= cc
-            tk += tmp
-            np.multiply(zk[:, 2:-2], b, out=tmp)
-            tk += tmp
-
-        def filter_y(k: int, r0: int, r1: int) -> None:
-            ok = out[r0:r1]
-            tmp = np.add(t[r0 + 1 : r1 + 1], t[r0 + 3 : r1 + 3])
-            np.multiply(tmp, a, out=ok)
-            np.add(t[r0:r1], t[r0 + 4 : r1 + 4], out=tmp)
-            tmp *= cc
-            ok += tmp
-            np.multiply(t[r0 + 2 : r1 + 2], b, out=tmp)
-            ok += tmp
-            ok *= self.gain_map[c.area[0] + r0 : c.area[0] + r1, c.area[1] : c.area[3]]
-            ok += c.mean[r0:r1]
+        def filter_bin(k: int, q0: int, q1: int) -> None:
+            n_max = block * by
+            t_buf = np.empty((n_max + 2 * _PAD, wb), dtype=np.float32)
+            tmp_buf = np.empty_like(t_buf)
+            s_buf = np.empty((n_max, wb), dtype=np.float32) if (by, bx) != (1, 1) else None
+            for i0 in range(q0, q1, block):
+                i1 = min(i0 + block, q1)
+                u0, u1 = i0 * by, i1 * by  # unbinned area rows of this block
+                n = u1 - u0
+                zk, t, tmp = z[u0 : u1 + 2 * _PAD, : wb + 2 * _PAD], t_buf[: n + 2 * _PAD], tmp_buf[: n + 2 * _PAD]
+                # x: t = a (z[j+1] + z[j+3]) + c (z[j] + z[j+4]) + b z[j+2]
+                np.add(zk[:, 1:-3], zk[:, 3:-1], out=tmp)
+                np.multiply(tmp, a, out=t)
+                np.add(zk[:, :-4], zk[:, 4:], out=tmp)
+                tmp *= cc
+                t += tmp
+                np.multiply(zk[:, 2:-2], b, out=tmp)
+                t += tmp
+                # y, the same taps over rows
+                sk = out[i0:i1] if s_buf is None else s_buf[:n]
+                tmp = tmp[:n]
+                np.add(t[1 : n + 1], t[3 : n + 3], out=tmp)
+                np.multiply(tmp, a, out=sk)
+                np.add(t[:n], t[4 : n + 4], out=tmp)
+                tmp *= cc
+                sk += tmp
+                np.multiply(t[2 : n + 2], b, out=tmp)
+                sk += tmp
+                sk *= self.gain_map[top + u0 : top + u1, left : left + wb]
+                sk += c.mean[u0:u1, :wb]
+                if s_buf is not None:
+                    out[i0:i1] = sk.reshape(i1 - i0, by, nx, bx).sum(axis=(1, 3), dtype=np.float32)
 
         self._chunks(draw, h + 2 * _PAD)
-        if c.low_pidx.size:
+        if c.n_low:
             # exact compound Poisson: N ~ Poisson(mu); sum of N Gamma(1/nu2, g nu2) pulse heights
-            # is Gamma(N/nu2, g nu2) (sum of iid Gammas with a common scale)
-            n_e = self._gen.poisson(c.low_mu)
-            if p.nu2 > 0:
-                x = self._gen.standard_gamma(n_e / p.nu2) * (p.gain_counts_per_e * p.nu2)
-            else:
-                x = n_e * p.gain_counts_per_e
-            z.reshape(-1)[c.low_pidx] = x - p.gain_counts_per_e * c.low_mu
-        self._chunks(filter_x, h + 2 * _PAD)
-        self._chunks(filter_y, h)
+            # is Gamma(N/nu2, g nu2) (sum of iid Gammas with a common scale). All electron
+            # numbers are drawn before all pulse heights, in row blocks (same deviates as one
+            # call each); the numbers are kept in the smallest integer type that holds them.
+            g = p.gain_counts_per_e
+            blocks = [(i0, min(i0 + _BLOCK_ROWS, h)) for i0 in range(0, h, _BLOCK_ROWS)]
+            counts = []
+            for i0, i1 in blocks:
+                n_e = self._gen.poisson(c.low_pixels(i0, i1)[1])
+                counts.append(n_e.astype(np.min_scalar_type(n_e.max())) if n_e.size else n_e)
+            for (i0, i1), n_e in zip(blocks, counts):
+                pidx, low_mu = c.low_pixels(i0, i1)
+                if p.nu2 > 0:
+                    x = self._gen.standard_gamma(n_e / p.nu2) * (g * p.nu2)
+                else:
+                    x = n_e * g
+                z.reshape(-1)[pidx] = x - g * low_mu
+        self._chunks(filter_bin, ny)
         return out
 
     def _read_out(
@@ -697,11 +818,17 @@ class CCDDetector:
             ny, nx = self._frame_shape(area, binning)
             by, bx = binning
             top, left, _, _ = area
-            dark = self.dark_map_counts_per_s[top : top + ny * by, left : left + nx * bx].astype(np.float64) * exposure_s
-            dark = dark.reshape(ny, by, nx, bx).sum(axis=(1, 3))
-            offset = (self._bias_map(area, binning) + dark + 0.5).astype(np.float32)  # +0.5: round half up by truncation
-            sigma = np.sqrt(p.read_noise_counts**2 + dark).astype(np.float32)
             _, split = self._quadrant_split(area, binning)
+            offset = np.empty((ny, nx), dtype=np.float32)
+            sigma = np.empty((ny, nx), dtype=np.float32)
+            block = max(1, _BLOCK_ROWS // by)
+            for i0 in range(0, ny, block):  # float64 temporaries of a few rows only
+                i1 = min(i0 + block, ny)
+                dark = self.dark_map_counts_per_s[top + i0 * by : top + i1 * by, left : left + nx * bx].astype(np.float64)
+                dark *= exposure_s
+                dark = dark.reshape(i1 - i0, by, nx, bx).sum(axis=(1, 3))
+                offset[i0:i1] = self._bias_map(area, binning, i0, i1) + dark + 0.5  # +0.5: round half up by truncation
+                sigma[i0:i1] = np.sqrt(p.read_noise_counts**2 + dark)
             ro = (offset, sigma, split)
             if len(self._readout) > 16:
                 self._readout.clear()
@@ -712,7 +839,7 @@ class CCDDetector:
 
         def read(k: int, r0: int, r1: int) -> None:
             rk = raw[r0:r1]
-            np.multiply(_normals(self._chunk_gens[k], (r1 - r0, nx)), sigma[r0:r1], out=rk)
+            _scaled_normals(self._chunk_gens[k], lambda i0, i1: sigma[r0 + i0 : r0 + i1], rk)
             rk += offset[r0:r1]
             if signal is not None:
                 rk += signal[r0:r1]
