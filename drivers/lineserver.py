@@ -149,6 +149,7 @@ class LineServer(_BaseServer):
         super().__init__(instrument, termination)
         self.host = host
         self._sock = socket.create_server((host, port), reuse_port=False)
+        self._sock.settimeout(0.2)  # here, not in the loop: stop() may close the socket before the loop runs
         self.port: int = self._sock.getsockname()[1]
         self._clients: set[socket.socket] = set()
 
@@ -189,7 +190,6 @@ class LineServer(_BaseServer):
             _close_quietly(c)
 
     def _accept_loop(self) -> None:
-        self._sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
