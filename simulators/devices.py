@@ -186,7 +186,8 @@ class SimCamera(Camera):
         with self.world.lock:
             self.world.advance_to(t1)
             li = 0.5 * (self._li_start + self.world.li_ratio(self._rows_y(s)))
-            electrons = self.world.expected_image(s, self.sensor_shape, t0, t1, li)
+        # outside the world lock: the potentiostat keeps stepping the cell during the synthesis
+        electrons = self.world.expected_image(s, self.sensor_shape, t0, t1, li)
         frame = det.expose(electrons, s.exposure_s, binning=s.binning, readout_area=area)
         self.world.clock.sleep_until(t1 + frame.readout_s)
         data: np.ndarray = frame.data
