@@ -119,6 +119,11 @@ class CellParameters(BaseModel):
         1670 nm x c0), and the profile then relaxes with a constant D_eff = 5.2e-16 cm^2/s
         (§3.5: (125 nm)^2 / 3e5 s), which after 50 cycles gives ~8.5 c0 at Pt and the 6 c0 point
         at ~160 nm. E_form = 2.45 V vs Li, k_f = 1e-3 /s [est].
+        Limit of this route: the formation Li enters within the first charge at D_eff, so the
+        surface overshoots early (66 c0 at Pt after cycle 1, 18 c0 after 10) before relaxing to
+        the paper's profile. A concentration-dependent D_eff = D0 exp(b u/u_max) (§3.5 option)
+        lowers the overshoot (b = 1-4: 11-29 c0 after cycle 1) but pushes the 6 c0 point to
+        190-290 nm at the end, off the paper's 160 nm; measured with 50-cycle cell runs.
         """
         values: dict[str, Any] = dict(
             name="lasgtp_bulk",
