@@ -244,6 +244,7 @@ class PtyServer(_BaseServer):
     def __init__(self, instrument: LineInstrument, termination: bytes = b"\n") -> None:
         super().__init__(instrument, termination)
         self._master, self._slave = os.openpty()
+        os.set_blocking(self._master, False)  # replies wait in select, so stop() is never stuck in a write
         tty.setraw(self._slave)
         self.slave_path: str = os.ttyname(self._slave)
 
@@ -294,7 +295,22 @@ class PtyServer(_BaseServer):
                     continue
                 data, _ = self._respond(line)
                 if data is not None:
-                    os.write(self._master, data)
+                    self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Write a reply; while the client does not read (the line is full) wait, but give up
+        at stop() instead of blocking in os.write for ever."""
+        view = memoryview(data)
+        while view and not self._stop.is_set():
+            _, writable, _ = select.select([], [self._master], [], 0.1)
+            if not writable:
+                continue
+            try:
+                view = view[os.write(self._master, view):]
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
 
 
 class _LineSplitter:
