@@ -10,6 +10,13 @@ Per step the runner interleaves two things in time order:
 * exposures: configure the camera for the window, unblank, `start_exposure`, keep stepping the
   potentiostat while the camera integrates, blank at the end, `read_frame`, write it.
 
+On a real or paced clock, `read_frame` and every run-file write run on one I/O thread
+(acquisition/frame_worker.py), in the order the runner issued them, so a read-out or an HDF5 flush
+never delays a stair; the runner waits for the camera only before starting the next exposure, and
+keeps stepping while it waits. In PC-timed mode the reading that ends a stair is taken early by the
+time a `measure()` takes, so the next level is set on time. On a virtual clock (dry run) all of it
+runs in the runner's thread, in the same order: the dry run is deterministic.
+
 Every exit path (completion, graceful stop, second Ctrl-C, SIGTERM, device fault, any exception)
 goes through `Rig.safe_state()` and `RunFile.close(status, reason)`.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,7 +35,8 @@ from typing import Protocol as TypingProtocol
 import numpy as np
 
 from insitem.drivers.errors import ComplianceError, InsitemError, SafetyLimitError
-from insitem.drivers.interfaces import CameraSettings, PotentiostatConfig, Reading, Rig
+from insitem.acquisition.frame_worker import IoWorker, QueuedRunFile
+from insitem.drivers.interfaces import CameraSettings, Frame, PotentiostatConfig, Reading, Rig
 from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
 from insitem.protocols.schema import Protocol
 from insitem.protocols.units import E_PER_A2
@@ -134,12 +143,21 @@ class Runner:
         ground_truth: Callable[[], tuple[dict[str, np.ndarray], dict[str, float]]] | None = None,
         sweep_chunk: int = 2500,
         use_sweeps: bool = True,
+        background_io: bool | None = None,
     ) -> None:
+        """`background_io`: read frames and write the run file on an I/O thread (default: on any
+        clock that is not virtual)."""
         self.plan = plan
         self.protocol = plan.protocol
         self.rig = rig
         self.clock = rig.clock
-        self.file = runfile
+        self._runfile = runfile
+        threaded = (not self.clock.is_virtual) if background_io is None else background_io
+        self._io = IoWorker(threaded)
+        # the runner's thread writes through the I/O worker; read-out jobs use the file directly
+        self.file: RunFileSink = QueuedRunFile(self._io, runfile) if threaded else runfile  # type: ignore[assignment]
+        self._measure_lead_s = 0.0  # how long before a stair's end its reading starts (real time)
+        self._measure_times: deque[float] = deque(maxlen=32)
         self.progress: Progress = progress or NullProgress()
         self.start_step = start_step
         self.ground_truth = ground_truth
@@ -169,6 +187,11 @@ class Runner:
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
         status, reason = "completed", ""
+        switch_interval = sys.getswitchinterval()
+        if self._io.threaded:
+            # a stepping thread woken by its timer waits for the GIL at most this long while the
+            # I/O thread computes or writes a frame (default 5 ms: the whole step-timing budget)
+            sys.setswitchinterval(5e-4)
         try:
             self._setup()
             steps = self.plan.steps[self.start_step :]
@@ -179,6 +202,7 @@ class Runner:
                 if self.stop_requested:
                     status, reason = "stopped", "stop requested (Ctrl-C): stopped after the running exposure"
                     break
+            self._io.drain()  # the last read-out and writes, and any error they raised
         except StopNow as exc:
             status, reason = "interrupted", str(exc) or "stopped at once"
         except KeyboardInterrupt:
@@ -189,12 +213,22 @@ class Runner:
             # no traceback on the terminal: the reason goes to the run file and the status line
             log.error("runner fault: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            sys.setswitchinterval(switch_interval)
         return self._finish(status, reason)
 
     def _finish(self, status: str, reason: str) -> RunResult:
         # The safe state first: nothing below may prevent it.
         failures = self.rig.safe_state()
         t = self._now_safe()
+        # then the I/O thread: queued writes run, read-outs not yet started are dropped unless the
+        # run ended normally (it was drained then); afterwards the file is this thread's alone
+        try:
+            if not self._io.close(cancel=status not in ("completed", "stopped")):
+                reason = (reason + "; " if reason else "") + "run-file I/O thread did not stop in time"
+        except BaseException:  # noqa: BLE001 - e.g. a signal during the join: still close the file
+            self._io.abandon()
+        self.file = self._runfile
         try:
             if failures:
                 self.file.log(t, "CRITICAL", "safe state NOT confirmed: " + "; ".join(failures))
@@ -284,6 +318,7 @@ class Runner:
             if not math.isfinite(t_event):
                 break
             if active is not None:
+                self._measure_ahead(t_event, t, cyc, i, step.index)
                 self._finish_exposure(active[0], active[1])
                 active = None
                 if self.stop_requested:
@@ -291,6 +326,10 @@ class Runner:
             else:
                 if self.stop_requested:
                     break
+                i = self._wait_for_camera(step, t, v, cyc, i)
+                if self.stop_requested:
+                    break
+                self._measure_ahead(t_event, t, cyc, i, step.index)
                 exp = exposures.popleft()
                 active = (exp, self._start_exposure(exp))
         # final reading at the end of the last stair
@@ -301,6 +340,29 @@ class Runner:
         self.file.end_step(step.index, t_end, "interrupted" if self.stop_requested else "completed")
         self._write_ground_truth(t_end)
         self._log("INFO", f"step {step.index} ({step.kind}) {'stopped' if self.stop_requested else 'completed'}")
+
+    def _measure_ahead(self, t_event: float, t: np.ndarray, cyc: np.ndarray, i: int, step_index: int) -> None:
+        """Real time only: when stair i starts within a reading's duration after an exposure event,
+        take the reading that ends the stair before it now, ahead of the event, so the event's
+        device calls do not push that reading, and the level after it, late."""
+        if self.clock.is_virtual or not self._stair_pending or i >= len(t):
+            return
+        if t[i] - self._measure_lead_s - 2e-3 < t_event:
+            self.clock.sleep_until(t[i] - self._measure_lead_s)
+            self._measure_pending(int(cyc[i - 1]) if i > 0 else int(cyc[i]), step_index)
+
+    def _wait_for_camera(self, step: PlannedStep, t: np.ndarray, v: np.ndarray, cyc: np.ndarray, i: int) -> int:
+        """Wait until the last read-out has left the camera, running the stairs that fall due
+        meanwhile (PC-timed). Returns the index of the next stair. Immediate on a virtual clock."""
+        while not self._io.wait_camera_free(0.0):
+            if self.stop_requested:
+                self._io.wait_camera_free(0.05)
+            elif i < len(t) and self.clock.now() >= t[i] - self._measure_lead_s - 3e-3:
+                self._apply_points(step, t, v, cyc, i, i + 1, pc_timed=True)
+                i += 1
+            else:
+                self._io.wait_camera_free(1e-3)
+        return i
 
     def _apply_points(
         self, step: PlannedStep, t: np.ndarray, v: np.ndarray, cyc: np.ndarray, i: int, j: int, pc_timed: bool = False
@@ -313,6 +375,7 @@ class Runner:
             while k < j:
                 if self.stop_requested and self._exposure_readings is None:
                     return
+                self._io.check()
                 if self.clock.now() > t[k] + 1e-9:
                     # late (camera read-out, slow I/O): run this stair PC-timed so the sweep that
                     # follows starts on its schedule instead of shifting every later stair
@@ -320,8 +383,9 @@ class Runner:
                     k += 1
                     continue
                 m = min(j, k + self.sweep_chunk)
-                self.clock.sleep_until(t[k])
+                self.clock.sleep_until(t[k] - self._measure_lead_s)
                 self._measure_pending(int(cyc[k]), step.index)
+                self.clock.sleep_until(t[k])
                 self._ensure_output(True)
                 readings = pot.run_sweep(v[k:m].tolist(), step.dwell_s)
                 self._record(readings, cyc[k:m], step.index)
@@ -330,8 +394,11 @@ class Runner:
         for k in range(i, j):
             if self.stop_requested and self._exposure_readings is None:
                 return
-            self.clock.sleep_until(t[k])
+            self._io.check()
+            # the stair before ends at t[k]: its reading ends then too, and the next level is set on time
+            self.clock.sleep_until(t[k] - self._measure_lead_s)
             self._measure_pending(int(cyc[k - 1]) if k > 0 else int(cyc[k]), step.index)
+            self.clock.sleep_until(t[k])
             if math.isnan(v[k]):
                 self._ensure_output(False)
             else:
@@ -349,7 +416,15 @@ class Runner:
         if not (self._stair_pending and self._output_on):
             return
         self._stair_pending = False
-        reading = self.rig.potentiostat.measure()
+        if self.clock.is_virtual:
+            reading = self.rig.potentiostat.measure()
+        else:
+            c0 = self.clock.now()
+            reading = self.rig.potentiostat.measure()
+            self._measure_times.append(self.clock.now() - c0)
+            # the next reading starts this much before its stair ends: the longest recent one
+            # plus 0.5 ms, so the level after it is not set late by the integration time
+            self._measure_lead_s = max(self._measure_times) + 5e-4
         self._record([reading], np.array([cycle]), step_index)
 
     def _record(self, readings: list[Reading], cycles: np.ndarray, step_index: int) -> None:
@@ -404,11 +479,16 @@ class Runner:
             scope.beam.set_blanked(True)
             if not scope.beam.blanked:
                 raise SafetyLimitError("the beam did not blank after an exposure")
-        frame = self.rig.camera.read_frame()
         readings = self._exposure_readings or []
         self._exposure_readings = None
         dose = dose_rate * exp.exposure_s
         self._dose_e_per_m2 += dose
+        # read-out and write on the I/O thread (real time) or here (virtual clock)
+        self._io.submit_readout(self.rig.camera.read_frame, lambda frame: self._store_frame(exp, frame, readings, dose))
+
+    def _store_frame(self, exp: PlannedExposure, frame: Frame, readings: list[tuple[float, float]], dose: float) -> None:
+        """Add a read-out frame to its spectrum image; write the image after its last sub-exposure.
+        Runs on the I/O thread on a real-time run: writes go to the run file directly."""
         # sub-exposures of a summed spectrum image accumulate until the last one
         if exp.subframe == 0:
             self._image = _ImageSum(frame.t_start_s, frame.settings.energy_offset_eV)
@@ -420,7 +500,7 @@ class Runner:
             pot_V = float(np.mean([r[0] for r in acc.readings])) if acc.readings else (exp.potential_V if exp.potential_V is not None else math.nan)
             cur_A = float(np.mean([r[1] for r in acc.readings])) if acc.readings else math.nan
             assert acc.data is not None
-            self.file.append_exposure(
+            self._runfile.append_exposure(
                 exp.window,
                 acc.data,
                 t_start_s=acc.t_start_s,
@@ -435,18 +515,18 @@ class Runner:
             )
             self._exposures += 1
             if acc.saturated_px:
-                self._log("WARNING", f"{exp.window} image at t = {acc.t_start_s:.1f} s: {acc.saturated_px} saturated pixels")
-            self._write_ground_truth(self.clock.now())
+                self._log("WARNING", f"{exp.window} image at t = {acc.t_start_s:.1f} s: {acc.saturated_px} saturated pixels", self._runfile)
+            self._write_ground_truth(self.clock.now(), self._runfile)
         self.progress.exposure_done(exp, frame.data if exp.n_subframes == 1 else (acc.data if acc.data is not None else frame.data), frame.t_start_s)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def _write_ground_truth(self, t_s: float) -> None:
+    def _write_ground_truth(self, t_s: float, file: RunFileSink | None = None) -> None:
         if self.ground_truth is None:
             return
         profiles, scalars = self.ground_truth()
-        self.file.write_ground_truth(t_s, profiles=profiles, scalars=scalars)
+        (file or self.file).write_ground_truth(t_s, profiles=profiles, scalars=scalars)
 
-    def _log(self, level: str, message: str) -> None:
-        self.file.log(self.clock.now(), level, message)
+    def _log(self, level: str, message: str, file: RunFileSink | None = None) -> None:
+        (file or self.file).log(self.clock.now(), level, message)
         self.progress.event(level, message)
         log.log(getattr(logging, level, logging.INFO), message)

@@ -234,3 +234,47 @@ def test_ex_situ_protocol_completes_and_opens_in_hyperspy(tmp_path: Path) -> Non
         ec = r.electrochemistry()
     assert set(np.unique(ec["cycle"])) >= set(range(1, 51))
     assert ec["t_s"][-1] / 3600 == pytest.approx(83.3, abs=0.2)
+
+
+def test_compliance_trips_beyond_the_limit_stop_the_run_safely(tmp_path: Path) -> None:
+    """safety.max_compliance_trips = 3 against a 20 pA compliance at a hold drawing ~0.1-0.4 nA:
+    the fourth tripped reading stops the run, output off and beam blanked in the world itself."""
+    from insitem.protocols.loader import loads
+
+    text = (Path(__file__).parents[2] / "protocols" / "library" / f"{HOLD}.yaml").read_text(encoding="utf-8")
+    text = (
+        text.replace("current_compliance: 1 uA", "current_compliance: 20 pA\n  max_compliance_trips: 3")
+        .replace("duration: 600 s", "duration: 60 s")
+        .replace("binning: [6, 1]", "binning: [4, 4]")
+        .replace("readout_rows: [34, 2014]\n", "readout_rows: [400, 720]\n      channels: 512\n")
+    )
+    protocol = loads(text)
+    from insitem.protocols.plan import make_plan
+
+    plan = make_plan(protocol)
+    bundle = SimRigBundle.create(protocol, VirtualClock())
+    config = RunFileConfig(
+        title=protocol.name,
+        windows=window_specs(plan, bundle),
+        beam_energy_keV=300,
+        convergence_angle_mrad=0.5,
+        collection_angle_mrad=10,
+        protocol_text=text,
+        instruments=bundle.identify(),
+        ground_truth=bundle.ground_truth_spec,
+    )
+    path = tmp_path / "run.h5"
+    runner = Runner(plan, bundle.rig, RunFile.create(path, config), ground_truth=bundle.ground_truth)
+    result = runner.run()
+    assert result.status == "failed"
+    assert "ComplianceError" in result.reason and "tripped 4 times" in result.reason
+    assert "max_compliance_trips = 3" in result.reason
+    _assert_safe(bundle)
+    with RunFileReader(path) as r:
+        assert r.status == "failed" and "tripped 4 times" in r.status_reason
+        ec = r.electrochemistry()
+        assert int(ec["compliance"].sum()) == 4  # stopped at the trip that went over the limit
+        assert ec["t_s"][-1] < 60.0  # long before the end of the hold
+        assert r.n_exposures("li-k") >= 1
+        messages = [e.message for e in r.events()]
+    assert any("safe state: potentiostat output off, beam blanked" in m for m in messages)

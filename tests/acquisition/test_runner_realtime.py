@@ -1,0 +1,232 @@
+"""The runner on a paced clock (`--realtime`): read-outs and run-file writes on the I/O thread.
+
+The same guarantees as on the virtual clock (tests/acquisition/test_runner.py), for the threaded
+path: every exposure and reading written in order, faults in the I/O thread stop the run, every
+exit leaves the simulated world safe and the file closed and readable, and no I/O thread is left.
+The protocol is a 60 s hold with a small read-out (80 x 128 binned pixels) paced at 20x.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from insitem.acquisition.rig import SimRigBundle
+from insitem.acquisition.run_command import window_specs
+from insitem.acquisition.runfile import RunFile, RunFileConfig
+from insitem.acquisition.runfile_read import RunFileReader
+from insitem.acquisition.runner import NullProgress, Runner, StopNow
+from insitem.drivers.clock import PacedClock
+from insitem.drivers.errors import DeviceTimeoutError
+from insitem.protocols.loader import loads
+from insitem.protocols.plan import make_plan
+
+PROTOCOL = """\
+name: realtime-hold
+description: 60 s hold at -0.2 V, a 1 s Li-K image every 5 s, small read-out
+sample:
+  description: Si nanoparticles
+  preset: si_nanoparticle
+instruments:
+  potentiostat: {model: keithley2450}
+  camera: {model: gif}
+  microscope: {model: insitem-tem}
+safety:
+  voltage_min: -1 V
+  voltage_max: 1 V
+  current_compliance: 1 uA
+  max_dose_rate: 10 e/Å^2/s
+  max_total_dose: 20000 e/Å^2
+  max_exposure: 5 s
+beam:
+  current: 0.5 nA
+  illuminated_diameter: 2 um
+spectrometer:
+  slit: {length: 1880 nm, width: 200 nm}
+  camera: {processing: dark_subtracted}
+  windows:
+    - name: li-k
+      edges: [Li-K]
+      energy_offset: 35 eV
+      channels: 512
+      exposure: 1 s
+      binning: [4, 4]
+      readout_rows: [400, 720]
+steps:
+  - hold:
+      potential: -0.2 V
+      duration: 60 s
+      exposures:
+        - windows: [li-k]
+          every: 5 s
+"""
+N_EXPOSURES = 12
+
+
+def _setup(tmp_path: Path, progress=None):  # noqa: ANN001, ANN202
+    protocol = loads(PROTOCOL)
+    plan = make_plan(protocol)
+    bundle = SimRigBundle.create(protocol, PacedClock(20.0))
+    config = RunFileConfig(
+        title=protocol.name,
+        windows=window_specs(plan, bundle),
+        beam_energy_keV=300,
+        convergence_angle_mrad=0.5,
+        collection_angle_mrad=10,
+        protocol_text=PROTOCOL,
+        instruments=bundle.identify(),
+        ground_truth=bundle.ground_truth_spec,
+    )
+    path = tmp_path / "run.h5"
+    runner = Runner(plan, bundle.rig, RunFile.create(path, config), progress=progress, ground_truth=bundle.ground_truth)
+    return bundle, runner, path
+
+
+def _assert_safe_and_no_io_thread(bundle: SimRigBundle) -> None:
+    assert bundle.world.applied_V is None, "potentiostat output must be off (relay open)"
+    assert bundle.world.optics.blanked, "beam must be blanked"
+    assert not any(t.name == "insitem-io" and t.is_alive() for t in threading.enumerate())
+
+
+def test_realtime_run_writes_every_exposure_and_reading_in_order(tmp_path: Path) -> None:
+    bundle, runner, path = _setup(tmp_path)
+    assert runner._io.threaded
+    result = runner.run()
+    assert result.status == "completed", result.reason
+    _assert_safe_and_no_io_thread(bundle)
+    with RunFileReader(path) as r:
+        assert r.status == "completed"
+        assert r.n_exposures("li-k") == N_EXPOSURES
+        rec = r.exposure_records("li-k")
+        # exposures in order, never before the plan's 5 s grid; at 20x pacing a read-out (wall
+        # time) may delay the next start (waiting for the camera), by well under an interval
+        late = rec["t_start_s"] - rec["t_start_s"][0] - 5.0 * np.arange(N_EXPOSURES)
+        assert np.all(late > -1e-6) and np.all(late < 2.5), late
+        # each image's potential is the mean of the readings taken while it was exposed
+        np.testing.assert_allclose(rec["potential_V"], -0.2, atol=5e-3)
+        ec = r.electrochemistry()
+        assert len(ec["t_s"]) == result.ec_points and np.all(np.diff(ec["t_s"]) > 0)
+        events = r.events()
+        assert all(np.isfinite(r.exposure("li-k", i)).all() for i in range(N_EXPOSURES))
+    times = [e.t_s for e in events]
+    assert times == sorted(times), "events must be written in the order they happened"
+    assert events[-1].message == "run completed"
+
+
+class CameraDies:
+    """The simulated camera with a read-out that raises like a device that stops answering."""
+
+    def __init__(self, camera, fail_on: int) -> None:  # noqa: ANN001
+        self._camera = camera
+        self._n = 0
+        self._fail_on = fail_on
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._camera, name)
+
+    def read_frame(self):  # noqa: ANN201
+        self._n += 1
+        if self._n == self._fail_on:
+            raise DeviceTimeoutError("no answer within 10 s", "sim://camera")
+        return self._camera.read_frame()
+
+
+def test_a_read_out_fault_on_the_io_thread_stops_the_run_safely(tmp_path: Path) -> None:
+    bundle, runner, path = _setup(tmp_path)
+    bundle.rig.camera = CameraDies(bundle.rig.camera, fail_on=3)  # type: ignore[assignment]
+    result = runner.run()
+    assert result.status == "failed"
+    assert "DeviceTimeoutError" in result.reason and "sim://camera" in result.reason
+    _assert_safe_and_no_io_thread(bundle)
+    with RunFileReader(path) as r:
+        assert r.status == "failed" and "no answer" in r.status_reason
+        assert r.n_exposures("li-k") == 2
+        assert all(np.isfinite(r.exposure("li-k", i)).all() for i in range(2))
+        ec = r.electrochemistry()
+        t0 = r.exposure_records("li-k")["t_start_s"][0]  # plan time 0 on the rig clock
+    # the run stopped at the fault (the third exposure ends at 11 s), not at the end of the hold
+    assert 10.0 < ec["t_s"][-1] - t0 < 20.0
+
+
+class StopNowAfter(NullProgress):
+    """Raises StopNow in the stepping thread, as the second Ctrl-C's signal handler does."""
+
+    def __init__(self, n_readings: int) -> None:
+        self.n = n_readings
+        self.seen = 0
+
+    def readings(self, t_s, voltage_V, current_A, cycle, step) -> None:  # noqa: ANN001
+        self.seen += len(t_s)
+        if self.seen >= self.n:
+            raise StopNow("second Ctrl-C: stopped at once")
+
+
+def test_stop_now_on_a_realtime_run_closes_the_file_with_what_was_written(tmp_path: Path) -> None:
+    bundle, runner, path = _setup(tmp_path, StopNowAfter(12))
+    result = runner.run()
+    assert result.status == "interrupted" and "second Ctrl-C" in result.reason
+    _assert_safe_and_no_io_thread(bundle)
+    with RunFileReader(path) as r:
+        assert r.status == "interrupted"
+        assert r.n_electrochemistry >= 11  # the readings queued before the stop were written
+        n = r.n_exposures("li-k")
+        assert 1 <= n < N_EXPOSURES
+        assert all(np.isfinite(r.exposure("li-k", i)).all() for i in range(n))
+
+
+class StopAfter(NullProgress):
+    """Asks for a graceful stop from the I/O thread once `n` images are written."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.done = 0
+        self.runner: Runner | None = None
+
+    def exposure_done(self, exposure, data, t_s) -> None:  # noqa: ANN001
+        self.done += 1
+        if self.done == self.n and self.runner is not None:
+            self.runner.request_stop()
+
+
+def test_graceful_stop_on_a_realtime_run_keeps_the_running_exposure(tmp_path: Path) -> None:
+    progress = StopAfter(3)
+    bundle, runner, path = _setup(tmp_path, progress)
+    progress.runner = runner
+    result = runner.run()
+    assert result.status == "stopped"
+    _assert_safe_and_no_io_thread(bundle)
+    with RunFileReader(path) as r:
+        assert r.status == "stopped"
+        # the stop arrives while the stepping thread may already expose the fourth image: it is
+        # finished and written, never dropped
+        assert r.n_exposures("li-k") in (3, 4)
+        assert r.n_exposures("li-k") == result.exposures
+
+
+@pytest.mark.parametrize("virtual", [True, False])
+def test_io_worker_runs_jobs_in_order_and_hands_errors_to_the_caller(virtual: bool) -> None:
+    from insitem.acquisition.frame_worker import IoWorker
+
+    io = IoWorker(threaded=not virtual)
+    out: list[str] = []
+    io.submit(lambda: out.append("a"))
+    io.submit_readout(lambda: "frame", lambda f: out.append(f))
+    io.submit(lambda: out.append("b"))
+    io.drain()
+    assert out == ["a", "frame", "b"]
+
+    def boom() -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        io.submit(boom)
+        io.drain()
+    if not virtual:
+        with pytest.raises(OSError, match="disk full"):  # nothing more is queued after a fault
+            io.submit_readout(lambda: out.append("read after the error"), lambda f: None)  # type: ignore[func-returns-value]
+    assert io.close(cancel=True)
+    assert "read after the error" not in out
+    assert io.camera_free.is_set()
