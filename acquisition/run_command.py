@@ -23,6 +23,7 @@ from insitem.acquisition.progress import LiveProgress
 from insitem.acquisition.rig import RigBundle, build_rig, parse_resource_overrides
 from insitem.acquisition.runfile import RunFile, RunFileConfig, RunFileError, WindowSpec
 from insitem.acquisition.runner import Runner, RunResult, StopNow, camera_settings
+from insitem.acquisition.watchdog import Watchdog
 from insitem.drivers.clock import Clock, PacedClock, RealClock, VirtualClock
 from insitem.drivers.errors import ProtocolError
 from insitem.protocols.loader import load_and_plan, loads
@@ -181,6 +182,26 @@ def _execute(
 ) -> int:
     clock = make_clock(args, hardware, t0_s)
     bundle = build_rig(plan.protocol, clock, hardware=hardware, overrides=overrides, resume_from=path if runfile else None, start_step=start_step)
+    if not hardware:
+        return _run(args, plan, protocol_text, path, hardware, start_step, runfile, clock, bundle)
+    model = plan.protocol.instruments.potentiostat.model
+    pot_res, scope_res = getattr(bundle.rig.potentiostat, "resource", ""), bundle.rig.microscope.resource
+    # if this process dies without running its own safe state, the watchdog does it
+    with Watchdog(model, pot_res, scope_res):
+        return _run(args, plan, protocol_text, path, hardware, start_step, runfile, clock, bundle)
+
+
+def _run(
+    args: argparse.Namespace,
+    plan: Plan,
+    protocol_text: str,
+    path: Path,
+    hardware: bool,
+    start_step: int,
+    runfile: RunFile | None,
+    clock: Clock,
+    bundle: RigBundle,
+) -> int:
     try:
         identities = bundle.identify()
         if runfile is None:
