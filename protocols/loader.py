@@ -65,6 +65,11 @@ def loads(text: str, source: str = "<protocol>") -> Protocol:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProtocolError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ProtocolError(f"{source}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:  # PyYAML's constructors for explicit tags
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ProtocolError(f"{source}: invalid YAML: a tagged value (!!float, !!int, !!timestamp ...) cannot be read: {detail}") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"{source}: expected a mapping of protocol fields at the top level")
     try:
