@@ -307,6 +307,19 @@ def test_found_by_fuzzing(name: str, path: tuple[Any, ...], value: Any, field: s
     assert f": {field}: " in v.err, v.err
 
 
+#: whole texts that once escaped as a traceback: PyYAML raises plain ValueError/IndexError for
+#: explicit tags it cannot construct, and RecursionError for deep nesting
+FOUND_TEXT = ["!!float ", "name: !!float x\n", "!!float # ex-situ\nname: x\n", "a: !!int 1.5\n",
+              "a: !!timestamp 2020-13-45\n", "[" * 20_000 + "]" * 20_000 + "\n", "a:\n" + "  - " * 3000 + "x\n"]
+
+
+@pytest.mark.parametrize("text", FOUND_TEXT, ids=[repr(t[:20]) for t in FOUND_TEXT])
+def test_found_by_fuzzing_yaml(text: str, protocol_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    protocol_file.write_text(text, encoding="utf-8")
+    v, _ = validate_and_plan(protocol_file, capsys)
+    assert v.code == cli.EXIT_BAD_INPUT
+
+
 @FAST
 @given(name=st.sampled_from(NAMES), ops=st.lists(tree_op, min_size=1, max_size=4))
 def test_tree_mutations_give_one_line_errors(name: str, ops: list[Any], protocol_file: Path,
