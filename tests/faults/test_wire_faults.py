@@ -238,6 +238,7 @@ def test_wire_fault(cell: Cell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             assert after["status"] == "completed"
             assert after["exposures"] >= rec["exposures"] + 1
             assert after["ec"] > rec["ec"]
+            record_cell(cell.id, outcome, f"{rec['exposures']} img, {rec['ec']} pts kept; {state_text(servers)}; resumed to completed")
 
 
 def _disk_full_at_creation(cell: Cell, servers: ServerSet, protocol_path: Path, out: Path,
