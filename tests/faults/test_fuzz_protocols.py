@@ -16,10 +16,10 @@ Examples found by fuzzing that once broke the property are kept as explicit regr
 from __future__ import annotations
 
 import copy
-import math
 import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,15 +57,20 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> Outcome:
 
     capsys.readouterr()
     on_main = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGALRM, _timeout) if on_main else None
-    if on_main:
-        signal.setitimer(signal.ITIMER_REAL, CALL_LIMIT_S)
+    old_handler: Any = None
+    old_timer = (0.0, 0.0)
+    t0 = time.monotonic()
+    if on_main:  # pytest-timeout's own alarm (if armed) is put back afterwards
+        old_handler = signal.signal(signal.SIGALRM, _timeout)
+        old_timer = signal.setitimer(signal.ITIMER_REAL, CALL_LIMIT_S)
     try:
         code = cli.main(argv)
     finally:
         if on_main:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
+            signal.signal(signal.SIGALRM, old_handler)
+            if old_timer[0] > 0:
+                signal.setitimer(signal.ITIMER_REAL, max(old_timer[0] - (time.monotonic() - t0), 1e-3), old_timer[1])
     out, err = capsys.readouterr()
     return Outcome(code, out, err)
 
