@@ -6,7 +6,8 @@ a 330 x 2048 Li-K spectrum image (2 x 0.5 s summed) and right after it a 330 x 2
 image (1 s, the energy offset switched in between): 16 images, 24 full-frame read-outs in 30 s,
 each written to an HDF5 run file while the staircase runs. The potentiostat is wrapped so every `set_voltage` records the clock time at which it
 returned; its schedule is the plan's stair start (plan time + the runner's offset), matched by
-level and time.
+level and time. `set p99` is how long `set_voltage` itself took (the p99), `measure` how long the
+reading that ends each PC-timed stair took (it must finish before the next level is set).
 
 Two rigs:
 * `sim`: the simulated rig on a `PacedClock(1.0)` (what `insitem run --realtime` builds). The
@@ -96,19 +97,29 @@ steps:
 
 
 class TimedPotentiostat:
-    """Forwards to a potentiostat and records (clock time when `set_voltage` returned, level)."""
+    """Forwards to a potentiostat; records (clock time when `set_voltage` returned, level), the
+    time each `set_voltage` was called, and how long each `measure` took."""
 
     def __init__(self, pot: Any, clock: Any) -> None:
         self._pot = pot
         self._clock = clock
         self.calls: list[tuple[float, float]] = []
+        self.called_s: list[float] = []
+        self.measure_s: list[float] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pot, name)
 
     def set_voltage(self, voltage_V: float) -> None:
+        self.called_s.append(self._clock.now())
         self._pot.set_voltage(voltage_V)
         self.calls.append((self._clock.now(), voltage_V))
+
+    def measure(self) -> Any:
+        t0 = self._clock.now()
+        reading = self._pot.measure()
+        self.measure_s.append(self._clock.now() - t0)
+        return reading
 
 
 def lateness_s(calls: list[tuple[float, float]], plan: Any, offset_s: float) -> np.ndarray:
@@ -128,7 +139,7 @@ def lateness_s(calls: list[tuple[float, float]], plan: Any, offset_s: float) -> 
     return np.asarray(out)
 
 
-def _run(plan: Any, protocol: Any, text: str, bundle: Any, path: Path, use_sweeps: bool) -> tuple[Any, np.ndarray]:
+def _run(plan: Any, protocol: Any, text: str, bundle: Any, path: Path, use_sweeps: bool) -> tuple[Any, np.ndarray, TimedPotentiostat]:
     from insitem.acquisition.run_command import window_specs
     from insitem.acquisition.runfile import RunFile, RunFileConfig
     from insitem.acquisition.runner import Runner
@@ -150,10 +161,10 @@ def _run(plan: Any, protocol: Any, text: str, bundle: Any, path: Path, use_sweep
     result = runner.run()
     if result.status != "completed":
         raise SystemExit(f"run {result.status}: {result.reason}")
-    return result, lateness_s(timed.calls, plan, runner._offset)
+    return result, lateness_s(timed.calls, plan, runner._offset), timed
 
 
-def run_sim(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray]:
+def run_sim(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray, TimedPotentiostat]:
     from insitem.acquisition.rig import SimRigBundle
     from insitem.drivers.clock import PacedClock
     from insitem.protocols.loader import loads
@@ -169,7 +180,7 @@ def run_sim(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray]:
         bundle.close()
 
 
-def run_hardware(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray]:
+def run_hardware(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray, TimedPotentiostat]:
     from insitem.acquisition.rig import build_hardware_rig
     from insitem.drivers.clock import RealClock
     from insitem.protocols.loader import loads
@@ -215,16 +226,20 @@ def main() -> None:
     ap.add_argument("--mode", nargs="+", choices=["pc", "sweep"], default=["pc", "sweep"])
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
-    print(f"{'rig':9} {'staircase':9} {'steps':>6} {'images':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'> 5 ms':>7}")
+    print(f"{'rig':9} {'staircase':9} {'steps':>6} {'images':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'> 5 ms':>7}"
+          f" {'set p99':>8} {'measure p50/p99 ms':>19}")
     for rig in args.rig:
         for mode in args.mode:
             for _ in range(args.repeats):
                 with tempfile.TemporaryDirectory() as d:
                     fn = run_sim if rig == "sim" else run_hardware
-                    result, late = fn(mode == "sweep", Path(d))
+                    result, late, timed = fn(mode == "sweep", Path(d))
                 ms = late * 1e3
                 p50, p99, mx = np.percentile(ms, 50), np.percentile(ms, 99), ms.max()
-                print(f"{rig:9} {mode:9} {len(ms):6d} {result.exposures:6d} {p50:8.2f} {p99:8.2f} {mx:8.1f} {int((ms > 5).sum()):7d}", flush=True)
+                set_ms = (np.array([c[0] for c in timed.calls]) - np.array(timed.called_s)) * 1e3
+                meas = np.array(timed.measure_s or [np.nan]) * 1e3
+                print(f"{rig:9} {mode:9} {len(ms):6d} {result.exposures:6d} {p50:8.2f} {p99:8.2f} {mx:8.1f} {int((ms > 5).sum()):7d}"
+                      f" {np.percentile(set_ms, 99):8.2f} {np.median(meas):9.2f}/{np.percentile(meas, 99):.2f}", flush=True)
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
 
 
