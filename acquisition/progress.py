@@ -102,7 +102,9 @@ class LiveProgress:
         self._draw()
 
     def exposure_done(self, exposure: PlannedExposure, data: np.ndarray, t_s: float) -> None:
-        self.exposing = None
+        # on a real-time run this comes from the I/O thread, possibly after the next exposure started
+        if self.exposing is exposure:
+            self.exposing = None
         if exposure.subframe != exposure.n_subframes - 1:
             return
         self.exposures_done += 1
