@@ -212,9 +212,10 @@ class SimWorld:
         spectra = self.eels.synthesize(energy, column, electrons_bin, energy_shift_eV=shift)  # (n, channels)
         # FFT round-off leaves values of order -1e-11 where the expectation is ~0: clip them
         np.maximum(spectra, 0.0, out=spectra)
-        per_row = np.repeat(spectra / by, by, axis=0)
         out = np.zeros((bottom - top, right - left), dtype=np.float32)
-        out[: n * by] = per_row
+        # each binned row's spectrum over its `by` CCD rows, cast to float32 on assignment
+        # (broadcast: no float64 copy of the whole area)
+        out[: n * by].reshape(n, by, -1)[:] = (spectra / by)[:, None, :]
         return out
 
     def energy_shift_samples_eV(self, t0_s: float, t1_s: float) -> np.ndarray:
