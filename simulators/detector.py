@@ -240,7 +240,7 @@ def _fft_convolve_valid(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndar
     kshape = [1] * x.ndim
     kshape[axis] = n2
     spec = sfft.rfft(x, n, axis=axis)
-    spec = spec * sfft.rfft(kernel.reshape(kshape), n, axis=axis)
+    spec *= sfft.rfft(kernel.reshape(kshape), n, axis=axis)
     full = sfft.irfft(spec, n, axis=axis)
     index = [slice(None)] * x.ndim
     index[axis] = slice(n2 - 1, n1)
@@ -551,7 +551,8 @@ class CCDDetector:
             total += float(acc.sum())
             ref[top : area[2]] = acc
             self._readout.pop((t, area, (1, 1)), None)  # read-out maps of this band are not needed again
-        self._cache = None  # nor the flat's signal cache
+        self._cache = None  # nor the flat's signal cache and fluctuation buffer
+        self._bufs.clear()
         ref /= total / ref.size
         self._gain_ref = ref
         return ref
@@ -672,7 +673,7 @@ class CCDDetector:
             else:
                 mu_a, run_a = mu, new_run
             h, w = mu_a.shape
-            rows_a = c.area_rows = mu_a[run_a]
+            rows_a = c.area_rows = mu_a[run_a] if mu_full else c.rows  # distinct rows of the area
             c.row_index = np.cumsum(run_a) - 1
             # Gaussian std of Z per distinct row of the area, edge values repeated over the
             # _PAD padding columns and rows (padded row i takes area row clip(i - _PAD, 0, h - 1))
