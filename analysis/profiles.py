@@ -11,6 +11,8 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from scipy.ndimage import median_filter
+from scipy.special import ndtr
 
 from insitem.analysis.axes import AnalysisError, PositionAxis
 
@@ -76,29 +78,64 @@ def crossing_from_pt(distance_m: np.ndarray, values: np.ndarray, level: float) -
 
 
 def locate_interface(
-    intensity: np.ndarray, position: PositionAxis, pt_side: Literal["low", "high"] = "low", fraction: float = 0.5
+    intensity: np.ndarray,
+    position: PositionAxis,
+    pt_side: Literal["low", "high"] = "low",
+    fraction: float = 0.5,
+    fit_half_width_m: float | None = 60e-9,
 ) -> SlitGeometry:
     """Find the Pt/electrolyte interface from an electrolyte-only signal (e.g. the Ti-L2,3 edge counts).
 
-    The signal is ~0 in Pt and flat in the electrolyte; the interface is where it first rises
-    through `fraction` of its level in the far quarter of the field (median), walking from the Pt
-    side, interpolated between rows. A simplification: assumes uniform thickness, so the signal
-    level is the same everywhere in the electrolyte.
+    The signal is ~0 in Pt and rises, blurred along the slit (chromatic blur and the spectrometer's
+    line spread, physics.md §1.7), to the electrolyte level. First estimate: where a 3-row running
+    median first rises through `fraction` of the far quarter's level (median), walking from the Pt
+    side. Then, unless `fit_half_width_m` is None, a blurred step a + b Phi((x - x0)/s) is fitted
+    by least squares to the rows within that distance of the estimate (x0 on a grid of 1/20 row,
+    s from 0.5 to 6 rows, a and b linear), and x0, the step's midpoint between its own local
+    levels, is the interface. The fit uses ~20 rows instead of the two next to a crossing, so one
+    noisy row moves it little, and its levels are the local ones (the electrode next to Pt reads
+    lower Ti-L counts than the far electrolyte). Simplification: a symmetric blur.
     """
     v = np.asarray(intensity, float)
     x = position.values_m
     if pt_side == "high":
         v, x = v[::-1], x[::-1]
     n = v.size
-    far = np.median(v[int(0.75 * n) :])
+    far = np.nanmedian(v[int(0.75 * n) :])
     level = fraction * far
-    above = v >= level
+    vm = median_filter(np.nan_to_num(v, nan=0.0), size=3, mode="nearest")
+    above = vm >= level
     if not above.any():
         raise AnalysisError("locate_interface: the signal never reaches the electrolyte level")
     i = int(np.argmax(above))
     if i == 0:
         xi = float(x[0])
     else:
-        f = (level - v[i - 1]) / (v[i] - v[i - 1])
+        f = (level - vm[i - 1]) / (vm[i] - vm[i - 1])
         xi = float(x[i - 1] + f * (x[i] - x[i - 1]))
+    if fit_half_width_m is not None:
+        xi = _fit_step(x, v, xi, fit_half_width_m, position.scale_m)
     return SlitGeometry(interface_m=xi, pt_side=pt_side)
+
+
+def _fit_step(x: np.ndarray, v: np.ndarray, x_start: float, half_width_m: float, row_m: float) -> float:
+    """Midpoint x0 of the least-squares blurred step a + b Phi((x - x0)/s) near x_start."""
+    sel = (np.abs(x - x_start) <= half_width_m) & np.isfinite(v)
+    if sel.sum() < 6:
+        return x_start
+    xs, ys = x[sel], v[sel]
+    x0s = x_start + row_m * np.arange(-3.0, 3.0 + 1e-9, 0.05)
+    best, best_x0 = np.inf, x_start
+    for s in row_m * np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]):
+        phi = ndtr((xs[None, :] - x0s[:, None]) / s)  # (candidates, rows)
+        # linear least squares for a, b per candidate: y = a + b phi
+        pm, ym = phi.mean(axis=1), ys.mean()
+        dp = phi - pm[:, None]
+        b = (dp @ (ys - ym)) / np.maximum((dp * dp).sum(axis=1), 1e-300)
+        a = ym - b * pm
+        rss = (((a[:, None] + b[:, None] * phi) - ys[None, :]) ** 2).sum(axis=1)
+        rss = np.where(b > 0, rss, np.inf)  # a rising step only
+        k = int(np.argmin(rss))
+        if rss[k] < best:
+            best, best_x0 = float(rss[k]), float(x0s[k])
+    return best_x0

@@ -317,11 +317,15 @@ class Sample:
         E0_eV: float = 300e3,
         alpha_rad: float = 0.5e-3,
         beta_rad: float = 10e-3,
+        li_retained: float = 1.0,
     ) -> ColumnState:
         """Column state at positions ``y_m`` with Li ratio c/c0 ``li_ratio`` (same shape, or scalar).
 
         Li-host layers hold ``li_ratio`` x their parent Li (``li_per_fu_at_c0`` per formula unit); other
-        layers ignore it. t/lambda uses Iakoubovskii's mean free path (§1.4) at the local density, with the
+        layers ignore it. ``li_retained``: fraction of that Li still in the column after knock-on loss
+        under the beam (physics.md §5); it scales the Li areal density only, while the Ti3+ fraction,
+        O-O distance and O pre-peak follow ``li_ratio`` (simplification: the host does not relax
+        during the run). t/lambda uses Iakoubovskii's mean free path (§1.4) at the local density, with the
         finite-aperture correction for ``alpha_rad``/``beta_rad``.
         """
         y = np.asarray(y_m, dtype=float)
@@ -348,7 +352,7 @@ class Sample:
                     areal[el][sel] = n * fu_per_m3 * t[sel]
             li_per_fu = li_fixed + li0 * c_eff[sel]
             if "Li" in areal:
-                areal["Li"][sel] = li_per_fu * fu_per_m3 * t[sel]
+                areal["Li"][sel] = (li_fixed + li0 * c_eff[sel] * li_retained) * fu_per_m3 * t[sel]
             # constant volume: the density grows by the mass of the added Li (simplification, named above)
             d_li = li_per_fu - m.formula.get("Li", 0.0)
             rho[sel] = m.density_g_cm3 * (1.0 + d_li * ATOMIC_MASS_g_mol["Li"] / m.molar_mass_g_mol)

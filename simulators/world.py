@@ -168,8 +168,9 @@ class SimWorld:
 
         At 300 kV the maximum energy transferred to Li (123 eV) exceeds its displacement energy, so
         the illuminated region loses Li as exp(-D/D_c) with D the dose since the run started.
-        Averaged over the exposure: D_c (e^(-D0/D_c) - e^(-D1/D_c)) / (D1 - D0). Simplification
-        (named): the whole slit region gets the same dose (uniform illuminated disc); the lost Li
+        Averaged over the exposure: D_c (e^(-D0/D_c) - e^(-D1/D_c)) / (D1 - D0). It scales the Li
+        the spectra see (`Sample.column_state(li_retained=)`), not the Ti valence or O-O distance.
+        Simplifications (named): the whole slit region gets the same dose (uniform illuminated disc); the lost Li
         leaves the electrochemistry untouched (the irradiated volume is a tiny part of the cell),
         so the ground truth's li_fraction is the electrochemical profile and li_retained_fraction
         the factor the spectra see."""
@@ -205,7 +206,7 @@ class SimWorld:
         y_bin = self.binned_row_positions_m(settings, rows)
         with self.lock:  # the shared state; the synthesis below runs without it (long: 40-550 ms)
             electrons_rows = self.optics.electrons_per_row(t0_s, t1_s, rows)[top : top + n * by]
-            column = self.sample.column_state(y_bin, np.asarray(li_ratio_rows) * self.li_retained(t0_s, t1_s))
+            column = self.sample.column_state(y_bin, li_ratio_rows, li_retained=self.li_retained(t0_s, t1_s))
             shift = self.energy_shift_samples_eV(t0_s, t1_s)
         electrons_bin = electrons_rows.reshape(n, by).sum(axis=1)
         energy = settings.energy_offset_eV + settings.dispersion_eV_per_px * (np.arange(left, right) + 0.5)

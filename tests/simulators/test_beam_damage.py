@@ -42,3 +42,15 @@ def test_exposure_sees_the_mean_of_the_loss_over_its_dose(world: SimWorld) -> No
     numeric = np.trapezoid(np.exp(-rate * t / dc), t) / t1
     assert world.li_retained(0.0, t1) == pytest.approx(numeric, rel=1e-6)
     assert world.li_retained(0.0, t1) == pytest.approx((1 - math.exp(-2.0)) / 2.0, rel=1e-12)
+
+
+def test_lost_li_leaves_the_spectra_but_not_the_host_structure() -> None:
+    from insitem.simulators.sample import Sample
+
+    s = Sample()
+    y, c = np.array([50e-9, 1e-6]), np.array([8.5, 1.0])
+    whole, damaged = s.column_state(y, c), s.column_state(y, c, li_retained=0.5)
+    np.testing.assert_allclose(damaged.areal_density_per_m2["Li"], 0.5 * whole.areal_density_per_m2["Li"])
+    np.testing.assert_array_equal(damaged.areal_density_per_m2["Ti"], whole.areal_density_per_m2["Ti"])
+    np.testing.assert_array_equal(damaged.f_ti3, whole.f_ti3)  # Ti valence and O-O follow the electrochemistry
+    np.testing.assert_array_equal(damaged.R_nm, whole.R_nm)
