@@ -16,9 +16,10 @@ Two rigs:
   (emulated Keithley 2450, GIF, TEM on a RealClock). The GIF socket carries one binning for rows and
   columns, so that window reads 330 unbinned rows x 2048 channels (the same frame size).
 
-Staircase modes: `pc` (every stair set by the PC: 600 `set_voltage` calls) and `sweep` (the
+Staircase modes: `pc` (every stair set by the PC: 600 `set_voltage` calls), `sweep` (the
 default: instrument-timed sweeps between exposure events; only the stairs an exposure start or end
-falls inside are PC-timed).
+falls inside are PC-timed), and `pc-no-frames`, the control: the same PC-timed staircase with no
+exposure at all, i.e. what the machine gives a sleeping thread at that moment.
 
 Run: .venv/bin/python bench/bench_realtime.py [--rig sim hardware] [--mode pc sweep] [--repeats 1]
 """
@@ -40,7 +41,7 @@ import numpy as np
 CV_S = 30.0
 
 
-def protocol_text(hardware: bool) -> str:
+def protocol_text(hardware: bool, frames: bool = True) -> str:
     if hardware:
         li_rows, ti_rows, binning = "[800, 1130]", "[800, 1130]", "[1, 1]"
     else:
@@ -90,10 +91,10 @@ steps:
       sweep_rate: 1200 mV/min
       step: 1 mV
       cycles: 1
-      exposures:
+""" + ("""      exposures:
         - windows: [li-k, ti-l-o-k]
           every: 4 s
-"""
+""" if frames else "")
 
 
 class TimedPotentiostat:
@@ -164,13 +165,13 @@ def _run(plan: Any, protocol: Any, text: str, bundle: Any, path: Path, use_sweep
     return result, lateness_s(timed.calls, plan, runner._offset), timed
 
 
-def run_sim(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray, TimedPotentiostat]:
+def run_sim(use_sweeps: bool, workdir: Path, frames: bool = True) -> tuple[Any, np.ndarray, TimedPotentiostat]:
     from insitem.acquisition.rig import SimRigBundle
     from insitem.drivers.clock import PacedClock
     from insitem.protocols.loader import loads
     from insitem.protocols.plan import make_plan
 
-    text = protocol_text(hardware=False)
+    text = protocol_text(hardware=False, frames=frames)
     protocol = loads(text)
     plan = make_plan(protocol)
     bundle = SimRigBundle.create(protocol, PacedClock(1.0))
@@ -180,13 +181,13 @@ def run_sim(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray, TimedPote
         bundle.close()
 
 
-def run_hardware(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray, TimedPotentiostat]:
+def run_hardware(use_sweeps: bool, workdir: Path, frames: bool = True) -> tuple[Any, np.ndarray, TimedPotentiostat]:
     from insitem.acquisition.rig import build_hardware_rig
     from insitem.drivers.clock import RealClock
     from insitem.protocols.loader import loads
     from insitem.protocols.plan import make_plan
 
-    text = protocol_text(hardware=True)
+    text = protocol_text(hardware=True, frames=frames)
     proto_path = workdir / "realtime-bench.yaml"
     proto_path.write_text(text, encoding="utf-8")
     protocol = loads(text)
@@ -223,7 +224,7 @@ def run_hardware(use_sweeps: bool, workdir: Path) -> tuple[Any, np.ndarray, Time
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rig", nargs="+", choices=["sim", "hardware"], default=["sim", "hardware"])
-    ap.add_argument("--mode", nargs="+", choices=["pc", "sweep"], default=["pc", "sweep"])
+    ap.add_argument("--mode", nargs="+", choices=["pc", "sweep", "pc-no-frames"], default=["pc", "sweep", "pc-no-frames"])
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
     print(f"{'rig':9} {'staircase':9} {'steps':>6} {'images':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'> 5 ms':>7}"
@@ -233,7 +234,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 with tempfile.TemporaryDirectory() as d:
                     fn = run_sim if rig == "sim" else run_hardware
-                    result, late, timed = fn(mode == "sweep", Path(d))
+                    result, late, timed = fn(mode == "sweep", Path(d), frames=mode != "pc-no-frames")
                 ms = late * 1e3
                 p50, p99, mx = np.percentile(ms, 50), np.percentile(ms, 99), ms.max()
                 set_ms = (np.array([c[0] for c in timed.calls]) - np.array(timed.called_s)) * 1e3
