@@ -71,6 +71,11 @@ ATOMIC_NUMBER = {"Li": 3, "C": 6, "O": 8, "Al": 13, "Si": 14, "P": 15, "Ti": 22,
                  "Co": 27, "Ge": 32}
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+#: Loss range (eV) over which t/lambda is split into valence and core-edge scattering and the valence
+#: shape has unit area (losses beyond are neglected: the Drude tail beyond 2 keV is < 1e-4 of it), and
+#: the step (eV) of that integration grid.
+NORM_RANGE_EV = 2000.0
+NORM_STEP_EV = 0.25
 
 
 class EELSParameters(BaseModel):
@@ -345,12 +350,15 @@ class EELSSynthesizer:
         return out
 
     def model_t_over_lambda(self, energy_eV: np.ndarray, column: ColumnState) -> np.ndarray:
-        """Total single-scattering integral per row of the model on this axis's grid (= ln(I_total/I0)).
-        Equals ``column.t_over_lambda`` for rows at the parent composition; Li insertion adds its Li-K."""
+        """Single-scattering integral per row of the model over the losses this axis's grid holds (from 0
+        to the window's end): ln(I_total/I0) of a window that starts below the ZLP. It approaches
+        ``column.t_over_lambda`` (rows at the parent composition) as the window reaches NORM_RANGE_EV;
+        Li insertion adds its Li-K."""
         E = np.asarray(energy_eV, dtype=float)
         cache = self._cache(E[0], float(E[1] - E[0]), E.size, 16, column)
         atoms = self._component_weights(cache, column)
-        return cache.kappa[column.layer_index] + atoms @ cache.comp_integral
+        in_grid = np.array([float(v[0].real) for v in cache.valence_hat])  # valence area on the grid
+        return cache.kappa[column.layer_index] * in_grid[column.layer_index] + atoms @ cache.comp_integral
 
     def nonisochromaticity_eV(self, y_m: np.ndarray) -> np.ndarray:
         """dE(y) = (pp/2) [f u + (1 - f)(2u^2 - 1)], u in [-1, 1] across the rows (§1.9); p-p <= pp."""
@@ -471,19 +479,20 @@ class EELSSynthesizer:
         comps = self._core_components(E, pos, d, elements)
         comp_hat = np.array([sfft.rfft(c.shape) for c in comps]) if comps else np.zeros((0, P // 2 + 1), complex)
         comp_integral = np.array([c.shape.sum() for c in comps])
+        # The split of t/lambda into valence and core edges, and the unit area of the valence shape,
+        # are taken over a fixed loss range (NORM_RANGE_EV, or the window's support if larger), not
+        # over this window's grid: otherwise the valence level would depend on how far the window
+        # reaches (a 92 eV window put the whole Drude tail inside it), and two windows of one
+        # sample (low-loss and Li-K) would disagree on the plasmon level.
+        e_norm = max(NORM_RANGE_EV, support_k * d)
+        E_long = NORM_STEP_EV * np.arange(1, int(math.ceil(e_norm / NORM_STEP_EV)) + 1)
+        long_comps = self._core_components(E_long, np.ones(E_long.size, bool), NORM_STEP_EV, elements)
 
         # valence per layer, kappa from the parent composition (first row of the layer, else formula)
         valence_hat, kappa, layer_comps, parent_w = [], [], [], []
         for li, m in enumerate(mats):
-            pv = drude_ssd(np.where(pos, E, 0.0), m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad)
+            pv = self._valence_channels(np.where(pos, E, 0.0), m, d, E_long)
             pv = np.where(pos, pv, 0.0)
-            pv /= pv.sum()
-            w_sh = sum(w for _, _, w in m.shallow_edges)
-            pv *= 1.0 - w_sh
-            for _, onset, w in m.shallow_edges:
-                sh = np.where(pos & (E > onset), -np.expm1(-(E - onset) / p.shallow_edge_rise_eV) * (onset / np.maximum(E, onset)) ** 3, 0.0)
-                if sh.sum() > 0:
-                    pv += w * sh / sh.sum()
             valence_hat.append(sfft.rfft(pv))
             present = [j for j, c in enumerate(comps) if c.element in m.formula]
             layer_comps.append(present)
@@ -493,7 +502,9 @@ class EELSSynthesizer:
                 pw = np.zeros(len(comps))
                 for j in present:
                     pw[j] = self._parent_weight(col, r, comps[j])
-                kappa.append(float(col.t_over_lambda[r] - pw @ comp_integral))
+                edges_full = sum(self._parent_weight(col, r, c) * float(c.shape.sum())
+                                 for c in long_comps if c.element in m.formula)
+                kappa.append(float(col.t_over_lambda[r] - edges_full))
             else:
                 pw = np.zeros(len(comps))
                 kappa.append(0.5)
@@ -518,6 +529,26 @@ class EELSSynthesizer:
         return _Cache(d, k_lo, n_ext, P, support_k, zhat, comps, comp_hat, comp_integral, valence_hat,
                       kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank,
                       0.5 * (E_first + E_first + (n - 1) * d))
+
+    def _valence_channels(self, E: np.ndarray, m: Material, d: float, E_long: np.ndarray) -> np.ndarray:
+        """Valence single scattering (Drude + shallow edges) per channel of width d at losses E,
+        with unit area over the loss range of E_long (see `_build`); 0 where E <= 0."""
+        p = self.params
+        h = float(E_long[1] - E_long[0])
+        drude = drude_ssd(E, m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad)
+        norm = float(drude_ssd(E_long, m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad).sum()) * h
+        w_sh = sum(w for _, _, w in m.shallow_edges)
+        out = (1.0 - w_sh) * drude * d / norm
+        rise = p.shallow_edge_rise_eV
+
+        def saw(x: np.ndarray, onset: float) -> np.ndarray:
+            return np.where(x > onset, -np.expm1(-(x - onset) / rise) * (onset / np.maximum(x, onset)) ** 3, 0.0)
+
+        for _, onset, w in m.shallow_edges:
+            n_sh = float(saw(E_long, onset).sum()) * h
+            if n_sh > 0:
+                out = out + w * saw(E, onset) * d / n_sh
+        return out
 
     def _parent_weight(self, col: ColumnState, r: int, c: _Component) -> float:
         nd = col.areal_density_per_m2.get(c.element, np.zeros(1))[r]
