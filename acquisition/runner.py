@@ -318,7 +318,7 @@ class Runner:
             if not math.isfinite(t_event):
                 break
             if active is not None:
-                self._measure_ahead(t_event, t, cyc, i, step.index)
+                self._measure_ahead(t_event, t, cyc, i, step.index, step.dwell_s)
                 self._finish_exposure(active[0], active[1])
                 active = None
                 if self.stop_requested:
@@ -329,7 +329,7 @@ class Runner:
                 i = self._wait_for_camera(step, t, v, cyc, i)
                 if self.stop_requested:
                     break
-                self._measure_ahead(t_event, t, cyc, i, step.index)
+                self._measure_ahead(t_event, t, cyc, i, step.index, step.dwell_s)
                 exp = exposures.popleft()
                 active = (exp, self._start_exposure(exp))
         # final reading at the end of the last stair
@@ -341,14 +341,20 @@ class Runner:
         self._write_ground_truth(t_end)
         self._log("INFO", f"step {step.index} ({step.kind}) {'stopped' if self.stop_requested else 'completed'}")
 
-    def _measure_ahead(self, t_event: float, t: np.ndarray, cyc: np.ndarray, i: int, step_index: int) -> None:
+    def _lead(self, dwell_s: float) -> float:
+        """How long before a stair's end its closing reading starts: the recent `measure()` time,
+        at most half a stair (one slow reply must not move readings to the start of their stairs)."""
+        return min(self._measure_lead_s, 0.5 * dwell_s)
+
+    def _measure_ahead(self, t_event: float, t: np.ndarray, cyc: np.ndarray, i: int, step_index: int, step_dwell_s: float) -> None:
         """Real time only: when stair i starts within a reading's duration after an exposure event,
         take the reading that ends the stair before it now, ahead of the event, so the event's
         device calls do not push that reading, and the level after it, late."""
         if self.clock.is_virtual or not self._stair_pending or i >= len(t):
             return
-        if t[i] - self._measure_lead_s - 2e-3 < t_event:
-            self.clock.sleep_until(t[i] - self._measure_lead_s)
+        lead = self._lead(step_dwell_s)
+        if t[i] - lead - 2e-3 < t_event:
+            self.clock.sleep_until(t[i] - lead)
             self._measure_pending(int(cyc[i - 1]) if i > 0 else int(cyc[i]), step_index)
 
     def _wait_for_camera(self, step: PlannedStep, t: np.ndarray, v: np.ndarray, cyc: np.ndarray, i: int) -> int:
@@ -357,7 +363,7 @@ class Runner:
         while not self._io.wait_camera_free(0.0):
             if self.stop_requested:
                 self._io.wait_camera_free(0.05)
-            elif i < len(t) and self.clock.now() >= t[i] - self._measure_lead_s - 3e-3:
+            elif i < len(t) and self.clock.now() >= t[i] - self._lead(step.dwell_s) - 3e-3:
                 self._apply_points(step, t, v, cyc, i, i + 1, pc_timed=True)
                 i += 1
             else:
@@ -383,7 +389,7 @@ class Runner:
                     k += 1
                     continue
                 m = min(j, k + self.sweep_chunk)
-                self.clock.sleep_until(t[k] - self._measure_lead_s)
+                self.clock.sleep_until(t[k] - self._lead(step.dwell_s))
                 self._measure_pending(int(cyc[k]), step.index)
                 self.clock.sleep_until(t[k])
                 self._ensure_output(True)
@@ -396,7 +402,7 @@ class Runner:
                 return
             self._io.check()
             # the stair before ends at t[k]: its reading ends then too, and the next level is set on time
-            self.clock.sleep_until(t[k] - self._measure_lead_s)
+            self.clock.sleep_until(t[k] - self._lead(step.dwell_s))
             self._measure_pending(int(cyc[k - 1]) if k > 0 else int(cyc[k]), step.index)
             self.clock.sleep_until(t[k])
             if math.isnan(v[k]):
