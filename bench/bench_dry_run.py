@@ -2,55 +2,167 @@
 ex-situ-lasgtp, about 83 h of experiment, in <= 10 s; peak RSS <= 300 MB however many exposures).
 
 Each repeat runs in a fresh process (as a user would), without figures, and reports the wall
-time of the run command and the child's peak RSS. Usage:
+time of the run command, the resident memory after the imports and the child's peak RSS.
 
     .venv/bin/python bench/bench_dry_run.py [--repeats 3] [PROTOCOL ...]
+
+`--stages` runs each protocol once more and prints where the resident memory grows: RSS and
+peak (VmHWM) around the rig set-up, the detector construction, the first exposure, and the
+calls that set a new peak (camera read-out, world image, EELS synthesis, detector exposure,
+gain reference, live analysis, run-file writes): how far the peak rose above the RSS at entry.
+
+`--scaling N` checks that the peak does not grow with the number of exposures: it runs
+si-nanoparticle-hold (one Li-K image every 5 s) cut to N and to 4N images and prints both peaks;
+exit status 1 if the 4N run peaks more than `--tolerance-mb` (default 8 MB) above the N run.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CHILD = """
 import resource, sys, time
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
 t0 = time.perf_counter()
 from insitem.acquisition.cli import main
 t1 = time.perf_counter()
+rss_import = rss_mb()
 rc = main(["run", sys.argv[1], "--sim", "--out", sys.argv[2], "--no-progress", "--no-figures"])
 t2 = time.perf_counter()
-print(f"RESULT {rc} {t1 - t0:.3f} {t2 - t1:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"RESULT {rc} {t1 - t0:.3f} {t2 - t1:.3f} {rss_import:.1f} {peak:.1f}")
+"""
+
+STAGES = """
+import functools, sys
+def status():
+    d = {}
+    for line in open("/proc/self/status"):
+        if line.startswith(("VmRSS", "VmHWM")):
+            d[line[:5]] = int(line.split()[1]) / 1024
+    return d
+from insitem.acquisition.cli import main
+import insitem.acquisition.live_analysis as la, insitem.acquisition.runfile as rf
+import insitem.simulators.detector as det, insitem.simulators.devices as dev
+import insitem.simulators.eels as eels, insitem.simulators.world as world
+s = status()
+print(f"after imports: RSS {s['VmRSS']:.0f} MB")
+rises = {}
+seen = set()
+def wrap(owner, name, label, once=False):
+    f = getattr(owner, name)
+    @functools.wraps(f)
+    def g(*a, **k):
+        s0 = status()
+        try:
+            return f(*a, **k)
+        finally:
+            s1 = status()
+            r = rises.setdefault(label, [0.0, 0.0, 0, 0.0])
+            if s1["VmHWM"] > s0["VmHWM"]:  # this call set a new peak: how far above the RSS at entry
+                r[0] = max(r[0], s1["VmHWM"] - s0["VmRSS"])
+                r[1] = max(r[1], s1["VmHWM"])
+            r[2] += 1
+            r[3] = max(r[3], s0["VmRSS"])
+            if once and label not in seen:
+                seen.add(label)
+                print(f"{label}: RSS {s0['VmRSS']:.0f} -> {s1['VmRSS']:.0f} MB, peak {s1['VmHWM']:.0f} MB")
+    setattr(owner, name, g)
+wrap(world.SimWorld, "from_protocol", "rig set-up (SimWorld.from_protocol)", once=True)
+wrap(det.CCDDetector, "__init__", "  detector construction (maps)", once=True)
+wrap(dev.SimCamera, "read_frame", "camera read-out (whole frame path)")
+wrap(world.SimWorld, "expected_image", "  SimWorld.expected_image")
+wrap(eels.EELSSynthesizer, "synthesize", "    EELSSynthesizer.synthesize")
+wrap(det.CCDDetector, "expose", "  CCDDetector.expose")
+wrap(det.CCDDetector, "gain_reference", "  CCDDetector.gain_reference")
+wrap(det.CCDDetector, "dark_reference", "  CCDDetector.dark_reference")
+wrap(la.LiveLiProfile, "__call__", "live Li profile (progress hook)")
+wrap(rf.RunFile, "append_exposure", "RunFile.append_exposure")
+main(["run", sys.argv[1], "--sim", "--out", sys.argv[2], "--no-progress", "--no-figures"])
+print(f"{'call':40} {'calls':>5} {'RSS at entry max':>17} {'new peak: rise':>15} {'new peak':>9}")
+for label, (rise, hwm, n, entry) in rises.items():
+    new = f"{rise:12.0f} MB {hwm:6.0f} MB" if hwm else f"{'-':>15} {'-':>9}"
+    print(f"{label:40} {n:5d} {entry:14.0f} MB {new}")
+s = status()
+print(f"end of run: RSS {s['VmRSS']:.0f} MB, peak {s['VmHWM']:.0f} MB")
 """
 
 
-def one(protocol: str) -> tuple[float, float, float]:
+def one(protocol: str) -> tuple[float, float, float, float]:
     with tempfile.TemporaryDirectory() as d:
         out = str(Path(d) / "run.h5")
         r = subprocess.run([sys.executable, "-c", CHILD, protocol, out], capture_output=True, text=True, timeout=900)
-        line = next(x for x in r.stdout.splitlines() if x.startswith("RESULT"))
-        _, rc, t_import, t_run, rss = line.split()
+        line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
+        if line is None:
+            raise SystemExit(f"{protocol}: run failed: {r.stderr[-500:]}")
+        _, rc, t_import, t_run, rss_import, rss = line.split()
         if rc != "0":
             raise SystemExit(f"{protocol}: run failed: {r.stderr[-500:]}")
-        return float(t_import), float(t_run), float(rss)
+        return float(t_import), float(t_run), float(rss_import), float(rss)
+
+
+def stages(protocol: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run([sys.executable, "-c", STAGES, protocol, str(Path(d) / "run.h5")], capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            raise SystemExit(f"{protocol}: run failed: {r.stderr[-500:]}")
+        print(f"--- {protocol}")
+        print(r.stdout.rstrip())
+
+
+def scaled_protocol(directory: Path, n_images: int) -> Path:
+    """si-nanoparticle-hold cut to `n_images` images (one every 5 s)."""
+    import yaml
+
+    from insitem.protocols.loader import resolve
+
+    doc = yaml.safe_load(resolve("si-nanoparticle-hold").read_text(encoding="utf-8"))
+    doc["name"] = f"si-hold-{n_images}-images"
+    doc["steps"][0]["hold"]["duration"] = f"{5 * n_images} s"
+    path = directory / f"si-hold-{n_images}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("protocols", nargs="*", default=["ex-situ-lasgtp", "in-situ-lasgtp", "si-nanoparticle-hold"])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stages", action="store_true", help="also print the memory breakdown of one run per protocol")
+    ap.add_argument("--scaling", type=int, metavar="N", help="only compare the peak RSS of N and 4N images")
+    ap.add_argument("--tolerance-mb", type=float, default=8.0)
     args = ap.parse_args()
-    print(f"{'protocol':24} {'run s (median)':>15} {'min':>7} {'import s':>9} {'peak RSS MB':>12}")
+    if args.scaling:
+        with tempfile.TemporaryDirectory() as d:
+            peaks = {}
+            for n in (args.scaling, 4 * args.scaling):
+                rows = [one(str(scaled_protocol(Path(d), n))) for _ in range(args.repeats)]
+                peaks[n] = max(r[3] for r in rows)
+                print(f"{n:4d} images: run {statistics.median(r[1] for r in rows):6.2f} s, peak RSS {peaks[n]:6.0f} MB (max of {args.repeats})")
+        growth = peaks[4 * args.scaling] - peaks[args.scaling]
+        ok = growth <= args.tolerance_mb
+        print(f"peak RSS growth from {args.scaling} to {4 * args.scaling} images: {growth:+.1f} MB "
+              f"({'within' if ok else 'OVER'} the {args.tolerance_mb:g} MB tolerance)")
+        print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+        raise SystemExit(0 if ok else 1)
+    print(f"{'protocol':24} {'run s (median)':>15} {'min':>7} {'import s':>9} {'import RSS MB':>14} {'peak RSS MB':>12}")
     for p in args.protocols:
         rows = [one(p) for _ in range(args.repeats)]
         runs = [r[1] for r in rows]
-        print(f"{p:24} {statistics.median(runs):15.2f} {min(runs):7.2f} {statistics.median(r[0] for r in rows):9.2f} {max(r[2] for r in rows):12.0f}")
+        print(f"{p:24} {statistics.median(runs):15.2f} {min(runs):7.2f} {statistics.median(r[0] for r in rows):9.2f} "
+              f"{statistics.median(r[2] for r in rows):14.0f} {max(r[3] for r in rows):12.0f}")
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+    if args.stages:
+        for p in args.protocols:
+            stages(p)
 
 
 if __name__ == "__main__":
