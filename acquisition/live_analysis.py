@@ -69,7 +69,7 @@ class LiveLiProfile:
         if energy is None:
             return None
         if energy.boundary_eV(0) < 0.0 < energy.boundary_eV(energy.size):  # holds the zero-loss peak
-            self._lowloss = (img.astype(np.float64), energy)
+            self._lowloss = (np.array(img, dtype=np.float32), energy)  # counts: float32 is exact enough
             return None
         if not li_window_covers(energy, self.params):
             return None

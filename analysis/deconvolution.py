@@ -101,7 +101,7 @@ def splice(
     shift = (edge_energy.offset_eV - ll_energy.offset_eV) / d
     n_total = int(np.floor(shift + edge_energy.size))
     whole = int(round(shift))
-    edge_on_grid = np.zeros((edge.shape[0], n_total))
+    edge_on_grid = np.zeros((edge.shape[0], n_total), dtype=np.float32)  # counts: < 7 significant digits
     if abs(shift - whole) < 1e-6:  # the usual case: offsets a whole number of channels apart
         edge_on_grid[:, whole:] = edge[:, : n_total - whole]
     else:
@@ -116,7 +116,8 @@ def splice(
     if ratios.size == 0:
         raise AnalysisError("no signal in the overlap of the low-loss and Li-K windows")
     scale = float(np.median(ratios))
-    joined = scale * edge_on_grid
+    joined = edge_on_grid
+    joined *= np.float32(scale)
     jn = _channel(ll_energy, params.join_eV)
     joined[:, :jn] = lowloss[:, :jn]
     axis = EnergyAxis(offset_eV=ll_energy.offset_eV, scale_eV=d, size=n_total)
@@ -127,7 +128,7 @@ def fourier_log(spectra: np.ndarray, energy: EnergyAxis, params: DeconvolutionPa
     """SSD of spectra (rows, channels) that contain the zero-loss peak (see module docstring)."""
     p = params or DeconvolutionParams()
     check_image(spectra, energy)
-    J = np.asarray(spectra, dtype=float)
+    J = np.asarray(spectra)
     n_rows, n = J.shape
     d = energy.scale_eV
     E = energy.values_eV
@@ -137,9 +138,8 @@ def fourier_log(spectra: np.ndarray, energy: EnergyAxis, params: DeconvolutionPa
     peak = int(np.argmax(np.where(np.abs(E) < 3.0, mean, -np.inf)))
     s_lo, s_hi = np.searchsorted(E, E[peak] + p.zlp_search_eV[0]), np.searchsorted(E, E[peak] + p.zlp_search_eV[1])
     cut = s_lo + int(np.argmin(mean[s_lo:s_hi]))
-    Z = np.zeros_like(J)
-    Z[:, :cut] = J[:, :cut]
-    I0 = Z.sum(axis=1)
+    Z = np.asarray(J[:, :cut], dtype=np.float32)  # the zero-loss part; zero beyond `cut`
+    I0 = Z.sum(axis=1, dtype=np.float64)
     # ZLP FWHM from the mean spectrum (channels above half maximum)
     above = np.nonzero(mean[:cut] >= 0.5 * mean[peak])[0]
     fwhm = max((above[-1] - above[0] + 1) * d, 2 * d)
@@ -160,20 +160,21 @@ def fourier_log(spectra: np.ndarray, energy: EnergyAxis, params: DeconvolutionPa
     full = np.zeros((n_rows, P), dtype=np.float32)
     full[:, :n] = J
     full[:, n : n + n_ext] = ext
-    Jh = sfft.rfft(full, axis=1)
-    Zh = sfft.rfft(Z.astype(np.float32), n=P, axis=1)
+    Jh = sfft.rfft(full, axis=1, overwrite_x=True)
+    del full
     nu = np.arange(Jh.shape[1]) / (P * d)  # cycles per eV
     sigma = fwhm / (2 * np.sqrt(2 * np.log(2)))
     G = np.exp(-2.0 * (np.pi * sigma * nu) ** 2)
-    keep = G > 1e-7  # beyond, G has removed everything: skip the log there
-    lr = np.zeros_like(Jh)
+    # ln(J/Z) in place in Jh (one complex rows x P/2 array alive besides Z's transform)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        Jh /= sfft.rfft(Z, n=P, axis=1)
+        np.log(Jh, out=Jh)
+    Jh[~np.isfinite(Jh)] = 0.0
+    Jh *= (G[None, :] * I0[:, None]).astype(np.float32)
+    ssd = sfft.irfft(Jh, n=P, axis=1, overwrite_x=True)[:, :n].astype(float)
+    del Jh
     with np.errstate(invalid="ignore", divide="ignore"):
-        lr[:, keep] = np.log(Jh[:, keep] / Zh[:, keep])
-    lr[~np.isfinite(lr)] = 0.0
-    lr *= (G[None, :] * I0[:, None]).astype(np.float32)
-    ssd = sfft.irfft(lr, n=P, axis=1)[:, :n].astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tl = np.log(J.sum(axis=1) / I0)
+        tl = np.log(J.sum(axis=1, dtype=np.float64) / I0)
     # channel j of the SSD is a loss of j*d: an axis whose centres are 0, d, 2d, ...
     axis = EnergyAxis(offset_eV=0.0, scale_eV=d, size=n)
     return SingleScattering(ssd=ssd, energy=axis, i0=I0, t_over_lambda=tl, scale=1.0)

@@ -440,9 +440,15 @@ class EELSSynthesizer:
             rows = col.layer_index == layer
             if np.any(rows):
                 s_hat[rows] += cache.kappa[layer] * vh[None, :]
-        J = sfft.irfft(cache.zhat[None, :] * np.exp(s_hat), n=cache.P, axis=1)
+        # in place: one complex (rows x P/2) array alive instead of three
+        np.exp(s_hat, out=s_hat)
+        s_hat *= cache.zhat[None, :]
+        J = sfft.irfft(s_hat, n=cache.P, axis=1, overwrite_x=True)
+        del s_hat
         idx = (cache.k_lo + np.arange(cache.n_ext)) % cache.P
-        return I0[:, None] * J[:, idx]
+        out = J[:, idx]
+        out *= I0[:, None]
+        return out
 
     # ------------------------------------------------------------------------------------------ cache build
     def _cache(self, E_first: float, d: float, n: int, margin: int, col: ColumnState) -> _Cache:
