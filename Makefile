@@ -31,8 +31,11 @@ slow: $(VENV)/.installed-test
 faults: $(VENV)/.installed-test  # the whole fault matrix (fast and slow cells), table in the summary
 	$(BIN)/python -m pytest -m faults tests/faults
 
+# `make bench` only lists the benches (each takes from seconds to minutes and loads the shared
+# machine); `make bench BENCH='realtime --repeats 3'` runs one (python -m bench NAME ARGS).
+BENCH  ?=
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs
