@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -82,7 +83,15 @@ from scipy import fft as sfft
 from scipy.optimize import fsolve
 from scipy.special import erf, ndtr, ndtri
 
-__all__ = ["DetectorParameters", "DetectorFrame", "CCDDetector", "psf_line_profile", "noise_kernel"]
+__all__ = [
+    "DetectorParameters",
+    "DetectorFrame",
+    "CCDDetector",
+    "psf_line_profile",
+    "noise_kernel",
+    "lattice_kernel",
+    "binned_autocorrelation",
+]
 
 _N_CHUNKS = 2  # fixed number of row chunks (one generator each): frames do not depend on n_threads
 _PAD = 2  # half-width of the 5-tap noise kernel
@@ -101,7 +110,13 @@ class DetectorParameters(BaseModel):
     shape_px: tuple[int, int] = Field(default=(2048, 2048), description="(rows, columns) [Y14]")
     gain_counts_per_e: float = Field(default=6.3, gt=0, description="conversion gain g, counts per primary e [S:FACDOSE]")
     nu2: float = Field(default=0.5, ge=0, description="relative variance of the single-electron pulse height [est]")
-    psf_sigma_px: float = Field(default=0.6, gt=0, description="Gaussian core sigma, px [est]")
+    psf_sigma_px: float = Field(
+        default=0.378,
+        gt=0,
+        description="Gaussian core sigma, px [est]: chosen so that g (1 + nu2) beta_psf = 1.55 counts, the sourced "
+        "per-pixel variance-to-mean of the PSF-smoothed gain [S:SR25] (physics.md 2.1/2.2), with the sourced g, "
+        "nu2 0.5 and the Lorentzian tail below",
+    )
     psf_gamma_px: float = Field(default=2.0, gt=0, description="Lorentzian tail half-width gamma, px [est]")
     psf_tail_weight: float = Field(default=0.3, ge=0, le=1, description="weight of the Lorentzian tail [est]")
     psf_radius_px: int = Field(
@@ -126,6 +141,11 @@ class DetectorParameters(BaseModel):
         default=1e-6, ge=0, description="parallel shift of one row, s [est]; gives ~1 ms for a fully binned spectrum (physics.md 2.3)"
     )
     readout_ports: int = Field(default=4, ge=1, description="read-out amplifiers (quadrants) [S:SR25]")
+    binned_fluctuation: bool = Field(
+        default=True,
+        description="with on-chip binning, draw the signal fluctuation on the binned lattice (module docstring); "
+        "False: per unbinned pixel, then summed",
+    )
     exact_below_e: float = Field(
         default=4.0,
         ge=0,
@@ -180,6 +200,20 @@ def _autocorr(h: np.ndarray, lag: int) -> float:
     return float(np.dot(h[lag:], h[: h.size - lag]))
 
 
+def _five_tap(beta: float, a1: float, guess: tuple[float, float]) -> tuple[np.ndarray, float]:
+    """[c, a, 1 - 2a - 2c, a, c] with sum of squares `beta` and lag-1 autocorrelation `a1`; and the residual."""
+
+    def eqs(v: np.ndarray) -> list[float]:
+        a, c = v
+        b = 1.0 - 2.0 * a - 2.0 * c
+        return [b * b + 2 * a * a + 2 * c * c - beta, 2 * a * b + 2 * a * c - a1]
+
+    with warnings.catch_warnings():  # fsolve warns when it cannot improve on a converged root
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a, c = fsolve(eqs, list(guess), xtol=1e-14)
+    return np.array([c, a, 1.0 - 2.0 * a - 2.0 * c, a, c]), float(np.max(np.abs(eqs(np.array([a, c])))))
+
+
 def noise_kernel(profile: np.ndarray) -> np.ndarray:
     """Symmetric 5-tap kernel [c, a, b, a, c] with sum 1 and the profile's lag-0 and lag-1 autocorrelation.
 
@@ -188,18 +222,42 @@ def noise_kernel(profile: np.ndarray) -> np.ndarray:
     of whole-PSF sums of the PSF-filtered noise (see module docstring).
     """
     r = profile.size // 2
-    beta, a1 = _autocorr(profile, 0), _autocorr(profile, 1)
-
-    def eqs(v: np.ndarray) -> list[float]:
-        a, c = v
-        b = 1.0 - 2.0 * a - 2.0 * c
-        return [b * b + 2 * a * a + 2 * c * c - beta, 2 * a * b + 2 * a * c - a1]
-
-    a, c = fsolve(eqs, [profile[r + 1], profile[r + 2]], xtol=1e-14)
-    h = np.array([c, a, 1.0 - 2.0 * a - 2.0 * c, a, c])
-    if not np.allclose(eqs(np.array([a, c])), 0.0, atol=1e-10) or np.any(h < 0):
+    h, res = _five_tap(_autocorr(profile, 0), _autocorr(profile, 1), (profile[r + 1], profile[r + 2]))
+    if res > 1e-10 or np.any(h < 0):
         raise ValueError("PSF too wide or too narrow for the 5-tap noise kernel (no non-negative solution)")
     return h
+
+
+def binned_autocorrelation(h: np.ndarray, factor: int, lag: int) -> float:
+    """Correlation coefficient function of white noise filtered with `h` and summed over `factor` pixels.
+
+    R(L) = (1/factor) sum_s A(s) A(s + L factor), A(s) the fraction of a source at offset s that
+    lands in one readout pixel (h convolved with a box of `factor` pixels). R(0) is the variance
+    of a readout pixel relative to that of the sum of its unfiltered pixels; sum over L of R = 1.
+    """
+    cover = np.convolve(np.ones(factor), h)
+    shift = lag * factor
+    if shift >= cover.size:
+        return 0.0
+    return float(np.dot(cover[shift:], cover[: cover.size - shift]) / factor)
+
+
+def lattice_kernel(h: np.ndarray, factor: int) -> np.ndarray | None:
+    """5-tap kernel on the lattice of readout pixels binned by `factor` along one axis.
+
+    Filtering independent cell sums with it gives the readout pixels the variance (R(0)), the
+    lag-1 correlation (R(1)) and the whole-sum variance (sum 1) of the unbinned path, i.e. of
+    per-pixel noise filtered with `h` and then summed (`binned_autocorrelation`). The outer taps
+    come out slightly negative for factor >= 2 (-0.001 .. -0.004 for the defaults). None if no
+    solution with a dominant positive centre exists (the caller then draws per unbinned pixel).
+    """
+    if factor == 1:
+        return h.copy()
+    r0, r1 = binned_autocorrelation(h, factor, 0), binned_autocorrelation(h, factor, 1)
+    k, res = _five_tap(r0, r1, (0.5 * r1, 0.0))
+    if res > 1e-10 or k[2] <= 0 or np.any(k[1:4] < 0) or abs(k[0]) > 0.05 * k[2]:
+        return None
+    return k
 
 
 @functools.lru_cache(maxsize=1)
@@ -285,6 +343,17 @@ def _nearest_conv_weights(tail: np.ndarray, n: int, starts: np.ndarray, ends: np
     return first_columns(ends) - first_columns(starts)
 
 
+@dataclass
+class _Lattice:
+    """An expected image's signal on the lattice of binned readout pixels (see module docstring)."""
+
+    mean: np.ndarray  # g * sum over the cell of gainmap * PSF(*)mu, (ny, nx) float32 counts (exact)
+    sigma: np.ndarray  # Gaussian std of the cell's fluctuation, (ny + 2 _PAD, nx + 2 _PAD) float32, edges repeated
+    gain: np.ndarray  # mean gain map over each cell, (ny, nx) float32
+    exact_index: np.ndarray  # flat indices into the padded lattice of the cells drawn exactly
+    exact_mu: np.ndarray  # their expected electrons (cell sums), float64
+
+
 class _SignalCache:
     """Everything derived from one expected image (deterministic parts of the signal).
 
@@ -306,6 +375,7 @@ class _SignalCache:
         self.sigma_index: np.ndarray | None = None  # padded row -> row of sigma_rows
         self.exact_below_e = 0.0
         self.n_low = 0  # pixels drawn exactly (0 < mu < exact_below_e)
+        self.lattices: dict[tuple[int, int], _Lattice] = {}  # per binning: the fluctuation drawn on readout pixels
 
     def low_pixels(self, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact-draw pixels of area rows i0..i1 in row-major order: flat indices into the
@@ -374,6 +444,8 @@ class CCDDetector:
         self.psf_profile = psf_line_profile(p.psf_sigma_px, p.psf_gamma_px, p.psf_tail_weight, p.psf_radius_px)
         self.noise_kernel_1d = noise_kernel(self.psf_profile)
         self._h = [np.float32(v) for v in self.noise_kernel_1d[2:]]  # b, a, c
+        self._lattice_kernels: dict[int, np.ndarray | None] = {}
+        self._lattice_gain: dict[tuple, np.ndarray] = {}
 
         self._n_threads = max(1, min(int(n_threads), _N_CHUNKS))
         self._pool = ThreadPoolExecutor(self._n_threads) if self._n_threads > 1 else None
@@ -455,6 +527,7 @@ class CCDDetector:
                     # area-sized arrays (PSF mean, fluctuation buffer, 32 MB for the full
                     # sensor) are not kept between frames; they are rebuilt if it comes again
                     cache.mean = None
+                    cache.lattices.clear()
                     self._bufs.clear()
         data, n_sat = self._read_out(signal, exposure_s, area, (by, bx))
         return DetectorFrame(
@@ -774,6 +847,9 @@ class CCDDetector:
         The fluctuation Z is drawn over the whole (padded) area; filtering, gain, mean and
         binning then run in blocks of rows, so no other area-sized array is made.
         """
+        lattice = self._lattice(c, binning)
+        if lattice is not None:
+            return self._draw_lattice(lattice, binning)
         assert c.mean is not None and c.sigma_rows is not None and c.sigma_index is not None
         p = self.params
         h, w = c.mean.shape
@@ -843,6 +919,98 @@ class CCDDetector:
                     x = n_e * g
                 z.reshape(-1)[pidx] = x - g * low_mu
         self._chunks(filter_bin, ny)
+        return out
+
+    def _lattice_kernel(self, factor: int) -> np.ndarray | None:
+        if factor not in self._lattice_kernels:
+            self._lattice_kernels[factor] = lattice_kernel(self.noise_kernel_1d, factor)
+        return self._lattice_kernels[factor]
+
+    def _lattice(self, c: _SignalCache, binning: tuple[int, int]) -> _Lattice | None:
+        """The image's signal on the binned lattice, made once per image and binning; None: draw per unbinned pixel."""
+        by, bx = binning
+        if (by, bx) == (1, 1) or not self.params.binned_fluctuation:
+            return None
+        if self._lattice_kernel(by) is None or self._lattice_kernel(bx) is None:
+            return None
+        lat = c.lattices.get(binning)
+        if lat is not None:
+            return lat
+        assert c.mean is not None and c.area_rows is not None and c.row_index is not None
+        p = self.params
+        h, w = c.mean.shape
+        ny, nx = h // by, w // bx
+        top, left = c.area[0], c.area[1]
+        mean = np.empty((ny, nx), dtype=np.float32)
+        mu_b = np.empty((ny, nx), dtype=np.float32)
+        block = max(1, _BLOCK_ROWS // by)
+        for i0 in range(0, ny, block):  # cell sums in row blocks (no area-sized temporaries)
+            i1 = min(i0 + block, ny)
+            u0, u1 = i0 * by, i1 * by
+            cells = (i1 - i0, by, nx, bx)
+            mean[i0:i1] = c.mean[u0:u1, : nx * bx].reshape(cells).sum(axis=(1, 3), dtype=np.float32)
+            mu = c.area_rows[c.row_index[u0:u1], : nx * bx]
+            mu_b[i0:i1] = mu.reshape(cells).sum(axis=(1, 3), dtype=np.float32)
+        gkey = (c.area, binning)
+        gain = self._lattice_gain.get(gkey)
+        if gain is None:
+            gain = np.empty((ny, nx), dtype=np.float32)
+            for i0 in range(0, ny, block):
+                i1 = min(i0 + block, ny)
+                g = self.gain_map[top + i0 * by : top + i1 * by, left : left + nx * bx]
+                gain[i0:i1] = g.reshape(i1 - i0, by, nx, bx).mean(axis=(1, 3), dtype=np.float64)
+            if len(self._lattice_gain) > 16:
+                self._lattice_gain.clear()
+            self._lattice_gain[gkey] = gain
+        sigma = np.sqrt(np.pad(mu_b, _PAD, mode="edge"))
+        sigma *= np.float32(p.gain_counts_per_e * math.sqrt(1.0 + p.nu2))
+        exact = (mu_b > 0) & (mu_b < p.exact_below_e * by * bx)
+        ii, jj = np.nonzero(exact)
+        exact_index = (ii + _PAD) * (nx + 2 * _PAD) + (jj + _PAD)
+        lat = _Lattice(mean, sigma, gain, exact_index, mu_b[ii, jj].astype(np.float64))
+        c.lattices[binning] = lat
+        return lat
+
+    def _draw_lattice(self, lat: _Lattice, binning: tuple[int, int]) -> np.ndarray:
+        """One noisy realisation of the binned signal drawn on the readout lattice (float32 counts)."""
+        p = self.params
+        ny, nx = lat.mean.shape
+        z = self._buf("lattice_z", (ny + 2 * _PAD, nx + 2 * _PAD))
+        t = self._buf("lattice_t", (ny + 2 * _PAD, nx))
+        tmp = self._buf("lattice_tmp", (ny + 2 * _PAD, nx))
+        sigma = lat.sigma
+
+        def draw(k: int, r0: int, r1: int) -> None:
+            _scaled_normals(self._chunk_gens[k], lambda i0, i1: sigma[r0 + i0 : r0 + i1], z[r0:r1])
+
+        self._chunks(draw, z.shape[0])
+        if lat.exact_index.size:
+            # exact compound Poisson of the cell sum: N ~ Poisson(sum mu); Gamma(N/nu2, g nu2) pulse heights
+            g = p.gain_counts_per_e
+            n_e = self._gen.poisson(lat.exact_mu)
+            x = self._gen.standard_gamma(n_e / p.nu2) * (g * p.nu2) if p.nu2 > 0 else n_e * g
+            z.reshape(-1)[lat.exact_index] = x - g * lat.exact_mu
+        b, a, c = (np.float32(v) for v in self._lattice_kernel(binning[1])[2:])  # type: ignore[index]
+        # x: t = a (z[j+1] + z[j+3]) + c (z[j] + z[j+4]) + b z[j+2]
+        np.add(z[:, 1:-3], z[:, 3:-1], out=t)
+        t *= a
+        np.add(z[:, :-4], z[:, 4:], out=tmp)
+        tmp *= c
+        t += tmp
+        np.multiply(z[:, 2:-2], b, out=tmp)
+        t += tmp
+        # y, with the lattice kernel of the row binning
+        b, a, c = (np.float32(v) for v in self._lattice_kernel(binning[0])[2:])  # type: ignore[index]
+        out = np.add(t[1:-3], t[3:-1])
+        out *= a
+        tmp = tmp[:ny]
+        np.add(t[:-4], t[4:], out=tmp)
+        tmp *= c
+        out += tmp
+        np.multiply(t[2:-2], b, out=tmp)
+        out += tmp
+        out *= lat.gain
+        out += lat.mean
         return out
 
     def _read_out(
