@@ -11,6 +11,9 @@ peak (VmHWM) around the rig set-up, the detector construction, the first exposur
 calls that set a new peak (camera read-out, world image, EELS synthesis, detector exposure,
 gain reference, live analysis, run-file writes): how far the peak rose above the RSS at entry.
 
+`--old-detector REV` alternates runs with the detector module of git revision REV (loaded in
+place of the working tree's) and the current one, and prints both medians and the ratio old/new.
+
 `--scaling N` checks that the peak does not grow with the number of exposures: it runs
 si-nanoparticle-hold (one Li-K image every 5 s) cut to N and to 4N images and prints both peaks;
 exit status 1 if the 4N run peaks more than `--tolerance-mb` (default 8 MB) above the N run.
@@ -31,6 +34,12 @@ def rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
+if len(sys.argv) > 3:  # an older detector module (file path) in place of the installed one
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("insitem.simulators.detector", sys.argv[3])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["insitem.simulators.detector"] = mod
+    spec.loader.exec_module(mod)
 t0 = time.perf_counter()
 from insitem.acquisition.cli import main
 t1 = time.perf_counter()
@@ -96,10 +105,11 @@ print(f"end of run: RSS {s['VmRSS']:.0f} MB, peak {s['VmHWM']:.0f} MB")
 """
 
 
-def one(protocol: str) -> tuple[float, float, float, float]:
+def one(protocol: str, detector_file: str | None = None) -> tuple[float, float, float, float]:
     with tempfile.TemporaryDirectory() as d:
         out = str(Path(d) / "run.h5")
-        r = subprocess.run([sys.executable, "-c", CHILD, protocol, out], capture_output=True, text=True, timeout=900)
+        extra = [detector_file] if detector_file else []
+        r = subprocess.run([sys.executable, "-c", CHILD, protocol, out, *extra], capture_output=True, text=True, timeout=900)
         line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
         if line is None:
             raise SystemExit(f"{protocol}: run failed: {r.stderr[-500:]}")
@@ -132,6 +142,25 @@ def scaled_protocol(directory: Path, n_images: int) -> Path:
     return path
 
 
+def compare_detector(protocols: list[str], rev: str, repeats: int) -> None:
+    """Old/new pairs: the detector module of `rev` loaded in place of the working tree's, alternating."""
+    root = Path(__file__).resolve().parent.parent
+    src = subprocess.run(["git", "show", f"{rev}:simulators/detector.py"], cwd=root, capture_output=True, text=True, check=True).stdout
+    with tempfile.TemporaryDirectory() as d:
+        old_file = Path(d) / "detector_old.py"
+        old_file.write_text(src, encoding="utf-8")
+        print(f"{'protocol':24} {'old run s':>10} {'new run s':>10} {'old/new':>8} {'old peak MB':>12} {'new peak MB':>12}  (medians of {repeats} pairs; old = {rev})")
+        for p in protocols:
+            old, new = [], []
+            for _ in range(repeats):
+                old.append(one(p, str(old_file)))
+                new.append(one(p))
+            to, tn = statistics.median(r[1] for r in old), statistics.median(r[1] for r in new)
+            print(f"{p:24} {to:10.2f} {tn:10.2f} {to / tn:8.2f} {max(r[3] for r in old):12.0f} {max(r[3] for r in new):12.0f}")
+            print(f"{'':24} old runs {[round(r[1], 2) for r in old]}, new runs {[round(r[1], 2) for r in new]}")
+    print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("protocols", nargs="*", default=["ex-situ-lasgtp", "in-situ-lasgtp", "si-nanoparticle-hold"])
@@ -139,7 +168,12 @@ def main() -> None:
     ap.add_argument("--stages", action="store_true", help="also print the memory breakdown of one run per protocol")
     ap.add_argument("--scaling", type=int, metavar="N", help="only compare the peak RSS of N and 4N images")
     ap.add_argument("--tolerance-mb", type=float, default=8.0)
+    ap.add_argument("--old-detector", metavar="REV", help="alternate runs with simulators/detector.py of git revision REV "
+                    "(old, new, old, ... in the same minutes) and print both medians and their ratio")
     args = ap.parse_args()
+    if args.old_detector:
+        compare_detector(args.protocols, args.old_detector, args.repeats)
+        return
     if args.scaling:
         with tempfile.TemporaryDirectory() as d:
             peaks = {}
