@@ -6,7 +6,12 @@ Tests marked `hardware` run only when the resources they need are given, e.g.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # shipped_protocol (the tests are not a package)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -6,11 +6,12 @@ the same kind as a dry run of the same protocol (HyperSpy-loadable, same dataset
 calibration), and the coupled physics must come through the wires (the camera sees the beam the
 TEM emulator unblanked; the cell is stepped once per interval of real time).
 
-Real time passes on this path, so the protocol is short: a 15 s hold with a 1 s exposure every
-5 s (3 exposures). The window is binned 6 x 1 like the shipped protocols (6 CCD rows per position
-pixel, every energy channel): the GIF socket carries one binning, so the driver acquires at
-binning 1 and sums the rows (docs/decisions/0005-gif-unequal-binning.md). 320 readout rows give
-53 position pixels (318 rows read) by 512 channels.
+Real time passes on this path, so the protocol is short: the shipped loopback-hold, a 15 s hold
+with a 1 s exposure every 5 s (3 exposures). The window is binned 6 x 1 like the other shipped
+protocols (6 CCD rows per position pixel, every energy channel): the GIF socket carries one
+binning, so the driver acquires at binning 1 and sums the rows
+(docs/decisions/0005-gif-unequal-binning.md). 320 readout rows give 53 position pixels (318 rows
+read) by 512 channels.
 """
 
 from __future__ import annotations
@@ -27,63 +28,24 @@ from insitem.simulators.serve import ServerSet, start_servers
 
 pytestmark = pytest.mark.wire
 
+PROTOCOL = "loopback-hold"  # protocols/library/loopback-hold.yaml
 HOLD_S = 15.0
 EVERY_S = 5.0
 N_EXPOSURES = 3  # at 0, 5 and 10 s of the hold
 
-PROTOCOL = f"""\
-name: loopback-hold
-description: {HOLD_S:g} s hold at -0.2 V, a 1 s Li-K spectrum image every {EVERY_S:g} s, small readout
-sample:
-  description: Si nanoparticles (simulated world behind the emulators)
-  preset: si_nanoparticle
-instruments:
-  potentiostat: {{model: keithley2450}}
-  camera: {{model: gif}}
-  microscope: {{model: insitem-tem}}
-safety:
-  voltage_min: -1 V
-  voltage_max: 1 V
-  current_compliance: 1 uA
-  max_dose_rate: 10 e/Å^2/s
-  max_total_dose: 20000 e/Å^2
-  max_exposure: 5 s
-beam:
-  current: 0.5 nA
-  illuminated_diameter: 2 um
-spectrometer:
-  slit: {{length: 1880 nm, width: 200 nm}}
-  windows:
-    - name: li-k
-      edges: [Li-K]
-      energy_offset: 35 eV
-      channels: 512
-      exposure: 1 s
-      binning: [6, 1]
-      readout_rows: [400, 720]
-steps:
-  - hold:
-      potential: -0.2 V
-      duration: {HOLD_S:g} s
-      exposures:
-        - windows: [li-k]
-          every: {EVERY_S:g} s
-"""
 
 
 @pytest.fixture(scope="module")
-def protocol_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("loopback") / "loopback-hold.yaml"
-    path.write_text(PROTOCOL, encoding="utf-8")
-    return path
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("loopback")
 
 
 @pytest.fixture(scope="module")
-def hardware_run(protocol_file: Path) -> Iterator[tuple[Path, ServerSet, int]]:
+def hardware_run(workdir: Path) -> Iterator[tuple[Path, ServerSet, int]]:
     """Serve the three emulators on free loopback ports and run the protocol through them."""
-    out = protocol_file.parent / "hw.h5"
-    with start_servers(str(protocol_file), ["keithley2450", "gif", "tem"]) as servers:
-        argv = ["run", str(protocol_file), "--hardware", "--out", str(out), "--no-progress", "--no-figures"]
+    out = workdir / "hw.h5"
+    with start_servers(PROTOCOL, ["keithley2450", "gif", "tem"]) as servers:
+        argv = ["run", PROTOCOL, "--hardware", "--out", str(out), "--no-progress", "--no-figures"]
         for role, resource in servers.resources.items():
             argv += ["--resource", f"{role}={resource}"]
         status = main(argv)
@@ -91,9 +53,9 @@ def hardware_run(protocol_file: Path) -> Iterator[tuple[Path, ServerSet, int]]:
 
 
 @pytest.fixture(scope="module")
-def dry_run(protocol_file: Path) -> Path:
-    out = protocol_file.parent / "sim.h5"
-    assert main(["run", str(protocol_file), "--sim", "--out", str(out), "--no-progress", "--no-figures"]) == 0
+def dry_run(workdir: Path) -> Path:
+    out = workdir / "sim.h5"
+    assert main(["run", PROTOCOL, "--sim", "--out", str(out), "--no-progress", "--no-figures"]) == 0
     return out
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shipped_protocol import variant
 
 from insitem.acquisition.rig import SimRigBundle
 from insitem.acquisition.run_command import window_specs
@@ -24,45 +25,14 @@ from insitem.drivers.errors import DeviceTimeoutError
 from insitem.protocols.loader import loads
 from insitem.protocols.plan import make_plan
 
-PROTOCOL = """\
-name: realtime-hold
-description: 60 s hold at -0.2 V, a 1 s Li-K image every 5 s, small read-out
-sample:
-  description: Si nanoparticles
-  preset: si_nanoparticle
-instruments:
-  potentiostat: {model: keithley2450}
-  camera: {model: gif}
-  microscope: {model: insitem-tem}
-safety:
-  voltage_min: -1 V
-  voltage_max: 1 V
-  current_compliance: 1 uA
-  max_dose_rate: 10 e/Å^2/s
-  max_total_dose: 20000 e/Å^2
-  max_exposure: 5 s
-beam:
-  current: 0.5 nA
-  illuminated_diameter: 2 um
-spectrometer:
-  slit: {length: 1880 nm, width: 200 nm}
-  camera: {processing: dark_subtracted}
-  windows:
-    - name: li-k
-      edges: [Li-K]
-      energy_offset: 35 eV
-      channels: 512
-      exposure: 1 s
-      binning: [4, 4]
-      readout_rows: [400, 720]
-steps:
-  - hold:
-      potential: -0.2 V
-      duration: 60 s
-      exposures:
-        - windows: [li-k]
-          every: 5 s
-"""
+# the shipped loopback-hold for 60 s, binned 4 x 4 (80 x 128 pixels), dark-subtracted
+PROTOCOL = variant(
+    "loopback-hold",
+    ("description: 15 s hold", "description: 60 s hold"),
+    ("duration: 15 s", "duration: 60 s"),
+    ("binning: [6, 1]", "binning: [4, 4]"),
+    ("  slit: {length: 1880 nm, width: 200 nm}\n", "  slit: {length: 1880 nm, width: 200 nm}\n  camera: {processing: dark_subtracted}\n"),
+)
 N_EXPOSURES = 12
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from shipped_protocol import variant
 
 from insitem.acquisition.rig import HardwareRigBundle
 from insitem.acquisition.run_command import window_specs
@@ -40,38 +41,18 @@ from insitem.simulators.serve import ServerSet, start_servers
 KINDS = ["keithley2450", "gif", "tem"]
 N_EXPOSURES = 3  # two in the CV (at 0 and 1 s), one at the start of the hold
 
-PROTOCOL = """\
-name: fault-matrix
-description: a 2 s CV and a 1 s hold with 0.3 s Li-K images, for the fault matrix on loopback emulators
-sample:
-  description: Si nanoparticles (simulated world behind the emulators)
-  preset: si_nanoparticle
-instruments:
-  potentiostat: {model: keithley2450}
-  camera: {model: gif}
-  microscope: {model: insitem-tem}
-safety:
-  voltage_min: -1 V
-  voltage_max: 1 V
-  current_compliance: 1 uA
-  max_compliance_trips: 3
-  max_dose_rate: 10 e/Å^2/s
-  max_total_dose: 20000 e/Å^2
-  max_exposure: 5 s
-beam:
-  current: 0.5 nA
-  illuminated_diameter: 2 um
-spectrometer:
-  camera: {processing: unprocessed}
-  slit: {length: 1880 nm, width: 200 nm}
-  windows:
-    - name: li-k
-      edges: [Li-K]
-      energy_offset: 35 eV
-      channels: 512
-      exposure: 0.3 s
-      binning: [4, 4]
-      readout_rows: [400, 720]
+# the shipped loopback-hold with 0.3 s unprocessed 4 x 4-binned images over a 2 s CV and a 1 s
+# hold, at most 3 compliance trips
+PROTOCOL = variant(
+    "loopback-hold",
+    ("name: loopback-hold", "name: fault-matrix"),
+    ("description: 15 s hold at -0.2 V, a 1 s Li-K spectrum image every 5 s, small readout (hardware smoke test)",
+     "description: a 2 s CV and a 1 s hold with 0.3 s Li-K images, for the fault matrix on loopback emulators"),
+    ("current_compliance: 1 uA\n", "current_compliance: 1 uA\n  max_compliance_trips: 3\n"),
+    ("spectrometer:\n", "spectrometer:\n  camera: {processing: unprocessed}\n"),
+    ("exposure: 1 s", "exposure: 0.3 s"),
+    ("binning: [6, 1]", "binning: [4, 4]"),
+    steps="""\
 steps:
   - cv:
       start: -0.1 V
@@ -88,7 +69,8 @@ steps:
       exposures:
         - windows: [li-k]
           at_start: true
-"""
+""",
+)
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 

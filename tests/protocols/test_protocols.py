@@ -35,11 +35,14 @@ def mutate(name: str, path: list, value) -> str:
 _DELETE = object()
 
 
-def test_library_has_the_four_published_experiments() -> None:
-    assert library_names() == ["ex-situ-lasgtp", "in-situ-lasgtp", "micro-battery-lagp", "si-nanoparticle-hold"]
+SHIPPED = ["ex-situ-lasgtp", "in-situ-lasgtp", "loopback-hold", "micro-battery-lagp", "si-nanoparticle-hold"]
 
 
-@pytest.mark.parametrize("name", ["ex-situ-lasgtp", "in-situ-lasgtp", "micro-battery-lagp", "si-nanoparticle-hold"])
+def test_library_has_the_four_published_experiments_and_the_loopback_smoke_test() -> None:
+    assert library_names() == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_protocol_validates_and_plans(name: str) -> None:
     plan = make_plan(load(name))
     assert plan.duration_s > 0 and plan.exposures
