@@ -54,6 +54,35 @@ before the read-out amplifier, so read noise and row noise are added once per re
 (physics.md 2.5); software binning would add k times the read-noise variance and is not
 modelled here. Saturation is the 16-bit ADC limit of each readout pixel.
 
+Binned readouts (`binned_fluctuation`, default on) draw the signal fluctuation on the lattice of
+readout pixels instead of per unbinned pixel (by * bx times fewer deviates; a 330 x 1024 low-loss
+sub-frame binned 6 x 1 costs about half, docs/performance/detector.md):
+
+* Mean: exact, the cached g * gainmap * PSF(*)mu summed over each cell.
+* Fluctuation: the cell sum of the compound-Poisson fluctuation Z has variance
+  g^2 (1 + nu2) * (sum of mu over the cell); it is drawn per cell (Gaussian, or exactly as
+  Poisson electron number + Gamma pulse-height sum where the cell's mean per unbinned pixel is
+  below `exact_below_e`, the same pixels as the unbinned path), filtered with a separable
+  5-tap lattice kernel per axis (`lattice_kernel`) and multiplied by the cell's mean gain.
+  The lattice kernel is solved so that the readout pixel has the variance, the lag-1 correlation
+  with its neighbouring readout pixels and the whole-sum variance (kernel sum 1) of the unbinned
+  path (noise filtered with h, then summed over the cell; `binned_autocorrelation`). Its outer
+  taps are slightly negative (-0.001 .. -0.004 of a centre tap near 0.7 .. 1).
+  tests/simulators/test_detector_binned.py compares both paths per readout pixel.
+* Simplifications: the variance is taken as uniform inside a cell and over the kernel's reach
+  (where it changes from cell to cell the correlations are those of the average), lag >= 2
+  correlations between readout pixels differ (both are below 0.03 for binning >= 2), the gain
+  map multiplies the fluctuation as its cell mean (relative variance error ~ 4e-4), and a single
+  electron of an exactly drawn cell spreads with the lattice kernel, not from its own position in
+  the cell. Falls back to the unbinned path where no lattice kernel exists (never for the
+  defaults) and for binning 1 x 1.
+* Like the unbinned path, the binned variance follows the 5-tap h, not the full PSF: for 6 x 1
+  binning a readout pixel's signal variance is 0.83 g^2 (1 + nu2) mu_cell * R_x, the full PSF
+  would give 0.73 (h's lag-2 correlation is too high, see above).
+* Skewness: cells drawn as Gaussians have a mean of >= `exact_below_e` e per unbinned pixel; the
+  skewness the Gaussian leaves out of such a readout pixel (up to ~0.3 for 6 x 1) is the same in
+  both paths.
+
 Random numbers: the two per-pixel Gaussian fields (signal fluctuation, read + dark noise) are
 drawn by inverse-CDF sampling from a table of 2^16 equiprobable bins of the standard normal
 (each bin's conditional mean, rescaled to unit variance), indexed by 16 raw bits of numpy's SFC64
