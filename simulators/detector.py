@@ -30,7 +30,7 @@ docs/performance/detector.md), and what that simplifies:
   PSF's (per axis). Hence the per-pixel variance (photon-transfer slope g (1 + nu2) beta_psf),
   the nearest-neighbour correlation (physics.md 2.5, [S:SR25]) and the variance of sums over
   whole PSFs (slope g (1 + nu2)) are those of the full PSF. Simplification: correlations at
-  lag >= 2 differ (lag 2: 0.48 instead of 0.23 for the defaults) and single-electron events at
+  lag >= 2 differ (lag 2: 0.33 instead of 0.11 for the defaults) and single-electron events at
   very low dose show the 5-tap footprint rather than the Lorentzian tail.
 * The 2-D PSF is the product of two identical 1-D line profiles (Gaussian core + Lorentzian
   tail, each integrated over a pixel). Simplification: a radially symmetric Lorentzian tail is
@@ -71,7 +71,7 @@ sub-frame binned 6 x 1 costs about half, docs/performance/detector.md):
   tests/simulators/test_detector_binned.py compares both paths per readout pixel.
 * Simplifications: the variance is taken as uniform inside a cell and over the kernel's reach
   (where it changes from cell to cell the correlations are those of the average), lag >= 2
-  correlations between readout pixels differ (both are below 0.03 for binning >= 2), the gain
+  correlations between readout pixels differ (both paths give 0.04 at most for binning >= 2), the gain
   map multiplies the fluctuation as its cell mean (relative variance error ~ 4e-4), and a single
   electron of an exactly drawn cell spreads with the lattice kernel, not from its own position in
   the cell. Falls back to the unbinned path where no lattice kernel exists (never for the
@@ -500,9 +500,9 @@ class CCDDetector:
     def photon_transfer_gain(self) -> float:
         """EMVA 1288 slope K_eff = g (1 + nu2) beta_psf per unbinned pixel, counts (physics.md 2.5).
 
-        With the table 6.2 defaults (beta_psf = 0.0782) this is 0.739 counts, about half the
-        1.55 counts measured on the camera of [S:SR25]: the [est] PSF of table 6.2 is wider
-        (or g (1+nu2) smaller) than that camera's.
+        The default PSF core (sigma 0.378 px, beta_psf = 0.164) is chosen so that this is 1.55
+        counts, the variance-to-mean measured on the camera of [S:SR25] (physics.md 2.1/2.2);
+        table 6.2's [est] sigma 0.6 px would give 0.739 counts.
         """
         p = self.params
         return p.gain_counts_per_e * (1.0 + p.nu2) * self.beta_psf
