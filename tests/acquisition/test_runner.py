@@ -12,39 +12,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
+from shipped_protocol import variant
 
 from insitem.acquisition.cli import main
 from insitem.acquisition.rig import SimRigBundle
-from insitem.acquisition.run_command import window_specs
-from insitem.acquisition.runfile import RunFile, RunFileConfig
 from insitem.acquisition.runfile_read import RunFileReader
-from insitem.acquisition.runner import NullProgress, Runner
-from insitem.drivers.clock import VirtualClock
-from insitem.protocols.loader import load_and_plan
+from insitem.acquisition.runner import Runner
 
 HOLD = "si-nanoparticle-hold"  # 120 one-second Li-K images at a -0.2 V hold
 
-
-def _setup(name: str, tmp_path: Path, progress=None):
-    protocol, plan = load_and_plan(name)
-    clock = VirtualClock()
-    bundle = SimRigBundle.create(protocol, clock)
-    config = RunFileConfig(
-        title=protocol.name,
-        windows=window_specs(plan, bundle),
-        beam_energy_keV=300,
-        convergence_angle_mrad=0.5,
-        collection_angle_mrad=10,
-        protocol_text="",
-        instruments=bundle.identify(),
-        ground_truth=bundle.ground_truth_spec,
-    )
-    rf = RunFile.create(tmp_path / "run.h5", config)
-    runner = Runner(plan, bundle.rig, rf, progress=progress, ground_truth=bundle.ground_truth)
-    return bundle, runner, tmp_path / "run.h5"
+SimRun = Callable[..., tuple[SimRigBundle, Runner, Path]]  # the `sim_run` fixture (conftest.py)
 
 
 def _assert_safe(bundle: SimRigBundle) -> None:
@@ -53,22 +34,8 @@ def _assert_safe(bundle: SimRigBundle) -> None:
     assert world.optics.blanked, "beam must be blanked"
 
 
-class StopAfter(NullProgress):
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.done = 0
-        self.runner: Runner | None = None
-
-    def exposure_done(self, exposure, data, t_s) -> None:  # noqa: ANN001
-        self.done += 1
-        if self.done == self.n and self.runner is not None:
-            self.runner.request_stop()
-
-
-def test_graceful_stop_finishes_the_exposure_and_leaves_the_rig_safe(tmp_path: Path) -> None:
-    progress = StopAfter(3)
-    bundle, runner, path = _setup(HOLD, tmp_path, progress)
-    progress.runner = runner
+def test_graceful_stop_finishes_the_exposure_and_leaves_the_rig_safe(sim_run: SimRun) -> None:
+    bundle, runner, path = sim_run(HOLD, stop_after=3)
     result = runner.run()
     assert result.status == "stopped"
     _assert_safe(bundle)
@@ -80,29 +47,8 @@ def test_graceful_stop_finishes_the_exposure_and_leaves_the_rig_safe(tmp_path: P
     assert any("safe state: potentiostat output off, beam blanked" in m for m in messages)
 
 
-class CameraDies:
-    """Wraps the simulated camera so its third read-out raises like a device that stops answering."""
-
-    def __init__(self, camera, fail_on: int) -> None:  # noqa: ANN001
-        self._camera = camera
-        self._n = 0
-        self._fail_on = fail_on
-
-    def __getattr__(self, name: str):  # noqa: ANN204
-        return getattr(self._camera, name)
-
-    def read_frame(self):  # noqa: ANN201
-        self._n += 1
-        if self._n == self._fail_on:
-            from insitem.drivers.errors import DeviceTimeoutError
-
-            raise DeviceTimeoutError("no answer within 10 s", "sim://camera")
-        return self._camera.read_frame()
-
-
-def test_device_fault_mid_exposure_stops_safe_and_keeps_the_data(tmp_path: Path) -> None:
-    bundle, runner, path = _setup(HOLD, tmp_path)
-    bundle.rig.camera = CameraDies(bundle.rig.camera, fail_on=3)  # type: ignore[assignment]
+def test_device_fault_mid_exposure_stops_safe_and_keeps_the_data(sim_run: SimRun) -> None:
+    bundle, runner, path = sim_run(HOLD, camera_fails_on=3)  # the third read-out raises
     result = runner.run()
     assert result.status == "failed"
     assert "DeviceTimeoutError" in result.reason and "sim://camera" in result.reason
@@ -114,8 +60,8 @@ def test_device_fault_mid_exposure_stops_safe_and_keeps_the_data(tmp_path: Path)
     assert all(np.isfinite(f).all() and f.mean() > 0 for f in frames)
 
 
-def test_beam_is_unblanked_only_during_exposures(tmp_path: Path) -> None:
-    bundle, runner, path = _setup(HOLD, tmp_path)
+def test_beam_is_unblanked_only_during_exposures(sim_run: SimRun) -> None:
+    bundle, runner, path = sim_run(HOLD)
     result = runner.run()
     assert result.status == "completed"
     _assert_safe(bundle)
@@ -236,35 +182,16 @@ def test_ex_situ_protocol_completes_and_opens_in_hyperspy(tmp_path: Path) -> Non
     assert ec["t_s"][-1] / 3600 == pytest.approx(83.3, abs=0.2)
 
 
-def test_compliance_trips_beyond_the_limit_stop_the_run_safely(tmp_path: Path) -> None:
+def test_compliance_trips_beyond_the_limit_stop_the_run_safely(sim_run: SimRun) -> None:
     """safety.max_compliance_trips = 3 against a 20 pA compliance at a hold drawing ~0.1-0.4 nA:
     the fourth tripped reading stops the run, output off and beam blanked in the world itself."""
-    from insitem.protocols.loader import loads
-
-    text = (Path(__file__).parents[2] / "protocols" / "library" / f"{HOLD}.yaml").read_text(encoding="utf-8")
-    text = (
-        text.replace("current_compliance: 1 uA", "current_compliance: 20 pA\n  max_compliance_trips: 3")
-        .replace("duration: 600 s", "duration: 60 s")
-        .replace("binning: [6, 1]", "binning: [4, 4]")
-        .replace("readout_rows: [34, 2014]\n", "readout_rows: [400, 720]\n      channels: 512\n")
+    text = variant(
+        "loopback-hold",
+        ("current_compliance: 1 uA", "current_compliance: 20 pA\n  max_compliance_trips: 3"),
+        ("duration: 15 s", "duration: 60 s"),
+        ("binning: [6, 1]", "binning: [4, 4]"),
     )
-    protocol = loads(text)
-    from insitem.protocols.plan import make_plan
-
-    plan = make_plan(protocol)
-    bundle = SimRigBundle.create(protocol, VirtualClock())
-    config = RunFileConfig(
-        title=protocol.name,
-        windows=window_specs(plan, bundle),
-        beam_energy_keV=300,
-        convergence_angle_mrad=0.5,
-        collection_angle_mrad=10,
-        protocol_text=text,
-        instruments=bundle.identify(),
-        ground_truth=bundle.ground_truth_spec,
-    )
-    path = tmp_path / "run.h5"
-    runner = Runner(plan, bundle.rig, RunFile.create(path, config), ground_truth=bundle.ground_truth)
+    bundle, runner, path = sim_run(text)
     result = runner.run()
     assert result.status == "failed"
     assert "ComplianceError" in result.reason and "tripped 4 times" in result.reason

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 from shipped_protocol import variant
 
 from insitem.acquisition.rig import SimRigBundle
-from insitem.acquisition.run_command import window_specs
-from insitem.acquisition.runfile import RunFile, RunFileConfig
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.acquisition.runner import NullProgress, Runner, StopNow
 from insitem.drivers.clock import PacedClock
-from insitem.drivers.errors import DeviceTimeoutError
-from insitem.protocols.loader import loads
-from insitem.protocols.plan import make_plan
 
 # the shipped loopback-hold for 60 s, binned 4 x 4 (80 x 128 pixels), dark-subtracted
 PROTOCOL = variant(
@@ -35,24 +31,11 @@ PROTOCOL = variant(
 )
 N_EXPOSURES = 12
 
+SimRun = Callable[..., tuple[SimRigBundle, Runner, Path]]  # the `sim_run` fixture (conftest.py)
 
-def _setup(tmp_path: Path, progress=None):  # noqa: ANN001, ANN202
-    protocol = loads(PROTOCOL)
-    plan = make_plan(protocol)
-    bundle = SimRigBundle.create(protocol, PacedClock(20.0))
-    config = RunFileConfig(
-        title=protocol.name,
-        windows=window_specs(plan, bundle),
-        beam_energy_keV=300,
-        convergence_angle_mrad=0.5,
-        collection_angle_mrad=10,
-        protocol_text=PROTOCOL,
-        instruments=bundle.identify(),
-        ground_truth=bundle.ground_truth_spec,
-    )
-    path = tmp_path / "run.h5"
-    runner = Runner(plan, bundle.rig, RunFile.create(path, config), progress=progress, ground_truth=bundle.ground_truth)
-    return bundle, runner, path
+
+def _setup(sim_run: SimRun, **options: Any) -> tuple[SimRigBundle, Runner, Path]:
+    return sim_run(PROTOCOL, clock=PacedClock(20.0), **options)
 
 
 def _assert_safe_and_no_io_thread(bundle: SimRigBundle) -> None:
@@ -61,8 +44,8 @@ def _assert_safe_and_no_io_thread(bundle: SimRigBundle) -> None:
     assert not any(t.name == "insitem-io" and t.is_alive() for t in threading.enumerate())
 
 
-def test_realtime_run_writes_every_exposure_and_reading_in_order(tmp_path: Path) -> None:
-    bundle, runner, path = _setup(tmp_path)
+def test_realtime_run_writes_every_exposure_and_reading_in_order(sim_run: SimRun) -> None:
+    bundle, runner, path = _setup(sim_run)
     assert runner._io.threaded
     result = runner.run()
     assert result.status == "completed", result.reason
@@ -87,27 +70,8 @@ def test_realtime_run_writes_every_exposure_and_reading_in_order(tmp_path: Path)
     assert events[-1].message == "run completed"
 
 
-class CameraDies:
-    """The simulated camera with a read-out that raises like a device that stops answering."""
-
-    def __init__(self, camera, fail_on: int) -> None:  # noqa: ANN001
-        self._camera = camera
-        self._n = 0
-        self._fail_on = fail_on
-
-    def __getattr__(self, name: str):  # noqa: ANN204
-        return getattr(self._camera, name)
-
-    def read_frame(self):  # noqa: ANN201
-        self._n += 1
-        if self._n == self._fail_on:
-            raise DeviceTimeoutError("no answer within 10 s", "sim://camera")
-        return self._camera.read_frame()
-
-
-def test_a_read_out_fault_on_the_io_thread_stops_the_run_safely(tmp_path: Path) -> None:
-    bundle, runner, path = _setup(tmp_path)
-    bundle.rig.camera = CameraDies(bundle.rig.camera, fail_on=3)  # type: ignore[assignment]
+def test_a_read_out_fault_on_the_io_thread_stops_the_run_safely(sim_run: SimRun) -> None:
+    bundle, runner, path = _setup(sim_run, camera_fails_on=3)  # the third read-out raises
     result = runner.run()
     assert result.status == "failed"
     assert "DeviceTimeoutError" in result.reason and "sim://camera" in result.reason
@@ -135,8 +99,8 @@ class StopNowAfter(NullProgress):
             raise StopNow("second Ctrl-C: stopped at once")
 
 
-def test_stop_now_on_a_realtime_run_closes_the_file_with_what_was_written(tmp_path: Path) -> None:
-    bundle, runner, path = _setup(tmp_path, StopNowAfter(12))
+def test_stop_now_on_a_realtime_run_closes_the_file_with_what_was_written(sim_run: SimRun) -> None:
+    bundle, runner, path = _setup(sim_run, progress=StopNowAfter(12))
     result = runner.run()
     assert result.status == "interrupted" and "second Ctrl-C" in result.reason
     _assert_safe_and_no_io_thread(bundle)
@@ -148,24 +112,8 @@ def test_stop_now_on_a_realtime_run_closes_the_file_with_what_was_written(tmp_pa
         assert all(np.isfinite(r.exposure("li-k", i)).all() for i in range(n))
 
 
-class StopAfter(NullProgress):
-    """Asks for a graceful stop from the I/O thread once `n` images are written."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.done = 0
-        self.runner: Runner | None = None
-
-    def exposure_done(self, exposure, data, t_s) -> None:  # noqa: ANN001
-        self.done += 1
-        if self.done == self.n and self.runner is not None:
-            self.runner.request_stop()
-
-
-def test_graceful_stop_on_a_realtime_run_keeps_the_running_exposure(tmp_path: Path) -> None:
-    progress = StopAfter(3)
-    bundle, runner, path = _setup(tmp_path, progress)
-    progress.runner = runner
+def test_graceful_stop_on_a_realtime_run_keeps_the_running_exposure(sim_run: SimRun) -> None:
+    bundle, runner, path = _setup(sim_run, stop_after=3)
     result = runner.run()
     assert result.status == "stopped"
     _assert_safe_and_no_io_thread(bundle)
