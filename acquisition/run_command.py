@@ -26,6 +26,7 @@ from insitem.acquisition.runner import Runner, RunResult, StopNow, camera_settin
 from insitem.acquisition.watchdog import Watchdog
 from insitem.drivers.clock import Clock, PacedClock, RealClock, VirtualClock
 from insitem.drivers.errors import ProtocolError
+from insitem.drivers.interfaces import InstrumentIdentity
 from insitem.protocols.loader import load_and_plan, loads
 from insitem.protocols.plan import Plan, make_plan
 
@@ -67,6 +68,23 @@ def window_specs(plan: Plan, bundle: RigBundle) -> tuple[WindowSpec, ...]:
             )
         )
     return tuple(specs)
+
+
+def runfile_config(plan: Plan, bundle: RigBundle, protocol_text: str, instruments: dict[str, InstrumentIdentity]) -> RunFileConfig:
+    """The run file's header for `plan` on `bundle`: its windows, the protocol's beam energy and
+    angles, the protocol text, the instruments' identities and (simulated rigs) the ground truth."""
+    p = plan.protocol
+    return RunFileConfig(
+        title=p.name,
+        windows=window_specs(plan, bundle),
+        beam_energy_keV=p.beam.high_tension / 1e3,
+        convergence_angle_mrad=p.spectrometer.convergence_semiangle,
+        collection_angle_mrad=p.spectrometer.collection_semiangle,
+        protocol_text=protocol_text,
+        software_version=_version(),
+        instruments=instruments,
+        ground_truth=bundle.ground_truth_spec,
+    )
 
 
 def make_clock(args: argparse.Namespace, hardware: bool, t0_s: float = 0.0) -> Clock:
@@ -205,18 +223,7 @@ def _run(
     try:
         identities = bundle.identify()
         if runfile is None:
-            p = plan.protocol
-            config = RunFileConfig(
-                title=p.name,
-                windows=window_specs(plan, bundle),
-                beam_energy_keV=p.beam.high_tension / 1e3,
-                convergence_angle_mrad=p.spectrometer.convergence_semiangle,
-                collection_angle_mrad=p.spectrometer.collection_semiangle,
-                protocol_text=protocol_text,
-                software_version=_version(),
-                instruments=identities,
-                ground_truth=bundle.ground_truth_spec,
-            )
+            config = runfile_config(plan, bundle, protocol_text, identities)
             try:
                 runfile = RunFile.create(path, config)
             except OSError as exc:  # disk full, no permission: one line, not a traceback
