@@ -24,9 +24,10 @@ from typing import Any, Callable
 import numpy as np
 from shipped_protocol import variant
 
+from insitem.acquisition.cli import main
 from insitem.acquisition.rig import HardwareRigBundle
-from insitem.acquisition.run_command import window_specs
-from insitem.acquisition.runfile import RunFile, RunFileConfig
+from insitem.acquisition.run_command import runfile_config
+from insitem.acquisition.runfile import RunFile
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.acquisition.runner import NullProgress, Runner, RunResult
 from insitem.drivers.clock import RealClock
@@ -231,15 +232,7 @@ def run_wire(servers: ServerSet, protocol_path: Path, out: Path, moment: Moment)
     protocol, plan = load_and_plan(str(protocol_path))
     bundle = open_rig(servers, protocol)
     try:
-        config = RunFileConfig(
-            title=protocol.name,
-            windows=window_specs(plan, bundle),
-            beam_energy_keV=protocol.beam.high_tension / 1e3,
-            convergence_angle_mrad=protocol.spectrometer.convergence_semiangle,
-            collection_angle_mrad=protocol.spectrometer.collection_semiangle,
-            protocol_text=protocol_path.read_text(encoding="utf-8"),
-            instruments=bundle.identify(),
-        )
+        config = runfile_config(plan, bundle, protocol_path.read_text(encoding="utf-8"), bundle.identify())
         rf = RunFile.create(out, config)
         runner = Runner(plan, bundle.rig, rf, progress=moment)
         moment.runner = runner
@@ -302,6 +295,18 @@ def file_record(path: Path) -> dict[str, Any]:
         assert s.metadata.Signal.signal_type == "EELS"
         assert s.data.shape[0] == rec["exposures"]
     return rec
+
+
+def resume_to_completion(servers: ServerSet, out: Path) -> dict[str, Any]:
+    """`insitem run --resume OUT --hardware` against the served emulators: it must exit 0, leave
+    the instruments safe and the file completed. The file's record (`file_record`) after it."""
+    argv = ["run", "--resume", str(out), "--hardware", *resource_args(servers), "--no-progress", "--no-figures"]
+    assert main(argv) == 0
+    off, blanked = instruments_safe(servers)
+    assert off and blanked
+    after = file_record(out)
+    assert after["status"] == "completed"
+    return after
 
 
 def outcome_of(status: str) -> str:

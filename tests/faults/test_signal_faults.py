@@ -23,9 +23,8 @@ from typing import Any, Callable
 
 import pytest
 from fault_matrix import Cell, cells
-from faultkit import N_EXPOSURES, file_record, instruments_safe, resource_args, serve, state_text, write_protocol
+from faultkit import N_EXPOSURES, file_record, instruments_safe, resource_args, resume_to_completion, serve, state_text, write_protocol
 
-from insitem.acquisition.cli import main
 
 pytestmark = [pytest.mark.wire, pytest.mark.faults]
 
@@ -82,11 +81,6 @@ def test_signal(cell: Cell, tmp_path: Path, record_cell: Callable[[str, str, str
             assert rec["ec"] > 0
 
         if cell.resume:
-            resume = ["run", "--resume", str(out), "--hardware", *resource_args(servers), "--no-progress", "--no-figures"]
-            assert main(resume) == 0
-            off, blanked = instruments_safe(servers)
-            assert off and blanked
-            after = file_record(out)
-            assert after["status"] == "completed"
+            after = resume_to_completion(servers, out)
             assert after["exposures"] >= max(rec["exposures"], 1) and after["exposures"] >= N_EXPOSURES - 2
             assert after["ec"] > rec["ec"]

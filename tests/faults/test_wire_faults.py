@@ -33,6 +33,7 @@ from faultkit import (
     outcome_of,
     reading_query,
     resource_args,
+    resume_to_completion,
     run_wire,
     serve,
     state_text,
@@ -230,12 +231,7 @@ def test_wire_fault(cell: Cell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
         if cell.resume:
             heal(servers)
-            argv = ["run", "--resume", str(out), "--hardware", *resource_args(servers), "--no-progress", "--no-figures"]
-            assert main(argv) == 0
-            off, blanked = instruments_safe(servers)
-            assert off and blanked
-            after = file_record(out)
-            assert after["status"] == "completed"
+            after = resume_to_completion(servers, out)
             assert after["exposures"] >= rec["exposures"] + 1
             assert after["ec"] > rec["ec"]
             record_cell(cell.id, outcome, f"{rec['exposures']} img, {rec['ec']} pts kept; {state_text(servers)}; resumed to completed")
