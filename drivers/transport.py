@@ -281,20 +281,10 @@ class VisaTransport(Transport):
             raise CommunicationError("garbled reply (not text)", self.resource) from None
 
     def _peer_closed(self) -> bool:
-        """After a timeout on a raw socket: did the peer close it? pyvisa-py reports a closed
-        socket as a timeout, so peek at its socket (pyvisa-py session internals; any other
-        backend, or a change there, just leaves the timeout as it is)."""
+        """After a timeout on a raw socket: did the peer close it? (`visa_socket_closed`)"""
         if not self.resource.upper().endswith("::SOCKET"):
             return False
-        try:
-            sock = self._rm.visalib.sessions[self._res.session].interface
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        except Exception:  # noqa: BLE001 - not pyvisa-py, or its internals changed
-            return False
+        return visa_socket_closed(self._rm, self._res)
 
     def _write_bytes(self, data: bytes) -> None:
         self._visa(self._res.write_raw, data)
@@ -318,6 +308,22 @@ class VisaTransport(Transport):
 
 # ---------------------------------------------------------------------------------------------
 # pyserial
+
+
+def visa_socket_closed(rm: Any, res: Any) -> bool:
+    """After a timeout on VISA resource `res` (a raw socket opened through ResourceManager `rm`):
+    did the peer close it? pyvisa-py reports a closed socket as a timeout, so peek at its socket
+    (pyvisa-py session internals; any other backend, or a change there, gives False: the timeout
+    stays a timeout)."""
+    try:
+        sock = rm.visalib.sessions[res.session].interface
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    except Exception:  # noqa: BLE001 - not pyvisa-py, or its internals changed
+        return False
 
 
 class SerialTransport(Transport):

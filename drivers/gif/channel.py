@@ -223,21 +223,10 @@ class VisaChannel:
         view[:] = self.read_exact(len(view))
 
     def _peer_closed(self) -> bool:
-        """After a timeout: did the server close the socket? pyvisa-py reports a closed socket as
-        a timeout, so peek at the session's socket (pyvisa-py internals; any other backend, or a
-        change there, leaves the timeout as it is)."""
-        import socket
+        """After a timeout: did the server close the socket? (`visa_socket_closed`)"""
+        from insitem.drivers.transport import visa_socket_closed  # imports pyvisa, as this channel does
 
-        try:
-            inst = self._inst
-            sock = self._rm.visalib.sessions[inst.session].interface  # type: ignore[union-attr]
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        except Exception:  # noqa: BLE001 - not pyvisa-py, or its internals changed
-            return False
+        return visa_socket_closed(self._rm, self._inst)
 
 
 _VISA_SOCKET = re.compile(r"^TCPIP\d*::(?P<host>[^:]+)::(?P<port>\d+)::SOCKET$", re.IGNORECASE)
