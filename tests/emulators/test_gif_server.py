@@ -12,40 +12,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ramp_camera import RampCamera
 
 from insitem.drivers.gif import protocol as P
 from insitem.drivers.gif.protocol import Fn
-from insitem.drivers.interfaces import Camera, CameraSettings, Frame, InstrumentIdentity
 from insitem.simulators.emulators.gif import DMScript, GifEmulator, GifState, ScriptError
 
 pytestmark = pytest.mark.wire
-
-
-class RampCamera(Camera):
-    """Test double: frame pixel = row * 1000 + column (binned grid), as uint16."""
-
-    sensor_shape = (64, 128)
-
-    def identify(self) -> InstrumentIdentity:
-        return InstrumentIdentity("test", "RampCamera")
-
-    def _configure(self, settings: CameraSettings) -> None:
-        pass
-
-    def _start_exposure(self) -> float:
-        return 0.0
-
-    def read_frame(self) -> Frame:
-        assert self.settings is not None
-        rows, cols = self.settings.frame_shape(self.sensor_shape)
-        data = (np.arange(rows)[:, None] * 1000 + np.arange(cols)[None, :]).astype(np.uint16)
-        return Frame(data, 0.0, self.settings)
-
-    def dark_reference(self, exposure_s: float, n_frames: int = 10) -> np.ndarray:
-        raise NotImplementedError
-
-    def gain_reference(self) -> np.ndarray:
-        return np.ones(self.sensor_shape, np.float32)
 
 
 @pytest.fixture(scope="module")

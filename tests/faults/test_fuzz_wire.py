@@ -49,11 +49,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from ramp_camera import RampCamera
 
 from insitem.drivers.clock import VirtualClock
 from insitem.drivers.gif import protocol as P
 from insitem.drivers.gif.protocol import Fn
-from insitem.drivers.interfaces import Camera, CameraSettings, Frame, InstrumentIdentity
 from insitem.simulators.emulators import MAX_LINE_BYTES, LineServer, PtyServer
 from insitem.simulators.emulators.gif import GifEmulator
 from insitem.simulators.emulators.keithley2400 import Keithley2400Emulator
@@ -636,41 +636,14 @@ def test_served_world_survives_random_commands(name: str, payload: bytes, served
 
 
 # =================================================================================================
-# GIF: the SerialEMCCD socket server
-
-
-class RampCamera(Camera):
-    """Test double: pixel = row * 100 + column of the binned frame, uint16."""
-
-    sensor_shape = (64, 128)
-
-    def identify(self) -> InstrumentIdentity:
-        return InstrumentIdentity("test", "RampCamera")
-
-    def _configure(self, settings: CameraSettings) -> None:
-        pass
-
-    def _start_exposure(self) -> float:
-        return 0.0
-
-    def read_frame(self) -> Frame:
-        assert self.settings is not None
-        rows, cols = self.settings.frame_shape(self.sensor_shape)
-        return Frame((np.arange(rows)[:, None] * 100 + np.arange(cols)[None, :]).astype(np.uint16), 0.0, self.settings)
-
-    def dark_reference(self, exposure_s: float, n_frames: int = 10) -> np.ndarray:
-        return np.zeros(self.sensor_shape, np.uint16)
-
-    def gain_reference(self) -> np.ndarray:
-        return np.ones(self.sensor_shape, np.float32)
-
+# GIF: the SerialEMCCD socket server (frames from a RampCamera: pixel = row * 100 + column)
 
 GIF_IO_TIMEOUT_S = 2.0
 
 
 @pytest.fixture(scope="module")
 def gif() -> Iterator[GifEmulator]:
-    with GifEmulator(RampCamera(), superchunk_bytes=512, io_timeout_s=GIF_IO_TIMEOUT_S, handshake_min_s=0.5,
+    with GifEmulator(RampCamera(row_step=100), superchunk_bytes=512, io_timeout_s=GIF_IO_TIMEOUT_S, handshake_min_s=0.5,
                      max_request_bytes=1 << 20) as emu:
         yield emu
 
