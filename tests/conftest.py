@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # shipped_protocol (the tests are not a package)
+sys.path.insert(0, str(Path(__file__).parent))  # shipped_protocol, ramp_camera (the tests are not a package)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
