@@ -70,6 +70,11 @@ class LiParams(BaseModel):
     )
     width_threshold_mode: Literal["fraction_of_max_excess", "excess"] = "fraction_of_max_excess"
     max_smooth_rows: int = Field(default=3, ge=1, description="running mean over rows before taking the maximum (limits noise bias)")
+    max_min_distance_m: float = Field(
+        default=15e-9, ge=0,
+        description="rows closer to Pt than this are left out of the maximum: the ~20 nm blur along the slit "
+        "(physics.md §1.7) mixes Pt O3/O2 (51.7/65.3 eV) into them",
+    )
     deconvolution: DeconvolutionParams = Field(default_factory=DeconvolutionParams)
     ssd_pre_edge_eV: tuple[float, float] = Field(
         default=(40.0, 54.0), description="log-quadratic background window on the deconvolved spectrum (module docstring)"
@@ -133,7 +138,7 @@ def li_profile(
         cs = edge.sigma / abs(level)
     electrolyte = d >= 0
     smooth = uniform_filter1d(c, p.max_smooth_rows, mode="nearest") if p.max_smooth_rows > 1 else c
-    masked = np.where(electrolyte, smooth, -np.inf)
+    masked = np.where(electrolyte & (d >= p.max_min_distance_m), smooth, -np.inf)
     imax = int(np.argmax(masked))
     c_max = float(smooth[imax])
     if p.width_threshold_mode == "fraction_of_max_excess":
