@@ -24,7 +24,9 @@ Rigs:
 Keithley and TEM emulators keep priority 0), so that on this 2-core machine the camera's frame
 synthesis, done on the camera's own PC on real hardware, yields the CPU to the runner process and
 to the SourceMeter emulator, whose reply times stand in for a dedicated instrument's. Rows with
-a nice value are labelled `RIG/nN`.
+a nice value are labelled `RIG/nN`. `--serve-cpu K` runs every emulator process on CPU K only
+(taskset), leaving the runner process free to use both, a closer stand-in for instruments with
+their own processors.
 
 Staircase modes: `pc` (every stair set by the PC: 600 `set_voltage` calls), `sweep`
 (instrument-timed sweeps between exposure events; only the stairs an exposure start or end falls
@@ -40,7 +42,7 @@ stair's closing `measure`) overlapped most of its lateness, `none` when nothing 
 (the thread waited for a CPU another process had).
 
 Run: .venv/bin/python bench/bench_realtime.py [--rig sim hardware hardware-split]
-     [--mode pc sweep pc-no-frames] [--repeats 1] [--serve-nice 0 [10 ...]]
+     [--mode pc sweep pc-no-frames] [--repeats 1] [--serve-nice 0 [10 ...]] [--serve-cpu K]
 """
 
 from __future__ import annotations
@@ -280,17 +282,20 @@ def run_sim(use_sweeps: bool, workdir: Path, frames: bool = True, **_: Any) -> R
         bundle.close()
 
 
-def _start_serve(kinds: tuple[str, ...], proto_path: Path, nice: int) -> tuple[subprocess.Popen[str], list[str]]:
+def _start_serve(kinds: tuple[str, ...], proto_path: Path, nice: int, cpu: int | None) -> tuple[subprocess.Popen[str], list[str]]:
     cmd = [sys.executable, "-m", "insitem.acquisition.cli", "serve", *kinds, "--protocol", str(proto_path)]
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
     return proc, lines
 
 
-def run_hardware(use_sweeps: bool, workdir: Path, frames: bool = True, split: bool = False, nice: int = 0) -> RunResult:
+def run_hardware(use_sweeps: bool, workdir: Path, frames: bool = True, split: bool = False, nice: int = 0,
+                 cpu: int | None = None) -> RunResult:
     from insitem.acquisition.rig import build_hardware_rig
     from insitem.drivers.clock import RealClock
     from insitem.protocols.loader import loads
@@ -302,7 +307,7 @@ def run_hardware(use_sweeps: bool, workdir: Path, frames: bool = True, split: bo
     protocol = loads(text)
     plan = make_plan(protocol)
     groups = [(k,) for k in HW_KINDS] if split else [HW_KINDS]
-    serves = [_start_serve(g, proto_path, nice if "gif" in g else 0) for g in groups]
+    serves = [_start_serve(g, proto_path, nice if "gif" in g else 0, cpu) for g in groups]
     try:
         resources: dict[str, str] = {}
         t0 = time.monotonic()
@@ -340,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--serve-nice", type=int, nargs="+", default=[0],
                     help="nice values of the process serving the GIF (hardware rigs; one row set per value)")
+    ap.add_argument("--serve-cpu", type=int, default=None,
+                    help="run the emulator processes on this CPU only (taskset; the runner process is not pinned)")
     args = ap.parse_args(argv)
     print(f"{'rig':18} {'staircase':12} {'steps':>5} {'img':>3} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'>5ms':>4}"
           f" {'set p99':>7} {'measure p50/p99':>15}  I/O thread per frame p50/max ms; late stairs by cause", flush=True)
@@ -354,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
                 with tempfile.TemporaryDirectory() as d:
                     fn = run_sim if rig_name == "sim" else run_hardware
                     r = fn(mode == "sweep", Path(d), frames=mode != "pc-no-frames",
-                           split=rig_name == "hardware-split", nice=nice)
+                           split=rig_name == "hardware-split", nice=nice, cpu=args.serve_cpu)
                 ms = r.late * 1e3
                 p50, p99, mx = np.percentile(ms, 50), np.percentile(ms, 99), ms.max()
                 p50s[rig, mode].append(p50)
