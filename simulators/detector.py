@@ -56,7 +56,7 @@ modelled here. Saturation is the 16-bit ADC limit of each readout pixel.
 
 Binned readouts (`binned_fluctuation`, default on) draw the signal fluctuation on the lattice of
 readout pixels instead of per unbinned pixel (by * bx times fewer deviates; a 330 x 1024 low-loss
-sub-frame binned 6 x 1 costs about half, docs/performance/detector.md):
+sub-frame binned 6 x 1 costs a quarter, docs/performance/detector.md):
 
 * Mean: exact, the cached g * gainmap * PSF(*)mu summed over each cell.
 * Fluctuation: the cell sum of the compound-Poisson fluctuation Z has variance
