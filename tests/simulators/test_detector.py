@@ -354,3 +354,20 @@ def test_table_gaussian_has_unit_variance_and_normal_shape() -> None:
     assert abs(x.mean()) < 5e-3 and x.var() == pytest.approx(1.0, abs=5e-3)
     # quantiles of a normal law (Kolmogorov-Smirnov on a subsample)
     assert stats.kstest(x.ravel()[:20000], "norm").pvalue > 1e-3
+
+
+def test_mean_of_n_frames_drawn_at_once_has_the_law_of_the_mean_of_n_frames() -> None:
+    """The gain reference's flats and darks: one draw with n times the electrons, noise variances / n."""
+    det = CCDDetector(SMALL, rng=13)
+    area = (0, 0, 256, 256)
+    n, level = 4, 800.0
+    for mu in (None, flat(det, level)):
+        looped = [np.mean([det.expose(mu, 1.0, beam_on=mu is not None).data for _ in range(n)], axis=0) for _ in range(2)]
+        once = [det._mean_of_frames(None if mu is None else mu * n, 1.0, n, area) for _ in range(2)]
+        var_looped = np.var(looped[0] - looped[1]) / 2
+        var_once = np.var(once[0] - once[1]) / 2
+        assert var_once == pytest.approx(var_looped, rel=0.04)
+        assert once[0].mean() == pytest.approx(looped[0].mean(), abs=0.05 + 4 * math.sqrt(var_looped / 256**2 * 4))
+    # signal variance of the mean: K_eff * signal / n on top of the dark variance / n
+    expected = (det.photon_transfer_gain * G * level + det.dark_variance_counts2(1.0)) / n
+    assert var_once == pytest.approx(expected, rel=0.04)
