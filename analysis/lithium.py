@@ -18,14 +18,31 @@ law extrapolated from 44-50 eV under-subtracts 55-70 eV. Measured on the ex-situ
 log-quadratic 10 % high, RMS 5.6 %, but its sign and size of bias change with the electrode's
 plasmon width and noise (noise-free it reads 12 % low), so it is not the default.
 
+The parent level (the c0 unit). Features under the Li-K window that do not scale with Li (Ti M1
+at 58.7 eV, the Ti M2,3 tail, the Drude tail's curvature beyond the power law; physics.md §1.6)
+survive the power-law subtraction as a residual that is the same in every row of a uniform
+electrolyte. Taking the parent's power-law edge counts as c0 counts that residual as Li and
+compresses c/c0 towards 1 (noise-free on the ex-situ sample: residual 0.40 of the parent's Li,
+a true 8.5 reads 6.4). With `parent_level="reference_fit"` (the default when a low-loss image is
+given) the parent's Li is measured by a multiple linear least-squares fit instead: the
+electrode-minus-parent difference of the power-law-subtracted mean SSDs is a Li-K reference that
+holds no non-Li feature (those cancel in the difference), and the parent's mean SSD over
+`reference_fit_eV` is fitted with exp(quadratic in ln E) + gamma x reference. gamma x (electrode
+minus parent edge counts) is then the parent's Li in edge counts, and
+c/c0 = 1 + (S_row - S_parent) / that. The smooth background absorbs the Drude curvature but only
+part of the Ti M1 edge (a 3 eV rise at 58.7 eV, close to the Li-K onset): noise-free, 6 % of
+the residual stays (the parent's Li reads 1.06x). It needs an electrode whose excess is
+significant (`reference_min_excess_sigma`); without one the profile falls back to the parent's
+power-law counts and says so in `LiProfile.parent_level`.
+
 Without a low-loss image the recorded spectrum is used with a power law (valid only for thin
 regions).
 
 Simplifications (named, with limits): uniform thickness and t/lambda along the slit (a thickness
 gradient scales c/c0 directly; a t/lambda map from the low-loss image would correct it);
-features under the Li-K window that do not scale with Li (Ti M1 at 58.7 eV, the Ti M2,3 tail,
-physics.md §1.6) count as Li, which compresses c/c0 towards 1 by their share of the parent
-signal; Pt O3/O2 (51.7/65.3 eV) make rows inside and next to Pt unreliable, so rows inside Pt are
+the reference fit assumes the non-Li part of the SSD is the same in the electrode and parent
+rows (same thickness, host and plasmon) and takes the electrode's Li-K shape as the parent's;
+Pt O3/O2 (51.7/65.3 eV) make rows inside and next to Pt unreliable, so rows inside Pt are
 reported but excluded from the maximum and the width.
 """
 
@@ -37,9 +54,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import uniform_filter1d
+from scipy.optimize import least_squares
 
 from insitem.analysis.axes import EnergyAxis, PositionAxis
-from insitem.analysis.background import EdgeIntensity, Method, edge_intensity
+from insitem.analysis.background import EdgeIntensity, Method, edge_intensity, fit_power_law, power_law_integral
 from insitem.analysis.deconvolution import DeconvolutionParams, single_scattering
 from insitem.analysis.profiles import SlitGeometry, crossing_from_pt, parent_mask
 
@@ -71,9 +89,10 @@ class LiParams(BaseModel):
     width_threshold_mode: Literal["fraction_of_max_excess", "excess"] = "fraction_of_max_excess"
     max_smooth_rows: int = Field(default=3, ge=1, description="running mean over rows before taking the maximum (limits noise bias)")
     max_min_distance_m: float = Field(
-        default=15e-9, ge=0,
-        description="rows closer to Pt than this are left out of the maximum: the ~20 nm blur along the slit "
-        "(physics.md §1.7) mixes Pt O3/O2 (51.7/65.3 eV) into them",
+        default=30e-9, ge=0,
+        description="rows closer to Pt than this are left out of the maximum and of the Li-K reference: the ~20 nm "
+        "blur along the slit (physics.md §1.7) mixes Pt O3/O2 (51.7/65.3 eV) into them, and the located interface "
+        "is uncertain by up to ~2 rows (11 nm)",
     )
     deconvolution: DeconvolutionParams = Field(default_factory=DeconvolutionParams)
     ssd_pre_edge_eV: tuple[float, float] = Field(
@@ -82,6 +101,17 @@ class LiParams(BaseModel):
     ssd_background: Literal["power_law", "log_quadratic"] = Field(
         default="power_law",
         description="background on the deconvolved spectrum: the paper's power law in pre_edge_eV, or log-quadratic in ssd_pre_edge_eV",
+    )
+    parent_level: Literal["power_law", "reference_fit"] = Field(
+        default="reference_fit",
+        description="how the parent's Li (the c0 unit) is measured when a low-loss image is given: its power-law "
+        "edge counts, or the MLLS fit with the electrode-minus-parent Li-K reference (module docstring)",
+    )
+    reference_fit_eV: tuple[float, float] = Field(
+        default=(44.0, 71.0), description="MLLS window on the parent's SSD: pre-edge to below Pt N7 (71.2 eV), §1.6"
+    )
+    reference_min_excess_sigma: float = Field(
+        default=20.0, gt=0, description="the electrode's mean excess over the parent must exceed this many sigma for a reference fit"
     )
 
 
@@ -99,6 +129,8 @@ class LiProfile:
     c_max_distance_m: float
     threshold_c_rel: float  # c/c0 level that defines the electrode edge
     electrode_width_m: float  # distance from Pt at which c/c0 falls below threshold_c_rel
+    parent_level: str = "power_law"  # how parent_counts was measured ("power_law" or "reference_fit")
+    non_li_fraction: float = 0.0  # share of the parent's power-law edge counts that is not Li (reference fit)
 
 
 def li_profile(
@@ -114,6 +146,7 @@ def li_profile(
     lowloss: (image, energy axis) of an exposure of the same rows that holds the zero-loss peak;
     given, the profile is measured on the single-scattering distribution (module docstring)."""
     p = params or LiParams()
+    method, non_li = "power_law", 0.0
     d = geometry.distance_from_pt_m(position)
     parent = parent_mask(d, p.parent_distance_m)
     if lowloss is None:
@@ -135,6 +168,12 @@ def li_profile(
                              fit=raw.fit)
         level = float(np.nanmean(edge.intensity[parent]))
         c = edge.intensity / level
+        if p.parent_level == "reference_fit":
+            fitted = parent_li_by_reference(ss.ssd * per_i0[:, None], ss.energy, edge, c, d, parent, p, v * per_i0)
+            if fitted is not None:
+                non_li = level / fitted - 1.0
+                level, method = fitted, "reference_fit"
+                c = 1.0 + (edge.intensity - float(np.nanmean(edge.intensity[parent]))) / level
         cs = edge.sigma / abs(level)
     electrolyte = d >= 0
     smooth = uniform_filter1d(c, p.max_smooth_rows, mode="nearest") if p.max_smooth_rows > 1 else c
@@ -157,7 +196,61 @@ def li_profile(
         c_max_distance_m=float(d[imax]),
         threshold_c_rel=thr,
         electrode_width_m=width,
+        parent_level=method,
+        non_li_fraction=non_li,
     )
+
+
+def parent_li_by_reference(
+    spec: np.ndarray, energy: EnergyAxis, edge: EdgeIntensity, c_pre: np.ndarray, d: np.ndarray,
+    parent: np.ndarray, p: LiParams, var: np.ndarray,
+) -> float | None:
+    """The parent's Li in edge-count units (per zero-loss count) by the MLLS fit of the module
+    docstring, or None when there is no significant electrode to take the reference from.
+
+    spec: SSD per zero-loss count (rows, channels); edge: its power-law edge counts; c_pre: c/c0
+    against the parent's power-law counts; var: per row, variance of spec per unit of spec."""
+    far = (d >= p.max_min_distance_m) & np.isfinite(c_pre)
+    if not far.any() or parent.sum() < 3:
+        return None
+    smooth = uniform_filter1d(np.nan_to_num(c_pre, nan=1.0), p.max_smooth_rows, mode="nearest")
+    peak = float(np.max(smooth[far]))
+    elec = far & (smooth > 1.0 + 0.5 * (peak - 1.0)) & ~parent
+    if elec.sum() < 3:
+        return None
+    S = edge.intensity
+    excess = float(np.nanmean(S[elec]) - np.nanmean(S[parent]))
+    ex_sigma = float(np.hypot(np.sqrt(np.nansum(edge.sigma[elec] ** 2)) / elec.sum(),
+                              np.sqrt(np.nansum(edge.sigma[parent] ** 2)) / parent.sum()))
+    if not excess > p.reference_min_excess_sigma * ex_sigma:
+        return None
+    E = energy.values_eV
+    lo_b, hi_b = energy.boundary_eV(np.arange(energy.size)), energy.boundary_eV(np.arange(1, energy.size + 1))
+
+    def minus_power_law(mean: np.ndarray) -> np.ndarray:
+        f = fit_power_law(mean, energy, p.pre_edge_eV, p.method)
+        return mean - power_law_integral(f.A, f.r, lo_b, hi_b)
+
+    m_el, m_par = np.nanmean(spec[elec], axis=0), np.nanmean(spec[parent], axis=0)
+    ref = minus_power_law(m_el) - minus_power_law(m_par)  # Li-K of (c_el - c0): non-Li features cancel
+    ref[E < p.pre_edge_eV[1]] = 0.0
+    win = energy.window(*p.reference_fit_eV, min_channels=16)
+    x = np.log(E[win] / E[win].mean())
+    y, r = m_par[win], ref[win]
+    sd = np.sqrt(np.maximum(np.nanmean(var[parent]) * np.maximum(y, 0.0) / parent.sum(), 1e-300))
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(r)) and np.all(y > 0)):
+        return None
+    # weighted least squares of ln y for the starting background (reference share taken as 0)
+    start = np.polyfit(x, np.log(y), 2, w=y / sd)
+
+    def resid(q: np.ndarray) -> np.ndarray:
+        return (np.exp(np.polyval(q[:3], x)) + q[3] * r - y) / sd
+
+    fit = least_squares(resid, np.r_[start, 0.0], x_scale="jac")
+    gamma = float(fit.x[3])
+    if not (fit.success and gamma > 0):
+        return None
+    return gamma * excess
 
 
 def _log_quadratic_edge(

@@ -69,6 +69,8 @@ class Fig6Summary:
             "core_shift_eV": self.core_shift_eV,
             "c_max": self.c_max,
             "electrode_width_m": self.electrode_width_m,
+            "li_parent_level": self.li.parent_level,
+            "li_non_li_fraction": self.li.non_li_fraction,
             "ti3_boundary_m": self.ti3_boundary_m,
             "ti3_shift_eV": num(self.ti3_shift_eV),
             "oo_range_m": [num(self.oo_range_m[0]), num(self.oo_range_m[1])],
