@@ -22,12 +22,15 @@ from insitem.acquisition.analyze_command import Analysis, analyze_file, near_pt
 from insitem.acquisition.cli import main
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.analysis import EnergyAxis, edge_intensity, fit_power_law
+from insitem.analysis.lithium import LiParams
+from insitem.analysis.summary import SummaryParams
 from insitem.simulators.world import WorldParameters
 
 ROW_M = 5.70e-9  # y pixel [Y14], physics.md §0
 SLIT_START_Y_M = WorldParameters.model_fields["slit_start_y_m"].default
-LI_BIAS = ("non-Li features under Li-K (Ti M1 at 58.7 eV, Drude-tail curvature beyond the power law) add ~0.3 c0 "
-           "to every row after deconvolution, compressing c/c0: noise-free 6.4 for a true 8.5 (docs/decisions/0007)")
+LI_BIAS = ("non-Li features under Li-K (Ti M1 at 58.7 eV, Drude-tail curvature beyond the power law) survive the "
+           "power-law subtraction as ~0.4 of the parent's Li in every row; the reference fit removes all but ~6 % of it "
+           "(analysis/lithium.py, docs/decisions/0008)")
 
 
 def _dry_run(tmp: Path, protocol: str) -> Path:
@@ -82,14 +85,18 @@ def _li_rms(a: Analysis, gt: dict[str, np.ndarray], y: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a.summary.li.c_rel[el] - gt["li_fraction"][el]) ** 2)) / gt["li_fraction"][el].max())
 
 
-@pytest.mark.xfail(strict=True, reason=f"measured RMS 9.3 % of max (electrode 20-25 % low, parent rows +-0.17): {LI_BIAS}")
 def test_li_profile_within_5_percent_rms(ex_situ) -> None:
-    _, a, gt, y = ex_situ
+    """Measured 4.4-4.6 % over five noise realisations (seeds 0-4); 9.3 % with the parent's power-law
+    counts as c0, which the second assertion keeps as the reason for the reference fit."""
+    run, a, gt, y = ex_situ
+    assert a.summary.li.parent_level == "reference_fit"
     assert _li_rms(a, gt, y) <= 0.05
+    plain = analyze_file(run, SummaryParams(li=LiParams(parent_level="power_law")))
+    assert _li_rms(plain, gt, y) > 0.08
 
 
-@pytest.mark.xfail(strict=True, reason=f"measured c_max 6.7 c0 (rows within 15 nm of Pt left out), width 366 nm: {LI_BIAS}")
 def test_li_figures_agree_with_paper(ex_situ) -> None:
+    """Measured c_max 7.95-8.38 c0 and width 367-384 nm over seeds 0-4."""
     _, a, gt, _ = ex_situ
     assert a.summary.c_max == pytest.approx(8.5, rel=0.1)  # [Y14], physics.md §0
     assert a.summary.electrode_width_m == pytest.approx(400e-9, abs=50e-9)
