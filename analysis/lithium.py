@@ -225,15 +225,16 @@ def parent_li_by_reference(
     if not excess > p.reference_min_excess_sigma * ex_sigma:
         return None
     E = energy.values_eV
-    lo_b, hi_b = energy.boundary_eV(np.arange(energy.size)), energy.boundary_eV(np.arange(1, energy.size + 1))
+    above = np.flatnonzero(E >= p.pre_edge_eV[1])  # the reference is zero below the pre-edge's end
+    lo_b, hi_b = energy.boundary_eV(above), energy.boundary_eV(above + 1)
 
     def minus_power_law(mean: np.ndarray) -> np.ndarray:
         f = fit_power_law(mean, energy, p.pre_edge_eV, p.method)
-        return mean - power_law_integral(f.A, f.r, lo_b, hi_b)
+        return mean[above] - power_law_integral(f.A, f.r, lo_b, hi_b)
 
     m_el, m_par = np.nanmean(spec[elec], axis=0), np.nanmean(spec[parent], axis=0)
-    ref = minus_power_law(m_el) - minus_power_law(m_par)  # Li-K of (c_el - c0): non-Li features cancel
-    ref[E < p.pre_edge_eV[1]] = 0.0
+    ref = np.zeros(energy.size)
+    ref[above] = minus_power_law(m_el) - minus_power_law(m_par)  # Li-K of (c_el - c0): non-Li features cancel
     win = energy.window(*p.reference_fit_eV, min_channels=16)
     x = np.log(E[win] / E[win].mean())
     y, r = m_par[win], ref[win]

@@ -109,9 +109,10 @@ def main() -> None:
     print(f"insitem subtract_background (full image) + li_profile:          median {t_full:.2f} ms (30 repeats)")
 
     ll, li = make_lowloss_pair(np.random.default_rng(3))
-    li_profile(li, LOW_SIM, POS, GEOM, params, lowloss=(ll, LL_SIM))
+    prof = li_profile(li, LOW_SIM, POS, GEOM, params, lowloss=(ll, LL_SIM))
     t_dec = median_ms(lambda: li_profile(li, LOW_SIM, POS, GEOM, params, lowloss=(ll, LL_SIM)), 9)
-    print(f"insitem li_profile with low-loss splice + Fourier-log, 330x2048 x2: median {t_dec:.1f} ms (9 repeats)")
+    print(f"insitem li_profile with low-loss splice + Fourier-log, 330x2048 x2: median {t_dec:.1f} ms (9 repeats),"
+          f" parent level {prof.parent_level}")
 
     core = make_core(np.random.default_rng(2))
     ti_analysis(core, CORE, POS, GEOM)
