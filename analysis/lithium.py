@@ -113,6 +113,17 @@ class LiParams(BaseModel):
     reference_min_excess_sigma: float = Field(
         default=20.0, gt=0, description="the electrode's mean excess over the parent must exceed this many sigma for a reference fit"
     )
+    pt_unmix: bool = Field(
+        default=True, description="with the reference fit, take each row's Li excess from the two-reference Li-K + Pt "
+        "fit (module docstring) when the field holds rows inside Pt",
+    )
+    pt_reference_m: tuple[float, float] = Field(
+        default=(-150e-9, -30e-9), description="distance range (m, negative = inside Pt) of the rows whose mean makes "
+        "the Pt reference: clear of the ~20 nm blur at the interface and of the W cap beyond the ~200 nm Pt layer",
+    )
+    pt_fit_eV: tuple[float, float] = Field(
+        default=(50.0, 71.0), description="two-reference fit window: Pt O3 (51.7 eV) below the Li-K onset, to below Pt N7 (71.2 eV)"
+    )
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,7 @@ class LiProfile:
     distance_m: np.ndarray
     edge: EdgeIntensity
     c_rel: np.ndarray  # c/c0 per row
-    c_rel_sigma: np.ndarray  # 1-sigma of c/c0 from counting noise (parent level taken as exact)
+    c_rel_sigma: np.ndarray  # 1-sigma of c/c0 from counting noise (parent level taken as exact; unmixed: scaled to the parent's scatter)
     parent_rows: np.ndarray  # bool mask
     parent_counts: float  # mean Li-K counts per row in the parent region
     c_max: float  # maximum c/c0 in the electrolyte (after the running mean)
@@ -131,6 +142,7 @@ class LiProfile:
     electrode_width_m: float  # distance from Pt at which c/c0 falls below threshold_c_rel
     parent_level: str = "power_law"  # how parent_counts was measured ("power_law" or "reference_fit")
     non_li_fraction: float = 0.0  # share of the parent's power-law edge counts that is not Li (reference fit)
+    pt_share: np.ndarray | None = None  # per row, Pt share of the two-reference fit (1 = a Pt-reference row); None = not unmixed
 
 
 def li_profile(
@@ -146,7 +158,7 @@ def li_profile(
     lowloss: (image, energy axis) of an exposure of the same rows that holds the zero-loss peak;
     given, the profile is measured on the single-scattering distribution (module docstring)."""
     p = params or LiParams()
-    method, non_li = "power_law", 0.0
+    method, non_li, pt_share = "power_law", 0.0, None
     d = geometry.distance_from_pt_m(position)
     parent = parent_mask(d, p.parent_distance_m)
     if lowloss is None:
@@ -168,13 +180,24 @@ def li_profile(
                              fit=raw.fit)
         level = float(np.nanmean(edge.intensity[parent]))
         c = edge.intensity / level
-        if p.parent_level == "reference_fit":
-            fitted = parent_li_by_reference(ss.ssd * per_i0[:, None], ss.energy, edge, c, d, parent, p, v * per_i0)
-            if fitted is not None:
-                non_li = level / fitted - 1.0
-                level, method = fitted, "reference_fit"
-                c = 1.0 + (edge.intensity - float(np.nanmean(edge.intensity[parent]))) / level
         cs = edge.sigma / abs(level)
+        if p.parent_level == "reference_fit":
+            spec = ss.ssd * per_i0[:, None]
+            fitted = li_reference(spec, ss.energy, edge, c, d, parent, p, v * per_i0)
+            if fitted is not None:
+                non_li = level / fitted.level - 1.0
+                level, method = fitted.level, "reference_fit"
+                c = 1.0 + (edge.intensity - float(np.nanmean(edge.intensity[parent]))) / level
+                cs = edge.sigma / level
+                mix = pt_unmix(spec, ss.energy, d, fitted, p, v * per_i0) if p.pt_unmix else None
+                if mix is not None:
+                    pt_share = mix.beta
+                    c = 1.0 + mix.alpha * fitted.excess / level
+                    cs = mix.alpha_sigma * fitted.excess / level
+                    # the counts alone understate the scatter (channel correlations, power-law
+                    # extrapolation): sigma is scaled up to the parent rows' measured scatter
+                    scatter = float(np.nanstd(c[parent], ddof=1) / np.sqrt(np.nanmean(cs[parent] ** 2)))
+                    cs = cs * max(1.0, scatter)
     electrolyte = d >= 0
     smooth = uniform_filter1d(c, p.max_smooth_rows, mode="nearest") if p.max_smooth_rows > 1 else c
     masked = np.where(electrolyte & (d >= p.max_min_distance_m), smooth, -np.inf)
@@ -198,7 +221,20 @@ def li_profile(
         electrode_width_m=width,
         parent_level=method,
         non_li_fraction=non_li,
+        pt_share=pt_share,
     )
+
+
+@dataclass(frozen=True)
+class LiReference:
+    """Result of the reference fit: the parent's Li in edge counts, the Li-K reference (power-law-
+    subtracted electrode minus parent mean, per channel, zero below the pre-edge's end), the parent's
+    power-law-subtracted mean (same channels) and the electrode-minus-parent edge counts."""
+
+    level: float
+    ref: np.ndarray
+    parent_minus_pl: np.ndarray
+    excess: float
 
 
 def parent_li_by_reference(
@@ -210,6 +246,15 @@ def parent_li_by_reference(
 
     spec: SSD per zero-loss count (rows, channels); edge: its power-law edge counts; c_pre: c/c0
     against the parent's power-law counts; var: per row, variance of spec per unit of spec."""
+    r = li_reference(spec, energy, edge, c_pre, d, parent, p, var)
+    return None if r is None else r.level
+
+
+def li_reference(
+    spec: np.ndarray, energy: EnergyAxis, edge: EdgeIntensity, c_pre: np.ndarray, d: np.ndarray,
+    parent: np.ndarray, p: LiParams, var: np.ndarray,
+) -> LiReference | None:
+    """`parent_li_by_reference` with the reference spectra it builds (arguments as there)."""
     far = (d >= p.max_min_distance_m) & np.isfinite(c_pre)
     if not far.any() or parent.sum() < 3:
         return None
@@ -251,7 +296,45 @@ def parent_li_by_reference(
     gamma = float(fit.x[3])
     if not (fit.success and gamma > 0):
         return None
-    return gamma * excess
+    par = np.zeros(energy.size)
+    par[above] = minus_power_law(m_par)
+    return LiReference(level=gamma * excess, ref=ref, parent_minus_pl=par, excess=excess)
+
+
+@dataclass(frozen=True)
+class PtUnmix:
+    """Per-row two-reference fit: Li-K share `alpha` (of the electrode-minus-parent reference), Pt
+    share `beta` (of the Pt-minus-parent reference) and the 1-sigma of alpha from counting noise."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    alpha_sigma: np.ndarray
+
+
+def pt_unmix(
+    spec: np.ndarray, energy: EnergyAxis, d: np.ndarray, ref: LiReference, p: LiParams, var: np.ndarray
+) -> PtUnmix | None:
+    """Split each row's power-law-subtracted SSD minus the parent's into Li-K and Pt parts (module
+    docstring), or None when there are too few rows inside Pt for the Pt reference.
+
+    spec: SSD per zero-loss count (rows, channels); var: per row, variance of spec per unit of spec."""
+    pt = (d >= p.pt_reference_m[0]) & (d <= p.pt_reference_m[1])
+    if pt.sum() < 3:
+        return None
+    win = energy.window(*p.pt_fit_eV, min_channels=16)
+    lo_b = energy.boundary_eV(np.arange(win.start, win.stop))
+    hi_b = energy.boundary_eV(np.arange(win.start + 1, win.stop + 1))
+    f = fit_power_law(spec, energy, p.pre_edge_eV, p.method)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        bg = power_law_integral(f.A[:, None], f.r[:, None], lo_b[None, :], hi_b[None, :])
+        resid = spec[:, win] - bg - ref.parent_minus_pl[None, win]  # (rows, channels)
+    pt_ref = np.nanmean(resid[pt], axis=0)
+    G = np.stack([ref.ref[win], pt_ref], axis=1)  # (channels, 2)
+    w = 1.0 / np.maximum(np.nanmean(spec[:, win], axis=0), 1e-300)  # Poisson weights of an average row
+    M = np.linalg.solve(G.T @ (w[:, None] * G), (G * w[:, None]).T)  # (2, channels): coefficients = M @ resid
+    coef = resid @ M.T
+    a_var = var * (np.maximum(spec[:, win], 0.0) @ (M[0] ** 2))
+    return PtUnmix(alpha=coef[:, 0], beta=coef[:, 1], alpha_sigma=np.sqrt(a_var))
 
 
 def _log_quadratic_edge(
