@@ -529,6 +529,21 @@ class _Drop(Exception):
     """Close the client connection (bad handshake, fault, undecodable stream)."""
 
 
+class RecentLog(list):
+    """A list that keeps about the newest `limit` items: the request and error logs of a server that
+    may run for days. Trimmed in halves, so appending stays O(1) amortised; indexing, slicing and
+    `len` behave as on a list of the kept items."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        if len(self) > 2 * self.limit:
+            del self[: len(self) - self.limit]
+
+
 class GifEmulator:
     """SerialEMCCD-protocol camera server around a `Camera` backend.
 
@@ -569,10 +584,10 @@ class GifEmulator:
         self.inserted = [True] * n_cameras
         self.queued_script = ""
         self.last_error = 0
-        self.requests: list[P.Request] = []  # decoded, valid requests in arrival order
-        self.acquisitions: list[CameraSettings] = []  # what the emulated DM asked the backend for
+        self.requests: list[P.Request] = RecentLog()  # decoded, valid requests in arrival order (the newest 10-20 k)
+        self.acquisitions: list[CameraSettings] = RecentLog()  # what the emulated DM asked the backend for
         self.connections = 0
-        self.errors: list[str] = []  # what DM would print in its Results window
+        self.errors: list[str] = RecentLog()  # what DM would print in its Results window
         self._listener: socket.socket | None = None
         self._client: socket.socket | None = None
         self._thread: threading.Thread | None = None

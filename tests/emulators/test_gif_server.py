@@ -16,7 +16,7 @@ from ramp_camera import RampCamera
 
 from insitem.drivers.gif import protocol as P
 from insitem.drivers.gif.protocol import Fn
-from insitem.simulators.emulators.gif import DMScript, GifEmulator, GifState, ScriptError
+from insitem.simulators.emulators.gif import DMScript, GifEmulator, GifState, RecentLog, ScriptError
 
 pytestmark = pytest.mark.wire
 
@@ -262,3 +262,19 @@ def test_energy_model_leginon_ht_offset() -> None:
     gif = GifState(ht_offset_eV=2.0)
     assert run("IFSetEnergyOffset(3, 10); Exit(IFGetEnergyLoss())", gif=gif) == 12.0
     assert run("IFSetEnergyOffset(2, 0); Exit(IFGetEnergyLoss())", gif=gif) == 10.0
+
+
+def test_request_log_of_a_long_running_server_stays_bounded() -> None:
+    """The emulator logs every request; a server up for days keeps only about the newest `limit`."""
+    with GifEmulator(RampCamera(), io_timeout_s=1.0) as emu:
+        emu.requests.limit = 50
+        with connect(emu) as s:
+            for _ in range(300):
+                s.sendall(P.pack_request(Fn.GetPluginVersion))
+                assert reply_of(s) == P.pack_reply(Fn.GetPluginVersion, 0, (120,))
+        assert 50 <= len(emu.requests) <= 100
+        assert all(r.code == Fn.GetPluginVersion for r in emu.requests)
+    log = RecentLog(limit=3)
+    for k in range(10):
+        log.append(k)
+    assert log[-3:] == [7, 8, 9] and len(log) <= 6
