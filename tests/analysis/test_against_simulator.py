@@ -28,9 +28,6 @@ from insitem.simulators.world import WorldParameters
 
 ROW_M = 5.70e-9  # y pixel [Y14], physics.md §0
 SLIT_START_Y_M = WorldParameters.model_fields["slit_start_y_m"].default
-LI_BIAS = ("non-Li features under Li-K (Ti M1 at 58.7 eV, Drude-tail curvature beyond the power law) survive the "
-           "power-law subtraction as ~0.4 of the parent's Li in every row; the reference fit removes all but ~6 % of it "
-           "(analysis/lithium.py, docs/decisions/0008)")
 
 
 def _dry_run(tmp: Path, protocol: str) -> Path:
@@ -219,29 +216,48 @@ def in_situ(tmp_path_factory: pytest.TempPathFactory) -> tuple[Analysis, dict[st
     return a, gt, y
 
 
-def _charge_discharge(series_t: np.ndarray, values: np.ndarray, v_of_t: np.ndarray) -> tuple[float, float]:
-    """(change over the rising sweep, change over the falling sweep) of `values`."""
-    k_top = int(np.nanargmax(v_of_t))
-    return float(values[k_top] - values[0]), float(values[-1] - values[k_top])
+def _charge_discharge(t_s: np.ndarray, values: np.ndarray, v_of_t: np.ndarray, t_mean_s: np.ndarray | None = None,
+                      n: int = 3) -> tuple[float, float]:
+    """(change over the rising sweep, change over the falling sweep) of `values`, each level the mean of
+    `n` samples: the first n, the n around the top of charge (highest cell voltage) and the last n.
+    With `t_mean_s` (the exposures' mid-times) those samples are the instants in t_mean_s, and
+    `values` (sampled at `t_s`) is interpolated there, so truth and analysis share the same instants."""
+    k = int(np.nanargmax(v_of_t))
+    m = len(v_of_t)
+    idx = [np.arange(n), np.arange(max(k - n // 2, 0), max(k - n // 2, 0) + n), np.arange(m - n, m)]
+    if t_mean_s is None:
+        levels = [float(np.mean(values[i])) for i in idx]
+    else:
+        levels = [float(np.mean(np.interp(t_mean_s[i], t_s, values))) for i in idx]
+    return levels[1] - levels[0], levels[2] - levels[1]
+
+
+def _exposures(a: Analysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mid-times (s), potentials (V; -1 where not recorded) and analysed Li near Pt of the Li-K exposures."""
+    s = a.series
+    return (np.array([p.t_s for p in s]), np.array([np.nan_to_num(p.potential_V, nan=-1.0) for p in s]),
+            np.array([p.near_pt for p in s]))
 
 
 @pytest.mark.slow
 def test_in_situ_truth_li_near_pt_grows_on_charge_and_falls_on_discharge(in_situ) -> None:
-    _, gt, y = in_situ
+    """The truth at the Li-K exposures' times: measured +0.41, -0.49 c0 (3-exposure means)."""
+    a, gt, y = in_situ
     near = np.array([near_pt(y, c) for c in gt["li_fraction"]])
-    up, down = _charge_discharge(gt["t_s"], near, gt["cell_voltage_V"])
-    assert up > 0.2 and down < -0.2  # measured +0.46, -0.55 c0
+    t, v, _ = _exposures(a)
+    up, down = _charge_discharge(gt["t_s"], near, v, t_mean_s=t)
+    assert up > 0.3 and down < -0.3
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured: analysed Li near Pt 6.0-7.4 c0 with +-0.4 scatter, drifting down over the "
-                   "run, no clear charge/discharge swing: the beam knocks out half of the Li by the end (D_c 1e4 e/A^2, "
-                   "physics.md §5; li_retained 1.0 -> 0.49 over ~7500 e/A^2) while the truth near Pt moves only +-0.5 c0, "
-                   f"and the constant non-Li part under Li-K grows relative to the remaining Li: {LI_BIAS}")
 def test_in_situ_analysed_li_near_pt_grows_on_charge_and_falls_on_discharge(in_situ) -> None:
+    """Measured (3-exposure means; protocol seed and noise seeds 1-3): +0.31..+0.42 c0 on charge,
+    -0.58..-0.79 on discharge (truth +0.41, -0.49). The fall reads larger than the truth's because
+    all rows drift down by ~0.2-0.3 c0 over the run as the beam removes Li. Without the Pt unmixing
+    (docs/decisions/0009) the Pt O3/O2 spill, growing against the falling Li level, hid the fall
+    (-0.3, +0.05, -0.25 over three seeds)."""
     a, _, _ = in_situ
-    s = a.series
-    v = np.array([np.nan_to_num(p.potential_V, nan=-1.0) for p in s])
-    near = np.array([p.near_pt for p in s])
-    up, down = _charge_discharge(np.array([p.t_s for p in s]), near, v)
+    t, v, near = _exposures(a)
+    up, down = _charge_discharge(t, near, v)
     assert up > 0.2 and down < -0.2
+    assert up < 1.0 and down > -1.0  # the truth's order (+-0.5 c0): no runaway spill or drift
