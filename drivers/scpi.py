@@ -451,6 +451,8 @@ class ScpiParser:
                 if is_query:
                     if cmd.on_query is None:
                         raise ScpiError(-113, f"{header} has no query form")
+                    if args and header.startswith("*"):
+                        raise ScpiError(-108, header)  # IEEE 488.2 common queries take no parameters
                     answers.append(cmd.on_query(args))
                 else:
                     if cmd.on_set is None:

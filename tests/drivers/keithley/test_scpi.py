@@ -70,6 +70,7 @@ def test_quoted_arguments_keep_commas_and_semicolons(parser: ScpiParser) -> None
         (":SOUR:VOLT abc", -104),  # Data type error
         (":SOUR:VOLT", -109),  # Missing parameter
         (":TRAC:MAKE 1,2,3", -108),  # Parameter not allowed
+        ("*IDN? x", -108),  # common queries take no parameters
         (':TRAC:MAKE "open, 2', -102),  # Syntax error: unterminated string
         (":SOUR::VOLT 1", -102),  # Syntax error: empty node
         (":SOUR:VOLT 1,,2", -102),
