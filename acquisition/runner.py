@@ -42,6 +42,7 @@ from insitem.protocols.schema import Protocol
 from insitem.protocols.units import E_PER_A2
 
 log = logging.getLogger("insitem.runner")
+FIRST_READING_TRANSFER_S = 2e-3  # reply transfer and parsing allowed on top of the integration time (s)
 
 
 def camera_settings(protocol: Protocol, window_name: str) -> CameraSettings:
@@ -57,6 +58,7 @@ def camera_settings(protocol: Protocol, window_name: str) -> CameraSettings:
         dispersion_eV_per_px=w.dispersion,
         processing=spec.camera.processing,
     )
+
 
 
 class StopNow(Exception):
@@ -273,15 +275,18 @@ class Runner:
         scope.slit.set_width(slit.width)
         scope.slit.set_height(slit.length)
         pot = self.rig.potentiostat
-        pot.configure(
-            PotentiostatConfig(
-                compliance_A=p.safety.current_compliance,
-                voltage_limits_V=(p.safety.voltage_min, p.safety.voltage_max),
-                voltage_range_V=max(abs(p.safety.voltage_min), abs(p.safety.voltage_max)),
-            )
+        config = PotentiostatConfig(
+            compliance_A=p.safety.current_compliance,
+            voltage_limits_V=(p.safety.voltage_min, p.safety.voltage_max),
+            voltage_range_V=max(abs(p.safety.voltage_min), abs(p.safety.voltage_max)),
         )
+        pot.configure(config)
         pot.set_output(False)
         self._output_on = False
+        if not self.clock.is_virtual:
+            # the first stair's reading starts this long before its end, before any `measure()`
+            # has been timed: the integration time plus the reply's transfer
+            self._measure_lead_s = config.nplc / config.line_frequency_Hz + FIRST_READING_TRANSFER_S
         self._log("INFO", f"setup done: dose rate {rate / E_PER_A2:.3g} e/Å²/s, compliance {p.safety.current_compliance:g} A")
 
     # -- steps ------------------------------------------------------------------------------------

@@ -149,3 +149,19 @@ def test_io_worker_runs_jobs_in_order_and_hands_errors_to_the_caller(virtual: bo
     assert io.close(cancel=True)
     assert "read after the error" not in out
     assert io.camera_free.is_set()
+
+
+def test_first_stair_reading_lead_is_the_configured_integration_time(sim_run: SimRun) -> None:
+    """Before any `measure()` has been timed, the reading that closes the first stair starts one
+    integration time (NPLC / line frequency) plus the transfer allowance before the stair ends, so
+    the second level is not set one reading late."""
+    from insitem.acquisition.runner import FIRST_READING_TRANSFER_S
+
+    bundle, runner, _ = _setup(sim_run)
+    runner._setup()
+    cfg = bundle.rig.potentiostat.config
+    assert cfg is not None
+    assert runner._measure_lead_s == pytest.approx(cfg.nplc / cfg.line_frequency_Hz + FIRST_READING_TRANSFER_S)
+    assert runner._lead(0.01) == pytest.approx(0.005)  # never more than half a stair
+    assert runner.run().status == "completed"
+    _assert_safe_and_no_io_thread(bundle)
