@@ -30,6 +30,7 @@ from insitem.drivers.interfaces import (
     PotentiostatConfig,
     Reading,
 )
+from insitem.simulators.heap import release_free_heap
 from insitem.simulators.world import SimWorld
 
 # Keithley 2400 current ranges and their accuracy offsets (physics.md §4.4, [S:K2400SPEC]).
@@ -188,7 +189,9 @@ class SimCamera(Camera):
             li = 0.5 * (self._li_start + self.world.li_ratio(self._rows_y(s)))
         # outside the world lock: the potentiostat keeps stepping the cell during the synthesis
         electrons = self.world.expected_image(s, self.sensor_shape, t0, t1, li)
+        release_free_heap()  # the synthesis' temporaries, before the detector's own peak
         frame = det.expose(electrons, s.exposure_s, binning=s.binning, readout_area=area)
+        del electrons
         self.world.clock.sleep_until(t1 + frame.readout_s)
         data: np.ndarray = frame.data
         if s.processing != "unprocessed":
@@ -197,6 +200,7 @@ class SimCamera(Camera):
                 data = det.correct(frame.data, dark, det.gain_reference(), binning=s.binning, readout_area=area)
             else:
                 data = frame.data.astype(np.float32) - dark
+        release_free_heap()
         return Frame(data=data, t_start_s=t0, settings=s, saturated_px=int(frame.saturated_px))
 
     def _dark(self, exposure_s: float, binning: tuple[int, int], area: tuple[int, int, int, int]) -> np.ndarray:
