@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resource", action="append", default=[], metavar="NAME=RESOURCE", help="override a resource: potentiostat=..., camera=..., tem=..."
     )
+    p.add_argument(
+        "--sweeps",
+        action="store_true",
+        help="in real time too: instrument-timed list sweeps between exposures (default: PC-timed stairs; "
+        "the stair after each sweep waits for its read-back)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no live display (log lines only)")
     p.add_argument("--no-figures", action="store_true", help="do not write PNG figures at the end")
 

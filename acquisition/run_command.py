@@ -233,7 +233,8 @@ def _run(
         bundle.close()
         raise
     progress = LiveProgress(plan, clock.now, console=console, live_profile=bundle.live_profile, enabled=not args.no_progress)
-    runner = Runner(plan, bundle.rig, runfile, progress=progress, start_step=start_step, ground_truth=bundle.ground_truth)
+    runner = Runner(plan, bundle.rig, runfile, progress=progress, start_step=start_step, ground_truth=bundle.ground_truth,
+                    use_sweeps=True if getattr(args, "sweeps", False) else None)
     bundle.attach_runner(runner)
     mode = "hardware" if hardware else ("simulation, paced at %gx" % args.speed if args.realtime else "dry run on the simulators (virtual clock)")
     console.print(f"insitem run {plan.protocol.name}: {mode}; writing {path}")

@@ -144,11 +144,13 @@ class Runner:
         start_step: int = 0,
         ground_truth: Callable[[], tuple[dict[str, np.ndarray], dict[str, float]]] | None = None,
         sweep_chunk: int = 2500,
-        use_sweeps: bool = True,
+        use_sweeps: bool | None = None,
         background_io: bool | None = None,
     ) -> None:
         """`background_io`: read frames and write the run file on an I/O thread (default: on any
-        clock that is not virtual)."""
+        clock that is not virtual). `use_sweeps`: run the stairs between exposure events as
+        instrument-timed sweeps where the potentiostat offers them (default: on a virtual clock
+        only; in real time PC-timed stairs meet the 5 ms step timing, sweeps do not yet)."""
         self.plan = plan
         self.protocol = plan.protocol
         self.rig = rig
@@ -164,7 +166,10 @@ class Runner:
         self.start_step = start_step
         self.ground_truth = ground_truth
         self.sweep_chunk = sweep_chunk
-        self.use_sweeps = use_sweeps
+        # instrument-timed sweeps by default on a virtual clock only: in real time the stair after each
+        # sweep waits for the buffer read-back (p99 28-31 ms late), PC-timed stairs land within
+        # 5 ms (docs/performance/realtime.md, docs/decisions/0010)
+        self.use_sweeps = self.clock.is_virtual if use_sweeps is None else use_sweeps
         self._stop_requested = threading.Event()
         self._offset = 0.0  # rig clock time of plan time 0
         self._output_on = False

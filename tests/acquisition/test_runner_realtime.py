@@ -165,3 +165,32 @@ def test_first_stair_reading_lead_is_the_configured_integration_time(sim_run: Si
     assert runner._lead(0.01) == pytest.approx(0.005)  # never more than half a stair
     assert runner.run().status == "completed"
     _assert_safe_and_no_io_thread(bundle)
+
+
+@pytest.mark.parametrize("use_sweeps", [None, True])
+def test_real_time_stairs_are_pc_timed_unless_sweeps_are_asked_for(sim_run: SimRun, use_sweeps: bool | None) -> None:
+    """In real time the default is PC-timed stairs (a sweep's last stair waits for the buffer
+    read-back, docs/decisions/0010); `use_sweeps=True` (`insitem run --sweeps`) restores the
+    instrument-timed sweeps, which a virtual clock always uses."""
+    bundle, runner, _ = _setup(sim_run)
+    if use_sweeps is not None:
+        runner.use_sweeps = use_sweeps
+    pot = bundle.rig.potentiostat
+    calls = {"sweep": 0, "set": 0}
+    run_sweep, set_voltage = pot.run_sweep, pot.set_voltage
+
+    def counting_sweep(*a: Any, **k: Any) -> Any:
+        calls["sweep"] += 1
+        return run_sweep(*a, **k)
+
+    def counting_set(*a: Any, **k: Any) -> Any:
+        calls["set"] += 1
+        return set_voltage(*a, **k)
+
+    pot.run_sweep, pot.set_voltage = counting_sweep, counting_set  # type: ignore[method-assign]
+    assert runner.run().status == "completed"
+    if use_sweeps:
+        assert calls["sweep"] > 0
+    else:
+        assert calls["sweep"] == 0 and calls["set"] > 0
+    _assert_safe_and_no_io_thread(bundle)
