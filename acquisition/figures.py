@@ -1,5 +1,7 @@
 """`insitem show`: PNG figures of a run file — CV curves coloured by cycle, each spectrum image
-(energy x position, log intensity), and the exposures marked on the potential-time trace.
+(energy x position, log intensity), the exposures marked on the potential-time trace, and for a
+series of Li-K exposures (in-situ runs) the Li near Pt over the potential trace (the numbers of
+`insitem analyze`'s series).
 
 Reads through acquisition/runfile_read.py, so it works on a live (SWMR) file and on the file a
 crashed run left; `--follow` redraws while the run is live.
@@ -39,7 +41,37 @@ def write_figures(run_file: Path, out_dir: Path) -> list[Path]:
                 written.append(
                     _image_figure(img, r.energy_axis_eV(w), r.position_axis(w), f"{title}: {w} (exposure {n - 1})", out_dir / f"si-{w}.png")
                 )
+    if ec["t_s"].size:
+        written.extend(_li_series_figure(run_file, ec, title, out_dir / "li-near-pt-time.png"))
     return written
+
+
+def _li_series_figure(run_file: Path, ec: dict[str, np.ndarray], title: str, path: Path) -> list[Path]:
+    """Li near Pt of every Li-K exposure (`insitem analyze`'s series) over the potential trace;
+    nothing for runs with fewer than two Li-K exposures or without the windows the analysis needs."""
+    from insitem.acquisition.analyze_command import NEAR_PT_M, AnalyzeInputError, analyze_file
+    from insitem.analysis.axes import AnalysisError
+
+    try:
+        with np.errstate(all="ignore"):
+            series = analyze_file(run_file).series
+    except (AnalyzeInputError, AnalysisError):
+        return []
+    if len(series) < 2:
+        return []
+    fig, ax_v = plt.subplots(figsize=(9, 4.5))
+    sl = _thin(ec["t_s"].size)
+    ax_v.plot(ec["t_s"][sl] / 3600, ec["voltage_V"][sl], lw=0.7, color="0.4")
+    ax_v.set_xlabel("time (h)")
+    ax_v.set_ylabel("cell potential (V)")
+    ax_c = ax_v.twinx()
+    ax_c.plot([p.t_s / 3600 for p in series], [p.near_pt for p in series], "o-", ms=4, lw=0.8, color="tab:green")
+    ax_c.set_ylabel(f"Li near Pt (0-{NEAR_PT_M[1] * 1e9:.0f} nm), c/c0", color="tab:green")
+    ax_v.set_title(f"{title}: Li near Pt at each Li-K exposure, over the potential")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
 
 
 def _thin(n: int) -> slice:

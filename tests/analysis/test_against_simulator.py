@@ -207,8 +207,13 @@ def test_power_law_agrees_with_exspy_on_the_run_file(ex_situ, window, pre_eV, ed
 
 
 @pytest.fixture(scope="module")
-def in_situ(tmp_path_factory: pytest.TempPathFactory) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
-    run = _dry_run(tmp_path_factory.mktemp("in"), "in-situ-lasgtp")
+def in_situ_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _dry_run(tmp_path_factory.mktemp("in"), "in-situ-lasgtp")
+
+
+@pytest.fixture(scope="module")
+def in_situ(in_situ_run: Path) -> tuple[Analysis, dict[str, np.ndarray], np.ndarray]:
+    run = in_situ_run
     a = analyze_file(run)
     with RunFileReader(run) as r:
         gt = r.ground_truth()
@@ -262,3 +267,12 @@ def test_in_situ_analysed_li_near_pt_grows_on_charge_and_falls_on_discharge(in_s
     up, down = _charge_discharge(t, near, v)
     assert up > 0.2 and down < -0.2
     assert up < 1.0 and down > -1.0  # the truth's order (+-0.5 c0): no runaway spill or drift
+
+
+@pytest.mark.slow
+def test_in_situ_show_draws_li_near_pt_over_the_potential(in_situ_run: Path, tmp_path: Path) -> None:
+    """`insitem show` on an in-situ run adds the Li-near-Pt series over the potential trace."""
+    from insitem.acquisition.figures import write_figures
+
+    names = {p.name for p in write_figures(in_situ_run, tmp_path)}
+    assert "li-near-pt-time.png" in names and (tmp_path / "li-near-pt-time.png").stat().st_size > 10_000
