@@ -34,7 +34,7 @@ from typing import Protocol as TypingProtocol
 
 import numpy as np
 
-from insitem.drivers.errors import ComplianceError, InsitemError, SafetyLimitError
+from insitem.drivers.errors import ComplianceError, InsitemError, InstrumentError, SafetyLimitError
 from insitem.acquisition.frame_worker import IoWorker, QueuedRunFile
 from insitem.drivers.interfaces import CameraSettings, Frame, PotentiostatConfig, Reading, Rig
 from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
@@ -180,6 +180,9 @@ class Runner:
         # readings of the running exposure, for its mean potential and current
         self._exposure_readings: list[tuple[float, float]] | None = None
         self._stair_pending = False  # a level was set and its stair not yet measured
+        # PC-timed stairs never read the potentiostat's error queue (sweeps do): it is drained
+        # after each exposure, in the slack just after the next level is set, and at each step's end
+        self._errors_due = False
         self._image: _ImageSum | None = None
 
     # -- control ----------------------------------------------------------------------------------
@@ -346,6 +349,7 @@ class Runner:
         if not self.stop_requested:
             self.clock.sleep_until(step.t_end_s + self._offset)
         self._measure_pending(int(cyc[-1]) if n else 0, step.index)
+        self._check_potentiostat_errors(f"step {step.index}")
         t_end = self.clock.now()
         self.file.end_step(step.index, t_end, "interrupted" if self.stop_requested else "completed")
         self._write_ground_truth(t_end)
@@ -421,6 +425,16 @@ class Runner:
                 pot.set_voltage(float(v[k]))
                 self._ensure_output(True)
                 self._stair_pending = True
+                if self._errors_due:
+                    self._check_potentiostat_errors(f"step {step.index}")
+
+    def _check_potentiostat_errors(self, during: str) -> None:
+        """Drain the potentiostat's error queue; any entry stops the run (InstrumentError)."""
+        self._errors_due = False
+        errs = self.rig.potentiostat.errors()
+        if errs:
+            listed = "; ".join(f"{code} {message}" for code, message in errs)
+            raise InstrumentError(f"potentiostat errors during {during}: {listed}", code=errs[0][0])
 
     def _ensure_output(self, on: bool) -> None:
         if on != self._output_on:
@@ -497,6 +511,7 @@ class Runner:
                 raise SafetyLimitError("the beam did not blank after an exposure")
         readings = self._exposure_readings or []
         self._exposure_readings = None
+        self._errors_due = True
         dose = dose_rate * exp.exposure_s
         self._dose_e_per_m2 += dose
         # read-out and write on the I/O thread (real time) or here (virtual clock)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ from shipped_protocol import variant
 from insitem.acquisition.cli import main
 from insitem.acquisition.rig import SimRigBundle
 from insitem.acquisition.runfile_read import RunFileReader
-from insitem.acquisition.runner import Runner
+from insitem.acquisition.runner import NullProgress, Runner
 
 HOLD = "si-nanoparticle-hold"  # 120 one-second Li-K images at a -0.2 V hold
 
@@ -206,3 +206,34 @@ def test_compliance_trips_beyond_the_limit_stop_the_run_safely(sim_run: SimRun) 
         assert r.n_exposures("li-k") >= 1
         messages = [e.message for e in r.events()]
     assert any("safe state: potentiostat output off, beam blanked" in m for m in messages)
+
+
+class QueueAnError(NullProgress):
+    """Queues an error on the simulated potentiostat once `n` images are written."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.done = 0
+        self.potentiostat: Any = None
+
+    def exposure_done(self, exposure, data, t_s) -> None:  # noqa: ANN001
+        self.done += 1
+        if self.done == self.n:
+            self.potentiostat._errors.append((-300, "Device-specific error; injected"))
+
+
+@pytest.mark.parametrize("use_sweeps", [False, True])
+def test_a_potentiostat_error_queue_entry_stops_the_run_safely(sim_run: SimRun, use_sweeps: bool) -> None:
+    """PC-timed stairs drain the error queue after each exposure and at each step's end (sweeps at
+    each sweep): an entry queued after the second image stops the run before the fourth."""
+    progress = QueueAnError(2)
+    bundle, runner, path = sim_run(HOLD, progress=progress)
+    progress.potentiostat = bundle.rig.potentiostat
+    runner.use_sweeps = use_sweeps
+    result = runner.run()
+    assert result.status == "failed"
+    assert "InstrumentError" in result.reason and "-300 Device-specific error; injected" in result.reason
+    _assert_safe(bundle)
+    with RunFileReader(path) as r:
+        assert r.status == "failed" and "-300" in r.status_reason
+        assert 2 <= r.n_exposures("li-k") <= 3

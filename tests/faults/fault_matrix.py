@@ -84,7 +84,7 @@ CELLS: list[Cell] = [
     *_transport("garbled reply", "safe stop", fast=("frame readout",), resume=("frame readout",)),
     *_transport("truncated reply", "safe stop"),
     Cell("error-queue entry", "configuration", "safe stop", "Keithley 2450: an entry queued before configure", fast=True),
-    Cell("error-queue entry", "mid-CV step", "safe stop", "Keithley 2450: an entry queued between exposures (found at the next sweep's check)"),
+    Cell("error-queue entry", "mid-CV step", "safe stop", "Keithley 2450: an entry queued between exposures (found at the check after the next exposure, or at the step's end)"),
     Cell("error-queue entry", "mid-exposure", "safe stop", "Keithley 2450: an entry queued while exposing"),
     Cell("error-queue entry", "frame readout", "safe stop", "GIF: GetAcquiredImage answers a positive error code"),
     Cell("error-queue entry", "file write", "n/a", _NO_IO_WHILE_WRITING),
