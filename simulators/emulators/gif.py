@@ -637,10 +637,8 @@ class GifEmulator:
         return f"TCPIP0::{self.host}::{self.port}::SOCKET"
 
     def start(self) -> "GifEmulator":
-        lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lst.bind((self.host, self._port))
-        lst.listen(2)  # gs §1: backlog 2
+        # SO_REUSEADDR set, the socket closed if the bind fails; gs §1: backlog 2
+        lst = socket.create_server((self.host, self._port), backlog=2)
         self._listener = lst
         self._stop.clear()
         self._thread = threading.Thread(target=self._serve, name=f"gif-emulator:{self.port}", daemon=True)

@@ -3,6 +3,7 @@ process, and bad input."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -144,16 +145,38 @@ def test_served_instruments_share_one_world() -> None:
             tem.close()
 
 
+def _two_free_ports() -> int:
+    """A port p with p and p + 1 both free just now (another process may still take one)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            base = a.getsockname()[1]
+            if base >= 65535:
+                continue
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", base + 1))
+                except OSError:
+                    continue
+        return base
+    raise AssertionError("no two consecutive free ports found")
+
+
 def test_consecutive_ports_from_port() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-    if base > 65000:
-        base -= 1000
-    with start_servers(PROTOCOL, ["tem", "gif"], port=base) as servers:
-        assert servers.resources["microscope"] == f"TCPIP0::127.0.0.1::{base}::SOCKET"
-        assert servers.resources["camera"] == f"TCPIP0::127.0.0.1::{base + 1}::SOCKET"
-        assert servers.lines() == [f"microscope=TCPIP0::127.0.0.1::{base}::SOCKET", f"camera=TCPIP0::127.0.0.1::{base + 1}::SOCKET"]
+    # the ports are free when chosen, but this machine is shared: retry if one is taken meanwhile
+    for attempt in range(5):
+        base = _two_free_ports()
+        try:
+            servers = start_servers(PROTOCOL, ["tem", "gif"], port=base)  # stops what it started on failure
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == 4:
+                raise
+            continue
+        with servers:
+            assert servers.resources["microscope"] == f"TCPIP0::127.0.0.1::{base}::SOCKET"
+            assert servers.resources["camera"] == f"TCPIP0::127.0.0.1::{base + 1}::SOCKET"
+            assert servers.lines() == [f"microscope=TCPIP0::127.0.0.1::{base}::SOCKET", f"camera=TCPIP0::127.0.0.1::{base + 1}::SOCKET"]
+        return
 
 
 def test_serial_serves_the_same_smu_on_a_pty() -> None:
