@@ -27,12 +27,16 @@ a true 8.5 reads 6.4). With `parent_level="reference_fit"` (the default when a l
 given) the parent's Li is measured by a multiple linear least-squares fit instead: the
 electrode-minus-parent difference of the power-law-subtracted mean SSDs is a Li-K reference that
 holds no non-Li feature (those cancel in the difference), and the parent's mean SSD over
-`reference_fit_eV` is fitted with exp(quadratic in ln E) + gamma x reference. gamma x (electrode
-minus parent edge counts) is then the parent's Li in edge counts, and
-c/c0 = 1 + (S_row - S_parent) / that. The smooth background absorbs the Drude curvature but only
-part of the Ti M1 edge (a 3 eV rise at 58.7 eV, close to the Li-K onset): noise-free, 6 % of
-the residual stays (the parent's Li reads 1.06x). It needs an electrode whose excess is
-significant (`reference_min_excess_sigma`); without one the profile falls back to the parent's
+`reference_fit_eV` is fitted with exp(quadratic in ln E) + gamma x reference + a generic step
+for each non-Li edge in `reference_fit_edges_eV` (Ti M1 at 58.7 eV: `shallow_edge`). gamma x
+(electrode minus parent edge counts) is then the parent's Li in edge counts, and
+c/c0 = 1 + (S_row - S_parent) / that. The smooth background absorbs the Drude curvature; the Ti M1
+step, which rises within 3 eV of the Li-K onset, needs its own term (docs/decisions/0011).
+Without it, 6 % of the parent's Li is Ti M1 noise-free. That share does not fall as the beam
+removes Li, so c/c0 would drift down over an in-situ run (0.96 -> 0.89 of the truth in the dry
+run). The step's shape is generic; the simulator uses the same one, so the dry run's accuracy is
+an upper bound for real data. The fit needs an electrode whose excess is significant
+(`reference_min_excess_sigma`); without one the profile falls back to the parent's
 power-law counts and says so in `LiProfile.parent_level`.
 
 Pt spill (`pt_unmix`, docs/decisions/0009). The ~20 nm blur along the slit carries Pt O3/O2
@@ -121,6 +125,12 @@ class LiParams(BaseModel):
     reference_fit_eV: tuple[float, float] = Field(
         default=(44.0, 71.0), description="MLLS window on the parent's SSD: pre-edge to below Pt N7 (71.2 eV), §1.6"
     )
+    reference_fit_edges_eV: tuple[float, ...] = Field(
+        default=(58.7,),
+        description="onsets of non-Li edges fitted alongside the Li-K reference in the parent's MLLS fit (Ti M1, "
+        "58.7 eV, physics.md §1.6), each a step rising over reference_fit_edge_rise_eV and falling as E^-3",
+    )
+    reference_fit_edge_rise_eV: float = Field(default=3.0, gt=0, description="rise width of those edge steps (eV)")
     reference_min_excess_sigma: float = Field(
         default=20.0, gt=0, description="the electrode's mean excess over the parent must exceed this many sigma for a reference fit"
     )
@@ -248,6 +258,12 @@ class LiReference:
     excess: float
 
 
+def shallow_edge(E_eV: np.ndarray, onset_eV: float, rise_eV: float) -> np.ndarray:
+    """Generic shape of a shallow non-Li edge (an s-shell step such as Ti M1): zero below the
+    onset, rising as 1 - exp(-(E - onset)/rise), falling as (onset/E)^3 above; peak-free, unit scale."""
+    return np.where(E_eV > onset_eV, -np.expm1(-(E_eV - onset_eV) / rise_eV) * (onset_eV / np.maximum(E_eV, onset_eV)) ** 3, 0.0)
+
+
 def parent_li_by_reference(
     spec: np.ndarray, energy: EnergyAxis, edge: EdgeIntensity, c_pre: np.ndarray, d: np.ndarray,
     parent: np.ndarray, p: LiParams, var: np.ndarray,
@@ -300,10 +316,17 @@ def li_reference(
     # weighted least squares of ln y for the starting background (reference share taken as 0)
     start = np.polyfit(x, np.log(y), 2, w=y / sd)
 
-    def resid(q: np.ndarray) -> np.ndarray:
-        return (np.exp(np.polyval(q[:3], x)) + q[3] * r - y) / sd
+    Ew = E[win]
+    edges = [shallow_edge(Ew, onset, p.reference_fit_edge_rise_eV) for onset in p.reference_fit_edges_eV]
+    scale = [float(np.max(y)) / max(float(np.max(g)), 1e-300) for g in edges]
 
-    fit = least_squares(resid, np.r_[start, 0.0], x_scale="jac")
+    def resid(q: np.ndarray) -> np.ndarray:
+        model = np.exp(np.polyval(q[:3], x)) + q[3] * r
+        for k, g in enumerate(edges):
+            model = model + q[4 + k] * scale[k] * g
+        return (model - y) / sd
+
+    fit = least_squares(resid, np.r_[start, 0.0, np.zeros(len(edges))], x_scale="jac")
     gamma = float(fit.x[3])
     if not (fit.success and gamma > 0):
         return None
