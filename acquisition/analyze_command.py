@@ -234,9 +234,14 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
     written: list[Path] = []
     d_nm = s.li.distance_m * 1e9
 
+    # rows on the Pt side of the interface hold no electrolyte: their c/c0 is not a Li concentration
+    el = s.li.distance_m >= 0
     fig, ax = plt.subplots(figsize=(8, 4.5))
     _shade_ti(ax, s)
-    ax.plot(d_nm, s.li.c_rel, color="k", lw=1)
+    if (~el).any():
+        ax.axvspan(d_nm[~el].min(), 0.0, color="0.85", lw=0)
+        ax.text(0.01, 0.97, "Pt side", transform=ax.transAxes, va="top", fontsize=8, color="0.3")
+    ax.plot(d_nm, np.where(el, s.li.c_rel, np.nan), color="k", lw=1)
     ax.axhline(1.0, color="0.5", lw=0.6, ls=":")
     ax.axvline(0.0, color="0.3", lw=0.8)
     ax.set_xlabel("distance from Pt (nm)")
@@ -288,9 +293,9 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
 
     if a.series:
         t_h = np.array([p.t_s for p in a.series]) / 3600
-        cmap = np.array([p.c_rel for p in a.series])
+        c_rel = np.array([np.where(el, p.c_rel, np.nan) for p in a.series])
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        im = ax.pcolormesh(d_nm, t_h, cmap, shading="nearest", cmap="viridis")
+        im = ax.pcolormesh(d_nm[el], t_h, c_rel[:, el], shading="nearest", cmap="viridis")
         fig.colorbar(im, ax=ax, label="Li c/c0")
         ax.set_xlabel("distance from Pt (nm)")
         ax.set_ylabel("time (h)")

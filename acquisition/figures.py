@@ -30,6 +30,7 @@ def write_figures(run_file: Path, out_dir: Path) -> list[Path]:
     with RunFileReader(run_file) as r:
         ec = r.electrochemistry()
         recs = r.exposure_records()
+        truth = r.ground_truth()
         title = r.title or run_file.stem
         if ec["t_s"].size:
             written.append(_cv_figure(ec, title, out_dir / "cv.png"))
@@ -42,14 +43,17 @@ def write_figures(run_file: Path, out_dir: Path) -> list[Path]:
                     _image_figure(img, r.energy_axis_eV(w), r.position_axis(w), f"{title}: {w} (exposure {n - 1})", out_dir / f"si-{w}.png")
                 )
     if ec["t_s"].size:
-        written.extend(_li_series_figure(run_file, ec, title, out_dir / "li-near-pt-time.png"))
+        written.extend(_li_series_figure(run_file, ec, truth, title, out_dir / "li-near-pt-time.png"))
     return written
 
 
-def _li_series_figure(run_file: Path, ec: dict[str, np.ndarray], title: str, path: Path) -> list[Path]:
-    """Li near Pt of every Li-K exposure (`insitem analyze`'s series) over the potential trace;
-    nothing for runs with fewer than two Li-K exposures or without the windows the analysis needs."""
-    from insitem.acquisition.analyze_command import NEAR_PT_M, AnalyzeInputError, analyze_file
+def _li_series_figure(
+    run_file: Path, ec: dict[str, np.ndarray], truth: dict[str, np.ndarray] | None, title: str, path: Path
+) -> list[Path]:
+    """Li near Pt of every Li-K exposure (`insitem analyze`'s series) over the potential trace, and for
+    a simulated run the simulator's truth at the same instants; nothing for runs with fewer than two
+    Li-K exposures or without the windows the analysis needs."""
+    from insitem.acquisition.analyze_command import NEAR_PT_M, AnalyzeInputError, analyze_file, near_pt
     from insitem.analysis.axes import AnalysisError
 
     try:
@@ -65,7 +69,13 @@ def _li_series_figure(run_file: Path, ec: dict[str, np.ndarray], title: str, pat
     ax_v.set_xlabel("time (h)")
     ax_v.set_ylabel("cell potential (V)")
     ax_c = ax_v.twinx()
-    ax_c.plot([p.t_s / 3600 for p in series], [p.near_pt for p in series], "o-", ms=4, lw=0.8, color="tab:green")
+    t_s = np.array([p.t_s for p in series])
+    ax_c.plot(t_s / 3600, [p.near_pt for p in series], "o-", ms=4, lw=0.8, color="tab:green", label="analysed")
+    if truth is not None and "li_fraction" in truth and "position_m" in truth and truth["t_s"].size:
+        # the truth's positions are distances from the Pt interface already (y = 0 there)
+        near = np.array([near_pt(truth["position_m"], c) for c in truth["li_fraction"]])
+        ax_c.plot(truth["t_s"] / 3600, near, "--", lw=1.0, color="tab:green", alpha=0.6, label="simulator truth")
+        ax_c.legend(loc="upper left", fontsize=8)
     ax_c.set_ylabel(f"Li near Pt (0-{NEAR_PT_M[1] * 1e9:.0f} nm), c/c0", color="tab:green")
     ax_v.set_title(f"{title}: Li near Pt at each Li-K exposure, over the potential")
     fig.tight_layout()
