@@ -18,9 +18,12 @@ Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.Co
      spectrum J_v of the layer's parent composition (valence and all its edges, exact Fourier-log) is
      cached per layer; rows whose composition differs (Li, Ti3+, R, pre-peak) add the edge-weight
      differences convolved with J_v (first order: the neglected term is second order in the change).
-5. Chromatic blur along y per edge, sigma = Cc beta E/E0 (§1.7), applied to the per-row weights of
-   each component (a component's blur uses its onset energy; the valence background uses the window
-   centre).
+5. Chromatic blur along y, sigma = Cc beta E/E0 (§1.7), with E the loss of each channel: every
+   electron detected at loss E, whatever scattered it (plasmon, edge, plural), is defocused by the
+   same amount, so the blur acts on the finished per-row spectra channel by channel (a Gaussian along
+   the rows whose width grows with the channel's loss; Fourier transform along the rows, edge rows
+   repeated beyond the field). A window that holds the zero-loss peak and one that does not
+   therefore see the same blur at the losses they share.
 6. Energy shifts: non-isochromaticity dE(y) (§1.9; default 0.1 eV peak-to-peak, a parameter) plus the
    exposure's drift (mean shift by linear interpolation, spread by convolution with the histogram of
    the drift samples).
@@ -41,7 +44,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import fft as sfft
-from scipy.ndimage import convolve1d, gaussian_filter1d
+from scipy.ndimage import convolve1d
 from scipy.optimize import brentq
 
 from insitem.simulators.cross_sections import (
@@ -243,7 +246,6 @@ def zlp_channel_contents(k: np.ndarray, d: float, p: EELSParameters) -> np.ndarr
 class _Component:
     name: str            # e.g. "valence", "Li K", "Ti4", "Ti3", "O main", "O pre", "O b 560.0"
     element: str | None  # element whose areal density scales it (None: valence)
-    energy_eV: float     # representative energy for the chromatic blur
     shape: np.ndarray    # single-scattering contents per channel on the periodic grid, per atom (m^2) or unit
 
 
@@ -265,7 +267,6 @@ class _Cache:
     templates: np.ndarray         # (n_templates, n_ext) fourier-ratio templates (per unit I0)
     template_index: list[tuple[int, int]]  # (layer, component or -1 = valence)
     bank_eV: np.ndarray
-    window_centre_eV: float
 
 
 class EELSSynthesizer:
@@ -319,6 +320,7 @@ class EELSSynthesizer:
             ext = self._fourier_ratio(cache, column, atoms, I0)
         else:
             ext = self._fourier_log(cache, column, atoms, I0)
+        ext = self._chromatic_blur(ext, d * (cache.k_lo + np.arange(cache.n_ext)), column)
         # drift spread (histogram of residual shifts, linear split onto whole channels)
         resid = (shifts - mean_shift) / d
         if shifts.size > 1 and np.ptp(resid) > 1e-9:
@@ -399,43 +401,44 @@ class EELSSynthesizer:
                 W[:, j] = nd
         return W
 
-    def _blur_sigma_rows(self, col: ColumnState, energy_eV: float) -> float:
-        if col.n_rows < 2 or self.params.Cc_m == 0:
-            return 0.0
-        dy = abs(float(col.y_m[-1] - col.y_m[0])) / (col.n_rows - 1)  # rows are uniformly spaced
-        if dy == 0:
-            return 0.0
-        return self.params.Cc_m * self.params.beta_rad * max(energy_eV, 0.0) / self.params.E0_eV / dy
+    def _chromatic_blur(self, ext: np.ndarray, loss_eV: np.ndarray, col: ColumnState) -> np.ndarray:
+        """Blur every channel along the rows with sigma = Cc beta E/E0 at its loss E (§1.7).
 
-    def _blur(self, W: np.ndarray, sigmas: list[float]) -> np.ndarray:
-        out = W.copy()
-        for s in sorted(set(sigmas)):
-            if s < 0.05:
-                continue
-            cols = [j for j, sj in enumerate(sigmas) if sj == s]
-            out[:, cols] = gaussian_filter1d(W[:, cols], s, axis=0, mode="nearest", truncate=4.0)
-        return out
+        Gaussian transfer function along the rows per channel; the first and last rows are repeated
+        over at least 5 sigma beyond the field (as ``mode="nearest"``), so the periodic transform
+        does not wrap one end onto the other."""
+        p = self.params
+        n = col.n_rows
+        if n < 2 or p.Cc_m == 0:
+            return ext
+        dy = abs(float(col.y_m[-1] - col.y_m[0])) / (n - 1)  # rows are uniformly spaced
+        if dy == 0:
+            return ext
+        sigma_rows = p.Cc_m * p.beta_rad * np.maximum(loss_eV, 0.0) / p.E0_eV / dy
+        s_max = float(sigma_rows.max())
+        if s_max < 0.05:
+            return ext
+        pad = int(math.ceil(5.0 * s_max)) + 1
+        L = sfft.next_fast_len(n + 2 * pad, real=True)
+        F = sfft.rfft(np.pad(ext, ((pad, L - n - pad), (0, 0)), mode="edge"), axis=0)
+        f = sfft.rfftfreq(L)  # cycles per row
+        F *= np.exp(-2.0 * (math.pi * f[:, None] * sigma_rows[None, :]) ** 2)
+        return sfft.irfft(F, n=L, axis=0, overwrite_x=True)[pad : pad + n]
 
     def _fourier_ratio(self, cache: _Cache, col: ColumnState, atoms: np.ndarray, I0: np.ndarray) -> np.ndarray:
         n = col.n_rows
         Wt = np.zeros((n, len(cache.template_index)))
-        sig = []
         for t, (layer, comp) in enumerate(cache.template_index):
             in_layer = col.layer_index == layer
             if comp < 0:
                 Wt[:, t] = np.where(in_layer, I0, 0.0)
-                sig.append(self._blur_sigma_rows(col, cache.window_centre_eV))
             else:
                 Wt[:, t] = np.where(in_layer, I0 * (atoms[:, comp] - cache.parent_w[layer, comp]), 0.0)
-                sig.append(self._blur_sigma_rows(col, cache.components[comp].energy_eV))
-        Wt = self._blur(Wt, sig)
         used = np.nonzero(np.any(Wt != 0.0, axis=0))[0]  # e.g. only the peak-b bank entries in use
         return Wt[:, used] @ cache.templates[used]
 
     def _fourier_log(self, cache: _Cache, col: ColumnState, atoms: np.ndarray, I0: np.ndarray) -> np.ndarray:
-        sig = [self._blur_sigma_rows(col, c.energy_eV) for c in cache.components]
-        A = self._blur(atoms, sig)
-        s_hat = A @ cache.comp_hat
+        s_hat = atoms @ cache.comp_hat
         for layer, vh in enumerate(cache.valence_hat):
             rows = col.layer_index == layer
             if np.any(rows):
@@ -533,8 +536,7 @@ class EELSSynthesizer:
                 index.extend((li, j) for j in present)
         bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
         return _Cache(d, k_lo, n_ext, P, support_k, zhat, comps, comp_hat, comp_integral, valence_hat,
-                      kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank,
-                      0.5 * (E_first + E_first + (n - 1) * d))
+                      kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank)
 
     def _valence_channels(self, E: np.ndarray, m: Material, d: float, E_long: np.ndarray) -> np.ndarray:
         """Valence single scattering (Drude + shallow edges) per channel of width d at losses E,
@@ -606,7 +608,7 @@ class EELSSynthesizer:
                 shape = w * step + (1 - w) * H
                 for c0, fw, a in p.li_peaks:
                     shape = shape + a * s40 * _gauss(Ep, c0, fw)
-                out.append(_Component("Li K", el, onset, np.where(pos, shape, 0.0) * d))
+                out.append(_Component("Li K", el, np.where(pos, shape, 0.0) * d))
             elif el == "Ti":
                 H = hydro(el)
                 s30 = sig(el, onset, 30.0)
@@ -633,22 +635,22 @@ class EELSSynthesizer:
                     w = _taper(Ep, j0, j1)
                     Hs = hydro(el, onset + shift) if shift else H
                     shape = w * steps + (1 - w) * Hs + wl
-                    out.append(_Component(name, el, onset, np.where(pos, shape, 0.0) * d))
+                    out.append(_Component(name, el, np.where(pos, shape, 0.0) * d))
             elif el == "O":
                 H = hydro(el, p.o_threshold_eV - 1.0)
                 s40 = sig(el, p.o_threshold_eV, 40.0)
                 main = H * _arctan_step(Ep, p.o_step_eV, p.o_step_width_eV)
                 c0, fw, a = p.o_peak_a
                 main = main + a * s40 * _gauss(Ep, c0, fw)
-                out.append(_Component("O main", el, p.o_threshold_eV, np.where(pos, main, 0.0) * d))
+                out.append(_Component("O main", el, np.where(pos, main, 0.0) * d))
                 pre = sum(a * s40 * _gauss(Ep, c0, fw) for c0, fw, a in p.o_prepeaks)
-                out.append(_Component("O pre", el, p.o_threshold_eV, np.where(pos, pre, 0.0) * d))
+                out.append(_Component("O pre", el, np.where(pos, pre, 0.0) * d))
                 bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
                 for kb, eb in enumerate(bank):
                     g = p.o_peak_b_area * s40 * _gauss(Ep, eb, p.o_peak_b_fwhm_eV)
-                    out.append(_Component(f"O b {kb}", el, p.o_threshold_eV, np.where(pos, g, 0.0) * d))
+                    out.append(_Component(f"O b {kb}", el, np.where(pos, g, 0.0) * d))
             else:
-                out.append(_Component(f"{el} {shell}", el, onset, hydro(el) * d))
+                out.append(_Component(f"{el} {shell}", el, hydro(el) * d))
         return out
 
 
