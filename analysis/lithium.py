@@ -58,7 +58,13 @@ the reference fit assumes the non-Li part of the SSD is the same in the electrod
 rows (same thickness, host and plasmon) and takes the electrode's Li-K shape as the parent's;
 mixtures of Pt and electrolyte spectra are treated as linear after the per-row power-law
 subtraction and deconvolution (both are non-linear in a mixed row); rows inside Pt read ~1 (no Li
-excess) and are excluded from the maximum and the width.
+excess) and are excluded from the maximum and the width; each row is deconvolved as one column,
+but the chromatic blur along the slit grows with the loss (sigma = Cc beta E/E0, ~0.3 row at the
+plasmon, ~0.6 row at the double plasmon for Cc = 2 mm, beta = 10 mrad), so next to a sharp change
+of the valence spectrum a row holds its neighbours' spectra in shares that change with energy,
+which Fourier-log does not undo. At the simulated in-situ electrode's edge (plasmon width 9 eV
+against 8 eV) that reads -0.10/+0.08 c0 on the last row before and the first row after it,
+noise-free, about 0.1 c0 per eV of width difference (docs/decisions/0012); no correction.
 """
 
 from __future__ import annotations
