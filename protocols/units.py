@@ -10,10 +10,36 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
 from typing import Annotated, Any
 
-import pint
 from pydantic import BeforeValidator, PlainSerializer
+
+
+def _import_pint_without_dask() -> Any:
+    """Import pint without letting it import dask.
+
+    pint imports `dask.base` at import time whenever dask is installed (for Quantities that
+    wrap dask arrays), which costs every `insitem` command about 14 MB of resident memory
+    (docs/performance/dry-run.md); we only parse scalar quantities. While pint is imported,
+    `sys.modules["dask"]` is None, so pint's `find_spec("dask")` reports it missing; the entry
+    is removed afterwards, so dask (and hyperspy, which needs it) still imports normally later
+    in the same process. If pint or dask is already imported this changes nothing.
+    """
+    if "pint" in sys.modules or "dask" in sys.modules:
+        import pint
+
+        return pint
+    sys.modules["dask"] = None  # type: ignore[assignment]
+    try:
+        import pint
+    finally:
+        if sys.modules.get("dask", 0) is None:
+            del sys.modules["dask"]
+    return pint
+
+
+pint = _import_pint_without_dask()
 
 # Electrons are counted, not charged: `e` in a dose means one electron, not 1.6e-19 C.
 _ELECTRON_TOKEN = re.compile(r"(?<![A-Za-z_])e(?=\s*(/|\*|$))|(?<![A-Za-z_])e-(?![A-Za-z0-9])")
