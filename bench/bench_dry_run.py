@@ -88,7 +88,7 @@ def wrap(owner, name, label, once=False):
 wrap(world.SimWorld, "from_protocol", "rig set-up (SimWorld.from_protocol)", once=True)
 wrap(det.CCDDetector, "__init__", "  detector construction (maps)", once=True)
 wrap(dev.SimCamera, "read_frame", "camera read-out (whole frame path)")
-wrap(world.SimWorld, "expected_image", "  SimWorld.expected_image")
+wrap(world.SimWorld, "expected_rows", "  SimWorld.expected_rows")
 wrap(eels.EELSSynthesizer, "synthesize", "    EELSSynthesizer.synthesize")
 wrap(det.CCDDetector, "expose", "  CCDDetector.expose")
 wrap(det.CCDDetector, "gain_reference", "  CCDDetector.gain_reference")

@@ -116,6 +116,7 @@ __all__ = [
     "DetectorParameters",
     "DetectorFrame",
     "CCDDetector",
+    "RowImage",
     "psf_line_profile",
     "noise_kernel",
     "lattice_kernel",
@@ -126,6 +127,7 @@ _N_CHUNKS = 2  # fixed number of row chunks (one generator each): frames do not 
 _PAD = 2  # half-width of the 5-tap noise kernel
 _BLOCK_ROWS = 64  # rows per block of the per-frame loops (small temporaries instead of whole-frame ones)
 _GAIN_REF_BAND_ROWS = 256  # the gain reference is exposed in bands of this many rows (readout areas)
+_PSF_BLOCK_ROWS = 128  # output rows per banded product of the PSF's y convolution
 
 
 class DetectorParameters(BaseModel):
@@ -348,6 +350,49 @@ def _row_runs(mu: np.ndarray) -> np.ndarray:
     return new_run
 
 
+@dataclass(frozen=True)
+class RowImage:
+    """An expected image given by its rows: `repeats[j]` CCD rows in a row equal to `rows[j]`.
+
+    The image is `np.repeat(rows, repeats, axis=0)` (`to_array`); `CCDDetector.expose` takes
+    it in place of that array (same frames) without the array ever being made. A simulated
+    SR-EELS image repeats each position's spectrum over the CCD rows of its bin (6 for the
+    protocols), so this is a sixth of the image (16 MB for the 1980-row readout area).
+    """
+
+    rows: np.ndarray  # (k, columns) expected electrons per pixel
+    repeats: np.ndarray  # (k,) integers >= 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(np.sum(self.repeats)), int(self.rows.shape[1]))
+
+    def to_array(self) -> np.ndarray:
+        """The image as a float32 array."""
+        return np.repeat(np.asarray(self.rows, dtype=np.float32), self.repeats, axis=0)
+
+
+def _runs(expected_e: np.ndarray | RowImage) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """(distinct rows u, run starts new_run, image shape): row i of the float32 image is
+    u[cumsum(new_run)[i] - 1], and consecutive rows of u differ (see `_row_runs`)."""
+    if isinstance(expected_e, RowImage):
+        rows = np.asarray(expected_e.rows, dtype=np.float32)
+        repeats = np.asarray(expected_e.repeats, dtype=np.intp)
+        if rows.ndim != 2 or repeats.shape != (rows.shape[0],) or np.any(repeats < 0) or not repeats.sum():
+            raise ValueError("RowImage: rows must be 2-D with one repeat count >= 0 per row, and some rows")
+        keep = repeats > 0
+        rows, repeats = rows[keep], repeats[keep]
+        differs = _row_runs(rows)  # a row equal to the one before continues its run
+        new_run = np.zeros(int(repeats.sum()), dtype=bool)
+        new_run[(np.cumsum(repeats) - repeats)[differs]] = True
+        return rows[differs], new_run, (new_run.size, rows.shape[1])
+    mu = np.asarray(expected_e, dtype=np.float32)
+    if mu.ndim != 2:
+        raise ValueError(f"expected_e must be 2-D, got shape {mu.shape}")
+    new_run = _row_runs(mu)
+    return mu[new_run], new_run, mu.shape
+
+
 def _tail_sums(profile: np.ndarray) -> np.ndarray:
     """tail[k] = sum of profile[k:] for k = 0 .. profile.size (tail[-1] = 0 exactly), float64."""
     return np.concatenate([np.cumsum(profile[::-1])[::-1], [0.0]])
@@ -379,8 +424,9 @@ class _Lattice:
     mean: np.ndarray  # g * sum over the cell of gainmap * PSF(*)mu, (ny, nx) float32 counts (exact)
     sigma: np.ndarray  # Gaussian std of the cell's fluctuation, (ny + 2 _PAD, nx + 2 _PAD) float32, edges repeated
     gain: np.ndarray  # mean gain map over each cell, (ny, nx) float32
-    exact_index: np.ndarray  # flat indices into the padded lattice of the cells drawn exactly
-    exact_mu: np.ndarray  # their expected electrons (cell sums), float64
+    mu: np.ndarray  # expected electrons of each cell (sum over the cell), (ny, nx) float32
+    exact: np.ndarray  # cells drawn exactly (0 < mu < exact_below_e per unbinned pixel), (ny, nx) bool
+    n_exact: int
 
 
 class _SignalCache:
@@ -390,14 +436,14 @@ class _SignalCache:
     over several CCD rows, so this is a sixth of the image (physics.md section 0).
     """
 
-    def __init__(self, mu: np.ndarray, new_run: np.ndarray, area: tuple[int, int, int, int]) -> None:
-        self.shape = mu.shape
+    def __init__(self, rows: np.ndarray, new_run: np.ndarray, shape: tuple[int, int], area: tuple[int, int, int, int]) -> None:
+        self.shape = shape
         self.new_run = new_run  # row starts a run of equal rows (see _row_runs)
-        self.rows = mu[new_run]  # float32 copy of the distinct rows of the expected image
+        self.rows = rows  # the distinct rows of the expected image (float32, this cache's own copy)
         self.area = area
         self.has_signal = False  # any expected electrons at all
         self.repeated = False  # the image came again after it was cached
-        self.mean: np.ndarray | None = None  # g * gainmap * PSF(*)mu over the area, float32 (None: released)
+        self.mean: np.ndarray | None = None  # g * gainmap * PSF(*)mu over the area, float32 (None: not made or released)
         self.area_rows: np.ndarray | None = None  # distinct rows of the image over the area, float32
         self.row_index: np.ndarray | None = None  # area row -> row of area_rows
         self.sigma_rows: np.ndarray | None = None  # Gaussian std of Z per row of area_rows, columns padded by _PAD, float32
@@ -417,14 +463,14 @@ class _SignalCache:
         pidx = flat + (2 * _PAD) * ii + (i0 + _PAD) * (w + 2 * _PAD) + _PAD
         return pidx, mu.reshape(-1)[flat].astype(np.float64)
 
-    def matches(self, mu: np.ndarray, new_run: np.ndarray, area: tuple[int, int, int, int]) -> bool:
-        """True if `mu` (float32, run starts `new_run`) equals the cached image and the area is the same."""
-        # same run pattern and same first rows: every row equals the cached one
+    def matches(self, rows: np.ndarray, new_run: np.ndarray, shape: tuple[int, int], area: tuple[int, int, int, int]) -> bool:
+        """True if the image with distinct rows `rows` and run starts `new_run` (`_runs`) equals the cached one, over the same area."""
+        # same run pattern and same distinct rows: every row equals the cached one
         return (
             self.area == area
-            and self.shape == mu.shape
+            and self.shape == shape
             and np.array_equal(self.new_run, new_run)
-            and np.array_equal(self.rows, mu[new_run])
+            and np.array_equal(self.rows, rows)
         )
 
 
@@ -528,7 +574,7 @@ class CCDDetector:
 
     def expose(
         self,
-        expected_e: np.ndarray | None,
+        expected_e: np.ndarray | RowImage | None,
         exposure_s: float,
         binning: tuple[int, int] = (1, 1),
         readout_area: tuple[int, int, int, int] | None = None,
@@ -537,8 +583,8 @@ class CCDDetector:
         """Expose and read out one frame.
 
         `expected_e`: expected primary electrons per unbinned pixel over the exposure (float
-        array over the full sensor or over the readout area; rows = position, columns =
-        energy). With `beam_on` False, or an all-zero / None image, the frame is a dark frame
+        array over the full sensor or over the readout area, or a `RowImage` of that shape;
+        rows = position, columns = energy). With `beam_on` False, or an all-zero / None image, the frame is a dark frame
         (bias + dark + noise). `exposure_s` sets the dark signal. Returns raw uint16 counts.
         """
         if exposure_s < 0:
@@ -553,8 +599,9 @@ class CCDDetector:
                 signal = self._draw_signal(cache, (by, bx))
                 if not cache.repeated:
                     # an image seen once (every frame of a run whose sample evolves): its
-                    # area-sized arrays (PSF mean, fluctuation buffer, 32 MB for the full
-                    # sensor) are not kept between frames; they are rebuilt if it comes again
+                    # area-sized arrays (PSF mean of the unbinned path, fluctuation buffer, 32 MB
+                    # for the full sensor) are not kept between frames; they are rebuilt if it
+                    # comes again
                     cache.mean = None
                     cache.lattices.clear()
                     self._bufs.clear()
@@ -570,7 +617,7 @@ class CCDDetector:
 
     def mean_counts(
         self,
-        expected_e: np.ndarray | None,
+        expected_e: np.ndarray | RowImage | None,
         exposure_s: float,
         binning: tuple[int, int] = (1, 1),
         readout_area: tuple[int, int, int, int] | None = None,
@@ -586,8 +633,7 @@ class CCDDetector:
         if beam_on and expected_e is not None:
             cache = self._signal(expected_e, area)
             if cache.has_signal:
-                assert cache.mean is not None
-                total = total + cache.mean
+                total = total + self._mean(cache)
         total = total[: ny * by, : nx * bx].reshape(ny, by, nx, bx).sum(axis=(1, 3))
         return total + self._bias_map(area, (by, bx))
 
@@ -745,42 +791,36 @@ class CCDDetector:
 
     # ---------------------------------------------------------------- deterministic signal
 
-    def _signal(self, expected_e: np.ndarray, area: tuple[int, int, int, int]) -> _SignalCache:
-        mu = np.asarray(expected_e, dtype=np.float32)
-        if mu.ndim != 2:
-            raise ValueError(f"expected_e must be 2-D, got shape {mu.shape}")
-        new_run = _row_runs(mu)
+    def _signal(self, expected_e: np.ndarray | RowImage, area: tuple[int, int, int, int]) -> _SignalCache:
+        u, new_run, shape = _runs(expected_e)
         c = self._cache
-        if c is not None and c.matches(mu, new_run, area):
+        if c is not None and c.matches(u, new_run, shape, area):
             c.repeated = True
-            if c.has_signal and c.mean is None:
-                c.mean = self._area_mean(mu, new_run, area)
             return c
         top, left, bottom, right = area
         full = self.params.shape_px
-        if mu.shape == full:
+        if shape == full:
             mu_full = True
-        elif mu.shape == (bottom - top, right - left):
+        elif shape == (bottom - top, right - left):
             mu_full = False
         else:
-            raise ValueError(f"expected_e shape {mu.shape}: must be the sensor {full} or the readout area")
-        lo, hi = float(mu.min()), float(mu.max())  # NaN propagates through min/max
+            raise ValueError(f"expected_e shape {shape}: must be the sensor {full} or the readout area")
+        lo, hi = float(u.min()), float(u.max())  # every row of the image is a row of u; NaN propagates
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0:
             raise ValueError("expected_e must be finite and >= 0")
         self._cache = c = None  # free the previous image's arrays before making the new ones
-        c = _SignalCache(mu, new_run, area)
+        c = _SignalCache(u, new_run, shape, area)
         if hi > 0:
             p = self.params
             c.has_signal = True
-            c.mean = self._area_mean(mu, new_run, area)
+            h, w = bottom - top, right - left
             if mu_full:
-                mu_a = mu[top:bottom, left:right]
                 run_a = new_run[top:bottom].copy()
                 run_a[0] = True
+                rows_a = c.area_rows = u[(np.cumsum(new_run)[top:bottom] - 1)[run_a], left:right]
             else:
-                mu_a, run_a = mu, new_run
-            h, w = mu_a.shape
-            rows_a = c.area_rows = mu_a[run_a] if mu_full else c.rows  # distinct rows of the area
+                run_a = new_run
+                rows_a = c.area_rows = c.rows  # distinct rows of the area
             c.row_index = np.cumsum(run_a) - 1
             # Gaussian std of Z per distinct row of the area, edge values repeated over the
             # _PAD padding columns and rows (padded row i takes area row clip(i - _PAD, 0, h - 1))
@@ -798,56 +838,120 @@ class CCDDetector:
         self._cache = c
         return c
 
-    def _area_mean(self, mu: np.ndarray, new_run: np.ndarray, area: tuple[int, int, int, int]) -> np.ndarray:
-        """g * gainmap * PSF(*)mu over the readout area, float32 counts (mu over the sensor or the area)."""
+    def _mean(self, c: _SignalCache) -> np.ndarray:
+        """The image's g * gainmap * PSF(*)mu over the area (made on first use and kept in the cache)."""
+        if c.mean is None:
+            c.mean = self._area_mean(c.rows, c.new_run, c.area)
+        return c.mean
+
+    def _area_mean(self, u: np.ndarray, new_run: np.ndarray, area: tuple[int, int, int, int]) -> np.ndarray:
+        """g * gainmap * PSF(*)mu over the readout area, float32 counts (mu over the sensor or the area, as in `_runs`)."""
         top, left, bottom, right = area
-        mean = self._psf_mean(mu, new_run)
+        mean = self._psf_mean(u, new_run)
         if mean.shape != (bottom - top, right - left):
             mean = mean[top:bottom, left:right].copy()
         np.multiply(mean, self.gain_map[top:bottom, left:right], out=mean)
         mean *= np.float32(self.params.gain_counts_per_e)
         return mean
 
-    def _psf_mean(self, mu: np.ndarray, new_run: np.ndarray) -> np.ndarray:
-        """PSF (*) mu with 'nearest' extension, float32 (2-D separable, full line profile).
+    def _psf_mean(
+        self, u: np.ndarray, new_run: np.ndarray, sink: Callable[[int, int, np.ndarray], None] | None = None
+    ) -> np.ndarray | None:
+        """PSF (*) mu with 'nearest' extension, float32 (2-D separable, full line profile); mu given
+        as its distinct rows `u` and run starts `new_run` (`_runs`).
 
         Rows that repeat (one position spread over several CCD rows; `new_run` marks where a
         run starts) are convolved along x once; the y convolution is then (K_y E) @ U, K_y the
         'nearest' convolution matrix and E the row -> distinct-row membership, a small banded
         matrix product instead of a full-frame convolution.
+
+        With `sink`, no image-sized array is made: sink(r0, r1, rows) gets rows r0..r1 of the
+        result in order, in blocks (the same numbers; each block is valid during the call only).
         """
         prof = self.psf_profile
         r = prof.size // 2
-        n_rows = mu.shape[0]
+        n_rows = new_run.size
         starts = np.flatnonzero(new_run)
-        u = mu[starts]
         prof32 = prof.astype(np.float32)
         ux = _fft_convolve_valid(np.pad(u, ((0, 0), (r, r)), mode="edge"), prof32, axis=1)
         if starts.size <= n_rows // 4:
             ends = np.append(starts[1:], n_rows)
-            out = np.empty((n_rows, ux.shape[1]), dtype=np.float32)
+            out = np.empty((n_rows if sink is None else min(n_rows, _PSF_BLOCK_ROWS), ux.shape[1]), dtype=np.float32)
             # K_y is banded (|row - source| <= r): each block of output rows needs only the
             # distinct rows whose runs lie within r of it
-            block = 128
             # small matrix products: BLAS threads only add hand-off cost here (4-5x slower on a
             # busy 2-core machine), so run them single-threaded
             with threadpool_limits(limits=1, user_api="blas"):
-                self._banded_products(self._psf_tail, starts, ends, ux, out, r, block)
-            return out
+                self._banded_products(self._psf_tail, starts, ends, ux, out, r, n_rows, sink)
+            return out if sink is None else None
         full = ux[np.cumsum(new_run) - 1]
-        return _fft_convolve_valid(np.pad(full, ((r, r), (0, 0)), mode="edge"), prof32, axis=0)
+        del ux
+        out = _fft_convolve_valid(np.pad(full, ((r, r), (0, 0)), mode="edge"), prof32, axis=0)
+        if sink is None:
+            return out
+        sink(0, n_rows, out)
+        return None
 
     @staticmethod
     def _banded_products(
-        tail: np.ndarray, starts: np.ndarray, ends: np.ndarray, ux: np.ndarray, out: np.ndarray, r: int, block: int
+        tail: np.ndarray, starts: np.ndarray, ends: np.ndarray, ux: np.ndarray, out: np.ndarray, r: int, n_rows: int,
+        sink: Callable[[int, int, np.ndarray], None] | None,
     ) -> None:
-        n_rows = out.shape[0]
-        for r0 in range(0, n_rows, block):
-            r1 = min(r0 + block, n_rows)
+        """Rows of K_y E U in blocks of `_PSF_BLOCK_ROWS`: into out[r0:r1], or (with `sink`) into
+        out[:r1 - r0] and handed to sink(r0, r1, block)."""
+        for r0 in range(0, n_rows, _PSF_BLOCK_ROWS):
+            r1 = min(r0 + _PSF_BLOCK_ROWS, n_rows)
             j0 = int(np.searchsorted(ends, r0 - r, side="right"))
             j1 = int(np.searchsorted(starts, r1 + r, side="left"))
             w = _nearest_conv_weights(tail, n_rows, starts[j0:j1], ends[j0:j1], np.arange(r0, r1))
-            np.matmul(w.T.astype(np.float32), ux[j0:j1], out=out[r0:r1])
+            target = out[r0:r1] if sink is None else out[: r1 - r0]
+            np.matmul(w.T.astype(np.float32), ux[j0:j1], out=target)
+            if sink is not None:
+                sink(r0, r1, target)
+
+    def _lattice_mean(self, c: _SignalCache, binning: tuple[int, int]) -> np.ndarray:
+        """Cell sums of g * gainmap * PSF(*)mu over the binned lattice, float32 counts.
+
+        From the cached mean if the image has one; otherwise from the PSF mean in row blocks
+        (`_psf_mean` with a sink), so no area-sized array is made. The same numbers either way:
+        gain and g multiply each pixel as in `_area_mean`, and each cell is summed over its own
+        `by` x `bx` pixels.
+        """
+        top, left, bottom, right = c.area
+        by, bx = binning
+        ny, nx = (bottom - top) // by, (right - left) // bx
+        wb = nx * bx
+        mean = np.empty((ny, nx), dtype=np.float32)
+        if c.mean is not None:
+            block = max(1, _BLOCK_ROWS // by)
+            for i0 in range(0, ny, block):  # cell sums in row blocks (no area-sized temporaries)
+                i1 = min(i0 + block, ny)
+                cells = (i1 - i0, by, nx, bx)
+                mean[i0:i1] = c.mean[i0 * by : i1 * by, :wb].reshape(cells).sum(axis=(1, 3), dtype=np.float32)
+            return mean
+        over_sensor = c.shape != (bottom - top, right - left)  # image over the whole sensor: cut to the area
+        offset, col0 = (top, left) if over_sensor else (0, 0)
+        g = np.float32(self.params.gain_counts_per_e)
+        state = {"carry": np.empty((0, wb), dtype=np.float32), "cell": 0}
+
+        def sink(r0: int, r1: int, rows: np.ndarray) -> None:
+            a0, a1 = max(r0 - offset, 0), min(r1 - offset, ny * by)  # area rows in this block
+            if a0 >= a1:
+                return
+            m = rows[a0 + offset - r0 : a1 + offset - r0, col0 : col0 + wb] * self.gain_map[top + a0 : top + a1, left : left + wb]
+            m *= g
+            carry = state["carry"]
+            if carry.shape[0]:
+                m = np.concatenate([carry, m])
+            k = m.shape[0] // by
+            i0 = state["cell"]
+            mean[i0 : i0 + k] = m[: k * by].reshape(k, by, nx, bx).sum(axis=(1, 3), dtype=np.float32)
+            state["cell"] = i0 + k
+            state["carry"] = m[k * by :].copy()
+
+        self._psf_mean(c.rows, c.new_run, sink)
+        assert state["cell"] == ny
+        return mean
 
     # ---------------------------------------------------------------- noise
 
@@ -878,9 +982,10 @@ class CCDDetector:
         lattice = self._lattice(c, binning)
         if lattice is not None:
             return self._draw_lattice(lattice, binning)
-        assert c.mean is not None and c.sigma_rows is not None and c.sigma_index is not None
+        assert c.sigma_rows is not None and c.sigma_index is not None
         p = self.params
-        h, w = c.mean.shape
+        mean = self._mean(c)
+        h, w = mean.shape
         by, bx = binning
         ny, nx = h // by, w // bx
         wb = nx * bx  # columns read out
@@ -923,7 +1028,7 @@ class CCDDetector:
                 np.multiply(t[2 : n + 2], b, out=tmp)
                 sk += tmp
                 sk *= self.gain_map[top + u0 : top + u1, left : left + wb]
-                sk += c.mean[u0:u1, :wb]
+                sk += mean[u0:u1, :wb]
                 if s_buf is not None:
                     out[i0:i1] = sk.reshape(i1 - i0, by, nx, bx).sum(axis=(1, 3), dtype=np.float32)
 
@@ -964,21 +1069,19 @@ class CCDDetector:
         lat = c.lattices.get(binning)
         if lat is not None:
             return lat
-        assert c.mean is not None and c.area_rows is not None and c.row_index is not None
+        assert c.area_rows is not None and c.row_index is not None
         p = self.params
-        h, w = c.mean.shape
+        top, left, bottom, right = c.area
+        h, w = bottom - top, right - left
         ny, nx = h // by, w // bx
-        top, left = c.area[0], c.area[1]
-        mean = np.empty((ny, nx), dtype=np.float32)
+        mean = self._lattice_mean(c, binning)
         mu_b = np.empty((ny, nx), dtype=np.float32)
         block = max(1, _BLOCK_ROWS // by)
         for i0 in range(0, ny, block):  # cell sums in row blocks (no area-sized temporaries)
             i1 = min(i0 + block, ny)
             u0, u1 = i0 * by, i1 * by
-            cells = (i1 - i0, by, nx, bx)
-            mean[i0:i1] = c.mean[u0:u1, : nx * bx].reshape(cells).sum(axis=(1, 3), dtype=np.float32)
             mu = c.area_rows[c.row_index[u0:u1], : nx * bx]
-            mu_b[i0:i1] = mu.reshape(cells).sum(axis=(1, 3), dtype=np.float32)
+            mu_b[i0:i1] = mu.reshape(i1 - i0, by, nx, bx).sum(axis=(1, 3), dtype=np.float32)
         gkey = (c.area, binning)
         gain = self._lattice_gain.get(gkey)
         if gain is None:
@@ -990,12 +1093,11 @@ class CCDDetector:
             if len(self._lattice_gain) > 16:
                 self._lattice_gain.clear()
             self._lattice_gain[gkey] = gain
-        sigma = np.sqrt(np.pad(mu_b, _PAD, mode="edge"))
+        sigma = np.pad(mu_b, _PAD, mode="edge")
+        np.sqrt(sigma, out=sigma)
         sigma *= np.float32(p.gain_counts_per_e * math.sqrt(1.0 + p.nu2))
         exact = (mu_b > 0) & (mu_b < p.exact_below_e * by * bx)
-        ii, jj = np.nonzero(exact)
-        exact_index = (ii + _PAD) * (nx + 2 * _PAD) + (jj + _PAD)
-        lat = _Lattice(mean, sigma, gain, exact_index, mu_b[ii, jj].astype(np.float64))
+        lat = _Lattice(mean, sigma, gain, mu_b, exact, int(np.count_nonzero(exact)))
         c.lattices[binning] = lat
         return lat
 
@@ -1012,12 +1114,29 @@ class CCDDetector:
             _scaled_normals(self._chunk_gens[k], lambda i0, i1: sigma[r0 + i0 : r0 + i1], z[r0:r1])
 
         self._chunks(draw, z.shape[0])
-        if lat.exact_index.size:
-            # exact compound Poisson of the cell sum: N ~ Poisson(sum mu); Gamma(N/nu2, g nu2) pulse heights
+        if lat.n_exact:
+            # exact compound Poisson of the cell sum: N ~ Poisson(sum mu); Gamma(N/nu2, g nu2) pulse
+            # heights. All electron numbers are drawn before all pulse heights, in row blocks (the
+            # same deviates as one call each, in row-major order of the cells); the numbers are
+            # kept in the smallest integer type that holds them.
             g = p.gain_counts_per_e
-            n_e = self._gen.poisson(lat.exact_mu)
-            x = self._gen.standard_gamma(n_e / p.nu2) * (g * p.nu2) if p.nu2 > 0 else n_e * g
-            z.reshape(-1)[lat.exact_index] = x - g * lat.exact_mu
+            blocks = [(i0, min(i0 + _BLOCK_ROWS, ny)) for i0 in range(0, ny, _BLOCK_ROWS)]
+
+            def cells(i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
+                """Exactly drawn cells of lattice rows i0..i1: flat indices into the padded lattice, expected electrons (float64)."""
+                flat = np.flatnonzero(lat.exact[i0:i1])
+                mu = lat.mu[i0:i1].reshape(-1)[flat].astype(np.float64)
+                flat += (2 * _PAD) * (flat // nx) + (i0 + _PAD) * (nx + 2 * _PAD) + _PAD
+                return flat, mu
+
+            counts = []
+            for i0, i1 in blocks:
+                n_e = self._gen.poisson(cells(i0, i1)[1])
+                counts.append(n_e.astype(np.min_scalar_type(n_e.max())) if n_e.size else n_e)
+            for (i0, i1), n_e in zip(blocks, counts):
+                idx, mu = cells(i0, i1)
+                x = self._gen.standard_gamma(n_e / p.nu2) * (g * p.nu2) if p.nu2 > 0 else n_e * g
+                z.reshape(-1)[idx] = x - g * mu
         b, a, c = (np.float32(v) for v in self._lattice_kernel(binning[1])[2:])  # type: ignore[index]
         # x: t = a (z[j+1] + z[j+3]) + c (z[j] + z[j+4]) + b z[j+2]
         np.add(z[:, 1:-3], z[:, 3:-1], out=t)

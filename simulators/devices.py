@@ -188,7 +188,7 @@ class SimCamera(Camera):
             self.world.advance_to(t1)
             li = 0.5 * (self._li_start + self.world.li_ratio(self._rows_y(s)))
         # outside the world lock: the potentiostat keeps stepping the cell during the synthesis
-        electrons = self.world.expected_image(s, self.sensor_shape, t0, t1, li)
+        electrons = self.world.expected_rows(s, self.sensor_shape, t0, t1, li)
         release_free_heap()  # the synthesis' temporaries, before the detector's own peak
         frame = det.expose(electrons, s.exposure_s, binning=s.binning, readout_area=area)
         del electrons

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from insitem.drivers.clock import Clock
 from insitem.drivers.interfaces import CameraSettings, Rig
 from insitem.protocols.schema import Protocol
-from insitem.simulators.detector import CCDDetector, DetectorParameters
+from insitem.simulators.detector import CCDDetector, DetectorParameters, RowImage
 from insitem.simulators.eels import EELSParameters, EELSSynthesizer, energy_drift_samples
 from insitem.simulators.electrochemistry import FARADAY_C_PER_MOL, Cell, CellParameters
 from insitem.simulators.optics import MicroscopeState, OpticsParameters
@@ -194,10 +194,19 @@ class SimWorld:
 
     def expected_image(self, settings: CameraSettings, sensor_shape: tuple[int, int], t0_s: float, t1_s: float,
                        li_ratio_rows: np.ndarray) -> np.ndarray:
-        """Expected primary electrons per unbinned pixel of the readout area over [t0, t1].
+        """Expected primary electrons per unbinned pixel of the readout area over [t0, t1], float32
+        (`expected_rows` as an array)."""
+        return self.expected_rows(settings, sensor_shape, t0_s, t1_s, li_ratio_rows).to_array()
+
+    def expected_rows(self, settings: CameraSettings, sensor_shape: tuple[int, int], t0_s: float, t1_s: float,
+                      li_ratio_rows: np.ndarray) -> RowImage:
+        """Expected primary electrons per unbinned pixel of the readout area over [t0, t1], as rows.
 
         Spectra are synthesised once per binned row (the position pixel) and repeated over the
         CCD rows of that bin: variation inside one 5.7 nm pixel is not resolved (simplification).
+        Area rows below the last whole bin get no electrons. The detector takes the rows as
+        they are (`CCDDetector.expose`), so the area-sized image (16 MB for the protocols'
+        1980 x 2048 area) is never made.
         """
         rows, cols = sensor_shape
         top, left, bottom, right = settings.area(sensor_shape)
@@ -213,11 +222,14 @@ class SimWorld:
         spectra = self.eels.synthesize(energy, column, electrons_bin, energy_shift_eV=shift)  # (n, channels)
         # FFT round-off leaves values of order -1e-11 where the expectation is ~0: clip them
         np.maximum(spectra, 0.0, out=spectra)
-        out = np.zeros((bottom - top, right - left), dtype=np.float32)
-        # each binned row's spectrum over its `by` CCD rows, cast to float32 on assignment
-        # (broadcast: no float64 copy of the whole area)
-        out[: n * by].reshape(n, by, -1)[:] = (spectra / by)[:, None, :]
-        return out
+        spectra /= by  # each binned row's electrons shared by its `by` CCD rows
+        rest = bottom - top - n * by
+        out = np.zeros((n + (rest > 0), right - left), dtype=np.float32)
+        out[:n] = spectra  # cast to float32
+        repeats = np.full(out.shape[0], by, dtype=np.intp)
+        if rest:
+            repeats[-1] = rest
+        return RowImage(out, repeats)
 
     def energy_shift_samples_eV(self, t0_s: float, t1_s: float) -> np.ndarray:
         """Energy shift during one exposure: the spectrometer is re-aligned before each
