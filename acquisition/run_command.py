@@ -233,6 +233,11 @@ def _run(
         bundle.close()
         raise
     progress = LiveProgress(plan, clock.now, console=console, live_profile=bundle.live_profile, enabled=not args.no_progress)
+    if not progress.enabled:
+        # the live Li profile is only drawn on the progress display; without one (--no-progress,
+        # output not a terminal) it is not computed (its deconvolution peaks ~40 MB above the
+        # run's working set, docs/performance/dry-run.md)
+        progress.live_profile = None
     runner = Runner(plan, bundle.rig, runfile, progress=progress, start_step=start_step, ground_truth=bundle.ground_truth,
                     use_sweeps=True if getattr(args, "sweeps", False) else None)
     bundle.attach_runner(runner)
