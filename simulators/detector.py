@@ -417,6 +417,20 @@ def _nearest_conv_weights(tail: np.ndarray, n: int, starts: np.ndarray, ends: np
     return first_columns(ends) - first_columns(starts)
 
 
+def _dark_block(gen: np.random.Generator, p: DetectorParameters, n_rows: int) -> np.ndarray:
+    """`n_rows` rows of the dark map (counts/s per pixel, float32) drawn from `gen`.
+
+    Hot-pixel spread: log-normal with mean 1 and relative rms dark_spread (positive,
+    right-skewed) [est], times the mean dark rate; drawn in float64 and stored as float32
+    (relative precision 6e-8, far below the 30 % spread it models).
+    """
+    s_ln = math.sqrt(math.log1p(p.dark_spread**2))
+    block = gen.normal(-0.5 * s_ln**2, s_ln, (n_rows, p.shape_px[1]))
+    np.exp(block, out=block)
+    block *= p.dark_counts_per_s
+    return block.astype(np.float32)
+
+
 @dataclass
 class _Lattice:
     """An expected image's signal on the lattice of binned readout pixels (see module docstring)."""
@@ -478,8 +492,8 @@ class CCDDetector:
     """Simulated GIF CCD: `expose` turns an expected electron image into raw uint16 counts.
 
     `rng` seeds everything: the fixed per-camera maps (quadrant bias, dark map with hot pixels,
-    gain map) are drawn from it at construction, and the per-frame generators are spawned
-    from it. `n_threads` (1 or 2) only sets parallelism, never the numbers drawn; the default 1
+    gain map) are drawn from it at construction (the dark map is kept as generator states and
+    drawn again block by block when needed), and the per-frame generators are spawned from it. `n_threads` (1 or 2) only sets parallelism, never the numbers drawn; the default 1
     is faster on a loaded 2-core machine (docs/performance/detector.md).
     """
 
@@ -496,21 +510,20 @@ class CCDDetector:
         self.bias_quadrant_counts = (
             p.bias_counts + r.uniform(-p.bias_quadrant_spread_counts, p.bias_quadrant_spread_counts, 4)
         ).astype(np.float64)  # quadrants: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
-        # Hot-pixel spread: log-normal with mean 1 and relative rms dark_spread (positive, right-skewed) [est]
-        s_ln = math.sqrt(math.log1p(p.dark_spread**2))
-        # the maps are stored as float32 (relative precision 6e-8, far below the 2-30 % spreads
-        # they model); drawn in float64 in row blocks (the same deviates as one whole-map draw)
-        self.dark_map_counts_per_s = np.empty((rows, cols), dtype=np.float32)
+        # The dark map is drawn in row blocks (the same deviates as one whole-map draw) but not
+        # kept (16 MB for the default sensor): only the generator state at the start of each
+        # block is, and `_dark_rows` draws a block again when the read-out maps of a new
+        # exposure time, area or binning need it (`dark_map_counts_per_s` makes the whole map).
+        self._dark_states: list[dict] = []
         for i0 in range(0, rows, _BLOCK_ROWS):
-            block = r.normal(-0.5 * s_ln**2, s_ln, (min(i0 + _BLOCK_ROWS, rows) - i0, cols))
-            np.exp(block, out=block)
-            block *= p.dark_counts_per_s
-            self.dark_map_counts_per_s[i0 : i0 + block.shape[0]] = block
+            self._dark_states.append(r.bit_generator.state)
+            _dark_block(r, p, min(i0 + _BLOCK_ROWS, rows) - i0)
+        self._dark_memo: tuple[int, np.ndarray] | None = None  # the block drawn last
         gm = r.standard_normal((rows, cols))
         gm *= p.gain_nonuniformity
         gm += 1.0
         gm /= gm.mean()
-        self.gain_map = gm.astype(np.float32)
+        self.gain_map = gm.astype(np.float32)  # float32: relative precision 6e-8, far below its 2 % spread
         del gm
         seeds = r.integers(0, 2**63, size=_N_CHUNKS + 1)
         self._chunk_gens = [np.random.Generator(np.random.SFC64(int(s))) for s in seeds[:_N_CHUNKS]]
@@ -529,6 +542,31 @@ class CCDDetector:
         self._readout: dict[tuple, tuple[np.ndarray, np.ndarray, int]] = {}
         self._bufs: dict[str, np.ndarray] = {}
         self._gain_ref: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- dark map
+
+    @property
+    def dark_map_counts_per_s(self) -> np.ndarray:
+        """Mean dark signal per pixel, counts/s, float32 over the sensor (a new array, drawn again on each access)."""
+        return np.concatenate([self._dark_block(k) for k in range(len(self._dark_states))])
+
+    def _dark_block(self, k: int) -> np.ndarray:
+        """Rows k * _BLOCK_ROWS .. of the dark map, drawn again from the generator state stored for them."""
+        if self._dark_memo is not None and self._dark_memo[0] == k:
+            return self._dark_memo[1]
+        rows = self.params.shape_px[0]
+        gen = np.random.Generator(type(self._rng.bit_generator)())
+        gen.bit_generator.state = self._dark_states[k]
+        block = _dark_block(gen, self.params, min((k + 1) * _BLOCK_ROWS, rows) - k * _BLOCK_ROWS)
+        self._dark_memo = (k, block)
+        return block
+
+    def _dark_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Dark map rows r0..r1 (all columns), counts/s, float32."""
+        k0, k1 = r0 // _BLOCK_ROWS, (r1 - 1) // _BLOCK_ROWS
+        parts = [self._dark_block(k) for k in range(k0, k1 + 1)]
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return rows[r0 - k0 * _BLOCK_ROWS : r1 - k0 * _BLOCK_ROWS]
 
     # ---------------------------------------------------------------- derived constants
 
@@ -628,7 +666,7 @@ class CCDDetector:
         by, bx = self._check_binning(binning)
         ny, nx = self._frame_shape(area, (by, bx))
         top, left, bottom, right = area
-        dark = self.dark_map_counts_per_s[top:bottom, left:right].astype(np.float64) * exposure_s
+        dark = self._dark_rows(top, bottom)[:, left:right].astype(np.float64) * exposure_s
         total = dark
         if beam_on and expected_e is not None:
             cache = self._signal(expected_e, area)
@@ -1177,7 +1215,7 @@ class CCDDetector:
             block = max(1, _BLOCK_ROWS // by)
             for i0 in range(0, ny, block):  # float64 temporaries of a few rows only
                 i1 = min(i0 + block, ny)
-                dark = self.dark_map_counts_per_s[top + i0 * by : top + i1 * by, left : left + nx * bx].astype(np.float64)
+                dark = self._dark_rows(top + i0 * by, top + i1 * by)[:, left : left + nx * bx].astype(np.float64)
                 dark *= exposure_s
                 dark = dark.reshape(i1 - i0, by, nx, bx).sum(axis=(1, 3))
                 offset[i0:i1] = self._bias_map(area, binning, i0, i1) + dark + 0.5  # +0.5: round half up by truncation
