@@ -43,11 +43,13 @@ docs/performance/detector.md), and what that simplifies:
   dropped; for the defaults (read noise 25 count^2, dark 6 counts at 30 s) the skewness of the
   sum is 0.035.
 
-Working set (docs/performance/dry-run.md): besides the dark and gain maps and the gain reference,
-a frame of a new image holds only two area-sized float32 arrays (the PSF mean and the padded
-fluctuation field); the exact draws, the noise filter, gain, mean and binning run in row blocks,
-the cache keeps the image as its distinct rows, and an image seen once keeps neither array
-after its frame (an image that comes again is cached in full).
+Working set (docs/performance/dry-run.md): besides the gain map and the gain reference (the dark
+map is kept as generator states and drawn again in row blocks when needed), an unbinned frame of
+a new image holds two area-sized float32 arrays (the PSF mean and the padded fluctuation field)
+and a binned one none: its PSF mean goes block by block into the cell sums of the readout
+lattice. The exact draws, the noise filter, gain, mean and binning run in row blocks, the image
+can be given and is cached as its distinct rows (`RowImage`), and an image seen once keeps no
+area-sized array after its frame (an image that comes again is cached in full).
 
 Binning is on-chip (CCD charge binning): signal and dark of the k unbinned pixels are summed
 before the read-out amplifier, so read noise and row noise are added once per readout pixel
