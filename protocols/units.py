@@ -20,7 +20,7 @@ def _import_pint_without_dask() -> Any:
     """Import pint without letting it import dask.
 
     pint imports `dask.base` at import time whenever dask is installed (for Quantities that
-    wrap dask arrays), which costs every `insitem` command about 14 MB of resident memory
+    wrap dask arrays), which costs every `insitem` command about 6 MB of resident memory
     (docs/performance/dry-run.md); we only parse scalar quantities. While pint is imported,
     `sys.modules["dask"]` is None, so pint's `find_spec("dask")` reports it missing; the entry
     is removed afterwards, so dask (and hyperspy, which needs it) still imports normally later
