@@ -249,6 +249,13 @@ class _Component:
     shape: np.ndarray    # single-scattering contents per channel on the periodic grid, per atom (m^2) or unit
 
 
+@dataclass(frozen=True)
+class _EdgeIntegral:
+    name: str            # as _Component.name
+    element: str
+    integral: float      # sum of the component's contents over the normalisation grid (m^2 per atom)
+
+
 @dataclass
 class _Cache:
     d: float
@@ -276,6 +283,9 @@ class EELSSynthesizer:
         self.params = params or EELSParameters()
         self._caches: dict[tuple, _Cache] = {}
         self._hold: dict[int, tuple[Material, ...]] = {}
+        # core-edge integrals over the normalisation grid, per (grid points, elements): the same for
+        # every window of a sample (they depend only on the elements and the parameters)
+        self._edge_integrals: dict[tuple[int, tuple[str, ...]], list[_EdgeIntegral]] = {}
 
     # ------------------------------------------------------------------------------------------ public
     def synthesize(
@@ -495,7 +505,7 @@ class EELSSynthesizer:
         # sample (low-loss and Li-K) would disagree on the plasmon level.
         e_norm = max(NORM_RANGE_EV, support_k * d)
         E_long = NORM_STEP_EV * np.arange(1, int(math.ceil(e_norm / NORM_STEP_EV)) + 1)
-        long_comps = self._core_components(E_long, np.ones(E_long.size, bool), NORM_STEP_EV, elements)
+        long_edges = self._normalisation_edges(E_long, elements)
 
         # valence per layer, kappa from the parent composition (first row of the layer, else formula)
         valence_hat, kappa, layer_comps, parent_w = [], [], [], []
@@ -511,8 +521,8 @@ class EELSSynthesizer:
                 pw = np.zeros(len(comps))
                 for j in present:
                     pw[j] = self._parent_weight(col, r, comps[j])
-                edges_full = sum(self._parent_weight(col, r, c) * float(c.shape.sum())
-                                 for c in long_comps if c.element in m.formula)
+                edges_full = sum(self._parent_weight(col, r, c) * c.integral
+                                 for c in long_edges if c.element in m.formula)
                 kappa.append(float(col.t_over_lambda[r] - edges_full))
             else:
                 pw = np.zeros(len(comps))
@@ -558,7 +568,18 @@ class EELSSynthesizer:
                 out = out + w * saw(E, onset) * d / n_sh
         return out
 
-    def _parent_weight(self, col: ColumnState, r: int, c: _Component) -> float:
+    def _normalisation_edges(self, E_long: np.ndarray, elements: list[str]) -> list[_EdgeIntegral]:
+        """Integrals of the core-edge components over the normalisation grid ``E_long`` (step
+        NORM_STEP_EV from NORM_STEP_EV), computed once per (grid length, elements)."""
+        key = (E_long.size, tuple(elements))
+        edges = self._edge_integrals.get(key)
+        if edges is None:
+            comps = self._core_components(E_long, np.ones(E_long.size, bool), NORM_STEP_EV, elements)
+            edges = [_EdgeIntegral(c.name, c.element, float(c.shape.sum())) for c in comps if c.element]
+            self._edge_integrals[key] = edges
+        return edges
+
+    def _parent_weight(self, col: ColumnState, r: int, c: _Component | _EdgeIntegral) -> float:
         nd = col.areal_density_per_m2.get(c.element, np.zeros(1))[r]
         if c.name == "Ti4":
             return nd
