@@ -163,7 +163,8 @@ def _coulomb_factor(Q: np.ndarray, kh2: np.ndarray, n: float) -> tuple[np.ndarra
     ``n`` = 1 for the K shell (terms 2k and Q - k^2 + 1) and 1/2 for the L shell (terms k and
     Q - k^2 + 1/4), following Egerton 2011 eqs. 3.57/3.58 (physics.md §1.5). Returns (c, d) with
     GOS ∝ c / d. Above the hydrogenic threshold (k^2 >= 0) beta' = arctan(...) is taken in [0, pi);
-    below it the analytic continuation gives a real exponential and d = 1.
+    below it the analytic continuation gives a real exponential and d = 1. Only the branches that
+    some point needs are evaluated.
     """
     akh = np.sqrt(np.abs(kh2))
     # the K-shell expression is singular at k -> 0; clamp as in Egerton's program (k >= 0.01)
@@ -171,14 +172,19 @@ def _coulomb_factor(Q: np.ndarray, kh2: np.ndarray, n: float) -> tuple[np.ndarra
     shift = n * n  # 1 or 1/4
     two_n_k = 2 * n * akh
     above = kh2 >= 0
+    all_above, any_above = bool(np.all(above)), bool(np.any(above))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        bp = np.arctan2(two_n_k, Q - kh2 + shift)  # arctan in [0, pi) since two_n_k > 0
-        c_above = np.exp(-2.0 / akh * bp)
-        d_above = -np.expm1(-2.0 * np.pi / akh)
-        c_below = np.exp(-1.0 / akh * np.log((Q + shift - kh2 + two_n_k) / (Q + shift - kh2 - two_n_k)))
-    c = np.where(above, c_above, c_below)
-    d = np.where(above, d_above, 1.0)
-    return c, d
+        if any_above:
+            bp = np.arctan2(two_n_k, Q - kh2 + shift)  # arctan in [0, pi) since two_n_k > 0
+            c_above = np.exp(-2.0 / akh * bp)
+            d_above = -np.expm1(-2.0 * np.pi / akh)
+        if not all_above:
+            c_below = np.exp(-1.0 / akh * np.log((Q + shift - kh2 + two_n_k) / (Q + shift - kh2 - two_n_k)))
+    if all_above:
+        return c_above, d_above
+    if not any_above:
+        return c_below, np.ones(np.shape(kh2))
+    return np.where(above, c_above, c_below), np.where(above, d_above, 1.0)
 
 
 def gos_K(E_eV: np.ndarray, qa0sq: np.ndarray, Z: int) -> np.ndarray:
@@ -212,32 +218,47 @@ def gos_L(E_eV: np.ndarray, qa0sq: np.ndarray, Z: int, E_L3_eV: float, E_L1_eV: 
     kh2 = E_eV / (R * zs**2) - 0.25
     c, d = _coulomb_factor(Q, kh2, 0.5)
     below_L1 = E_eV <= E_L1_eV
-    g23 = (
-        2.25 * Q**4
-        - (0.75 + 3 * kh2) * Q**3
-        + (0.59375 - 0.75 * kh2 - 0.5 * kh2**2) * Q**2
-        + (0.11146 + 0.85417 * kh2 + 1.8833 * kh2**2 + kh2**3) * Q
-        + 0.0035807
-        + kh2 / 21.333
-        + kh2**2 / 4.5714
-        + kh2**3 / 2.4
-        + kh2**4 / 4
-    )
-    a23 = ((Q - kh2 + 0.25) ** 2 + kh2) ** 5
-    g1 = (
-        Q**3
-        - (5.0 / 3 * kh2 + 11.0 / 12) * Q**2
-        + (kh2**2 / 3 + 1.5 * kh2 + 65.0 / 48) * Q
-        + kh2**3 / 3
-        + 0.75 * kh2**2
-        + 23.0 / 48 * kh2
-        + 5.0 / 64
-    )
-    a1 = ((Q - kh2 + 0.25) ** 2 + kh2) ** 4
-    g = np.where(below_L1, g23, g1)
-    a = np.where(below_L1, a23, a1)
+
+    def l23() -> tuple[np.ndarray, np.ndarray]:
+        g23 = (
+            2.25 * Q**4
+            - (0.75 + 3 * kh2) * Q**3
+            + (0.59375 - 0.75 * kh2 - 0.5 * kh2**2) * Q**2
+            + (0.11146 + 0.85417 * kh2 + 1.8833 * kh2**2 + kh2**3) * Q
+            + 0.0035807
+            + kh2 / 21.333
+            + kh2**2 / 4.5714
+            + kh2**3 / 2.4
+            + kh2**4 / 4
+        )
+        return g23, ((Q - kh2 + 0.25) ** 2 + kh2) ** 5
+
+    def l1() -> tuple[np.ndarray, np.ndarray]:
+        g1 = (
+            Q**3
+            - (5.0 / 3 * kh2 + 11.0 / 12) * Q**2
+            + (kh2**2 / 3 + 1.5 * kh2 + 65.0 / 48) * Q
+            + kh2**3 / 3
+            + 0.75 * kh2**2
+            + 23.0 / 48 * kh2
+            + 5.0 / 64
+        )
+        return g1, ((Q - kh2 + 0.25) ** 2 + kh2) ** 4
+
+    # only the expressions that some point needs (below or above the L1 onset)
+    if np.all(below_L1):
+        g, a = l23()
+    elif not np.any(below_L1):
+        g, a = l1()
+    else:
+        (g23, a23), (g1, a1) = l23(), l1()
+        g, a = np.where(below_L1, g23, g1), np.where(below_L1, a23, a1)
     rf = (np.maximum(E_eV + 0.1 - E_L3_eV, 1e-12) / (1.8 * Z * Z)) ** u
     return rf * 32.0 * g * c / a / d * E_eV / (R * R * zs**4)
+
+
+#: energies per block in `dsigma_dE` (block x n_q arrays of ~100 kB)
+_E_BLOCK = 256
 
 
 @lru_cache(maxsize=4)
@@ -276,7 +297,8 @@ def dsigma_dE(
     angle beta*(E) (§6.1 alpha = 0.5 mrad). ``shell`` is "K" or "L" (L2,3 onset = ``onset_eV``, L1 onset
     ``L1_onset_eV``). Zero below the onset. The ln q^2 integral is done with ``n_q``-point
     Gauss-Legendre quadrature (integrand smooth in ln q^2; 48 points agree with adaptive quadrature
-    to < 1e-6).
+    to < 1e-6). Energies are evaluated in blocks of ``_E_BLOCK``: arrays stay cache-sized, and a block
+    on one side of the GOS branch points (hydrogenic threshold, L1 onset) evaluates that branch only.
     """
     E = np.atleast_1d(np.asarray(E_eV, dtype=float))
     out = np.zeros_like(E)
@@ -288,17 +310,22 @@ def dsigma_dE(
     qmin, qmax = q_limits(Em, E0_eV, beta)
     x, w = _gauss_legendre(n_q)
     lo, hi = np.log(qmin), np.log(qmax)
-    lnq = lo[:, None] + (hi - lo)[:, None] * x[None, :]
-    Eg = Em[:, None]
     if shell == "K":
-        f = gos_K(Eg, np.exp(lnq), Z)
+        def gos(Eg: np.ndarray, qa0sq: np.ndarray) -> np.ndarray:
+            return gos_K(Eg, qa0sq, Z)
     elif shell == "L":
         if L1_onset_eV is None:
             raise ValueError("L shell needs L1_onset_eV")
-        f = gos_L(Eg, np.exp(lnq), Z, onset_eV, L1_onset_eV)
+        def gos(Eg: np.ndarray, qa0sq: np.ndarray) -> np.ndarray:
+            return gos_L(Eg, qa0sq, Z, onset_eV, L1_onset_eV)
     else:
         raise ValueError(f"hydrogenic GOS only for K and L shells, not {shell!r}")
-    integral = (f * w[None, :]).sum(axis=1) * (hi - lo)
+    integral = np.empty_like(Em)
+    for s in range(0, Em.size, _E_BLOCK):
+        b = slice(s, s + _E_BLOCK)
+        lnq = lo[b, None] + (hi - lo)[b, None] * x[None, :]
+        f = gos(Em[b, None], np.exp(lnq))
+        integral[b] = (f * w[None, :]).sum(axis=1) * (hi[b] - lo[b])
     T = kinematics(E0_eV).T_eV
     out[m] = FOUR_PI_A0SQ_m2 * (RYDBERG_eV / T) * (RYDBERG_eV / Em) * integral
     return out
