@@ -267,6 +267,7 @@ class Cell:
         self.rng = rng  # reserved for stochastic extensions; the cell physics is deterministic
         self._f = p.f_per_V
         self._RT_over_F = 1.0 / self._f
+        self._init_step_constants()
         self.time_s = 0.0
         self.charge_passed_C = 0.0  # ∫ i_meas dt through the SMU
         self.faradaic_rev_charge_C = 0.0  # ∫ i_rev dt (reversible insertion, net)
@@ -285,6 +286,7 @@ class Cell:
         self.last_tripped = False
         self._pending_flux_mol = 0.0  # thin_layer mode: Faradaic Li not yet handed to the transport
         self._pending_dt = 0.0
+        self._theta_solved = math.nan  # theta of the last Newton solution (advance_sweep's predictor)
         theta0 = isotherm_theta(self.E_neg_V, p.E0_neg_V, p.omega_initial_RT, self._f)
         if p.isotherm_source == "thin_layer":
             self.n_rev_mol_per_m2 = theta0 * p.gamma_initial_mol_per_m2
@@ -298,20 +300,40 @@ class Cell:
                 self.E_neg_V = isotherm_U_V(th_s, p.E0_neg_V, p.omega_initial_RT, self._f)
                 self.V_term_V = p.U_pos_V - self.E_neg_V
 
+    def _init_step_constants(self) -> None:
+        """Per-step constants of `_solve` / `_commit` / `_history` (the parameters are frozen).
+
+        Each is the same expression the step evaluates, so the values are bit-identical."""
+        p = self.params
+        A = p.area_m2
+        self._FA = FARADAY_C_PER_MOL * A
+        self._N_per_C = 2.0 * FARADAY_C_PER_MOL * A * p.gamma_final_mol_per_m2  # C per equivalent cycle
+        self._hist = (
+            p.history_N0_cycles,
+            p.gamma_final_mol_per_m2, p.gamma_initial_mol_per_m2 - p.gamma_final_mol_per_m2,
+            p.R_ct_neg_final_ohm_m2, p.R_ct_neg_initial_ohm_m2 - p.R_ct_neg_final_ohm_m2,
+            p.omega_final_RT, p.omega_initial_RT - p.omega_final_RT,
+        )
+        self._thin_layer = p.isotherm_source == "thin_layer"
+        self._rev_hysteresis_C = 0.01 * self._FA * p.gamma_final_mol_per_m2
+        self._g_leak = 0.0 if p.leakage_resistance_ohm is None else 1.0 / p.leakage_resistance_ohm
+        j0p2 = 2.0 * A * (self._RT_over_F / p.R_ct_pos_ohm_m2)  # 2 A j0 (pos), j0 = RT/(F R_ct)
+        self._solve_k = (
+            self._f, p.series_resistance_ohm, p.alpha, 1.0 - p.alpha, 0.5 * j0p2, 0.5 * j0p2 * self._f,
+            2.0 * A, self._RT_over_F, p.C_dl_pos_F_per_m2 * A, p.C_dl_neg_F_per_m2 * A, p.U_pos_V, p.E0_neg_V,
+            self._FA, p.formation_rate_per_s, p.formation_alpha * self._f, p.formation_E_V,
+        )
+
     # ---------------------------------------------------------------- history laws (§3.3)
     @property
     def equivalent_cycles(self) -> float:
         """N = reversible charge throughput / (2 F A Gamma_inf)."""
-        p = self.params
-        return self.throughput_C / (2.0 * FARADAY_C_PER_MOL * p.area_m2 * p.gamma_final_mol_per_m2)
+        return self.throughput_C / self._N_per_C
 
     def _history(self) -> tuple[float, float, float]:
-        p = self.params
-        decay = math.exp(-self.equivalent_cycles / p.history_N0_cycles)
-        gamma = p.gamma_final_mol_per_m2 + (p.gamma_initial_mol_per_m2 - p.gamma_final_mol_per_m2) * decay
-        rct = p.R_ct_neg_final_ohm_m2 + (p.R_ct_neg_initial_ohm_m2 - p.R_ct_neg_final_ohm_m2) * decay
-        omega = p.omega_final_RT + (p.omega_initial_RT - p.omega_final_RT) * decay
-        return gamma, rct, omega
+        N0, g_f, g_d, r_f, r_d, w_f, w_d = self._hist
+        decay = math.exp(-(self.throughput_C / self._N_per_C) / N0)
+        return g_f + g_d * decay, r_f + r_d * decay, w_f + w_d * decay
 
     @property
     def gamma_mol_per_m2(self) -> float:
@@ -365,6 +387,11 @@ class Cell:
 
         `t_points_s[0]` must be the present time offset (only differences are used). Returns
         arrays (len(t) - 1) of current_A, terminal_V, compliance_tripped, charge_C, and time_s.
+
+        Each step's Newton starts from an extrapolation of the last steps' (E_pos, E_neg, theta):
+        quadratic through the last three on equal stairs, else linear in time through the last two
+        (first two steps: the present state, as `advance`). The converged state is the same as from
+        `advance` to the Newton tolerance; the guess only saves iterations.
         """
         t = np.asarray(t_points_s, dtype=float)
         v = np.asarray(applied_V_points, dtype=float)
@@ -372,41 +399,66 @@ class Cell:
             raise ValueError("t_points_s and applied_V_points must be 1-D of equal length")
         n = len(t) - 1
         beam = np.broadcast_to(np.asarray(beam_current_A, dtype=float), (len(t),))
-        cur = np.empty(n)
-        vt = np.empty(n)
-        trip = np.zeros(n, dtype=bool)
-        times = np.empty(n)
         dts = np.diff(t)
         if np.any(dts <= 0):
             raise ValueError("t_points_s must increase")
+        cur: list[float] = []
+        vt: list[float] = []
+        trip: list[bool] = []
+        times: list[float] = []
         adv = self._advance
+        dt_list = dts.tolist()
+        v_list = v.tolist()
+        beam_list = beam.tolist()
+        guess: tuple[float, float, float] | None = None
+        Epm = Enm = thm = 0.0  # the solution three steps back
+        Ep0 = En0 = th0 = dt0 = 0.0  # the solution two steps back
+        Ep1 = En1 = th1 = dt1 = 0.0  # the previous step's solution and interval
         for k in range(n):
-            i_meas, tr = adv(float(dts[k]), float(v[k + 1]), compliance_A, float(beam[k + 1]))
-            cur[k] = i_meas
-            vt[k] = self.V_term_V
-            trip[k] = tr
-            times[k] = self.time_s
-        return {"time_s": times, "current_A": cur, "terminal_V": vt, "compliance_tripped": trip,
-                "charge_C": cur * dts}
+            dt = dt_list[k]
+            if k >= 3 and abs(dt - dt1) < 1e-9 * dt and abs(dt1 - dt0) < 1e-9 * dt:  # equal stairs
+                th_g = 3.0 * (th1 - th0) + thm
+                if not 0.0 < th_g < 1.0:
+                    th_g = th1
+                guess = (3.0 * (Ep1 - Ep0) + Epm, 3.0 * (En1 - En0) + Enm, th_g)
+            elif k >= 2:
+                r = dt / dt1
+                th_g = th1 + (th1 - th0) * r
+                if not 0.0 < th_g < 1.0:
+                    th_g = th1
+                guess = (Ep1 + (Ep1 - Ep0) * r, En1 + (En1 - En0) * r, th_g)
+            i_meas, tr = adv(dt, v_list[k + 1], compliance_A, beam_list[k + 1], guess)
+            Epm, Enm, thm = Ep0, En0, th0
+            Ep0, En0, th0, dt0 = Ep1, En1, th1, dt1
+            Ep1, En1, th1, dt1 = self.E_pos_V, self.E_neg_V, self._theta_solved, dt
+            cur.append(i_meas)
+            vt.append(self.V_term_V)
+            trip.append(tr)
+            times.append(self.time_s)
+        cur_a = np.array(cur, dtype=float)
+        return {"time_s": np.array(times, dtype=float), "current_A": cur_a, "terminal_V": np.array(vt, dtype=float),
+                "compliance_tripped": np.array(trip, dtype=bool), "charge_C": cur_a * dts}
 
-    def _advance(self, dt: float, applied_V: float | None, compliance_A: float, beam_A: float) -> tuple[float, bool]:
+    def _advance(self, dt: float, applied_V: float | None, compliance_A: float, beam_A: float,
+                 guess: tuple[float, float, float] | None = None) -> tuple[float, bool]:
+        """One step; `guess` (E_pos, E_neg, theta) starts the voltage-mode Newton (None: the present state)."""
         p = self.params
         i_beam = p.beam_induced_yield * beam_A
-        g_par = (0.0 if p.leakage_resistance_ohm is None else 1.0 / p.leakage_resistance_ohm) + p.stray_capacitance_F / dt
+        Cs = p.stray_capacitance_F
+        g_par = self._g_leak + Cs / dt
         V_old = self.V_term_V
         tripped = False
         if applied_V is None:
-            sol = self._solve(dt, None, 0.0 - i_beam + p.stray_capacitance_F * V_old / dt, g_par)
+            sol = self._solve(dt, None, 0.0 - i_beam + Cs * V_old / dt, g_par)
         else:
-            sol = self._solve(dt, applied_V, 0.0, 0.0)
-            E_p, E_n, th, i_cell, i_rev, i_form, V = sol
-            i_meas = i_cell + V * g_par - p.stray_capacitance_F * V_old / dt + i_beam
+            sol = self._solve(dt, applied_V, 0.0, 0.0, guess)
+            i_meas = sol[3] + sol[6] * g_par - Cs * V_old / dt + i_beam
             if abs(i_meas) > compliance_A:
                 tripped = True
                 i_src = math.copysign(compliance_A, i_meas)
-                sol = self._solve(dt, None, i_src - i_beam + p.stray_capacitance_F * V_old / dt, g_par)
+                sol = self._solve(dt, None, i_src - i_beam + Cs * V_old / dt, g_par)
         E_p, E_n, th, i_cell, i_rev, i_form, V = sol
-        i_meas = i_cell + V * g_par - p.stray_capacitance_F * V_old / dt + i_beam
+        i_meas = i_cell + V * g_par - Cs * V_old / dt + i_beam
         if applied_V is None:
             i_meas = 0.0  # output off: nothing flows through the SMU
         self._commit(dt, E_p, E_n, th, i_cell, i_rev, i_form, V)
@@ -414,30 +466,26 @@ class Cell:
         self.last_tripped = tripped
         return i_meas, tripped
 
-    def _solve(self, dt: float, V_app: float | None, c_src: float, g_par: float) -> tuple[float, ...]:
+    def _solve(self, dt: float, V_app: float | None, c_src: float, g_par: float,
+               guess: tuple[float, float, float] | None = None) -> tuple[float, ...]:
         """Backward-Euler step: Newton on (E_pos, E_neg, theta).
 
         Voltage mode (V_app given): E_p - E_n + R_s i = V_app.
         Current mode (V_app None): i + g_par (E_p - E_n + R_s i) = c_src, i.e. the SMU current
         (compliance or 0 when off) minus beam current plus the stray-capacitor history term.
+        Newton starts from `guess` (E_pos, E_neg, theta) if given, else from the present state;
+        if it does not converge from the guess it is run again from the present state.
+        Converged when a Newton step moves E by < 1e-11 V and theta by < 1e-13.
         """
-        p = self.params
-        f = self._f
-        A = p.area_m2
-        Rs = p.series_resistance_ohm
-        alpha = p.alpha
+        (f, Rs, alpha, beta, hj0p, hj0p_f, twoA, RT_over_F, CpA, CnA, Up, E0, FA, kf, af, Ef) = self._solve_k
         gamma, rct_neg, w = self._history()
-        j0p2 = 2.0 * A * (self._RT_over_F / p.R_ct_pos_ohm_m2)  # 2 A j0 (pos), j0 = RT/(F R_ct)
-        j0n2 = 2.0 * A * (self._RT_over_F / rct_neg)
-        Cp = p.C_dl_pos_F_per_m2 * A / dt
-        Cn = p.C_dl_neg_F_per_m2 * A / dt
-        Up = p.U_pos_V
-        E0 = p.E0_neg_V
+        j0n2 = twoA * (RT_over_F / rct_neg)
+        Cp = CpA / dt
+        Cn = CnA / dt
         Ep_o = self.E_pos_V
         En_o = self.E_neg_V
-        FA = FARADAY_C_PER_MOL * A
         # theta = theta_star + k_theta * i_into_theta
-        if p.isotherm_source == "thin_layer":
+        if self._thin_layer:
             theta_star = self.n_rev_mol_per_m2 / gamma
             k_theta = dt / (FA * gamma)
             form_in_theta = 0.0
@@ -449,39 +497,52 @@ class Cell:
             k_theta = w0 / (FA * u_max)
             form_in_theta = 1.0
         n_form = self.n_form_mol_per_m2
-        kf = p.formation_rate_per_s
-        af = p.formation_alpha * f
-        Ef = p.formation_E_V
+        form_k = FA * n_form * kf  # i_form = form_k ee / (1 + dt kf ee)
+        dt_kf = dt * kf
         voltage_mode = V_app is not None
         a_par = 1.0 if voltage_mode else g_par
         b_par = 0.0 if voltage_mode else 1.0
         c_par = V_app if voltage_mode else c_src
         exp = math.exp
-        Ep, En = Ep_o, En_o
-        th = min(max(theta_star, 0.0), 1.0)
-        for it in range(200):
-            # positive interface
+        cap = _EXP_CAP
+        aw = alpha * w
+        bw = beta * w
+        af_n = alpha * f
+        bf_n = beta * f
+        two_aw = 2.0 * aw
+        two_bw = 2.0 * bw
+        if guess is None:
+            Ep, En = Ep_o, En_o
+            th = min(max(theta_star, 0.0), 1.0)
+        else:
+            Ep, En, th = guess
+        for _ in range(200):
+            # positive interface (caps: `cap if x > cap else x` is min(x, cap))
             eta = (Ep - Up) * f
-            xa = min(alpha * eta, _EXP_CAP)
-            xc = min(-(1.0 - alpha) * eta, _EXP_CAP)
-            ea, ec = exp(xa), exp(xc)
-            Ip = 0.5 * j0p2 * (ea - ec) + Cp * (Ep - Ep_o)
-            dIp = 0.5 * j0p2 * f * (alpha * ea + (1.0 - alpha) * ec) + Cp
+            xa = alpha * eta
+            xc = -beta * eta
+            ea = exp(cap if xa > cap else xa)
+            ec = exp(cap if xc > cap else xc)
+            Ip = hj0p * (ea - ec) + Cp * (Ep - Ep_o)
+            dIp = hj0p_f * (alpha * ea + beta * ec) + Cp
             # negative interface, reversible insertion (Frumkin form)
             phi = (E0 - En) * f
             s = 1.0 - 2.0 * th
-            xf = min(alpha * phi - alpha * w * s, _EXP_CAP)
-            xb = min(-(1.0 - alpha) * phi + (1.0 - alpha) * w * s, _EXP_CAP)
-            ef, eb = exp(xf), exp(xb)
-            i_rev = j0n2 * ((1.0 - th) * ef - th * eb)
-            di_dE = j0n2 * (-(1.0 - th) * ef * alpha * f - th * eb * (1.0 - alpha) * f)
-            di_dth = j0n2 * (-ef + (1.0 - th) * ef * 2.0 * alpha * w - eb - th * eb * 2.0 * (1.0 - alpha) * w)
+            xf = alpha * phi - aw * s
+            xb = -beta * phi + bw * s
+            ef = exp(cap if xf > cap else xf)
+            eb = exp(cap if xb > cap else xb)
+            om = 1.0 - th
+            i_rev = j0n2 * (om * ef - th * eb)
+            di_dE = -j0n2 * (om * ef * af_n + th * eb * bf_n)
+            di_dth = j0n2 * (ef * (om * two_aw - 1.0) - eb * (1.0 + th * two_bw))
             # formation (finite pool, implicit first-order consumption)
             if n_form > 0.0:
-                ee = exp(min(-af * (En - Ef), _EXP_CAP))
-                den = 1.0 + dt * kf * ee
-                i_form = FA * n_form * kf * ee / den
-                dform_dE = -FA * n_form * kf * af * ee / (den * den)
+                xe = -af * (En - Ef)
+                ee = exp(cap if xe > cap else xe)
+                den = 1.0 + dt_kf * ee
+                i_form = form_k * ee / den
+                dform_dE = -af * i_form / den
             else:
                 i_form = 0.0
                 dform_dE = 0.0
@@ -491,20 +552,16 @@ class Cell:
             r1 = a_par * (Ep - En + Rs * Ip) + b_par * Ip - c_par
             r2 = Ip - In
             r3 = th - theta_star - k_theta * (i_rev + form_in_theta * i_form)
+            # Jacobian [[a11, -a_par, 0], [dIp, -dIn_dE, -di_dth], [0, a32, a33]], eliminated onto dEn
             a11 = a_par * (1.0 + Rs * dIp) + b_par * dIp
-            a12 = -a_par
-            a21 = dIp
-            a22 = -dIn_dE
-            a23 = -di_dth
             a32 = -k_theta * (di_dE + form_in_theta * dform_dE)
             a33 = 1.0 - k_theta * di_dth
-            den2 = a22 - a21 * a12 / a11 - a23 * a32 / a33
-            dEn = (-r2 + a21 * r1 / a11 + a23 * r3 / a33) / den2
-            dEp = (-r1 - a12 * dEn) / a11
+            dEn = (-r2 + dIp * r1 / a11 - di_dth * r3 / a33) / (-dIn_dE + dIp * a_par / a11 + di_dth * a32 / a33)
+            dEp = (a_par * dEn - r1) / a11
             dth = (-r3 - a32 * dEn) / a33
-            big = max(abs(dEp), abs(dEn))
-            if big > 0.1:  # damp: BV exponentials punish long Newton steps
-                sc = 0.1 / big
+            if dEp > 0.1 or dEp < -0.1 or dEn > 0.1 or dEn < -0.1:
+                # damp: BV exponentials punish long Newton steps
+                sc = 0.1 / max(abs(dEp), abs(dEn))
                 dEp *= sc
                 dEn *= sc
                 dth *= sc
@@ -517,20 +574,26 @@ class Cell:
                 th_new = 0.5 * (th + 1.0)
             dth = th_new - th
             th = th_new
-            if abs(dEp) < 1e-11 and abs(dEn) < 1e-11 and abs(dth) < 1e-13:
+            if -1e-11 < dEp < 1e-11 and -1e-11 < dEn < 1e-11 and -1e-13 < dth < 1e-13:
                 break
         else:
+            if guess is not None:
+                return self._solve(dt, V_app, c_src, g_par)
             raise FloatingPointError(f"cell Newton did not converge (dt={dt} s, V_app={V_app})")
         # final currents at the converged point
         eta = (Ep - Up) * f
-        Ip = 0.5 * j0p2 * (exp(min(alpha * eta, _EXP_CAP)) - exp(min(-(1.0 - alpha) * eta, _EXP_CAP))) + Cp * (Ep - Ep_o)
+        xa = alpha * eta
+        xc = -beta * eta
+        Ip = hj0p * (exp(cap if xa > cap else xa) - exp(cap if xc > cap else xc)) + Cp * (Ep - Ep_o)
         phi = (E0 - En) * f
         s = 1.0 - 2.0 * th
-        i_rev = j0n2 * ((1.0 - th) * exp(min(alpha * phi - alpha * w * s, _EXP_CAP))
-                        - th * exp(min(-(1.0 - alpha) * phi + (1.0 - alpha) * w * s, _EXP_CAP)))
+        xf = alpha * phi - aw * s
+        xb = -beta * phi + bw * s
+        i_rev = j0n2 * ((1.0 - th) * exp(cap if xf > cap else xf) - th * exp(cap if xb > cap else xb))
         if n_form > 0.0:
-            ee = exp(min(-af * (En - Ef), _EXP_CAP))
-            i_form = FA * n_form * kf * ee / (1.0 + dt * kf * ee)
+            xe = -af * (En - Ef)
+            ee = exp(cap if xe > cap else xe)
+            i_form = form_k * ee / (1.0 + dt_kf * ee)
         else:
             i_form = 0.0
         V = Ep - En + Rs * Ip
@@ -538,28 +601,30 @@ class Cell:
 
     def _commit(self, dt: float, Ep: float, En: float, th: float, i_cell: float, i_rev: float,
                 i_form: float, V: float) -> None:
-        p = self.params
-        FA = FARADAY_C_PER_MOL * p.area_m2
-        if p.isotherm_source == "thin_layer":
+        FA = self._FA
+        if self._thin_layer:
             # integrate the pool from the kinetics (exact charge bookkeeping); theta agrees to Newton tolerance
-            self.n_rev_mol_per_m2 = max(self.n_rev_mol_per_m2 + dt * i_rev / FA, 0.0)
+            n_rev = self.n_rev_mol_per_m2 + dt * i_rev / FA
+            self.n_rev_mol_per_m2 = 0.0 if n_rev < 0.0 else n_rev  # max(n_rev, 0.0)
             if self.transport is not None:
                 self._pending_flux_mol += dt * (i_rev + i_form) / FA
                 self._pending_dt += dt
-                if self._pending_dt >= p.transport_dt_s - 1e-9:
+                if self._pending_dt >= self.params.transport_dt_s - 1e-9:
                     self.sync_transport()
         else:
             assert self.transport is not None
             self.transport.step((i_rev + i_form) / FA, dt)
-        self.n_form_mol_per_m2 = max(self.n_form_mol_per_m2 - dt * i_form / FA, 0.0)
+        n_form = self.n_form_mol_per_m2 - dt * i_form / FA
+        self.n_form_mol_per_m2 = 0.0 if n_form < 0.0 else n_form
         self.formation_charge_C += i_form * dt
         self.faradaic_rev_charge_C += i_rev * dt
-        self.throughput_C += abs(i_rev) * dt
+        q_abs = (i_rev if i_rev >= 0.0 else -i_rev) * dt
+        self.throughput_C += q_abs
         # count completed reversals of the reversible current (hysteresis: 1 % of Gamma_inf F A)
         sgn = 1 if i_rev > 0 else -1
         if sgn != self._rev_sign:
-            self._rev_since += abs(i_rev) * dt
-            if self._rev_since > 0.01 * FA * p.gamma_final_mol_per_m2:
+            self._rev_since += q_abs
+            if self._rev_since > self._rev_hysteresis_C:
                 if self._rev_sign != 0:
                     self.reversals += 1
                 self._rev_sign = sgn
@@ -568,6 +633,7 @@ class Cell:
             self._rev_since = 0.0
         self.E_pos_V, self.E_neg_V, self.V_term_V = Ep, En, V
         self.i_cell_A, self.i_rev_A, self.i_form_A = i_cell, i_rev, i_form
+        self._theta_solved = th
         self.time_s += dt
 
     def sync_transport(self) -> None:
