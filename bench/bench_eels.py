@@ -55,7 +55,8 @@ def cached_calls(repeats: int) -> None:
               f"(min {min(times) * 1e3:.1f}, n={repeats}), first/cached = {first / med:.1f}")
 
 
-def run_builds(builds: int) -> None:
+def run_builds(builds: int) -> float:
+    """Prints the medians of (2); returns the median total, s."""
     sample = Sample()
     y = sample.pixel_positions_m(330)
     col = sample.column_state(y, sample.reference_li_ratio(y))
@@ -76,7 +77,7 @@ def run_builds(builds: int) -> None:
     for name, ts in per.items():
         print(f"  {name}: {statistics.median(ts) * 1e3:.0f} ms (min {min(ts) * 1e3:.0f})")
     print(f"  total: {statistics.median(totals) * 1e3:.0f} ms (min {min(totals) * 1e3:.0f})")
-    print(f"TOTAL {statistics.median(totals):.6f}")
+    return statistics.median(totals)
 
 
 # loads the old modules (files in argv[1], if given) in place of the installed ones, then times (2)
@@ -91,7 +92,7 @@ if sys.argv[1]:
         spec.loader.exec_module(mod)
 sys.path.insert(0, sys.argv[2])
 import bench_eels
-bench_eels.run_builds(int(sys.argv[3]))
+print("TOTAL", bench_eels.run_builds(int(sys.argv[3])))
 """
 
 
