@@ -74,3 +74,14 @@ def test_effective_angle_reduces_to_beta_for_parallel_beam_and_shrinks_with_conv
     b_half = xs.effective_collection_angle_rad(E, 300e3, 0.5e-3, 10e-3)
     b_five = xs.effective_collection_angle_rad(E, 300e3, 5e-3, 10e-3)
     assert np.all(b_five < b_half) and np.all(b_half < 10e-3) and np.all(b_five > 9e-3)
+
+
+@pytest.mark.parametrize("shell, Z, onset, l1", [("L", 13, 72.5, 117.8), ("L", 22, 456.0, 560.9), ("K", 3, 55.0, None), ("K", 8, 528.0, None)])
+def test_blockwise_evaluation_equals_one_block_across_the_gos_branch_points(monkeypatch, shell, Z, onset, l1):
+    # 0.25 eV grid to 2 keV crosses the hydrogenic threshold (k^2 = 0) and, for L, the L1 onset
+    E = 0.25 * np.arange(1, 8001)
+    blocks = xs.dsigma_dE(E, shell, Z, onset, 300e3, 10e-3, 0.5e-3, l1)
+    monkeypatch.setattr(xs, "_E_BLOCK", E.size)
+    whole = xs.dsigma_dE(E, shell, Z, onset, 300e3, 10e-3, 0.5e-3, l1)
+    assert np.any(blocks > 0)
+    np.testing.assert_array_equal(blocks, whole)
