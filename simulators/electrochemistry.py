@@ -406,7 +406,11 @@ class Cell:
         vt: list[float] = []
         trip: list[bool] = []
         times: list[float] = []
-        adv = self._advance
+        solve = self._solve
+        commit = self._commit
+        Cs = self.params.stray_capacitance_F
+        beam_yield = self.params.beam_induced_yield
+        g_leak = self._g_leak
         dt_list = dts.tolist()
         v_list = v.tolist()
         beam_list = beam.tolist()
@@ -427,21 +431,30 @@ class Cell:
                 if not 0.0 < th_g < 1.0:
                     th_g = th1
                 guess = (Ep1 + (Ep1 - Ep0) * r, En1 + (En1 - En0) * r, th_g)
-            i_meas, tr = adv(dt, v_list[k + 1], compliance_A, beam_list[k + 1], guess)
+            # the voltage-source step of `_advance`; a compliance trip goes through `_advance` itself
+            V_app = v_list[k + 1]
+            Ep, En, th, i_cell, i_rev, i_form, V = solve(dt, V_app, 0.0, 0.0, guess)
+            i_meas = i_cell + V * (g_leak + Cs / dt) - Cs * self.V_term_V / dt + beam_yield * beam_list[k + 1]
+            if abs(i_meas) > compliance_A:
+                i_meas, tr = self._advance(dt, V_app, compliance_A, beam_list[k + 1])
+                Ep, En, th, V = self.E_pos_V, self.E_neg_V, self._theta_solved, self.V_term_V
+            else:
+                tr = False
+                commit(dt, Ep, En, th, i_cell, i_rev, i_form, V)
+                self.charge_passed_C += i_meas * dt
+                self.last_tripped = False
             Epm, Enm, thm = Ep0, En0, th0
             Ep0, En0, th0, dt0 = Ep1, En1, th1, dt1
-            Ep1, En1, th1, dt1 = self.E_pos_V, self.E_neg_V, self._theta_solved, dt
+            Ep1, En1, th1, dt1 = Ep, En, th, dt
             cur.append(i_meas)
-            vt.append(self.V_term_V)
+            vt.append(V)
             trip.append(tr)
             times.append(self.time_s)
         cur_a = np.array(cur, dtype=float)
         return {"time_s": np.array(times, dtype=float), "current_A": cur_a, "terminal_V": np.array(vt, dtype=float),
                 "compliance_tripped": np.array(trip, dtype=bool), "charge_C": cur_a * dts}
 
-    def _advance(self, dt: float, applied_V: float | None, compliance_A: float, beam_A: float,
-                 guess: tuple[float, float, float] | None = None) -> tuple[float, bool]:
-        """One step; `guess` (E_pos, E_neg, theta) starts the voltage-mode Newton (None: the present state)."""
+    def _advance(self, dt: float, applied_V: float | None, compliance_A: float, beam_A: float) -> tuple[float, bool]:
         p = self.params
         i_beam = p.beam_induced_yield * beam_A
         Cs = p.stray_capacitance_F
@@ -451,7 +464,7 @@ class Cell:
         if applied_V is None:
             sol = self._solve(dt, None, 0.0 - i_beam + Cs * V_old / dt, g_par)
         else:
-            sol = self._solve(dt, applied_V, 0.0, 0.0, guess)
+            sol = self._solve(dt, applied_V, 0.0, 0.0)
             i_meas = sol[3] + sol[6] * g_par - Cs * V_old / dt + i_beam
             if abs(i_meas) > compliance_A:
                 tripped = True
@@ -580,22 +593,11 @@ class Cell:
             if guess is not None:
                 return self._solve(dt, V_app, c_src, g_par)
             raise FloatingPointError(f"cell Newton did not converge (dt={dt} s, V_app={V_app})")
-        # final currents at the converged point
-        eta = (Ep - Up) * f
-        xa = alpha * eta
-        xc = -beta * eta
-        Ip = hj0p * (exp(cap if xa > cap else xa) - exp(cap if xc > cap else xc)) + Cp * (Ep - Ep_o)
-        phi = (E0 - En) * f
-        s = 1.0 - 2.0 * th
-        xf = alpha * phi - aw * s
-        xb = -beta * phi + bw * s
-        i_rev = j0n2 * ((1.0 - th) * exp(cap if xf > cap else xf) - th * exp(cap if xb > cap else xb))
-        if n_form > 0.0:
-            xe = -af * (En - Ef)
-            ee = exp(cap if xe > cap else xe)
-            i_form = form_k * ee / (1.0 + dt_kf * ee)
-        else:
-            i_form = 0.0
+        # currents at the converged point: first order in the last (sub-tolerance) step, whose
+        # square is below the rounding of the currents
+        Ip += dIp * dEp
+        i_rev += di_dE * dEn + di_dth * dth
+        i_form += dform_dE * dEn
         V = Ep - En + Rs * Ip
         return Ep, En, th, Ip, i_rev, i_form, V
 
