@@ -412,15 +412,20 @@ class Cell:
         beam_yield = self.params.beam_induced_yield
         g_leak = self._g_leak
         dt_list = dts.tolist()
+        # quadratic predictor where the step and the two before have equal stairs
+        same = np.abs(np.diff(dts)) < 1e-9 * dts[1:]  # same[j]: dts[j + 1] == dts[j]
+        quad = np.zeros(n, dtype=bool)
+        quad[3:] = same[2:] & same[1:-1]
+        quad_list = quad.tolist()
         v_list = v.tolist()
         beam_list = beam.tolist()
         guess: tuple[float, float, float] | None = None
         Epm = Enm = thm = 0.0  # the solution three steps back
-        Ep0 = En0 = th0 = dt0 = 0.0  # the solution two steps back
+        Ep0 = En0 = th0 = 0.0  # the solution two steps back
         Ep1 = En1 = th1 = dt1 = 0.0  # the previous step's solution and interval
         for k in range(n):
             dt = dt_list[k]
-            if k >= 3 and abs(dt - dt1) < 1e-9 * dt and abs(dt1 - dt0) < 1e-9 * dt:  # equal stairs
+            if quad_list[k]:
                 th_g = 3.0 * (th1 - th0) + thm
                 if not 0.0 < th_g < 1.0:
                     th_g = th1
@@ -444,7 +449,7 @@ class Cell:
                 self.charge_passed_C += i_meas * dt
                 self.last_tripped = False
             Epm, Enm, thm = Ep0, En0, th0
-            Ep0, En0, th0, dt0 = Ep1, En1, th1, dt1
+            Ep0, En0, th0 = Ep1, En1, th1
             Ep1, En1, th1, dt1 = Ep, En, th, dt
             cur.append(i_meas)
             vt.append(V)
