@@ -277,7 +277,8 @@ def test_in_situ_truth_li_near_pt_grows_on_charge_and_falls_on_discharge(in_situ
 @pytest.mark.slow
 def test_in_situ_analysed_li_near_pt_grows_on_charge_and_falls_on_discharge(in_situ) -> None:
     """Measured (3-exposure means; protocol seed and noise seeds 1-2): +0.43..+0.60 c0 on charge,
-    -0.41..-0.57 on discharge (truth +0.41, -0.49). Without the Ti M1 step in the parent fit
+    -0.41..-0.57 on discharge (truth +0.41, -0.49); with the per-loss chromatic blur (docs/decisions/0012),
+    protocol seed: +0.46, -0.56. Without the Ti M1 step in the parent fit
     (docs/decisions/0011) every row drifted down by ~0.2-0.3 c0 over the run as the beam removed
     Li (fall -0.58..-0.79). Without the Pt unmixing (docs/decisions/0009) the Pt O3/O2 spill,
     growing against the falling Li level, hid the fall (-0.3, +0.05, -0.25 over three seeds)."""
