@@ -550,9 +550,9 @@ class CCDDetector:
     @property
     def dark_map_counts_per_s(self) -> np.ndarray:
         """Mean dark signal per pixel, counts/s, float32 over the sensor (a new array, drawn again on each access)."""
-        return np.concatenate([self._dark_block(k) for k in range(len(self._dark_states))])
+        return np.concatenate([self._dark_map_block(k) for k in range(len(self._dark_states))])
 
-    def _dark_block(self, k: int) -> np.ndarray:
+    def _dark_map_block(self, k: int) -> np.ndarray:
         """Rows k * _BLOCK_ROWS .. of the dark map, drawn again from the generator state stored for them."""
         if self._dark_memo is not None and self._dark_memo[0] == k:
             return self._dark_memo[1]
@@ -566,7 +566,7 @@ class CCDDetector:
     def _dark_rows(self, r0: int, r1: int) -> np.ndarray:
         """Dark map rows r0..r1 (all columns), counts/s, float32."""
         k0, k1 = r0 // _BLOCK_ROWS, (r1 - 1) // _BLOCK_ROWS
-        parts = [self._dark_block(k) for k in range(k0, k1 + 1)]
+        parts = [self._dark_map_block(k) for k in range(k0, k1 + 1)]
         rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return rows[r0 - k0 * _BLOCK_ROWS : r1 - k0 * _BLOCK_ROWS]
 
