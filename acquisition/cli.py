@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from insitem.drivers.errors import InsitemError, ProtocolError, ResourceError
+from insitem.drivers.errors import InsitemError, ProtocolError, ResourceError, UsageError
 from insitem.protocols.loader import library_names, load, load_and_plan, resolve
 from insitem.protocols.plan import Plan
 from insitem.protocols.units import E_PER_A2
@@ -133,6 +133,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return analyze_command(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from insitem.acquisition.export import export_run
+
+    out = export_run(args.run_file, args.to, args.out, preparation_date=args.prepared)
+    console.print(f"{args.to} file: {out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from insitem.simulators.serve import serve_command
 
@@ -200,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_file", type=Path, metavar="RUN.h5")
     p.add_argument("--out", type=Path, help="folder for the results (default: next to the run file)")
 
+    p = add("export", cmd_export, "write a run file's data in another community format (BDF CSV, NeXus NXem)")
+    p.add_argument("run_file", type=Path, metavar="RUN.h5")
+    p.add_argument("--to", required=True, choices=["bdf", "nexus"],
+                   help="bdf: the electrochemical record as Battery Data Format CSV; nexus: NXem HDF5")
+    p.add_argument("--out", type=Path, help="output file (default: next to the run file, .bdf.csv or .nxs)")
+    p.add_argument("--prepared", metavar="ISO8601",
+                   help="nexus: when the specimen was prepared (NXem requires it; default: the run's start)")
+
     p = add("serve", cmd_serve, "serve emulated instruments over their real wire protocols (one shared simulated world)")
     p.add_argument("instruments", nargs="+", choices=["keithley2400", "keithley2450", "gif", "tem"], metavar="INSTRUMENT")
     p.add_argument("--bind", default="127.0.0.1", help="address to bind (default loopback)")
@@ -231,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except InsitemError as exc:
         err_console.print(f"insitem {args.command}: {exc}", soft_wrap=True)
-        return EXIT_BAD_INPUT if isinstance(exc, (ProtocolError, ResourceError)) else EXIT_FAULT
+        return EXIT_BAD_INPUT if isinstance(exc, (ProtocolError, ResourceError, UsageError)) else EXIT_FAULT
     except KeyboardInterrupt:
         err_console.print(f"insitem {args.command}: interrupted")
         return 130

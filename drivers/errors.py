@@ -53,3 +53,8 @@ class ProtocolError(InsitemError):
 
 class ResourceError(InsitemError):
     """A resource string is malformed or names no known backend."""
+
+
+class UsageError(InsitemError):
+    """A command was given input it cannot use (a file that is not a run file, a bad option value):
+    the command line exits with status 2, like a protocol error."""
