@@ -211,7 +211,8 @@ class GroundTruthSpec(BaseModel):
     position_m: tuple[float, ...] | None = Field(default=None, description="position of each profile point, m")
     profiles: tuple[str, ...] = ("li_fraction", "ti3_fraction", "oo_distance_m")
     scalars: tuple[str, ...] = (
-        "total_dose_e_per_m2", "li_retained_fraction", "state_of_charge", "charge_C", "cell_voltage_V"
+        "total_dose_e_per_m2", "li_retained_fraction", "state_of_charge", "charge_C", "cell_voltage_V",
+        "specimen_drift_y_m", "specimen_drift_x_m",
     )
 
     @model_validator(mode="after")

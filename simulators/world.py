@@ -25,6 +25,7 @@ from insitem.drivers.clock import Clock
 from insitem.drivers.interfaces import CameraSettings, Rig
 from insitem.protocols.schema import Protocol
 from insitem.simulators.detector import CCDDetector, DetectorParameters, RowImage
+from insitem.simulators.drift import DriftParameters, SpecimenDrift
 from insitem.simulators.eels import EELSParameters, EELSSynthesizer, energy_drift_samples
 from insitem.simulators.electrochemistry import FARADAY_C_PER_MOL, Cell, CellParameters
 from insitem.simulators.optics import MicroscopeState, OpticsParameters
@@ -46,8 +47,13 @@ class WorldParameters(BaseModel):
         default=1e24, gt=0,
         description="knock-on Li loss c -> c exp(-dose/D_c) in the illuminated region; 1e4 e/A^2 (physics.md §5 [est])",
     )
+    drift: DriftParameters = Field(default_factory=DriftParameters, description="specimen drift under the slit (default none)")
     seed: int = 0
 
+
+#: positions across a pixel that spans a layer boundary (its spectrum is their mean); 8 puts the
+#: boundary within 1/16 of a pixel (0.36 nm at 5.7 nm pixels)
+PIXEL_SUBSAMPLES = 8
 
 PRESETS: dict[str, tuple[Callable[[], CellParameters], Callable[[], SampleParameters]]] = {
     "lasgtp_bulk": (CellParameters.lasgtp_bulk, SampleParameters.lasgtp_cell),
@@ -83,6 +89,8 @@ class SimWorld:
         self.eels = EELSSynthesizer(EELSParameters())
         # specimen coordinates have the slit centre on the optical axis; sample y = specimen y + this
         self.sample_y_offset_m = self.params.slit_start_y_m + optics.slit_height_m / 2
+        # the specimen's displacement under the slit (y along it, x across), on the world's clock
+        self.drift = SpecimenDrift(self.params.drift, self.params.seed, t_start_s=clock.now())
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -215,11 +223,24 @@ class SimWorld:
         y_bin = self.binned_row_positions_m(settings, rows)
         with self.lock:  # the shared state; the synthesis below runs without it (long: 40-550 ms)
             electrons_rows = self.optics.electrons_per_row(t0_s, t1_s, rows)[top : top + n * by]
-            column = self.sample.column_state(y_bin, li_ratio_rows, li_retained=self.li_retained(t0_s, t1_s))
+            drift_mean, drift_spread = self.drift.mean_and_spread_m(t0_s, t1_s)
+            y_seen, li_seen = self._drifted_rows(y_bin, li_ratio_rows, float(drift_mean[0]))
+            retained = self.li_retained(t0_s, t1_s)
+            column = self.sample.column_state(y_seen, li_seen, li_retained=retained)
+            pitch = abs(float(y_bin[1] - y_bin[0])) if n > 1 else self.params.ypix_m
+            split, y_sub, li_sub = self._split_pixels(y_seen, li_seen, pitch)
+            column_sub = self.sample.column_state(y_sub, li_sub, li_retained=retained) if split.size else None
             shift = self.energy_shift_samples_eV(t0_s, t1_s)
         electrons_bin = electrons_rows.reshape(n, by).sum(axis=1)
         energy = settings.energy_offset_eV + settings.dispersion_eV_per_px * (np.arange(left, right) + 0.5)
         spectra = self.eels.synthesize(energy, column, electrons_bin, energy_shift_eV=shift)  # (n, channels)
+        if column_sub is not None:
+            # a pixel across a layer boundary sees both layers side by side: the mean of its parts
+            sub = self.eels.synthesize(energy, column_sub, np.repeat(electrons_bin[split], PIXEL_SUBSAMPLES),
+                                       energy_shift_eV=shift)
+            spectra[split] = sub.reshape(split.size, PIXEL_SUBSAMPLES, -1).mean(axis=1)
+        if n > 1:
+            spectra = smear_rows(spectra, drift_spread[:, 0] / float(y_bin[1] - y_bin[0]))
         # FFT round-off leaves values of order -1e-11 where the expectation is ~0: clip them
         np.maximum(spectra, 0.0, out=spectra)
         spectra /= by  # each binned row's electrons shared by its `by` CCD rows
@@ -230,6 +251,38 @@ class SimWorld:
         if rest:
             repeats[-1] = rest
         return RowImage(out, repeats)
+
+    def _drifted_rows(self, y_bin: np.ndarray, li_rows: np.ndarray, dy_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """Sample y under each row when the specimen has moved `dy_m` along the slit, and c/c0
+        there: interpolated from the caller's rows (which average the exposure's start and end)
+        where they cover it, the world's present profile beyond them."""
+        if dy_m == 0.0:
+            return y_bin, li_rows
+        y_seen = y_bin - dy_m
+        li = np.interp(y_seen, y_bin, li_rows)
+        outside = (y_seen < y_bin.min()) | (y_seen > y_bin.max())
+        if outside.any():
+            li[outside] = self.li_ratio(y_seen[outside])
+        return y_seen, li
+
+    def _split_pixels(self, y_m: np.ndarray, li: np.ndarray, pitch_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows whose pixel (centre y, width `pitch_m`) spans a layer boundary, and the
+        `PIXEL_SUBSAMPLES` positions (and c/c0) across each such pixel at which it is evaluated."""
+        lo = self.sample.layer_index(y_m - 0.5 * pitch_m)
+        hi = self.sample.layer_index(y_m + 0.5 * pitch_m)
+        split = np.nonzero(lo != hi)[0]
+        if split.size == 0:
+            return split, y_m[:0], li[:0]
+        frac = (np.arange(PIXEL_SUBSAMPLES) + 0.5) / PIXEL_SUBSAMPLES - 0.5
+        y_sub = (y_m[split, None] + pitch_m * frac[None, :]).ravel()
+        order = np.argsort(y_m)
+        li_sub = np.interp(y_sub, y_m[order], li[order])
+        return split, y_sub, li_sub
+
+    def specimen_drift_m(self, t_s: float | None = None) -> tuple[float, float]:
+        """The specimen's displacement (y along the slit, x across) at `t_s` (default now), m."""
+        d = self.drift.displacement_m(self.clock.now() if t_s is None else t_s)
+        return float(d[0]), float(d[1])
 
     def energy_shift_samples_eV(self, t0_s: float, t1_s: float) -> np.ndarray:
         """Energy shift during one exposure: the spectrometer is re-aligned before each
@@ -253,6 +306,8 @@ class SimWorld:
                 "state_of_charge": float(gt.get("theta", math.nan)),
                 "charge_C": float(self.cell.charge_passed_C),
                 "cell_voltage_V": float(self.cell.V_term_V),
+                "specimen_drift_y_m": self.specimen_drift_m()[0],
+                "specimen_drift_x_m": self.specimen_drift_m()[1],
             }
             return profiles, scalars
 
@@ -266,6 +321,26 @@ class SimWorld:
         with self.lock:
             self.cell = Cell.from_state_dict(state["cell"])
             self._t_cell = self.clock.now()
+
+
+def smear_rows(spectra: np.ndarray, offsets_rows: np.ndarray) -> np.ndarray:
+    """The image of a specimen that moved during the exposure: the mean of the (rows, channels)
+    image shifted by each of `offsets_rows` (in rows, fractional; linear interpolation, edge rows
+    repeated). Offsets below 1 % of a row are left out (no visible smear)."""
+    offsets = np.asarray(offsets_rows, float)
+    if offsets.size == 0 or float(np.max(np.abs(offsets))) < 0.01:
+        return spectra
+    n = spectra.shape[0]
+    idx = np.arange(n, dtype=float)
+    out = np.zeros_like(spectra)
+    for off in offsets:
+        src = np.clip(idx - off, 0.0, n - 1.0)
+        i0 = np.floor(src).astype(np.intp)
+        i1 = np.minimum(i0 + 1, n - 1)
+        f = (src - i0)[:, None]
+        out += spectra[i0] * (1.0 - f) + spectra[i1] * f
+    out /= offsets.size
+    return out
 
 
 def mark_formed(cell: Cell, cycles: float) -> None:

@@ -1,0 +1,168 @@
+"""Specimen position along the slit, measured from each spectrum image.
+
+Every image of the layered cell shows the Pt/electrolyte interface as a step in the counts per
+row: Pt and the electrolyte scatter differently into any energy window (thickness, density and
+edges differ), whatever the Li does. The step's position in each image, against the first image,
+is the specimen's drift along the slit.
+
+Per image: the counts of every row summed over a band of energy channels give a profile; a
+blurred step ``a + b Phi((x - x0)/s)`` (b of either sign) is fitted by least squares around the
+steepest part of the (smoothed) profile; x0 is the position. Its 1-sigma uncertainty comes from
+the curvature of the residual sum of squares at the minimum, with the noise variance taken from
+the residuals (the standard least-squares estimate). Pure: arrays in, numbers out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+from scipy.special import ndtr
+
+from insitem.analysis.axes import AnalysisError
+
+
+@dataclass(frozen=True)
+class StepPosition:
+    """Position (m) of the interface step in one image, its 1-sigma uncertainty (m) and width (m)."""
+
+    position_m: float
+    sigma_m: float
+    width_m: float
+
+
+def row_profile(image: np.ndarray, channels: slice = slice(None)) -> np.ndarray:
+    """Counts per row of a (rows, channels) image over `channels` (NaN-safe sum)."""
+    data = np.asarray(image, float)[:, channels]
+    return np.nansum(data, axis=1)
+
+
+def step_position(
+    profile: np.ndarray,
+    position_m: np.ndarray,
+    near_m: float | None = None,
+    half_width_m: float = 60e-9,
+) -> StepPosition:
+    """Locate the strongest step of `profile` (counts per row at `position_m`).
+
+    `near_m`: look for the step within 3 half-widths of this position (the previous image's),
+    else at the steepest part of the whole profile.
+    """
+    v = np.asarray(profile, float)
+    x = np.asarray(position_m, float)
+    if v.shape != x.shape or v.size < 8:
+        raise AnalysisError("step_position: the profile needs at least 8 rows and one position per row")
+    row_m = float(abs(x[1] - x[0]))
+    grad = np.gradient(uniform_filter1d(np.nan_to_num(v, nan=float(np.nanmedian(v))), size=5, mode="nearest"))
+    allowed = np.ones(v.size, bool)
+    if near_m is not None:
+        allowed = np.abs(x - near_m) <= 3.0 * half_width_m
+        if not allowed.any():
+            raise AnalysisError("step_position: no rows near the previous position")
+    x_start = float(x[np.argmax(np.where(allowed, np.abs(grad), -np.inf))])
+    sel = (np.abs(x - x_start) <= half_width_m) & np.isfinite(v)
+    if sel.sum() < 8:
+        raise AnalysisError("step_position: fewer than 8 rows around the step")
+    xs, ys = x[sel], v[sel]
+    best = (np.inf, x_start, row_m)
+    x0s = x_start + row_m * np.arange(-3.0, 3.0 + 1e-9, 0.05)
+    for s in row_m * np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]):
+        rss = _step_rss(xs, ys, x0s, s)
+        k = int(np.argmin(rss))
+        if rss[k] < best[0]:
+            best = (float(rss[k]), float(x0s[k]), float(s))
+    rss_min, x0, s = best
+    # refine x0 on a fine grid at the best width, then read the curvature of the RSS there
+    fine = x0 + row_m * np.arange(-0.2, 0.2 + 1e-9, 0.01)
+    rss_fine = _step_rss(xs, ys, fine, s)
+    k = int(np.argmin(rss_fine))
+    x0, rss_min = float(fine[k]), float(rss_fine[k])
+    h = 0.05 * row_m
+    around = _step_rss(xs, ys, np.array([x0 - h, x0, x0 + h]), s)
+    curvature = (around[0] - 2.0 * around[1] + around[2]) / (h * h)
+    dof = max(xs.size - 4, 1)
+    noise_var = rss_min / dof
+    sigma = float(np.sqrt(2.0 * noise_var / curvature)) if curvature > 0 else float("inf")
+    return StepPosition(position_m=x0, sigma_m=sigma, width_m=s)
+
+
+def _step_rss(xs: np.ndarray, ys: np.ndarray, x0s: np.ndarray, s: float) -> np.ndarray:
+    """Residual sum of squares of the best a + b Phi((x - x0)/s) for each candidate x0."""
+    phi = ndtr((xs[None, :] - x0s[:, None]) / s)
+    pm, ym = phi.mean(axis=1), ys.mean()
+    dp = phi - pm[:, None]
+    b = (dp @ (ys - ym)) / np.maximum((dp * dp).sum(axis=1), 1e-300)
+    a = ym - b * pm
+    return (((a[:, None] + b[:, None] * phi) - ys[None, :]) ** 2).sum(axis=1)
+
+
+def register_shift(profile: np.ndarray, reference: np.ndarray, position_m: np.ndarray, centre_m: float,
+                   half_width_m: float = 60e-9, max_shift_rows: float = 4.0, guess_m: float = 0.0) -> StepPosition:
+    """Shift (m) that best maps `reference` onto `profile` near `centre_m`: least squares of
+    profile(x) = a + b reference(x - shift) over the rows within `half_width_m` of the centre,
+    the reference interpolated linearly between rows. No model of the step's shape is assumed,
+    so a cusp-shaped or asymmetric blur (the chromatic blur of core-loss windows) biases nothing;
+    the shift is searched within `max_shift_rows` of `guess_m`; the uncertainty is read from the curvature of the residual sum of squares, as in
+    `step_position`. `width_m` of the result is not estimated (NaN)."""
+    v = np.asarray(profile, float)
+    ref = np.asarray(reference, float)
+    x = np.asarray(position_m, float)
+    row_m = float(x[1] - x[0])
+    sel = (np.abs(x - centre_m) <= half_width_m) & np.isfinite(v)
+    if sel.sum() < 8:
+        raise AnalysisError("register_shift: fewer than 8 rows around the feature")
+    xs, ys = x[sel], v[sel]
+    order = np.argsort(x)
+
+    def rss(shifts: np.ndarray) -> np.ndarray:
+        moved = np.stack([np.interp(xs - d, x[order], ref[order]) for d in shifts])
+        mm, ym = moved.mean(axis=1), ys.mean()
+        dm = moved - mm[:, None]
+        b = (dm @ (ys - ym)) / np.maximum((dm * dm).sum(axis=1), 1e-300)
+        a = ym - b * mm
+        return (((a[:, None] + b[:, None] * moved) - ys[None, :]) ** 2).sum(axis=1)
+
+    coarse = guess_m + abs(row_m) * np.arange(-max_shift_rows, max_shift_rows + 1e-9, 0.05)
+    d0 = float(coarse[int(np.argmin(rss(coarse)))])
+    fine = d0 + abs(row_m) * np.arange(-0.06, 0.06 + 1e-9, 0.005)
+    r = rss(fine)
+    k = int(np.argmin(r))
+    d, r_min = float(fine[k]), float(r[k])
+    h = 0.05 * abs(row_m)
+    around = rss(np.array([d - h, d, d + h]))
+    curvature = (around[0] - 2.0 * around[1] + around[2]) / (h * h)
+    noise_var = r_min / max(xs.size - 3, 1)
+    sigma = float(np.sqrt(2.0 * noise_var / curvature)) if curvature > 0 else float("inf")
+    return StepPosition(position_m=d, sigma_m=sigma, width_m=float("nan"))
+
+
+@dataclass(frozen=True)
+class DriftTrack:
+    """Specimen displacement along the slit for a series of images, relative to the first (m)."""
+
+    displacement_m: np.ndarray
+    sigma_m: np.ndarray
+    step_m: np.ndarray
+
+
+def track_drift(images: list[np.ndarray] | np.ndarray, position_m: np.ndarray, channels: slice = slice(None),
+                half_width_m: float = 60e-9) -> DriftTrack:
+    """Displacement of the specimen in each image relative to the first.
+
+    The interface step is located in the first image (`step_position`); every image's profile is
+    then registered against the first image's around it (`register_shift`, following the step
+    from image to image), so only a translation is assumed, not the step's shape. The
+    uncertainty of each displacement is the registration's, which already holds both images'
+    noise (the first image is the template)."""
+    profiles = [row_profile(image, channels) for image in images]
+    first = step_position(profiles[0], position_m, half_width_m=half_width_m)
+    disp = [0.0]
+    sig = [0.0]
+    for p in profiles[1:]:
+        r = register_shift(p, profiles[0], position_m, first.position_m + disp[-1], half_width_m=half_width_m,
+                           guess_m=disp[-1])
+        disp.append(r.position_m)
+        sig.append(r.sigma_m)
+    d = np.array(disp)
+    return DriftTrack(displacement_m=d, sigma_m=np.array(sig), step_m=first.position_m + d)
