@@ -53,6 +53,9 @@ ERROR_MESSAGES: dict[int, str] = {
     -350: "Queue overflow",
     -363: "Input buffer overrun",
     -410: "Query INTERRUPTED",
+    # Keithley 2400 device-specific errors (2400 manual, appendix B)
+    800: "Illegal with storage active",
+    803: "Output disabled",
 }
 
 #: SCPI "not a number" / overflow value returned by Keithley SourceMeters (physics.md §4.2).

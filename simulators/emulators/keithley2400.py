@@ -273,7 +273,7 @@ class Keithley2400Emulator(ScpiEmulator):
     # -- actions ----------------------------------------------------------------------------------
     def _require_output(self) -> None:
         if not self.smu.output_on and not self.auto_output_off:
-            raise ScpiError(OUTPUT_DISABLED, "Output disabled")
+            raise ScpiError(OUTPUT_DISABLED)
 
     def _acquire(self) -> list[SmuReading]:
         self._require_output()
@@ -434,7 +434,7 @@ class Keithley2400Emulator(ScpiEmulator):
 
     def _trace_clear(self, args: list[str]) -> None:
         if self.trace_control == "NEXT":
-            raise ScpiError(800, "Illegal with storage active")  # 2400 manual error +800
+            raise ScpiError(800)  # 2400 manual error +800 "Illegal with storage active"
         self.smu.buffer.clear()
 
     def _trace_data(self, args: list[str]) -> str:
