@@ -9,12 +9,14 @@ buffer, whose timestamps count from the first stored reading (:TRAC:TST:FORM ABS
 mapped to the rig clock at :INIT plus the source delay.
 
 `ScpiSourceMeter` holds what the 2400 and 2450 drivers share: connection and identity check,
-settings declared once as `Setting` rows (PyMeasure-style, style.md), error-queue draining after
-every configuration, reading parsing, safe_state.
+settings declared once as `Setting` rows (PyMeasure-style, style.md), error-queue draining before
+reset and configuration (stale entries from other clients are logged, never fatal) and after them
+(new entries fail the call), reading parsing, safe_state.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
@@ -31,6 +33,8 @@ from insitem.drivers.errors import (
 from insitem.drivers.interfaces import InstrumentIdentity, Potentiostat, PotentiostatConfig, Reading
 from insitem.drivers.scpi import OVERFLOW_THRESHOLD, format_number, parse_bool, parse_error, parse_floats
 from insitem.drivers.transport import Transport, open_transport
+
+log = logging.getLogger(__name__)
 
 MAX_ERRORS_DRAINED = 50  # a queue is 10 deep on a 2400; more means the reply is not an error queue
 
@@ -166,6 +170,15 @@ class ScpiSourceMeter(Potentiostat):
             found.append((code, message))
         raise CommunicationError(f"error queue did not empty after {MAX_ERRORS_DRAINED} reads", self.resource)
 
+    def clear_stale_errors(self, before: str) -> list[tuple[int, str]]:
+        """Drain what earlier sessions or other clients left in the error queue, log it in one
+        line, and return it. Stale entries are not this run's errors and never fail it."""
+        stale = self.errors()
+        if stale:
+            listed = "; ".join(f"{c} {m}" for c, m in stale)
+            log.warning("%s: %d stale error-queue entries cleared before %s: %s", self.resource, len(stale), before, listed)
+        return stale
+
     def check_errors(self, during: str) -> None:
         """Drain the error queue; raise InstrumentError listing every entry if there was any."""
         errs = self.errors()
@@ -175,6 +188,7 @@ class ScpiSourceMeter(Potentiostat):
 
     # -- Potentiostat ---------------------------------------------------------------------------------
     def reset(self) -> None:
+        self.clear_stale_errors("reset")
         for line in self._reset_lines():
             self._write(line)
         self._t0_s = self.clock.now()
@@ -186,6 +200,7 @@ class ScpiSourceMeter(Potentiostat):
         return ("*RST", "*CLS")
 
     def _configure(self, config: PotentiostatConfig) -> None:
+        self.clear_stale_errors("configure")
         for line in self.configure_lines(config):
             self._write(line)
         self.check_errors("configure")

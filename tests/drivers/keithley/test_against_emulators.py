@@ -3,6 +3,7 @@ the same suite against a real instrument given with --resource potentiostat=... 
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Iterator
 
@@ -186,14 +187,38 @@ def test_dropped_connection_reconnects_once(live: tuple[Bench, Any]) -> None:
 
 
 @pytest.mark.wire
-def test_error_queue_entries_raise_instrument_error(live: tuple[Bench, Any]) -> None:
+def test_errors_caused_by_configuring_raise_instrument_error(live: tuple[Bench, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     bench, drv = live
-    bench.emulator.push_error(-222, "Data out of range")
+    lines = drv.configure_lines(CONFIG)
+    monkeypatch.setattr(drv, "configure_lines", lambda config: [*lines, ":SOUR:VOLT 999"])  # outside +-210 V: -222
     with pytest.raises(InstrumentError, match="-222") as info:
         drv.configure(CONFIG)
     assert info.value.code == -222
     drv.safe_state()
     assert not bench.emulator.smu.output_on
+
+
+@pytest.mark.wire
+def test_stale_errors_left_by_another_client_are_logged_not_fatal(
+    live: tuple[Bench, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Junk another client left in the shared error queue (here more than the queue holds, so
+    it ends in -350 Queue overflow) is drained and logged in one line; configure succeeds."""
+    bench, drv = live
+    for _ in range(12):
+        bench.emulator.handle(":BOGus:HEADer 1")  # -113 from another session
+    with caplog.at_level(logging.WARNING, logger="insitem.drivers.keithley.k2400"):
+        drv.configure(CONFIG)
+    assert drv.config == CONFIG
+    stale = [r for r in caplog.records if "stale error-queue entries" in r.getMessage()]
+    assert len(stale) == 1
+    assert "10 stale error-queue entries cleared before configure" in stale[0].getMessage()
+    assert "-113" in stale[0].getMessage() and "-350 Queue overflow" in stale[0].getMessage()
+    assert drv.errors() == []
+    drv.set_voltage(0.5)
+    drv.set_output(True)
+    assert drv.measure().current_A == pytest.approx(0.5 / LOAD_OHM, abs=1e-6)
+    drv.safe_state()
 
 
 @pytest.mark.wire
