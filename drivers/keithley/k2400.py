@@ -88,6 +88,7 @@ class ScpiSourceMeter(Potentiostat):
 
     # settings common to both models (table rows; model classes add their own)
     source_V = Setting(":SOUR:VOLT {}", ":SOUR:VOLT?", "source level in V (float, within the source range)")
+    source_A = Setting(":SOUR:CURR {}", ":SOUR:CURR?", "source current in A when sourcing current (-1.05 to 1.05)")
     nplc = Setting(":SENS:CURR:NPLC {}", ":SENS:CURR:NPLC?", "integration time in power-line cycles (0.01-10)")
     current_autorange = Setting(":SENS:CURR:RANG:AUTO {}", ":SENS:CURR:RANG:AUTO?", "measure autorange (bool)", on_off, parse_bool)
     current_range_A = Setting(":SENS:CURR:RANG {}", ":SENS:CURR:RANG?", "measure range in A (fixed range)")
@@ -112,6 +113,7 @@ class ScpiSourceMeter(Potentiostat):
         self.clock: Clock = clock or RealClock()
         self._t0_s = self.clock.now()  # rig time of the instrument's time zero
         self._source_V = math.nan
+        self._source_A = math.nan
         try:
             self.identity = self.identify()
             self._check_language()
@@ -194,6 +196,7 @@ class ScpiSourceMeter(Potentiostat):
         self._t0_s = self.clock.now()
         self._output_on = False
         self._source_V = 0.0
+        self._source_A = math.nan
         self.check_errors("reset")
 
     def _reset_lines(self) -> Sequence[str]:
@@ -218,6 +221,13 @@ class ScpiSourceMeter(Potentiostat):
     def _set_voltage(self, voltage_V: float) -> None:
         self._write(type(self).source_V.wire(voltage_V))
         self._source_V = voltage_V
+
+    def _set_current(self, current_A: float) -> None:
+        self._write(type(self).source_A.wire(current_A))
+        self._source_A = current_A
+
+    def _current_mode(self) -> bool:
+        return self._config is not None and self._config.source_mode == "current"
 
     def _set_output(self, on: bool) -> None:
         self._write(type(self).output_enabled.wire(on))
@@ -255,6 +265,8 @@ class ScpiSourceMeter(Potentiostat):
         """Validate a staircase; return the source delay per point (dwell minus integration)."""
         if self._config is None:
             raise SafetyLimitError("run_sweep before configure: compliance is not set")
+        if self._config.source_mode != "voltage":
+            raise SafetyLimitError("run_sweep is a voltage staircase: configure with source_mode='voltage'")
         if not self._output_on:
             raise SafetyLimitError("run_sweep with the output off: call set_output(True) first")
         if len(points_V) == 0:
@@ -326,14 +338,29 @@ class Keithley2400(ScpiSourceMeter):
     def _reset_lines(self) -> Sequence[str]:
         return ("*RST", "*CLS", ":STAT:PRES", ":SYST:TIME:RES")
 
+    compliance_V = Setting(":SENS:VOLT:PROT {}", ":SENS:VOLT:PROT?", "voltage compliance in V while sourcing current (0.2 to 210)")
+
     def configure_lines(self, config: PotentiostatConfig) -> list[str]:
         cls = type(self)
+        if config.source_mode == "current":
+            assert config.voltage_limit_V is not None  # PotentiostatConfig requires it in current mode
+            source = [
+                ":SOUR:FUNC CURR",
+                ":SOUR:CURR:MODE FIX",
+                ":SOUR:CURR:RANG:AUTO ON",
+                ':SENS:FUNC "VOLT","CURR"',
+                cls.compliance_V.wire(config.voltage_limit_V),
+            ]
+        else:
+            source = [
+                ":SOUR:FUNC VOLT",
+                cls.source_mode.wire("FIX"),
+                cls.voltage_range_V.wire(config.voltage_range_V),
+                ':SENS:FUNC "CURR"',
+                cls.compliance_A.wire(config.compliance_A),
+            ]
         return [
-            ":SOUR:FUNC VOLT",
-            cls.source_mode.wire("FIX"),
-            cls.voltage_range_V.wire(config.voltage_range_V),
-            ':SENS:FUNC "CURR"',
-            cls.compliance_A.wire(config.compliance_A),
+            *source,
             *self._measure_range_lines(config),
             cls.nplc.wire(config.nplc),
             ":FORM:ELEM " + ",".join(self.elements),
@@ -362,7 +389,10 @@ class Keithley2400(ScpiSourceMeter):
             current, overflow = overflow_to_nan(curr)
             voltage, _ = overflow_to_nan(volt)
             tripped = overflow or bool(int(stat) & self.STATUS_COMPLIANCE)
-            out.append(Reading(base + t, voltage, current, tripped, self._source_V))
+            if self._current_mode():
+                out.append(Reading(base + t, voltage, current, tripped, math.nan, self._source_A))
+            else:
+                out.append(Reading(base + t, voltage, current, tripped, self._source_V))
         return out
 
     def _run_sweep_chunk(self, points_V: list[float], delay_s: float, dwell_s: float) -> list[Reading]:

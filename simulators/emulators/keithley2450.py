@@ -19,7 +19,8 @@ to extend), `:SOUR:SWE:<f>:LIST` and `:SOUR:SWE:<f>:LIN` sweeps run by `:INIT`; 
 (appendix C: questionable and operation register sets only), so PyMeasure's 2400-style
 `config_buffer`/`wait_for_buffer` cannot work on a 2450 in SCPI mode, as its own docstring says.
 
-Buffer elements: READ, SOUR, REL, SEC, FRAC, STAT, SOURSTAT, UNIT, SOURUNIT. SOURSTAT bits follow
+Buffer elements: READ, SOUR (the measured source value while `:SOUR:<f>:READ:BACK` is on, the
+*RST default; the programmed level otherwise), REL, SEC, FRAC, STAT, SOURSTAT, UNIT, SOURUNIT. SOURSTAT bits follow
 the 2450 buffer source-status table: 32 = source limited (STAT_LIMIT), 128 = output on.
 
 Interpretations and simplifications (named): REL is the time since the first reading stored in
@@ -180,8 +181,12 @@ class Keithley2450Emulator(ScpiEmulator):
             for el in elements:
                 if el == "READ":
                     out.append(format_nr3(e.value, plus=False))
-                elif el == "SOUR":
-                    out.append(format_nr3(r.source_I if r.source_function == "CURR" else r.source_V, plus=False))
+                elif el == "SOUR":  # source readback on (the default): the measured source value
+                    curr = r.source_function == "CURR"
+                    if self.read_back[r.source_function]:
+                        out.append(format_nr3(r.current_A if curr else r.voltage_V, plus=False))
+                    else:
+                        out.append(format_nr3(r.source_I if curr else r.source_V, plus=False))
                 elif el == "REL":
                     out.append(format_nr3(r.t_s - (r.t_s if buf.t0_s is None else buf.t0_s), plus=False))
                 elif el == "SEC":

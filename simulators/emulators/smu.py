@@ -57,9 +57,11 @@ class LoadStep(Protocol):
 class SmuLoad(Protocol):
     """What an SMU drives. `applied_V` None = output off / open circuit.
 
-    A load that can also be driven by a current source has `advance_current(dt_s, current_A,
-    voltage_limit_V, beam_current_A) -> LoadStep` (the SMU forces `current_A` unless the terminal
-    voltage would pass ±voltage_limit_V; then it holds the limit and reports the clamp).
+    A load that can also be driven by a current source has `advance_current(current_A, dt_s,
+    voltage_limit_V, beam_current_A) -> LoadStep` (the signature of the battery cell's
+    `Cell.advance_current`): the SMU forces `current_A` unless the terminal voltage would pass
+    `voltage_limit_V` (signed like the current: the side the current drives the load towards);
+    then it holds the limit and reports the clamp.
     """
 
     def advance(
@@ -107,13 +109,14 @@ class ResistorLoad:
         return Step(i, (i - beam_current_A) * self.resistance_ohm if tripped else applied_V, tripped, q)
 
     def advance_current(
-        self, dt_s: float, current_A: float, voltage_limit_V: float, beam_current_A: float = 0.0
+        self, current_A: float, dt_s: float, voltage_limit_V: float | None = None, beam_current_A: float = 0.0
     ) -> Step:
-        """Current source into the resistor: V = (I - I_beam) R, clamped at ±voltage_limit_V."""
+        """Current source into the resistor: V = (I - I_beam) R, clamped at |voltage_limit_V|."""
         v = (current_A - beam_current_A) * self.resistance_ohm
-        tripped = abs(v) > voltage_limit_V
+        limit = math.inf if voltage_limit_V is None else abs(voltage_limit_V)
+        tripped = abs(v) > limit
         if tripped:
-            v = math.copysign(voltage_limit_V, v)
+            v = math.copysign(limit, v)
         i = v / self.resistance_ohm + beam_current_A
         q = i * dt_s
         self.total_charge_C += q
@@ -155,15 +158,16 @@ class RCLoad:
         return Step((applied_V - v_end) / r, applied_V, False, q)
 
     def advance_current(
-        self, dt_s: float, current_A: float, voltage_limit_V: float, beam_current_A: float = 0.0
+        self, current_A: float, dt_s: float, voltage_limit_V: float | None = None, beam_current_A: float = 0.0
     ) -> Step:
         """Current source: the capacitor charges at I (V_C += I dt / C), terminal V = V_C + I R.
-        Where that would pass ±voltage_limit_V the source holds the limit for the whole step
+        Where that would pass |voltage_limit_V| the source holds the limit for the whole step
         (the voltage-source solution above with no current clamp), flagged as clamped."""
         i = current_A
+        limit = math.inf if voltage_limit_V is None else abs(voltage_limit_V)
         v_end = self.capacitor_V + i * dt_s / self.capacitance_F
-        if abs(v_end + i * self.resistance_ohm) > voltage_limit_V:
-            step = self.advance(dt_s, math.copysign(voltage_limit_V, i), math.inf)
+        if abs(v_end + i * self.resistance_ohm) > limit:
+            step = self.advance(dt_s, math.copysign(limit, i), math.inf)
             return Step(step.current_A, step.terminal_V, True, step.charge_C)
         q = i * dt_s
         self.capacitor_V = v_end
@@ -412,7 +416,8 @@ class SmuModel:
         """Advance the load by dt_s under the present source (current source when sourcing
         current with the output on; otherwise the voltage source or the output-off state)."""
         if self.output_on and self.source_function == "CURR":
-            return self.load.advance_current(dt_s, self.source_I, self.voltage_limit_V, self.beam_current_A)  # type: ignore[attr-defined]
+            limit = math.copysign(self.voltage_limit_V, self.source_I)  # the side the current drives towards
+            return self.load.advance_current(self.source_I, dt_s, limit, self.beam_current_A)  # type: ignore[attr-defined]
         return self.load.advance(dt_s, self._applied_V(), self._effective_compliance(), self.beam_current_A)
 
     def _applied_V(self) -> float | None:

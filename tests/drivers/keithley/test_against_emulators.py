@@ -234,3 +234,24 @@ def test_compliance_trip_is_reported(live: tuple[Bench, Any]) -> None:
     assert not math.isnan(r.current_A)
     drv.safe_state()
     assert not bench.emulator.smu.output_on
+
+
+@pytest.mark.wire
+def test_current_sourcing_with_a_voltage_limit(live: tuple[Bench, Any]) -> None:
+    """Galvanostatic control through each driver: I R on the emulator's resistor below the
+    voltage limit; at the limit the voltage is held and the compliance flag is set."""
+    bench, drv = live
+    drv.configure(PotentiostatConfig(compliance_A=1e-3, nplc=1.0, source_mode="current", voltage_limit_V=2.0))
+    assert drv.errors() == []
+    drv.set_current(1e-4)
+    drv.set_output(True)
+    r = drv.measure()
+    assert r.voltage_V == pytest.approx(1e-4 * LOAD_OHM, rel=1e-6) and not r.compliance_tripped
+    assert r.current_A == pytest.approx(1e-4, rel=1e-3) and r.source_A == 1e-4
+    drv.set_current(-5e-4)  # wants -5 V on 10 kOhm: held at -2 V
+    r = drv.measure()
+    assert r.compliance_tripped and r.voltage_V == pytest.approx(-2.0, rel=1e-6)
+    assert r.current_A == pytest.approx(-2.0 / LOAD_OHM, rel=1e-3)
+    assert drv.errors() == []
+    drv.safe_state()
+    assert not bench.emulator.smu.output_on

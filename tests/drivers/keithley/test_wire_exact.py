@@ -315,3 +315,59 @@ def test_garbled_or_truncated_reading_is_a_communication_error(mocker: Any, repl
     s.add(("q", ":READ?", reply))
     with pytest.raises(CommunicationError):
         drv.measure()
+
+
+CURRENT_CONFIG = PotentiostatConfig(compliance_A=1e-3, nplc=1.0, source_mode="current", voltage_limit_V=4.2)
+
+
+def test_2400_current_mode_configure_set_current_and_measure(mocker: Any) -> None:
+    drv, s = make(mocker, "2400")
+    s.add(
+        ("q", ":SYST:ERR?", OK),
+        ("w", ":SOUR:FUNC CURR"),
+        ("w", ":SOUR:CURR:MODE FIX"),
+        ("w", ":SOUR:CURR:RANG:AUTO ON"),
+        ("w", ':SENS:FUNC "VOLT","CURR"'),
+        ("w", ":SENS:VOLT:PROT 4.2"),
+        ("w", ":SENS:CURR:RANG:AUTO ON"),
+        ("w", ":SENS:CURR:NPLC 1"),
+        ("w", ":FORM:ELEM VOLT,CURR,TIME,STAT"),
+        ("w", ":OUTP:SMOD HIMP"),
+        ("q", ":SYST:ERR?", OK),
+        ("w", ":SOUR:CURR 2e-06"),
+        ("w", ":OUTP ON"),
+        ("q", ":READ?", "+3.912000E+00,+2.000000E-06,+1.000000E+00,+5.000000E+00"),  # bit 3: at the voltage limit
+    )
+    drv.configure(CURRENT_CONFIG)
+    drv.set_current(2e-6)
+    drv.set_output(True)
+    r = drv.measure()
+    assert (r.voltage_V, r.current_A, r.source_A, r.compliance_tripped) == (3.912, 2e-6, 2e-6, False)
+    assert math.isnan(r.source_V)
+    s.done()
+    with pytest.raises(SafetyLimitError, match="compliance_A"):
+        drv.set_current(5e-3)  # refused before anything is sent
+    with pytest.raises(SafetyLimitError, match="voltage staircase"):
+        drv.run_sweep([0.1, 0.2], 0.1)
+    s.done()
+
+
+def test_2450_current_mode_reads_source_current_and_measured_voltage(mocker: Any) -> None:
+    drv, s = make(mocker, "2450")
+    s.add(
+        ("q", ":SYST:ERR:NEXT?", OK),
+        ("w", ":SOUR:FUNC CURR"),
+        ("w", ":SOUR:CURR:RANG:AUTO ON"),
+        ("w", ":SOUR:CURR:VLIM 4.2"),
+        ("w", ':SENS:FUNC "VOLT"'),
+        ("w", ":SENS:VOLT:NPLC 1"),
+        ("w", ":OUTP:SMOD HIMP"),
+        ("q", ":SYST:ERR:NEXT?", OK),
+        ("w", ":SOUR:CURR -1e-06"),
+        ("q", ':READ? "defbuffer1",SOUR,READ,REL;:SOUR:CURR:VLIM:TRIP?', "-1.000000E-06,3.100000E+00,0.000000E+00;1"),
+    )
+    drv.configure(CURRENT_CONFIG)
+    drv.set_current(-1e-6)
+    r = drv.measure()
+    assert (r.voltage_V, r.current_A, r.source_A, r.compliance_tripped) == (3.1, -1e-6, -1e-6, True)
+    s.done()
