@@ -68,12 +68,31 @@ class PotentiostatConfig(BaseModel):
         description="state of the output when off; HIMP opens the relay so a charged cell is not shorted",
     )
     line_frequency_Hz: float = Field(default=60.0, description="mains frequency (sets 1 PLC)")
+    source_mode: Literal["voltage", "current"] = Field(
+        default="voltage",
+        description="voltage: potentiostatic (set_voltage, compliance_A limits the current); "
+        "current: galvanostatic (set_current, |current| <= compliance_A, voltage_limit_V limits the voltage)",
+    )
+    voltage_limit_V: float | None = Field(
+        default=None,
+        gt=0,
+        le=210,
+        description="voltage limit (compliance) in V while sourcing current; required in current mode, "
+        "at most the larger magnitude of the safety window voltage_limits_V",
+    )
 
     @model_validator(mode="after")
     def _window_ordered(self) -> "PotentiostatConfig":
         lo, hi = self.voltage_limits_V
         if not lo < hi:
             raise ValueError(f"voltage_limits_V: low {lo} V must be below high {hi} V")
+        if self.source_mode == "current":
+            if self.voltage_limit_V is None:
+                raise ValueError("voltage_limit_V: required when source_mode is 'current' (the current source's voltage compliance)")
+            if self.voltage_limit_V > max(abs(lo), abs(hi)):
+                raise ValueError(
+                    f"voltage_limit_V: {self.voltage_limit_V} V exceeds the safety window [{lo}, {hi}] V; lower it"
+                )
         return self
 
 
@@ -90,10 +109,13 @@ class Reading:
     current_A: float
     compliance_tripped: bool = False
     source_V: float = math.nan
+    source_A: float = math.nan  # programmed source current (current mode); NaN when sourcing voltage
 
 
 class Potentiostat(abc.ABC):
-    """A SourceMeter used as a two-electrode potentiostat (voltage source, current measure)."""
+    """A SourceMeter used as a two-electrode potentiostat (voltage source, current measure) or,
+    with `PotentiostatConfig.source_mode` "current", as a galvanostat (current source with a
+    voltage limit, voltage measure)."""
 
     resource: str = ""
 
@@ -120,10 +142,23 @@ class Potentiostat(abc.ABC):
         """Program the source level. Refuses levels outside the configured safety window."""
         if self._config is None:
             raise SafetyLimitError("set_voltage before configure: compliance is not set")
+        if self._config.source_mode != "voltage":
+            raise SafetyLimitError("set_voltage in current mode: configure with source_mode='voltage'")
         lo, hi = self._config.voltage_limits_V
         if not (lo <= voltage_V <= hi) or not math.isfinite(voltage_V):
             raise SafetyLimitError(f"set_voltage: {voltage_V} V outside the safety window [{lo}, {hi}] V")
         self._set_voltage(voltage_V)
+
+    def set_current(self, current_A: float) -> None:
+        """Program the source current (current mode). Refuses |current| above compliance_A."""
+        if self._config is None:
+            raise SafetyLimitError("set_current before configure: the voltage limit is not set")
+        if self._config.source_mode != "current":
+            raise SafetyLimitError("set_current in voltage mode: configure with source_mode='current'")
+        limit = self._config.compliance_A
+        if not math.isfinite(current_A) or abs(current_A) > limit:
+            raise SafetyLimitError(f"set_current: {current_A} A outside the window [-{limit}, {limit}] A (compliance_A)")
+        self._set_current(current_A)
 
     def set_output(self, on: bool) -> None:
         """Switch the output on or off (off mode from the configuration)."""
@@ -170,6 +205,10 @@ class Potentiostat(abc.ABC):
 
     @abc.abstractmethod
     def _set_output(self, on: bool) -> None: ...
+
+    def _set_current(self, current_A: float) -> None:
+        """Backends that can source current override this."""
+        raise NotImplementedError(f"{type(self).__name__} cannot source current")
 
     def close(self) -> None:
         """Release the transport. Does not change the output state."""

@@ -49,9 +49,13 @@ ERROR_MESSAGES: dict[int, str] = {
     -223: "Too much data",
     -224: "Illegal parameter value",
     -225: "Out of memory",
+    -230: "Data corrupt or stale",
     -350: "Queue overflow",
     -363: "Input buffer overrun",
     -410: "Query INTERRUPTED",
+    # Keithley 2400 device-specific errors (2400 manual, appendix B)
+    800: "Illegal with storage active",
+    803: "Output disabled",
 }
 
 #: SCPI "not a number" / overflow value returned by Keithley SourceMeters (physics.md §4.2).
@@ -354,6 +358,9 @@ class ScpiParser:
     """
 
     queue_size: int = 10  # Keithley 2400 error queue depth [S:K2400UM]; -350 when full
+    #: accept a colon before a common command (``:*RST`` = ``*RST``), as Keithley SourceMeters do
+    #: (docs/decisions/0016); IEEE 488.2 itself has no colon there
+    colon_common: bool = False
     _commands: list[_Command] = field(default_factory=list)
     _common: dict[str, _Command] = field(default_factory=dict)
     _cache: dict[tuple[str, ...], _Command | None] = field(default_factory=dict)
@@ -430,6 +437,8 @@ class ScpiParser:
             if "\t" in header:
                 header, _, more = header.partition("\t")
                 arg_text = more + " " + arg_text
+            if self.colon_common and header.startswith(":*"):
+                header = header[1:]
             try:
                 if not _HEADER_RE.match(header):
                     raise ScpiError(-102, f"bad header {header!r}")

@@ -4,9 +4,12 @@
 
 * `SimPotentiostat` sources the world's cell: every call first advances the cell to the clock's
   present time at the level programmed before, then applies the change. Readings carry SMU
-  noise of the Keithley 2400 current ranges (physics.md §4.4: sigma = offset/3 of the active
-  range at 1 NPLC). It offers an instrument-timed staircase (`run_sweep`) like the 2400's list
-  sweep: the whole staircase is advanced in one call.
+  noise of the current ranges of the declared instrument (`model` "keithley2400": 1 uA .. 1 A;
+  "keithley2450": 10 nA .. 1 A; the tables of simulators/emulators/smu.py, physics.md §4.4:
+  sigma = offset/3 of the active range at 1 NPLC). It offers an instrument-timed staircase
+  (`run_sweep`) like the 2400's list sweep: the whole staircase is advanced in one call. With
+  `source_mode` "current" it is a galvanostat: `set_current` holds the world's cell at that
+  current with the configured voltage limit (`SimWorld.hold_current`).
 * `SimCamera` synthesises each exposure from the world at read-out: the Li profile (mean of
   the profiles at exposure start and end), the exact electron dose the optics delivered in the
   exposure window (a blanked beam gives a dark frame), the EELS physics and the CCD model; it
@@ -30,30 +33,29 @@ from insitem.drivers.interfaces import (
     PotentiostatConfig,
     Reading,
 )
+from insitem.simulators.emulators.smu import K2400_SPEC, K2450_SPEC
 from insitem.simulators.heap import release_free_heap
 from insitem.simulators.world import SimWorld
 
-# Keithley 2400 current ranges and their accuracy offsets (physics.md §4.4, [S:K2400SPEC]).
-CURRENT_RANGES_A: tuple[tuple[float, float], ...] = (
-    (1e-6, 300e-12),
-    (10e-6, 700e-12),
-    (100e-6, 6e-9),
-    (1e-3, 60e-9),
-    (10e-3, 600e-9),
-    (100e-3, 6e-6),
-    (1.0, 500e-6),
-)
+#: current ranges and accuracy offsets per declared instrument (physics.md §4.4, [S:K2400SPEC],
+#: [S:K2450SPEC]; the same tables the emulated instruments use)
+CURRENT_RANGES_A: dict[str, tuple[tuple[float, float], ...]] = {
+    "keithley2400": K2400_SPEC.current_ranges,
+    "keithley2450": K2450_SPEC.current_ranges,
+}
 
 
-def _range_for(current_A: float, fixed: float | None) -> tuple[float, float]:
+def _range_for(
+    current_A: float, fixed: float | None, table: tuple[tuple[float, float], ...] = CURRENT_RANGES_A["keithley2400"]
+) -> tuple[float, float]:
     if fixed is not None:
-        for rng, off in CURRENT_RANGES_A:
+        for rng, off in table:
             if rng >= fixed * (1 - 1e-9):
                 return rng, off
-    for rng, off in CURRENT_RANGES_A:
+    for rng, off in table:
         if abs(current_A) <= rng * 1.05:
             return rng, off
-    return CURRENT_RANGES_A[-1]
+    return table[-1]
 
 
 class SimPotentiostat(Potentiostat):
@@ -64,8 +66,12 @@ class SimPotentiostat(Potentiostat):
         self.world = world
         self.model = model
         self.resource = resource
+        if model not in CURRENT_RANGES_A:
+            raise ValueError(f"model {model!r}: expected one of {', '.join(CURRENT_RANGES_A)}")
+        self._ranges = CURRENT_RANGES_A[model]
         self._rng = np.random.default_rng(world.rng.integers(2**63))
         self._errors: list[tuple[int, str]] = []
+        self._level_A = 0.0
 
     def identify(self) -> InstrumentIdentity:
         return InstrumentIdentity("insitem", f"simulated {self.model}", "SIM-0001", "1.0", self.resource)
@@ -94,13 +100,35 @@ class SimPotentiostat(Potentiostat):
     def _set_output(self, on: bool) -> None:
         with self.world.lock:
             self.world.advance_to()
-            self.world.applied_V = getattr(self, "_level_V", 0.0) if on else None
+            if on and self._current_mode():
+                self._hold_current()
+            else:
+                self.world.applied_V = getattr(self, "_level_V", 0.0) if on else None
+
+    def _current_mode(self) -> bool:
+        return self._config is not None and self._config.source_mode == "current"
+
+    def _hold_current(self) -> None:
+        """Source the programmed current from now on (the world keeps its current mode)."""
+        assert self._config is not None and self._config.voltage_limit_V is not None
+        limit = math.copysign(self._config.voltage_limit_V, self._level_A)  # the side the current drives towards
+        self.world.hold_current(self._level_A, self.world.clock.now(), limit)
+
+    def _set_current(self, current_A: float) -> None:
+        with self.world.lock:
+            self.world.advance_to()
+            self._level_A = current_A
+            if self._output_on:
+                self._hold_current()
 
     def measure(self) -> Reading:
         with self.world.lock:
             self.world.advance_to()
             cell = self.world.cell
             t = self.world.clock.now()
+            if self.world.applied_A is not None:  # galvanostatic: the current the SMU forces (or the cell takes at the limit)
+                i = self._noisy(cell.last_current_A)
+                return Reading(t, float(cell.V_term_V), i, bool(cell.last_tripped), math.nan, float(self.world.applied_A))
             if self.world.applied_V is None:
                 raise DeviceError("measure with the output off (the output relay is open)", self.resource)
             i = self._noisy(cell.i_cell_A)
@@ -109,7 +137,7 @@ class SimPotentiostat(Potentiostat):
     def _noisy(self, current_A: float | np.ndarray) -> float | np.ndarray:
         cfg = self._config
         nplc = cfg.nplc if cfg else 1.0
-        rng, offset = _range_for(float(np.max(np.abs(current_A))), cfg.current_range_A if cfg else None)
+        rng, offset = _range_for(float(np.max(np.abs(current_A))), cfg.current_range_A if cfg else None, self._ranges)
         sigma = offset / 3 * math.sqrt(max(1.0, 1.0 / nplc))
         noise = self._rng.normal(0.0, sigma, np.shape(current_A))
         out = np.asarray(current_A) + noise
@@ -122,6 +150,10 @@ class SimPotentiostat(Potentiostat):
     def run_sweep(self, points_V: Sequence[float], dwell_s: float) -> list[Reading]:
         if self._config is None:
             raise DeviceError("run_sweep before configure", self.resource)
+        if self._current_mode():
+            from insitem.drivers.errors import SafetyLimitError
+
+            raise SafetyLimitError("run_sweep is a voltage staircase: configure with source_mode='voltage'")
         pts = np.asarray(points_V, float)
         lo, hi = self._config.voltage_limits_V
         if pts.size == 0:

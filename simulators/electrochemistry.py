@@ -35,6 +35,11 @@ History: Gamma, R_ct,neg and Omega follow §3.3 ``X(N) = X_inf + (X_0 - X_inf) e
 N the number of *equivalent full cycles* actually passed, ``N = ∫|i_rev| dt / (2 F A Gamma_inf)``
 (reversible charge throughput), so the growth follows what the cell did, not a counter.
 
+Sources: ``advance`` is the SMU as a voltage source (current compliance); ``advance_current`` is
+the SMU as a current source with a voltage limit (galvanostatic): the same Newton solves the
+electrode potentials and the terminal voltage for the sourced current, and at the limit the
+voltage is held there with the current the cell then takes.
+
 Integration: backward Euler in time, Newton on (E_pos, E_neg, theta) each step (L-stable: the
 R_ct C_dl ~ 40 ms and R_s C_stray time constants are far below dt). ``current_A`` is the step
 mean (charge/dt), the quantity an integrating SMU reports.
@@ -284,6 +289,7 @@ class Cell:
         self.i_rev_A = 0.0
         self.i_form_A = 0.0
         self.last_tripped = False
+        self.last_current_A = 0.0  # measured current of the last step (A)
         self._pending_flux_mol = 0.0  # thin_layer mode: Faradaic Li not yet handed to the transport
         self._pending_dt = 0.0
         self._theta_solved = math.nan  # theta of the last Newton solution (advance_sweep's predictor)
@@ -376,6 +382,62 @@ class Cell:
         i_meas, tripped = self._advance(dt_s, applied_V, compliance_A, beam_current_A)
         return CellStep(i_meas, self.V_term_V, tripped, i_meas * dt_s)
 
+    def advance_current(
+        self,
+        current_A: float,
+        dt_s: float,
+        voltage_limit_V: float | None = None,
+        beam_current_A: float = 0.0,
+    ) -> CellStep:
+        """Advance dt_s with the SMU sourcing current_A (galvanostatic; > 0 charges the cell).
+
+        The electrode potentials and the terminal voltage are solved for. `voltage_limit_V` is
+        the voltage the cell may not pass in the direction the current drives it (above it for
+        current_A >= 0, below it for current_A < 0): when the constant current would carry the
+        terminal voltage past it, the SMU holds the voltage at the limit and the cell takes what
+        current it draws there (a SourceMeter in current-source mode at its voltage limit);
+        `compliance_tripped` is then True. While not limited the charge through the SMU is
+        exactly current_A * dt_s.
+        """
+        if dt_s <= 0:
+            raise ValueError("dt_s must be > 0")
+        if not math.isfinite(current_A):
+            raise ValueError("current_A must be finite")
+        i_meas, limited = self._advance_current(dt_s, current_A, voltage_limit_V, beam_current_A)
+        return CellStep(i_meas, self.V_term_V, limited, i_meas * dt_s)
+
+    def _advance_current(self, dt: float, current_A: float, limit_V: float | None,
+                         beam_A: float) -> tuple[float, bool]:
+        p = self.params
+        i_beam = p.beam_induced_yield * beam_A
+        Cs = p.stray_capacitance_F
+        g_par = self._g_leak + Cs / dt
+        V_old = self.V_term_V
+        sign = 1.0 if current_A >= 0.0 else -1.0
+        try:
+            sol = self._solve(dt, None, current_A - i_beam + Cs * V_old / dt, g_par)
+        except FloatingPointError:
+            if limit_V is None:
+                raise
+            # no state within Newton's reach carries this current: the voltage runs away (tens of
+            # volts onto the double layers), so the source sits at its limit
+            sol = (math.nan,) * 6 + (limit_V + sign,)
+        i_meas = current_A
+        limited = False
+        if limit_V is not None and (sol[6] - limit_V) * sign > 0.0:
+            lim = self._solve(dt, limit_V, 0.0, 0.0)
+            i_lim = lim[3] + lim[6] * g_par - Cs * V_old / dt + i_beam
+            # at the limit the cell draws less than the source current (same direction); if the
+            # nonlinear solution says otherwise the constant current is the operating point
+            if (i_lim - current_A) * sign < 0.0 or math.isnan(sol[0]):
+                sol, i_meas, limited = lim, i_lim, True
+        E_p, E_n, th, i_cell, i_rev, i_form, V = sol
+        self._commit(dt, E_p, E_n, th, i_cell, i_rev, i_form, V)
+        self.charge_passed_C += i_meas * dt
+        self.last_tripped = limited
+        self.last_current_A = i_meas
+        return i_meas, limited
+
     def advance_sweep(
         self,
         t_points_s: np.ndarray,
@@ -456,6 +518,8 @@ class Cell:
             trip.append(tr)
             times.append(self.time_s)
         cur_a = np.array(cur, dtype=float)
+        if cur:
+            self.last_current_A = cur[-1]
         return {"time_s": np.array(times, dtype=float), "current_A": cur_a, "terminal_V": np.array(vt, dtype=float),
                 "compliance_tripped": np.array(trip, dtype=bool), "charge_C": cur_a * dts}
 
@@ -482,6 +546,7 @@ class Cell:
         self._commit(dt, E_p, E_n, th, i_cell, i_rev, i_form, V)
         self.charge_passed_C += i_meas * dt
         self.last_tripped = tripped
+        self.last_current_A = i_meas
         return i_meas, tripped
 
     def _solve(self, dt: float, V_app: float | None, c_src: float, g_par: float,
@@ -572,9 +637,12 @@ class Cell:
             r3 = th - theta_star - k_theta * (i_rev + form_in_theta * i_form)
             # Jacobian [[a11, -a_par, 0], [dIp, -dIn_dE, -di_dth], [0, a32, a33]], eliminated onto dEn
             a11 = a_par * (1.0 + Rs * dIp) + b_par * dIp
-            a32 = -k_theta * (di_dE + form_in_theta * dform_dE)
+            X = di_dE + form_in_theta * dform_dE  # the part of dIn/dE that moves theta (<= 0)
+            a32 = -k_theta * X
             a33 = 1.0 - k_theta * di_dth
-            dEn = (-r2 + dIp * r1 / a11 - di_dth * r3 / a33) / (-dIn_dE + dIp * a_par / a11 + di_dth * a32 / a33)
+            # -dIn_dE + di_dth a32/a33 written without cancellation: every term >= 0
+            den = -X / a33 - (1.0 - form_in_theta) * dform_dE + Cn + dIp * a_par / a11
+            dEn = (-r2 + dIp * r1 / a11 - di_dth * r3 / a33) / den
             dEp = (a_par * dEn - r1) / a11
             dth = (-r3 - a32 * dEn) / a33
             if dEp > 0.1 or dEp < -0.1 or dEn > 0.1 or dEn < -0.1:
@@ -693,7 +761,7 @@ class Cell:
         keys = ("time_s", "charge_passed_C", "faradaic_rev_charge_C", "formation_charge_C", "throughput_C",
                 "reversals", "_rev_sign", "_rev_since", "n_form_mol_per_m2", "E_pos_V", "E_neg_V", "V_term_V",
                 "i_cell_A", "i_rev_A", "i_form_A", "n_rev_mol_per_m2", "_pending_flux_mol", "_pending_dt",
-                "last_tripped")
+                "last_tripped", "last_current_A")
         state: dict[str, Any] = {"params": self.params.model_dump(), **{k: getattr(self, k) for k in keys}}
         state["transport"] = self.transport.state_dict() if self.transport is not None else None
         state["rng"] = self.rng.bit_generator.state if self.rng is not None else None

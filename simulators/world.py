@@ -84,7 +84,9 @@ class SimWorld:
         self.rng = rng or np.random.default_rng(self.params.seed)
         self.lock = threading.RLock()
         self._t_cell = clock.now()
-        self.applied_V: float | None = None  # None = output off (high impedance)
+        self._applied_V: float | None = None  # None = output off (high impedance)
+        self.applied_A: float | None = None  # set: the SMU sources this current (galvanostatic)
+        self.voltage_limit_V: float | None = None  # the current source's voltage limit
         self.compliance_A = 1e-3
         self.eels = EELSSynthesizer(EELSParameters())
         # specimen coordinates have the slit centre on the optical axis; sample y = specimen y + this
@@ -128,8 +130,21 @@ class SimWorld:
         return cls(clock, cell, sample, optics, detector, params, rng)
 
     # -- electrochemistry ----------------------------------------------------------------------
+    @property
+    def applied_V(self) -> float | None:
+        """Voltage the SMU sources (None: output off, or sourcing current, see `applied_A`)."""
+        return self._applied_V
+
+    @applied_V.setter
+    def applied_V(self, value: float | None) -> None:
+        """Source a voltage (None: output off); this ends current sourcing."""
+        self._applied_V = value
+        self.applied_A = None
+        self.voltage_limit_V = None
+
     def advance_to(self, t_s: float | None = None) -> None:
-        """Advance the cell to `t_s` (default: now) at the present applied voltage and beam."""
+        """Advance the cell to `t_s` (default: now) at the present source (applied voltage, or
+        applied current with its voltage limit) and beam."""
         with self.lock:
             t1 = self.clock.now() if t_s is None else t_s
             t0 = self._t_cell
@@ -137,11 +152,34 @@ class SimWorld:
                 return
             n = max(1, math.ceil((t1 - t0) / self.params.max_cell_dt_s))
             dt = (t1 - t0) / n
+            current = self.applied_A
             for k in range(n):
                 a, b = t0 + k * dt, t0 + (k + 1) * dt
                 beam = self.optics.beam_current_A * self.optics.beam_on_fraction(a, b)
-                self.cell.advance(dt, self.applied_V, self.compliance_A, beam)
+                if current is None:
+                    self.cell.advance(dt, self._applied_V, self.compliance_A, beam)
+                else:
+                    self.cell.advance_current(current, dt, self.voltage_limit_V, beam)
             self._t_cell = t1
+
+    def hold_current(self, current_A: float, t_end_s: float, voltage_limit_V: float) -> tuple[float, float]:
+        """Source `current_A` (> 0 charges) from now until `t_end_s` (clock time, s) with a
+        voltage limit, as a SourceMeter in current-source mode: constant current until the cell
+        voltage would pass `voltage_limit_V` (above it when charging, below it when discharging),
+        then the voltage is held at the limit and the current is what the cell takes there.
+
+        The world stays in current-source mode afterwards (until `applied_V` is set). Returns
+        (terminal voltage V, measured current A) at `t_end_s`.
+        """
+        if not (math.isfinite(current_A) and math.isfinite(voltage_limit_V)):
+            raise ValueError("hold_current: current_A and voltage_limit_V must be finite numbers")
+        with self.lock:
+            self.advance_to()
+            self._applied_V = None
+            self.applied_A = float(current_A)
+            self.voltage_limit_V = float(voltage_limit_V)
+            self.advance_to(t_end_s)
+            return float(self.cell.V_term_V), float(self.cell.last_current_A)
 
     def run_staircase(self, points_V: np.ndarray, dwell_s: float) -> dict[str, np.ndarray]:
         """Advance through a staircase starting now: stair k at points_V[k] for dwell_s.

@@ -9,12 +9,14 @@ buffer, whose timestamps count from the first stored reading (:TRAC:TST:FORM ABS
 mapped to the rig clock at :INIT plus the source delay.
 
 `ScpiSourceMeter` holds what the 2400 and 2450 drivers share: connection and identity check,
-settings declared once as `Setting` rows (PyMeasure-style, style.md), error-queue draining after
-every configuration, reading parsing, safe_state.
+settings declared once as `Setting` rows (PyMeasure-style, style.md), error-queue draining before
+reset and configuration (stale entries from other clients are logged, never fatal) and after them
+(new entries fail the call), reading parsing, safe_state.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
@@ -31,6 +33,8 @@ from insitem.drivers.errors import (
 from insitem.drivers.interfaces import InstrumentIdentity, Potentiostat, PotentiostatConfig, Reading
 from insitem.drivers.scpi import OVERFLOW_THRESHOLD, format_number, parse_bool, parse_error, parse_floats
 from insitem.drivers.transport import Transport, open_transport
+
+log = logging.getLogger(__name__)
 
 MAX_ERRORS_DRAINED = 50  # a queue is 10 deep on a 2400; more means the reply is not an error queue
 
@@ -84,6 +88,7 @@ class ScpiSourceMeter(Potentiostat):
 
     # settings common to both models (table rows; model classes add their own)
     source_V = Setting(":SOUR:VOLT {}", ":SOUR:VOLT?", "source level in V (float, within the source range)")
+    source_A = Setting(":SOUR:CURR {}", ":SOUR:CURR?", "source current in A when sourcing current (-1.05 to 1.05)")
     nplc = Setting(":SENS:CURR:NPLC {}", ":SENS:CURR:NPLC?", "integration time in power-line cycles (0.01-10)")
     current_autorange = Setting(":SENS:CURR:RANG:AUTO {}", ":SENS:CURR:RANG:AUTO?", "measure autorange (bool)", on_off, parse_bool)
     current_range_A = Setting(":SENS:CURR:RANG {}", ":SENS:CURR:RANG?", "measure range in A (fixed range)")
@@ -108,6 +113,7 @@ class ScpiSourceMeter(Potentiostat):
         self.clock: Clock = clock or RealClock()
         self._t0_s = self.clock.now()  # rig time of the instrument's time zero
         self._source_V = math.nan
+        self._source_A = math.nan
         try:
             self.identity = self.identify()
             self._check_language()
@@ -166,6 +172,15 @@ class ScpiSourceMeter(Potentiostat):
             found.append((code, message))
         raise CommunicationError(f"error queue did not empty after {MAX_ERRORS_DRAINED} reads", self.resource)
 
+    def clear_stale_errors(self, before: str) -> list[tuple[int, str]]:
+        """Drain what earlier sessions or other clients left in the error queue, log it in one
+        line, and return it. Stale entries are not this run's errors and never fail it."""
+        stale = self.errors()
+        if stale:
+            listed = "; ".join(f"{c} {m}" for c, m in stale)
+            log.warning("%s: %d stale error-queue entries cleared before %s: %s", self.resource, len(stale), before, listed)
+        return stale
+
     def check_errors(self, during: str) -> None:
         """Drain the error queue; raise InstrumentError listing every entry if there was any."""
         errs = self.errors()
@@ -175,17 +190,20 @@ class ScpiSourceMeter(Potentiostat):
 
     # -- Potentiostat ---------------------------------------------------------------------------------
     def reset(self) -> None:
+        self.clear_stale_errors("reset")
         for line in self._reset_lines():
             self._write(line)
         self._t0_s = self.clock.now()
         self._output_on = False
         self._source_V = 0.0
+        self._source_A = math.nan
         self.check_errors("reset")
 
     def _reset_lines(self) -> Sequence[str]:
         return ("*RST", "*CLS")
 
     def _configure(self, config: PotentiostatConfig) -> None:
+        self.clear_stale_errors("configure")
         for line in self.configure_lines(config):
             self._write(line)
         self.check_errors("configure")
@@ -203,6 +221,13 @@ class ScpiSourceMeter(Potentiostat):
     def _set_voltage(self, voltage_V: float) -> None:
         self._write(type(self).source_V.wire(voltage_V))
         self._source_V = voltage_V
+
+    def _set_current(self, current_A: float) -> None:
+        self._write(type(self).source_A.wire(current_A))
+        self._source_A = current_A
+
+    def _current_mode(self) -> bool:
+        return self._config is not None and self._config.source_mode == "current"
 
     def _set_output(self, on: bool) -> None:
         self._write(type(self).output_enabled.wire(on))
@@ -240,6 +265,8 @@ class ScpiSourceMeter(Potentiostat):
         """Validate a staircase; return the source delay per point (dwell minus integration)."""
         if self._config is None:
             raise SafetyLimitError("run_sweep before configure: compliance is not set")
+        if self._config.source_mode != "voltage":
+            raise SafetyLimitError("run_sweep is a voltage staircase: configure with source_mode='voltage'")
         if not self._output_on:
             raise SafetyLimitError("run_sweep with the output off: call set_output(True) first")
         if len(points_V) == 0:
@@ -311,14 +338,29 @@ class Keithley2400(ScpiSourceMeter):
     def _reset_lines(self) -> Sequence[str]:
         return ("*RST", "*CLS", ":STAT:PRES", ":SYST:TIME:RES")
 
+    compliance_V = Setting(":SENS:VOLT:PROT {}", ":SENS:VOLT:PROT?", "voltage compliance in V while sourcing current (0.2 to 210)")
+
     def configure_lines(self, config: PotentiostatConfig) -> list[str]:
         cls = type(self)
+        if config.source_mode == "current":
+            assert config.voltage_limit_V is not None  # PotentiostatConfig requires it in current mode
+            source = [
+                ":SOUR:FUNC CURR",
+                ":SOUR:CURR:MODE FIX",
+                ":SOUR:CURR:RANG:AUTO ON",
+                ':SENS:FUNC "VOLT","CURR"',
+                cls.compliance_V.wire(config.voltage_limit_V),
+            ]
+        else:
+            source = [
+                ":SOUR:FUNC VOLT",
+                cls.source_mode.wire("FIX"),
+                cls.voltage_range_V.wire(config.voltage_range_V),
+                ':SENS:FUNC "CURR"',
+                cls.compliance_A.wire(config.compliance_A),
+            ]
         return [
-            ":SOUR:FUNC VOLT",
-            cls.source_mode.wire("FIX"),
-            cls.voltage_range_V.wire(config.voltage_range_V),
-            ':SENS:FUNC "CURR"',
-            cls.compliance_A.wire(config.compliance_A),
+            *source,
             *self._measure_range_lines(config),
             cls.nplc.wire(config.nplc),
             ":FORM:ELEM " + ",".join(self.elements),
@@ -347,7 +389,10 @@ class Keithley2400(ScpiSourceMeter):
             current, overflow = overflow_to_nan(curr)
             voltage, _ = overflow_to_nan(volt)
             tripped = overflow or bool(int(stat) & self.STATUS_COMPLIANCE)
-            out.append(Reading(base + t, voltage, current, tripped, self._source_V))
+            if self._current_mode():
+                out.append(Reading(base + t, voltage, current, tripped, math.nan, self._source_A))
+            else:
+                out.append(Reading(base + t, voltage, current, tripped, self._source_V))
         return out
 
     def _run_sweep_chunk(self, points_V: list[float], delay_s: float, dwell_s: float) -> list[Reading]:

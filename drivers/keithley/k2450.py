@@ -21,6 +21,7 @@ flag of a sweep point is the source-limited bit (32) of SOURSTAT.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -44,9 +45,13 @@ class Keithley2450(ScpiSourceMeter):
 
     compliance_A = Setting(":SOUR:VOLT:ILIM {}", ":SOUR:VOLT:ILIM?", "current limit in A while sourcing voltage (1e-9 to 1.05)")
     compliance_tripped = Setting("{}", ":SOUR:VOLT:ILIM:TRIP?", "the source was clamped at the limit (bool, query only)", str, parse_bool)
+    compliance_V = Setting(":SOUR:CURR:VLIM {}", ":SOUR:CURR:VLIM?", "voltage limit in V while sourcing current (0.02 to 210)")
+    nplc_voltage = Setting(":SENS:VOLT:NPLC {}", ":SENS:VOLT:NPLC?", "voltage-measure integration time in power-line cycles (0.01-10)")
     language = Setting("*LANG {}", "*LANG?", "command set SCPI|SCPI2400|TSP (takes effect after a power cycle)", str, _text)
 
     READ_QUERY: ClassVar[str] = f":READ? {BUFFER},SOUR,READ,REL;:SOUR:VOLT:ILIM:TRIP?"
+    #: current mode: SOUR is the source current, READ the measured voltage
+    READ_QUERY_CURRENT: ClassVar[str] = f":READ? {BUFFER},SOUR,READ,REL;:SOUR:CURR:VLIM:TRIP?"
 
     def _check_language(self) -> None:
         try:
@@ -71,6 +76,16 @@ class Keithley2450(ScpiSourceMeter):
 
     def configure_lines(self, config: PotentiostatConfig) -> list[str]:
         cls = type(self)
+        if config.source_mode == "current":
+            assert config.voltage_limit_V is not None  # PotentiostatConfig requires it in current mode
+            return [
+                ":SOUR:FUNC CURR",
+                ":SOUR:CURR:RANG:AUTO ON",
+                cls.compliance_V.wire(config.voltage_limit_V),
+                ':SENS:FUNC "VOLT"',
+                cls.nplc_voltage.wire(config.nplc),
+                cls.off_mode.wire(config.output_off_mode),
+            ]
         return [
             ":SOUR:FUNC VOLT",
             cls.voltage_range_V.wire(config.voltage_range_V),
@@ -82,22 +97,25 @@ class Keithley2450(ScpiSourceMeter):
         ]
 
     def measure(self) -> Reading:
+        query = self.READ_QUERY_CURRENT if self._current_mode() else self.READ_QUERY
         t_sent = self.clock.now()
-        reply = self._query(self.READ_QUERY)
+        reply = self._query(query)
         t_back = self.clock.now()
         data, sep, trip = reply.rpartition(";")
         values = self._parse_values(data if sep else reply, ":READ?", 3)
         if not sep or len(values) != 3:
-            raise CommunicationError(f"truncated reply {reply!r} to {self.READ_QUERY}", self.resource)
+            raise CommunicationError(f"truncated reply {reply!r} to {query}", self.resource)
         try:
             tripped = parse_bool(trip)
         except ValueError:
-            raise CommunicationError(f"garbled reply {reply!r} to {self.READ_QUERY}", self.resource) from None
-        source, current, rel = values
-        current, overflow = overflow_to_nan(current)
+            raise CommunicationError(f"garbled reply {reply!r} to {query}", self.resource) from None
+        source, value, rel = values
+        value, overflow = overflow_to_nan(value)
         if self._rel_origin_s is None:
             self._rel_origin_s = 0.5 * (t_sent + t_back) - rel
-        return Reading(self._rel_origin_s + rel, source, current, tripped or overflow, source)
+        if self._current_mode():  # SOUR = source current (readback), READ = measured voltage
+            return Reading(self._rel_origin_s + rel, value, source, tripped or overflow, math.nan, self._source_A)
+        return Reading(self._rel_origin_s + rel, source, value, tripped or overflow, source)
 
     @staticmethod
     def _linear(points_V: Sequence[float]) -> bool:

@@ -17,7 +17,11 @@ Physics and numbers (physics.md):
   only on a virtual clock (on a real clock the wire supplies the real overhead); settling
   0.25 ms [S:K2400SPEC] after a source change.
 * a reading is the *mean* current over its integration window (charge / time), which is what an
-  integrating A/D converter reports.
+  integrating A/D converter reports. The measured voltage is the terminal voltage at the end of
+  the window, without noise (a named simplification).
+* current sourcing (`source_function` "CURR"): the load's `advance_current` forces the programmed
+  current unless the terminal voltage would pass the voltage limit (2400 :SENS:VOLT:PROT, 2450
+  :SOUR:CURR:VLIM), where the source holds the limit and the reading is flagged as clamped.
 * compliance: the load reports whether the source had to clamp; overflow (|I| above the
   measure range x 1.05 on a fixed range) is reported as 9.91e37 (physics.md §4.2).
 * output-off modes (2400 manual §13 / 2450 manual "Output-off state"): HIMP and GUAR leave the
@@ -51,11 +55,22 @@ class LoadStep(Protocol):
 
 
 class SmuLoad(Protocol):
-    """What an SMU drives. `applied_V` None = output off / open circuit."""
+    """What an SMU drives. `applied_V` None = output off / open circuit.
+
+    A load that can also be driven by a current source has `advance_current(current_A, dt_s,
+    voltage_limit_V, beam_current_A) -> LoadStep` (the signature of the battery cell's
+    `Cell.advance_current`): the SMU forces `current_A` unless the terminal voltage would pass
+    `voltage_limit_V` (signed like the current: the side the current drives the load towards);
+    then it holds the limit and reports the clamp.
+    """
 
     def advance(
         self, dt_s: float, applied_V: float | None, compliance_A: float, beam_current_A: float = 0.0
     ) -> LoadStep: ...
+
+
+class SourceModeUnavailable(RuntimeError):
+    """The load cannot be driven by a current source."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,20 @@ class ResistorLoad:
         self.total_charge_C += q
         return Step(i, (i - beam_current_A) * self.resistance_ohm if tripped else applied_V, tripped, q)
 
+    def advance_current(
+        self, current_A: float, dt_s: float, voltage_limit_V: float | None = None, beam_current_A: float = 0.0
+    ) -> Step:
+        """Current source into the resistor: V = (I - I_beam) R, clamped at |voltage_limit_V|."""
+        v = (current_A - beam_current_A) * self.resistance_ohm
+        limit = math.inf if voltage_limit_V is None else abs(voltage_limit_V)
+        tripped = abs(v) > limit
+        if tripped:
+            v = math.copysign(limit, v)
+        i = v / self.resistance_ohm + beam_current_A
+        q = i * dt_s
+        self.total_charge_C += q
+        return Step(i, v, tripped, q)
+
 
 @dataclass
 class RCLoad:
@@ -127,6 +156,23 @@ class RCLoad:
         self.capacitor_V = v_end
         self.total_charge_C += q
         return Step((applied_V - v_end) / r, applied_V, False, q)
+
+    def advance_current(
+        self, current_A: float, dt_s: float, voltage_limit_V: float | None = None, beam_current_A: float = 0.0
+    ) -> Step:
+        """Current source: the capacitor charges at I (V_C += I dt / C), terminal V = V_C + I R.
+        Where that would pass |voltage_limit_V| the source holds the limit for the whole step
+        (the voltage-source solution above with no current clamp), flagged as clamped."""
+        i = current_A
+        limit = math.inf if voltage_limit_V is None else abs(voltage_limit_V)
+        v_end = self.capacitor_V + i * dt_s / self.capacitance_F
+        if abs(v_end + i * self.resistance_ohm) > limit:
+            step = self.advance(dt_s, math.copysign(limit, i), math.inf)
+            return Step(step.current_A, step.terminal_V, True, step.charge_C)
+        q = i * dt_s
+        self.capacitor_V = v_end
+        self.total_charge_C += q
+        return Step(i, v_end + i * self.resistance_ohm, False, q)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +232,8 @@ class SmuReading:
     compliance_tripped: bool
     overflow: bool
     output_on: bool
+    source_function: str = "VOLT"  # what was sourced: "VOLT" or "CURR"
+    source_I: float = 0.0  # programmed source current when sourcing current
 
 
 @dataclass
@@ -201,6 +249,9 @@ class SmuModel:
     beam_current_A: float = 0.0
 
     # programmed state
+    source_function: str = "VOLT"  # "VOLT" (compliance_A applies) or "CURR" (voltage_limit_V applies)
+    source_I: float = 0.0
+    voltage_limit_V: float = 21.0  # 2400 :SENS:VOLT:PROT / 2450 :SOUR:CURR:VLIM *RST default
     source_V: float = 0.0
     source_range_V: float = 20.0
     compliance_A: float = 105e-6
@@ -230,7 +281,10 @@ class SmuModel:
         with self._lock:
             self.sync()
             self.output_on = False
+            self.source_function = "VOLT"
             self.source_V = 0.0
+            self.source_I = 0.0
+            self.voltage_limit_V = 21.0
             self.nplc = 1.0
             self.current_autorange = True
             self.source_delay_s = 0.0
@@ -245,7 +299,7 @@ class SmuModel:
         self._last_t = now
         if dt <= 0:
             return None
-        step = self.load.advance(dt, self._applied_V(), self._effective_compliance(), self.beam_current_A)
+        step = self._advance(dt)
         # latched until the next reading: `tripped` is 'at the last reading or since'
         self._tripped = (self._tripped or bool(step.compliance_tripped)) if self.output_on else False
         return step
@@ -254,6 +308,19 @@ class SmuModel:
         with self._lock:
             self.sync()
             self.source_V = voltage_V
+
+    def set_source_current(self, current_A: float) -> None:
+        with self._lock:
+            self.sync()
+            self.source_I = current_A
+
+    def set_source_function(self, function: str) -> None:
+        """"VOLT" or "CURR"; SourceModeUnavailable when the load cannot take a current source."""
+        with self._lock:
+            if function == "CURR" and not hasattr(self.load, "advance_current"):
+                raise SourceModeUnavailable(f"{type(self.load).__name__} cannot be driven by a current source")
+            self.sync()
+            self.source_function = function
 
     def set_output(self, on: bool) -> None:
         with self._lock:
@@ -296,8 +363,8 @@ class SmuModel:
             dt = now - self._last_t
             self._last_t = now
             applied = self._applied_V()
-            step = self.load.advance(max(dt, 1e-12), applied, self._effective_compliance(), self.beam_current_A)
-            if applied is None or step.charge_C is None:
+            step = self._advance(max(dt, 1e-12))
+            if step.charge_C is None:
                 mean_i = 0.0
             else:
                 mean_i = step.charge_C / max(dt, 1e-12)
@@ -321,15 +388,21 @@ class SmuModel:
                 compliance_tripped=tripped,
                 overflow=overflow,
                 output_on=self.output_on,
+                source_function=self.source_function if self.output_on else "VOLT",
+                source_I=self.source_I,
             )
             return reading
 
-    def run_list(self, points_V: Sequence[float], store: bool = True) -> list[SmuReading]:
-        """Instrument-timed list sweep: per point source, wait the source delay, measure."""
+    def run_list(self, points_V: Sequence[float], store: bool = True, function: str = "VOLT") -> list[SmuReading]:
+        """Instrument-timed list sweep: per point source, wait the source delay, measure.
+        `function` "CURR": the points are source currents in A (a current sweep)."""
         out = []
         with self._lock:
             for v in points_V:
-                self.set_source(v)
+                if function == "CURR":
+                    self.set_source_current(v)
+                else:
+                    self.set_source(v)
                 if self.source_delay_s > 0:
                     self.clock.sleep(self.source_delay_s)
                 out.append(self.measure(host_point=False))
@@ -339,6 +412,14 @@ class SmuModel:
         return out
 
     # -- internals ------------------------------------------------------------------------------
+    def _advance(self, dt_s: float) -> LoadStep:
+        """Advance the load by dt_s under the present source (current source when sourcing
+        current with the output on; otherwise the voltage source or the output-off state)."""
+        if self.output_on and self.source_function == "CURR":
+            limit = math.copysign(self.voltage_limit_V, self.source_I)  # the side the current drives towards
+            return self.load.advance_current(self.source_I, dt_s, limit, self.beam_current_A)  # type: ignore[attr-defined]
+        return self.load.advance(dt_s, self._applied_V(), self._effective_compliance(), self.beam_current_A)
+
     def _applied_V(self) -> float | None:
         if self.output_on:
             return self.source_V

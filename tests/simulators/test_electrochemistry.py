@@ -305,3 +305,78 @@ def test_isotherm_omega_sharpens_wave() -> None:
         slope = (isotherm_U_V(0.5 + h, 2.35, w, f) - isotherm_U_V(0.5 - h, 2.35, w, f)) / (2 * h)
         assert slope == pytest.approx(-(4 - 2 * w) / f, rel=1e-6)
     assert math.isfinite(isotherm_U_V(0.0, 2.35, 0.0, f))
+
+
+# ---------------------------------------------------------------- current control (galvanostatic)
+
+
+def test_constant_current_charge_equals_i_t_and_inserts_li_faraday() -> None:
+    """Galvanostatic charge: the SMU passes exactly I t; Faraday's law puts (I t - double-layer and
+    leakage charge) / F of Li into the electrode; the voltage rises through the ~1.6 V plateau."""
+    cell = Cell(CellParameters.lasgtp_bulk())
+    I, dt, n = 2e-6, 10.0, 300
+    volts = []
+    for _ in range(n):
+        step = cell.advance_current(I, dt, voltage_limit_V=3.0)
+        assert not step.compliance_tripped
+        assert step.current_A == I
+        volts.append(step.terminal_V)
+    assert cell.charge_passed_C == pytest.approx(I * dt * n, rel=1e-12)
+    gt = cell.ground_truth()
+    q_f = gt["faradaic_reversible_charge_C"] + gt["formation_charge_C"]
+    tr = cell.transport
+    li_mol = (tr.excess_mol_per_m2 + tr.outflow_mol_per_m2) * cell.params.area_m2
+    assert li_mol == pytest.approx(q_f / F, rel=1e-6)
+    assert q_f == pytest.approx(I * dt * n, rel=0.02)  # the rest charged the double layers / leaked
+    assert np.all(np.diff(volts) > -1e-6)  # charging never lowers the voltage
+    assert 1.3 < float(np.median(volts)) < 2.0
+
+
+def test_current_source_clamps_at_its_voltage_limit() -> None:
+    """A SourceMeter in current mode at its voltage limit: the voltage stops at the limit and the
+    current falls to what the cell takes there (below I, same sign); discharging, the limit is a
+    floor. Until the limit the charge is I t."""
+    cell = Cell(CellParameters.lasgtp_bulk(formation_charge_C_per_m2=0.0))
+    I, dt, limit = 5e-6, 10.0, 1.75
+    steps = [cell.advance_current(I, dt, voltage_limit_V=limit) for _ in range(400)]
+    tripped = [s.compliance_tripped for s in steps]
+    k = tripped.index(True)
+    assert all(tripped[k:])
+    assert all(s.current_A == I for s in steps[:k])
+    assert all(s.terminal_V == pytest.approx(limit, abs=1e-9) for s in steps[k:])
+    late = [s.current_A for s in steps[k:]]
+    assert 0 < late[-1] < late[0] <= I  # the cell fills at the limit: the current decays
+    down = [cell.advance_current(-I, dt, voltage_limit_V=1.0) for _ in range(600)]
+    assert down[0].current_A == -I and not down[0].compliance_tripped
+    assert down[-1].compliance_tripped and down[-1].terminal_V == pytest.approx(1.0, abs=1e-9)
+    kd = [s.compliance_tripped for s in down].index(True)
+    assert -I < down[kd].current_A < 0  # the cell still gives Li up at the floor, less than I
+    assert abs(down[-1].current_A) < 0.01 * I  # ... until it is empty (leakage is what is left)
+
+
+def test_world_hold_current_sources_until_t_end() -> None:
+    """SimWorld.hold_current: constant current from now to t_end with a voltage limit; returns
+    (V, I) at t_end; charge = I t while not limited; setting a voltage ends current sourcing."""
+    from insitem.drivers.clock import VirtualClock
+    from insitem.simulators.world import SimWorld
+
+    world = _bulk_world(VirtualClock())
+    q0 = world.cell.charge_passed_C
+    V, i = world.hold_current(2e-6, 600.0, voltage_limit_V=3.0)
+    assert i == 2e-6 and 0.4 < V < 3.0
+    assert world.cell.charge_passed_C - q0 == pytest.approx(2e-6 * 600.0, rel=1e-12)
+    V2, i2 = world.hold_current(1e-3, 1200.0, voltage_limit_V=1.2)
+    assert V2 == pytest.approx(1.2, abs=1e-9) and 0 < i2 < 1e-3
+    world.applied_V = 1.0
+    assert world.applied_A is None and world.voltage_limit_V is None
+    assert isinstance(world, SimWorld)
+
+
+def _bulk_world(clock):  # type: ignore[no-untyped-def]
+    from insitem.simulators.detector import CCDDetector, DetectorParameters
+    from insitem.simulators.optics import MicroscopeState, OpticsParameters
+    from insitem.simulators.sample import Sample
+    from insitem.simulators.world import SimWorld
+
+    return SimWorld(clock, Cell(CellParameters.lasgtp_bulk()), Sample(),
+                    MicroscopeState(OpticsParameters(), clock), CCDDetector(DetectorParameters()))

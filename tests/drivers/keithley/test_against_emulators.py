@@ -3,6 +3,7 @@ the same suite against a real instrument given with --resource potentiostat=... 
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Iterator
 
@@ -186,14 +187,38 @@ def test_dropped_connection_reconnects_once(live: tuple[Bench, Any]) -> None:
 
 
 @pytest.mark.wire
-def test_error_queue_entries_raise_instrument_error(live: tuple[Bench, Any]) -> None:
+def test_errors_caused_by_configuring_raise_instrument_error(live: tuple[Bench, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     bench, drv = live
-    bench.emulator.push_error(-222, "Data out of range")
+    lines = drv.configure_lines(CONFIG)
+    monkeypatch.setattr(drv, "configure_lines", lambda config: [*lines, ":SOUR:VOLT 999"])  # outside +-210 V: -222
     with pytest.raises(InstrumentError, match="-222") as info:
         drv.configure(CONFIG)
     assert info.value.code == -222
     drv.safe_state()
     assert not bench.emulator.smu.output_on
+
+
+@pytest.mark.wire
+def test_stale_errors_left_by_another_client_are_logged_not_fatal(
+    live: tuple[Bench, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Junk another client left in the shared error queue (here more than the queue holds, so
+    it ends in -350 Queue overflow) is drained and logged in one line; configure succeeds."""
+    bench, drv = live
+    for _ in range(12):
+        bench.emulator.handle(":BOGus:HEADer 1")  # -113 from another session
+    with caplog.at_level(logging.WARNING, logger="insitem.drivers.keithley.k2400"):
+        drv.configure(CONFIG)
+    assert drv.config == CONFIG
+    stale = [r for r in caplog.records if "stale error-queue entries" in r.getMessage()]
+    assert len(stale) == 1
+    assert "10 stale error-queue entries cleared before configure" in stale[0].getMessage()
+    assert "-113" in stale[0].getMessage() and "-350 Queue overflow" in stale[0].getMessage()
+    assert drv.errors() == []
+    drv.set_voltage(0.5)
+    drv.set_output(True)
+    assert drv.measure().current_A == pytest.approx(0.5 / LOAD_OHM, abs=1e-6)
+    drv.safe_state()
 
 
 @pytest.mark.wire
@@ -207,5 +232,26 @@ def test_compliance_trip_is_reported(live: tuple[Bench, Any]) -> None:
     r = drv.measure()
     assert r.compliance_tripped and r.current_A == pytest.approx(1e-3, rel=1e-3)
     assert not math.isnan(r.current_A)
+    drv.safe_state()
+    assert not bench.emulator.smu.output_on
+
+
+@pytest.mark.wire
+def test_current_sourcing_with_a_voltage_limit(live: tuple[Bench, Any]) -> None:
+    """Galvanostatic control through each driver: I R on the emulator's resistor below the
+    voltage limit; at the limit the voltage is held and the compliance flag is set."""
+    bench, drv = live
+    drv.configure(PotentiostatConfig(compliance_A=1e-3, nplc=1.0, source_mode="current", voltage_limit_V=2.0))
+    assert drv.errors() == []
+    drv.set_current(1e-4)
+    drv.set_output(True)
+    r = drv.measure()
+    assert r.voltage_V == pytest.approx(1e-4 * LOAD_OHM, rel=1e-6) and not r.compliance_tripped
+    assert r.current_A == pytest.approx(1e-4, rel=1e-3) and r.source_A == 1e-4
+    drv.set_current(-5e-4)  # wants -5 V on 10 kOhm: held at -2 V
+    r = drv.measure()
+    assert r.compliance_tripped and r.voltage_V == pytest.approx(-2.0, rel=1e-6)
+    assert r.current_A == pytest.approx(-2.0 / LOAD_OHM, rel=1e-3)
+    assert drv.errors() == []
     drv.safe_state()
     assert not bench.emulator.smu.output_on

@@ -73,6 +73,7 @@ def make(mocker: Any, model: str) -> tuple[Any, Script]:
 def test_2400_configure_sends_the_manual_commands_and_drains_errors(mocker: Any) -> None:
     drv, s = make(mocker, "2400")
     s.add(
+        ("q", ":SYST:ERR?", OK),  # stale entries are drained (and logged) first
         ("w", ":SOUR:FUNC VOLT"),
         ("w", ":SOUR:VOLT:MODE FIX"),
         ("w", ":SOUR:VOLT:RANG 20"),
@@ -92,6 +93,7 @@ def test_2400_configure_sends_the_manual_commands_and_drains_errors(mocker: Any)
 def test_2450_configure_uses_ilim_and_error_next(mocker: Any) -> None:
     drv, s = make(mocker, "2450")
     s.add(
+        ("q", ":SYST:ERR:NEXT?", OK),
         ("w", ":SOUR:FUNC VOLT"),
         ("w", ":SOUR:VOLT:RANG 20"),
         ("w", ":SOUR:VOLT:ILIM 1e-07"),
@@ -109,7 +111,7 @@ def test_2450_configure_uses_ilim_and_error_next(mocker: Any) -> None:
 def test_configure_raises_every_queued_error(mocker: Any, model: str) -> None:
     drv, s = make(mocker, model)
     err = ":SYST:ERR?" if model == "2400" else ":SYST:ERR:NEXT?"
-    s.add(*[("w", line) for line in drv.configure_lines(CONFIG)])
+    s.add(("q", err, OK), *[("w", line) for line in drv.configure_lines(CONFIG)])
     s.add(("q", err, '-222,"Data out of range"'), ("q", err, '-113,"Undefined header;1;2024/01/01 10:00:00.000"'), ("q", err, OK))
     with pytest.raises(InstrumentError, match=r"-222 Data out of range; -113 Undefined header") as info:
         drv.configure(CONFIG)
@@ -120,7 +122,7 @@ def test_configure_raises_every_queued_error(mocker: Any, model: str) -> None:
 
 def test_2400_set_voltage_output_and_measure(mocker: Any) -> None:
     drv, s = make(mocker, "2400")
-    s.add(*[("w", line) for line in drv.configure_lines(CONFIG)], ("q", ":SYST:ERR?", OK))
+    s.add(("q", ":SYST:ERR?", OK), *[("w", line) for line in drv.configure_lines(CONFIG)], ("q", ":SYST:ERR?", OK))
     drv.configure(CONFIG)
     s.add(
         ("w", ":SOUR:VOLT 1.5"),
@@ -165,16 +167,16 @@ def test_2450_measure_is_one_round_trip_with_trip_query(mocker: Any) -> None:
 def test_reset_sequence(mocker: Any, model: str) -> None:
     drv, s = make(mocker, model)
     if model == "2400":
-        s.add(("w", "*RST"), ("w", "*CLS"), ("w", ":STAT:PRES"), ("w", ":SYST:TIME:RES"), ("q", ":SYST:ERR?", OK))
+        s.add(("q", ":SYST:ERR?", OK), ("w", "*RST"), ("w", "*CLS"), ("w", ":STAT:PRES"), ("w", ":SYST:TIME:RES"), ("q", ":SYST:ERR?", OK))
     else:
-        s.add(("w", "*RST"), ("w", "*CLS"), ("w", ':TRAC:CLE "defbuffer1"'), ("q", ":SYST:ERR:NEXT?", OK))
+        s.add(("q", ":SYST:ERR:NEXT?", OK), ("w", "*RST"), ("w", "*CLS"), ("w", ':TRAC:CLE "defbuffer1"'), ("q", ":SYST:ERR:NEXT?", OK))
     drv.reset()
     s.done()
 
 
 def test_2400_list_sweep_chunks_of_100_into_trace_buffer(mocker: Any) -> None:
     drv, s = make(mocker, "2400")
-    s.add(*[("w", line) for line in drv.configure_lines(CONFIG)], ("q", ":SYST:ERR?", OK), ("w", ":OUTP ON"))
+    s.add(("q", ":SYST:ERR?", OK), *[("w", line) for line in drv.configure_lines(CONFIG)], ("q", ":SYST:ERR?", OK), ("w", ":OUTP ON"))
     drv.configure(CONFIG)
     drv.set_output(True)
     points = [round(0.01 * i, 2) for i in range(150)]
@@ -215,7 +217,7 @@ def test_2400_list_sweep_chunks_of_100_into_trace_buffer(mocker: Any) -> None:
 
 def test_2450_linear_and_list_sweeps(mocker: Any) -> None:
     drv, s = make(mocker, "2450")
-    s.add(*[("w", line) for line in drv.configure_lines(CONFIG)], ("q", ":SYST:ERR:NEXT?", OK), ("w", ":OUTP ON"))
+    s.add(("q", ":SYST:ERR:NEXT?", OK), *[("w", line) for line in drv.configure_lines(CONFIG)], ("q", ":SYST:ERR:NEXT?", OK), ("w", ":OUTP ON"))
     drv.configure(CONFIG)
     drv.set_output(True)
     data = "1.000000E-01,1.0E-05,1.0E-01,128,2.000000E-01,1.0E-03,2.0E-01,160,3.000000E-01,1.0E-03,3.0E-01,160"
@@ -298,7 +300,7 @@ def test_safety_window_is_enforced_before_anything_is_sent(mocker: Any, model: s
     drv, s = make(mocker, model)
     with pytest.raises(SafetyLimitError):
         drv.set_voltage(1.0)  # not configured
-    s.add(*[("w", line) for line in drv.configure_lines(CONFIG)], ("q", drv.error_query, OK))
+    s.add(("q", drv.error_query, OK), *[("w", line) for line in drv.configure_lines(CONFIG)], ("q", drv.error_query, OK))
     drv.configure(CONFIG)
     with pytest.raises(SafetyLimitError):
         drv.set_voltage(5.5)
@@ -313,3 +315,59 @@ def test_garbled_or_truncated_reading_is_a_communication_error(mocker: Any, repl
     s.add(("q", ":READ?", reply))
     with pytest.raises(CommunicationError):
         drv.measure()
+
+
+CURRENT_CONFIG = PotentiostatConfig(compliance_A=1e-3, nplc=1.0, source_mode="current", voltage_limit_V=4.2)
+
+
+def test_2400_current_mode_configure_set_current_and_measure(mocker: Any) -> None:
+    drv, s = make(mocker, "2400")
+    s.add(
+        ("q", ":SYST:ERR?", OK),
+        ("w", ":SOUR:FUNC CURR"),
+        ("w", ":SOUR:CURR:MODE FIX"),
+        ("w", ":SOUR:CURR:RANG:AUTO ON"),
+        ("w", ':SENS:FUNC "VOLT","CURR"'),
+        ("w", ":SENS:VOLT:PROT 4.2"),
+        ("w", ":SENS:CURR:RANG:AUTO ON"),
+        ("w", ":SENS:CURR:NPLC 1"),
+        ("w", ":FORM:ELEM VOLT,CURR,TIME,STAT"),
+        ("w", ":OUTP:SMOD HIMP"),
+        ("q", ":SYST:ERR?", OK),
+        ("w", ":SOUR:CURR 2e-06"),
+        ("w", ":OUTP ON"),
+        ("q", ":READ?", "+3.912000E+00,+2.000000E-06,+1.000000E+00,+5.000000E+00"),  # bit 3: at the voltage limit
+    )
+    drv.configure(CURRENT_CONFIG)
+    drv.set_current(2e-6)
+    drv.set_output(True)
+    r = drv.measure()
+    assert (r.voltage_V, r.current_A, r.source_A, r.compliance_tripped) == (3.912, 2e-6, 2e-6, False)
+    assert math.isnan(r.source_V)
+    s.done()
+    with pytest.raises(SafetyLimitError, match="compliance_A"):
+        drv.set_current(5e-3)  # refused before anything is sent
+    with pytest.raises(SafetyLimitError, match="voltage staircase"):
+        drv.run_sweep([0.1, 0.2], 0.1)
+    s.done()
+
+
+def test_2450_current_mode_reads_source_current_and_measured_voltage(mocker: Any) -> None:
+    drv, s = make(mocker, "2450")
+    s.add(
+        ("q", ":SYST:ERR:NEXT?", OK),
+        ("w", ":SOUR:FUNC CURR"),
+        ("w", ":SOUR:CURR:RANG:AUTO ON"),
+        ("w", ":SOUR:CURR:VLIM 4.2"),
+        ("w", ':SENS:FUNC "VOLT"'),
+        ("w", ":SENS:VOLT:NPLC 1"),
+        ("w", ":OUTP:SMOD HIMP"),
+        ("q", ":SYST:ERR:NEXT?", OK),
+        ("w", ":SOUR:CURR -1e-06"),
+        ("q", ':READ? "defbuffer1",SOUR,READ,REL;:SOUR:CURR:VLIM:TRIP?', "-1.000000E-06,3.100000E+00,0.000000E+00;1"),
+    )
+    drv.configure(CURRENT_CONFIG)
+    drv.set_current(-1e-6)
+    r = drv.measure()
+    assert (r.voltage_V, r.current_A, r.source_A, r.compliance_tripped) == (3.1, -1e-6, -1e-6, True)
+    s.done()
