@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +20,12 @@ def scripted(mocker: Any, replies: list[str]) -> tuple[TemMicroscope, Any]:
     return TemMicroscope(transport), transport
 
 
+@pytest.fixture(autouse=True)
+def _no_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INSITEM_BRIDGE_TOKEN", raising=False)
+    monkeypatch.delenv("INSITEM_BRIDGE_TOKEN_FILE", raising=False)
+
+
 def sent(transport: Any) -> list[str]:
     return [c.args[0] for c in transport.query.call_args_list]
 
@@ -26,7 +34,6 @@ def sent(transport: Any) -> list[str]:
     ("action", "replies", "expected_lines"),
     [
         (lambda m: m.beam.set_blanked(True), ["1"], ["BEAM:BLAN 1;:BEAM:BLAN?"]),
-        (lambda m: m.beam.set_blanked(False), ["0"], ["BEAM:BLAN 0;:BEAM:BLAN?"]),
         (lambda m: m.safe_state(), ["1"], ["BEAM:BLAN 1;:BEAM:BLAN?"]),
         (lambda m: m.beam.set_current(5e-10), [OK], ["BEAM:CURR 5e-10;:SYST:ERR?"]),
         (lambda m: m.beam.set_illuminated_diameter(2e-6), [OK], ["BEAM:DIAM 2e-06;:SYST:ERR?"]),
@@ -45,6 +52,85 @@ def test_set_actions_send_exact_lines(mocker: Any, action: Any, replies: list[st
     action(mic)
     assert sent(transport) == expected_lines
     transport.write.assert_not_called()
+
+
+def test_unblank_asks_for_a_lease_checks_errors_and_renews_until_blanked(mocker: Any) -> None:
+    transport = mocker.Mock(resource="TCPIP0::tem::5025::SOCKET")
+    replies = iter(['0;0,"No error"'])
+    renewed = threading.Event()
+
+    def query(line: str) -> str:
+        if line == "BEAM:LEAS 0.4;:BEAM:LEAS?":
+            renewed.set()
+            return "0.4"
+        if line == "BEAM:BLAN 1;:BEAM:BLAN?":
+            return "1"
+        return next(replies)
+
+    transport.query.side_effect = query
+    mic = TemMicroscope(transport, lease_s=0.4, token="")
+    mic.beam.set_blanked(False)
+    assert sent(transport)[0] == "BEAM:LEAS 0.4;:BEAM:BLAN 0;:BEAM:BLAN?;:SYST:ERR?"
+    assert renewed.wait(30) and mic.renewing
+    mic.beam.set_blanked(True)
+    assert not mic.renewing
+    n = len(sent(transport))
+    time.sleep(0.3)  # more than the renewal interval (0.1 s): nothing more is sent
+    assert len(sent(transport)) == n and sent(transport)[-1] == "BEAM:BLAN 1;:BEAM:BLAN?"
+    assert mic.lease_lost is None
+
+
+def test_renewal_that_finds_the_lease_gone_stops_and_says_so(mocker: Any) -> None:
+    transport = mocker.Mock(resource="r")
+    lines: list[str] = []
+
+    def query(line: str) -> str:
+        lines.append(line)
+        return '0;0,"No error"' if "BLAN 0" in line else "0.0"
+
+    transport.query.side_effect = query
+    mic = TemMicroscope(transport, lease_s=0.4, token="")
+    mic.beam.set_blanked(False)
+    deadline = time.monotonic() + 30
+    while mic.renewing and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not mic.renewing
+    assert mic.lease_lost is not None and "gone" in mic.lease_lost
+    mic.close()
+
+
+def test_a_token_prefixes_every_state_change_but_not_blanks_or_queries(mocker: Any) -> None:
+    transport = mocker.Mock(resource="r")
+    transport.query.side_effect = [OK, '0;0,"No error"', "1", "1"]
+    mic = TemMicroscope(transport, token="s3cret-token-0123456789")
+    mic.slit.set_width(2e-7)
+    mic.beam.set_blanked(False)
+    mic.beam.set_blanked(True)
+    assert mic.beam.blanked
+    auth = 'SYST:AUTH "s3cret-token-0123456789";:'
+    assert sent(transport) == [
+        f"{auth}SLIT:WIDT 2e-07;:SYST:ERR?",
+        f"{auth}BEAM:LEAS 5.0;:BEAM:BLAN 0;:BEAM:BLAN?;:SYST:ERR?",
+        "BEAM:BLAN 1;:BEAM:BLAN?",
+        "BEAM:BLAN?",
+    ]
+
+
+def test_the_token_comes_from_the_environment(mocker: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    path = tmp_path / "token"
+    path.write_text("from-a-file-0123456789\n")
+    monkeypatch.setenv("INSITEM_BRIDGE_TOKEN_FILE", str(path))
+    mic, transport = scripted(mocker, [OK])
+    mic.slit.set_width(2e-7)
+    assert sent(transport) == ['SYST:AUTH "from-a-file-0123456789";:SLIT:WIDT 2e-07;:SYST:ERR?']
+
+
+def test_unblank_refused_by_the_bridge_raises_with_its_code(mocker: Any) -> None:
+    mic, transport = scripted(mocker, ['0;-221,"Settings conflict; the beam is leased by another connection (x)"', OK])
+    with pytest.raises(InstrumentError, match="refused") as info:
+        mic.beam.set_blanked(False)
+    assert info.value.code == -221
+    assert not mic.renewing
 
 
 @pytest.mark.parametrize(
