@@ -332,20 +332,26 @@ class TemService:
     def _keep(self) -> None:
         """Ends leases that run out and retries blanks that were not confirmed."""
         while not self._stop.is_set():
-            with self._lock:
-                now = self._clock()
-                lease = self.lease
-                if lease is not None and now >= lease.expires_at:
-                    self._lapse(f"the beam lease of {lease.holder.peer} ran out: no renewal for {lease.holder.lease_s:g} s")
-                elif self.blank_pending is not None and now >= self._next_attempt:
-                    self._try_blank()
-                wait = 0.25
-                if self.lease is not None:
-                    wait = min(wait, max(0.0, self.lease.expires_at - now))
-                if self.blank_pending is not None:
-                    wait = min(wait, max(0.0, self._next_attempt - now))
-            self._wake.wait(wait)
+            self._wake.wait(self.tick())
             self._wake.clear()
+
+    def tick(self) -> float:
+        """One pass of the keeper: end a lease that ran out, retry a pending blank. Returns the
+        seconds until the next pass is due (the keeper thread calls it; tests with a fake clock
+        may too)."""
+        with self._lock:
+            now = self._clock()
+            lease = self.lease
+            if lease is not None and now >= lease.expires_at:
+                self._lapse(f"the beam lease of {lease.holder.peer} ran out: no renewal for {lease.holder.lease_s:g} s")
+            elif self.blank_pending is not None and now >= self._next_attempt:
+                self._try_blank()
+            wait = 0.25
+            if self.lease is not None:
+                wait = min(wait, max(0.0, self.lease.expires_at - now))
+            if self.blank_pending is not None:
+                wait = min(wait, max(0.0, self._next_attempt - now))
+            return wait
 
     def shutdown(self, confirm_s: float = 5.0) -> bool:
         """Refuse new unblanks, blank a leased beam and confirm it (retrying up to `confirm_s`),
