@@ -12,12 +12,20 @@ Adapters (the vendor API shapes were read from the projects' sources/docs; no co
   ``get_projection_mode()/set_projection_mode("IMAGING"|"DIFFRACTION")``,
   ``get_indicated_magnification()``, ``set_magnification_index(i)``,
   ``get_defocus()/set_defocus(x)`` (metres on Titan-class software, arbitrary units elsewhere:
-  ``defocus_m_per_unit`` converts), ``get_family()``, ``get_microscope_id()``, ``get_version()``.
+  ``defocus_m_per_unit`` converts), ``get_family()``, ``get_microscope_id()``, ``get_version()``;
+  stage ``get_stage_position()`` -> {"x","y","z" m, "a","b" rad}, ``set_stage_position(pos)``
+  (GO), ``get_stage_limits()``, ``get_stage_status()`` ("READY" at rest); ``get_image_shift()/
+  set_image_shift((x, y))`` and ``get_beam_shift()/set_beam_shift((x, y))`` in metres (temscript
+  1.x/2.x ``BaseMicroscope``, niermann/temscript).
 * ``pyjem`` — JEOL PyJEM ``from PyJEM import TEM3``: ``TEM3.Def3().GetBeamBlank()/SetBeamBlank(0|1)``,
   ``TEM3.HT3().GetHtValue()`` (V), ``TEM3.EOS3().GetMagValue()`` -> [value, unit, text],
   ``EOS3.SetSelector(index)``, ``EOS3.GetFunctionMode()`` -> [index, name] (TEM: 0 MAG, 1 MAG2,
   2 LowMAG, 3 SAMAG, 4 DIFF), ``EOS3.SelectFunctionMode(i)``, ``TEM3.Lens3().GetOLf()/SetOLf(dac)``
-  (objective fine DAC; ``defocus_m_per_dac`` converts).
+  (objective fine DAC; ``defocus_m_per_dac`` converts); ``TEM3.Stage3().GetPos()`` -> [x, y, z
+  nm, tilt-x, tilt-y deg], ``SetX/SetY/SetZ(nm)``, ``SetTiltXAngle(deg)``, ``GetStatus()`` (per
+  axis 0 rest, 1 moving, 2 limit error); ``Def3.GetIS1()/SetIS1(x, y)`` (image shift) and
+  ``Def3.GetCLA1()/SetCLA1(x, y)`` (beam shift), DAC steps 0..65535 (``image_shift_m_per_dac``,
+  ``beam_shift_m_per_dac`` convert, relative to the start-up values) (PyJEM 1.3.5 TEM3 manual).
 
 What the vendor APIs do not give is kept in the bridge as stored values (`StoredSettings`) and
 documented as such: the calibrated beam current and illuminated diameter (measured by the
@@ -190,6 +198,29 @@ class TemscriptAdapter(_AdapterBase):
             magnification=lambda v: m.set_magnification_index(nearest_step(self.mag_table, v)),
             defocus_m=lambda v: m.set_defocus(v / k),
         )
+        # stage (metres and radians in temscript already; axis "a" is alpha) and shifts
+        for name, axis in self.STAGE_AXES.items():
+            self._get[name] = lambda axis=axis: float(m.get_stage_position()[axis])
+            self._set[name] = lambda v, axis=axis: self._move(axis, v)
+        self._get.update(
+            stage_moving=lambda: str(m.get_stage_status()) != "READY",
+            image_shift_m=lambda: _pair(m.get_image_shift()),
+            beam_shift_m=lambda: _pair(m.get_beam_shift()),
+        )
+        self._set.update(
+            image_shift_m=lambda v: m.set_image_shift((float(v[0]), float(v[1]))),
+            beam_shift_m=lambda v: m.set_beam_shift((float(v[0]), float(v[1]))),
+        )
+
+    STAGE_AXES = {"stage_x_m": "x", "stage_y_m": "y", "stage_z_m": "z", "stage_alpha_rad": "a"}
+
+    def _move(self, axis: str, value: float) -> None:
+        """Check the holder's limits (`get_stage_limits`: temscript's own stand-in clamps
+        silently, a refused move must be -222), then `set_stage_position({axis: value})` (GO)."""
+        lo, hi = self.microscope.get_stage_limits()[axis]
+        if not lo <= value <= hi:
+            raise ValueError(f"stage {axis} {value:g} outside the stage limits [{lo:g}, {hi:g}]")
+        self.microscope.set_stage_position({axis: float(value)})
 
     def identity(self) -> str:
         m = self.microscope
@@ -206,12 +237,24 @@ class PyjemAdapter(_AdapterBase):
     DIFF_FUNCTION = 4  # EOS3 function mode index of DIFF in TEM observation
     MAG_FUNCTION = 0
 
+    #: Stage limits [PyJEM 1.3.5 TEM3 manual, Stage3.SetX/SetY/SetZ "+-100000.0 (nm)" motor range,
+    #: SetTiltXAngle "+-90.00 (degree)"; the manual notes units and ranges vary by model and
+    #: holder - give the site's with ``stage_limits``]
+    STAGE_LIMITS: dict[str, tuple[float, float]] = {
+        "stage_x_m": (-100e-6, 100e-6), "stage_y_m": (-100e-6, 100e-6), "stage_z_m": (-100e-6, 100e-6),
+        "stage_alpha_rad": (-math.pi / 2, math.pi / 2),
+    }
+    DAC_RANGE = (0, 65535)  # Def3 IS1/CLA1 I/O output values [PyJEM TEM3 manual]
+
     def __init__(
         self,
         tem3: Any = None,
         *,
         mag_table: Mapping[int, float] | None = None,
         defocus_m_per_dac: float = 1e-9,
+        image_shift_m_per_dac: float = 1e-9,
+        beam_shift_m_per_dac: float = 1e-9,
+        stage_limits: Mapping[str, tuple[float, float]] | None = None,
         stored: StoredSettings | None = None,
     ) -> None:
         super().__init__(stored)
@@ -220,6 +263,10 @@ class PyjemAdapter(_AdapterBase):
 
             tem3 = TEM3
         self.defl, self.eos, self.lens, self.ht = tem3.Def3(), tem3.EOS3(), tem3.Lens3(), tem3.HT3()
+        self.stage = tem3.Stage3()
+        self.stage_limits = {**self.STAGE_LIMITS, **dict(stage_limits or {})}
+        self.is1_zero = _dac_pair(self.defl.GetIS1())
+        self.cla1_zero = _dac_pair(self.defl.GetCLA1())
         self.mag_table = dict(mag_table) if mag_table else None
         self.olf_zero = int(self.lens.GetOLf())
         k = defocus_m_per_dac
@@ -236,9 +283,54 @@ class PyjemAdapter(_AdapterBase):
             magnification=lambda v: self.eos.SetSelector(nearest_step(self.mag_table, v)),
             defocus_m=lambda v: self.lens.SetOLf(int(round(self.olf_zero + v / k))),
         )
+        # Stage3.GetPos() -> [x nm, y nm, z nm, tilt-x deg, tilt-y deg]; SetX/SetY/SetZ (nm), SetTiltXAngle (deg)
+        for i, name in enumerate(("stage_x_m", "stage_y_m", "stage_z_m")):
+            self._get[name] = lambda i=i: float(self.stage.GetPos()[i]) / 1e9
+        self._get["stage_alpha_rad"] = lambda: math.radians(float(self.stage.GetPos()[3]))
+        self._get["stage_moving"] = lambda: any(int(v) == 1 for v in self.stage.GetStatus()[:5])
+        movers = {"stage_x_m": lambda v: self.stage.SetX(v * 1e9), "stage_y_m": lambda v: self.stage.SetY(v * 1e9),
+                  "stage_z_m": lambda v: self.stage.SetZ(v * 1e9),
+                  "stage_alpha_rad": lambda v: self.stage.SetTiltXAngle(math.degrees(v))}
+        for name, mover in movers.items():
+            self._set[name] = lambda v, name=name, mover=mover: self._move(name, v, mover)
+        # image shift = Def3 IS1, beam shift = Def3 CLA1 (condenser alignment 1), in DAC steps
+        # relative to their values at bridge start-up
+        self._get["image_shift_m"] = lambda: self._shift_of(self.defl.GetIS1(), self.is1_zero, image_shift_m_per_dac)
+        self._get["beam_shift_m"] = lambda: self._shift_of(self.defl.GetCLA1(), self.cla1_zero, beam_shift_m_per_dac)
+        self._set["image_shift_m"] = lambda v: self.defl.SetIS1(*self._dac_of(v, self.is1_zero, image_shift_m_per_dac, "image shift"))
+        self._set["beam_shift_m"] = lambda v: self.defl.SetCLA1(*self._dac_of(v, self.cla1_zero, beam_shift_m_per_dac, "beam shift"))
+
+    def _move(self, name: str, value: float, mover: Callable[[float], None]) -> None:
+        lo, hi = self.stage_limits[name]
+        if not lo <= value <= hi:
+            raise ValueError(f"{BY_NAME[name].header} {value:g} outside the stage limits [{lo:g}, {hi:g}]")
+        mover(value)
+
+    @staticmethod
+    def _shift_of(dac: Any, zero: tuple[int, int], m_per_dac: float) -> tuple[float, float]:
+        x, y = _dac_pair(dac)
+        return ((x - zero[0]) * m_per_dac, (y - zero[1]) * m_per_dac)
+
+    def _dac_of(self, value: tuple[float, float], zero: tuple[int, int], m_per_dac: float, what: str) -> tuple[int, int]:
+        lo, hi = self.DAC_RANGE
+        out = tuple(int(round(z + v / m_per_dac)) for z, v in zip(zero, value))
+        if not all(lo <= d <= hi for d in out):
+            reach = ((lo - zero[0]) * m_per_dac, (hi - zero[0]) * m_per_dac)
+            raise ValueError(f"{what} {value[0]:g},{value[1]:g} m beyond the deflector's DAC range (x reach {reach[0]:g} .. {reach[1]:g} m)")
+        return out[0], out[1]
 
     def identity(self) -> str:
         return "insitem,TEM bridge pyjem,,"
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    x, y = value
+    return (float(x), float(y))
+
+
+def _dac_pair(value: Any) -> tuple[int, int]:
+    x, y = value
+    return (int(x), int(y))
 
 
 Vendor = Literal["temscript", "pyjem"]

@@ -39,7 +39,7 @@ import threading
 from typing import Any, Protocol
 
 from insitem.drivers.errors import CommunicationError, DeviceError, InstrumentError, WrongInstrumentError
-from insitem.drivers.interfaces import Beam, InstrumentIdentity, Lens, Microscope, Slit
+from insitem.drivers.interfaces import Beam, InstrumentIdentity, Lens, Microscope, Slit, Stage, StagePosition
 from insitem.drivers.scpi import quote
 from insitem.drivers.tem.commands import BY_NAME, split_response
 from insitem.drivers.tem.session import DEFAULT_LEASE_S, LEASE_RANGE_S, load_token
@@ -106,6 +106,7 @@ class TemMicroscope(Microscope):
         self._beam = TemBeam(self)
         self._lens = TemLens(self)
         self._slit = TemSlit(self)
+        self._stage = TemStage(self)
 
     # -- parts -----------------------------------------------------------------------------------
     @property
@@ -119,6 +120,10 @@ class TemMicroscope(Microscope):
     @property
     def slit(self) -> "TemSlit":
         return self._slit
+
+    @property
+    def stage(self) -> "TemStage":
+        return self._stage
 
     # -- wire helpers ---------------------------------------------------------------------------
     def query(self, line: str) -> str:
@@ -141,6 +146,11 @@ class TemMicroscope(Microscope):
             line = cmd.set_line(value)
         except ValueError as exc:
             raise InstrumentError(str(exc), self.resource, code=-222) from exc
+        self.checked(line)
+
+    def checked(self, line: str) -> None:
+        """Send a state-changing program message with the error query appended (and the token
+        when one is configured); raise `InstrumentError` on any queued error."""
         reply = self.query(f"{self._auth}{line};:SYST:ERR?")
         try:
             code, message = parse_error(reply)
@@ -346,6 +356,14 @@ class TemBeam(Beam):
     def illuminated_area_m2(self) -> float:
         return float(self._m.get("illuminated_area_m2"))
 
+    @property
+    def shift_m(self) -> tuple[float, float]:
+        x, y = self._m.get("beam_shift_m")
+        return (float(x), float(y))
+
+    def set_shift(self, x_m: float, y_m: float) -> None:
+        self._m.set("beam_shift_m", (x_m, y_m))
+
 
 class TemLens(Lens):
     def __init__(self, mic: TemMicroscope) -> None:
@@ -371,6 +389,57 @@ class TemLens(Lens):
 
     def set_defocus(self, defocus_m: float) -> None:
         self._m.set("defocus_m", defocus_m)
+
+    @property
+    def image_shift_m(self) -> tuple[float, float]:
+        x, y = self._m.get("image_shift_m")
+        return (float(x), float(y))
+
+    def set_image_shift(self, x_m: float, y_m: float) -> None:
+        self._m.set("image_shift_m", (x_m, y_m))
+
+
+_STAGE_AXES = (("x_m", "stage_x_m"), ("y_m", "stage_y_m"), ("z_m", "stage_z_m"), ("alpha_rad", "stage_alpha_rad"))
+
+
+class TemStage(Stage):
+    """The specimen stage: one query reads all four axes, one message moves the axes given."""
+
+    def __init__(self, mic: TemMicroscope) -> None:
+        self._m = mic
+
+    @property
+    def position(self) -> StagePosition:
+        line = "STAG:X?;Y?;Z?;ALPH?"
+        reply = self._m.query(line)
+        try:
+            x, y, z, a = (float(v) for v in split_response(reply))
+        except ValueError as exc:
+            raise CommunicationError(f"garbled reply to {line}: {reply!r}", self._m.resource) from exc
+        return StagePosition(x, y, z, a)
+
+    def move_to(
+        self, x_m: float | None = None, y_m: float | None = None, z_m: float | None = None, alpha_rad: float | None = None
+    ) -> None:
+        """Absolute move of the axes given, in one message with the error query. Each axis is
+        checked against the stage's limits on its own: one out of range is refused (-222,
+        `InstrumentError`) and does not move; the axes before it in x, y, z, alpha order did."""
+        given = {"x_m": x_m, "y_m": y_m, "z_m": z_m, "alpha_rad": alpha_rad}
+        units = []
+        for key, name in _STAGE_AXES:
+            if given[key] is not None:
+                try:
+                    units.append(":" + BY_NAME[name].set_line(given[key]))
+                except ValueError as exc:
+                    raise InstrumentError(str(exc), self._m.resource, code=-222) from exc
+        if not units:
+            return
+        line = ";".join(units)[1:]
+        self._m.checked(line)
+
+    @property
+    def moving(self) -> bool:
+        return bool(self._m.get("stage_moving"))
 
 
 class TemSlit(Slit):

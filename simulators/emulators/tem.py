@@ -91,11 +91,19 @@ class TemInstrument:
             "slit_height_m": lambda: m.slit.height_m,
             "slit_centre_m": lambda: m.slit.centre_m,
             "slit_angle_rad": lambda: m.slit.angle_rad,
+            "stage_x_m": lambda: m.position.stage["x_m"],
+            "stage_y_m": lambda: m.position.stage["y_m"],
+            "stage_z_m": lambda: m.position.stage["z_m"],
+            "stage_alpha_rad": lambda: m.position.stage["alpha_rad"],
+            "stage_moving": lambda: False,  # simulated moves are instantaneous
+            "image_shift_m": lambda: m.position.image_shift_m,
+            "beam_shift_m": lambda: m.position.beam_shift_m,
         }
         return getters[name]()
 
     def set(self, name: str, value: Any) -> None:
         st = self.microscope.state  # the state raises ValueError out of range -> -222
+        pos = self.microscope.position
         if name == "beam_blanked":
             if self.blank_fault == "error":
                 exc = ScpiError(-240)
@@ -116,6 +124,12 @@ class TemInstrument:
             "slit_height_m": st.set_slit_height,
             "slit_centre_m": lambda v: st.set_slit_centre(*v),
             "slit_angle_rad": st.set_slit_angle,
+            "stage_x_m": lambda v: pos.move_stage(x_m=v),
+            "stage_y_m": lambda v: pos.move_stage(y_m=v),
+            "stage_z_m": lambda v: pos.move_stage(z_m=v),
+            "stage_alpha_rad": lambda v: pos.move_stage(alpha_rad=v),
+            "image_shift_m": lambda v: pos.set_image_shift(*v),
+            "beam_shift_m": lambda v: pos.set_beam_shift(*v),
         }
         setters[name](value)
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from insitem.drivers.errors import CommunicationError, DeviceTimeoutError, InstrumentError, WrongInstrumentError
+from insitem.drivers.interfaces import StagePosition
 from insitem.drivers.tem.client import TemMicroscope
 
 OK = '0,"No error"'
@@ -45,6 +46,11 @@ def sent(transport: Any) -> list[str]:
         (lambda m: m.slit.set_height(1.88e-6), [OK], ["SLIT:HEIG 1.88e-06;:SYST:ERR?"]),
         (lambda m: m.slit.set_centre(1e-7, -5e-8), [OK], ["SLIT:CENT 1e-07,-5e-08;:SYST:ERR?"]),
         (lambda m: m.slit.set_angle(0.5), [OK], ["SLIT:ANGL 0.5;:SYST:ERR?"]),
+        (lambda m: m.stage.move_to(x_m=1e-6, y_m=-2e-6), [OK], ["STAG:X 1e-06;:STAG:Y -2e-06;:SYST:ERR?"]),
+        (lambda m: m.stage.move_to(z_m=5e-7, alpha_rad=0.1), [OK], ["STAG:Z 5e-07;:STAG:ALPH 0.1;:SYST:ERR?"]),
+        (lambda m: m.stage.move_to(), [], []),
+        (lambda m: m.lens.set_image_shift(1e-7, -5e-8), [OK], ["IMAG:SHIF 1e-07,-5e-08;:SYST:ERR?"]),
+        (lambda m: m.beam.set_shift(2e-8, 0.0), [OK], ["BEAM:SHIF 2e-08,0.0;:SYST:ERR?"]),
     ],
 )
 def test_set_actions_send_exact_lines(mocker: Any, action: Any, replies: list[str], expected_lines: list[str]) -> None:
@@ -149,6 +155,10 @@ def test_unblank_refused_by_the_bridge_raises_with_its_code(mocker: Any) -> None
         (lambda m: m.slit.height_m, "1.88e-06", "SLIT:HEIG?", 1.88e-6),
         (lambda m: m.slit.centre_m, "1e-07,-5e-08", "SLIT:CENT?", (1e-7, -5e-8)),
         (lambda m: m.slit.angle_rad, "0.5", "SLIT:ANGL?", 0.5),
+        (lambda m: m.stage.position, "1e-06;-2e-06;0.0;0.1", "STAG:X?;Y?;Z?;ALPH?", StagePosition(1e-6, -2e-6, 0.0, 0.1)),
+        (lambda m: m.stage.moving, "0", "STAG:MOV?", False),
+        (lambda m: m.lens.image_shift_m, "1e-07,-5e-08", "IMAG:SHIF?", (1e-7, -5e-8)),
+        (lambda m: m.beam.shift_m, "2e-08,0.0", "BEAM:SHIF?", (2e-8, 0.0)),
     ],
 )
 def test_reads_query_every_time(mocker: Any, read: Any, reply: str, line: str, value: Any) -> None:
@@ -235,6 +245,21 @@ def test_garbled_blank_reply_is_a_communication_error(mocker: Any, reply: str) -
     mic, _ = scripted(mocker, [reply])
     with pytest.raises(CommunicationError, match="garbled"):
         mic.beam.set_blanked(True)
+
+
+def test_stage_out_of_the_wire_range_is_refused_before_sending(mocker: Any) -> None:
+    mic, transport = scripted(mocker, [])
+    with pytest.raises(InstrumentError) as info:
+        mic.stage.move_to(x_m=1e-6, y_m=5e-3)
+    assert info.value.code == -222
+    transport.query.assert_not_called()
+
+
+def test_stage_refused_by_the_holder_limits_raises_with_222(mocker: Any) -> None:
+    mic, _ = scripted(mocker, ['-222,"Data out of range; stage z 0.0005 outside the stage limits [-0.0003, 0.0003]"', OK])
+    with pytest.raises(InstrumentError, match="stage limits") as info:
+        mic.stage.move_to(z_m=5e-4)
+    assert info.value.code == -222
 
 
 def test_garbled_set_and_get_replies(mocker: Any) -> None:
