@@ -274,3 +274,20 @@ def test_bridge_beyond_loopback_with_a_token_warns_and_guards(tmp_path: Path) ->
         bridge.close()
 
 
+
+
+@pytest.mark.skipif(not POSIX, reason="signals to a child process are POSIX here")
+def test_bridge_mag_table_file_drives_lens_mag(tmp_path: Path) -> None:
+    """`--mag-table` gives the NullMicroscope-shaped adapter its steps (index x 10000)."""
+    table = tmp_path / "mags.csv"
+    table.write_text("index,magnification\n1,10000\n2,20000\n3,30000\n")
+    bridge = BridgeProcess(tmp_path, "--mag-table", str(table))
+    scope = TemMicroscope(bridge.resource)
+    try:
+        scope.lens.set_magnification(30000.0)
+        assert scope.lens.magnification == 30000.0
+        assert json.loads(bridge.state.read_text())["magnification_index"] == 3
+        assert bridge.stop(signal.SIGTERM) == 0
+    finally:
+        scope.close()
+        bridge.close()
