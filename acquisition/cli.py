@@ -226,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bridge", cmd_bridge, "run the TEM command-set bridge on the microscope PC")
     p.add_argument("target", choices=["tem"])
     p.add_argument("--vendor", required=True, choices=["temscript", "pyjem"])
-    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--bind", default="127.0.0.1", help="address to listen on (beyond loopback needs a token)")
     p.add_argument("--port", type=int, default=5025)
+    p.add_argument("--mag-table", metavar="FILE", help="CSV of index,magnification (docs/tem-command-set.md)")
+    p.add_argument("--token-file", metavar="FILE", help="file holding the token (else $INSITEM_BRIDGE_TOKEN_FILE, $INSITEM_BRIDGE_TOKEN)")
     return parser
 
 

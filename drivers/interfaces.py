@@ -381,6 +381,16 @@ class Beam(abc.ABC):
         """Electrons per m² per second while unblanked (divide by 1e20 for e/Å²/s)."""
         return dose_rate_e_per_m2_s(self.current_A, self.illuminated_area_m2)
 
+    # optional: backends without beam-shift control keep these defaults
+    @property
+    def shift_m(self) -> tuple[float, float]:
+        """Beam shift (x, y) at the specimen, in m (optional: NotImplementedError if absent)."""
+        raise NotImplementedError(f"{type(self).__name__} has no beam-shift control")
+
+    def set_shift(self, x_m: float, y_m: float) -> None:
+        """Set the beam shift (x, y) in m; out of range raises InstrumentError (-222)."""
+        raise NotImplementedError(f"{type(self).__name__} has no beam-shift control")
+
 
 class Lens(abc.ABC):
     """Imaging lens system state relevant to SR-EELS."""
@@ -403,6 +413,47 @@ class Lens(abc.ABC):
 
     @abc.abstractmethod
     def set_defocus(self, defocus_m: float) -> None: ...
+
+    # optional: backends without image-shift control keep these defaults
+    @property
+    def image_shift_m(self) -> tuple[float, float]:
+        """Image shift (x, y) referred to the specimen, in m (optional: NotImplementedError if absent)."""
+        raise NotImplementedError(f"{type(self).__name__} has no image-shift control")
+
+    def set_image_shift(self, x_m: float, y_m: float) -> None:
+        """Set the image shift (x, y) in m; out of range raises InstrumentError (-222)."""
+        raise NotImplementedError(f"{type(self).__name__} has no image-shift control")
+
+
+@dataclass(frozen=True)
+class StagePosition:
+    """Specimen stage position: x, y, z in m, alpha tilt in rad."""
+
+    x_m: float
+    y_m: float
+    z_m: float
+    alpha_rad: float
+
+
+class Stage(abc.ABC):
+    """Specimen stage (an optional part of a `Microscope`): absolute moves of x, y, z and alpha."""
+
+    @property
+    @abc.abstractmethod
+    def position(self) -> StagePosition:
+        """Read back from the instrument."""
+
+    @abc.abstractmethod
+    def move_to(
+        self, x_m: float | None = None, y_m: float | None = None, z_m: float | None = None, alpha_rad: float | None = None
+    ) -> None:
+        """Drive the axes given (absolute); the others stay. Out of range raises InstrumentError
+        (-222) before anything moves."""
+
+    @property
+    def moving(self) -> bool:
+        """True while the stage is still travelling (backends whose moves block answer False)."""
+        return False
 
 
 class Slit(abc.ABC):
@@ -466,6 +517,11 @@ class Microscope(abc.ABC):
 
     @abc.abstractmethod
     def identify(self) -> InstrumentIdentity: ...
+
+    @property
+    def stage(self) -> Stage:
+        """The specimen stage (optional: NotImplementedError when the backend has none)."""
+        raise NotImplementedError(f"{type(self).__name__} has no stage control")
 
     def errors(self) -> list[tuple[int, str]]:
         """Drain the microscope's error queue."""

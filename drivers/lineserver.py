@@ -11,13 +11,21 @@ One implementation for every server that speaks lines: the TEM bridge on the mic
   nothing received is ever eval'd or unpickled. `start()` serves in the background,
   `serve_forever()` in the calling thread.
 * `PtyServer` - the same over `os.openpty()`: the client opens `.slave_path` with pyserial
-  (``serial:///dev/pts/N``) or VISA (``ASRL/dev/pts/N::INSTR``).
+  (``serial:///dev/pts/N``) or VISA (``ASRL/dev/pts/N::INSTR``). POSIX only: `tty`/`termios`
+  are imported when a `PtyServer` is built, so this module (and the TEM bridge on a Windows
+  microscope PC) imports without them; elsewhere building one raises a clear RuntimeError.
 * `Faults` - transport fault injection on request: latency, timeout (no answer), dropped
   connection, garbled reply, truncated reply (off unless armed).
 
 An instrument is any object with ``handle(line: str) -> str | None`` (the response to one
 received line, or None) and optionally ``push_error(code, message)`` - the servers serialise
 calls to it with one lock, so its state is shared by every client as on a real instrument.
+
+An instrument that needs to know *which* connection sent a line (the TEM beam lease and token,
+`insitem.drivers.tem.session`) also provides ``open_session(peer: str) -> session``,
+``handle_session(session, line)`` and ``close_session(session)``: the TCP server opens one
+session per connection and closes it when the connection ends, however it ends; the
+pseudo-terminal server opens one session for the line's lifetime.
 """
 
 from __future__ import annotations
@@ -27,7 +35,6 @@ import select
 import socket
 import sys
 import threading
-import tty
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -36,6 +43,17 @@ MAX_LINE_BYTES = 1 << 20  # a line longer than this is dropped with -363 Input b
 
 class LineInstrument(Protocol):
     def handle(self, line: str) -> str | None: ...
+
+
+def _open_session(instrument: Any, peer: str) -> Any:
+    """The instrument's session for a new connection, or None when it keeps none."""
+    opener = getattr(instrument, "open_session", None)
+    return opener(peer) if opener is not None else None
+
+
+def _close_session(instrument: Any, session: Any) -> None:
+    if session is not None:
+        instrument.close_session(session)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,8 +113,9 @@ class _BaseServer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def _respond(self, line: bytes) -> tuple[bytes | None, str | None]:
-        """Run one received line; return (bytes to send or None, fault applied or None)."""
+    def _respond(self, line: bytes, session: Any = None) -> tuple[bytes | None, str | None]:
+        """Run one received line (from `session`, when the instrument keeps sessions); return
+        (bytes to send or None, fault applied or None)."""
         try:
             text = line.decode("ascii").strip("\r")
         except UnicodeDecodeError:
@@ -106,7 +125,10 @@ class _BaseServer:
                 reply = self._error_line(-102, "Syntax error; non-ASCII input")
             else:
                 try:
-                    reply = self.instrument.handle(text)
+                    if session is None:
+                        reply = self.instrument.handle(text)
+                    else:
+                        reply = self.instrument.handle_session(session, text)  # type: ignore[attr-defined]
                 except Exception as exc:  # noqa: BLE001 - malformed input must never kill the server
                     reply = self._error_line(-200, f"Execution error; {type(exc).__name__}")
         if reply is None:
@@ -199,11 +221,12 @@ class LineServer(_BaseServer):
                 return
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._clients.add(conn)
-            self._spawn(self._serve_client, conn)
+            self._spawn(self._serve_client, conn, _peer_text(conn))
 
-    def _serve_client(self, conn: socket.socket) -> None:
+    def _serve_client(self, conn: socket.socket, peer: str = "") -> None:
         quickack = getattr(socket, "TCP_QUICKACK", None) if sys.platform.startswith("linux") else None
         lines = _LineSplitter(self.termination)
+        session = _open_session(self.instrument, peer)
         try:
             while not self._stop.is_set():
                 try:
@@ -221,7 +244,7 @@ class LineServer(_BaseServer):
                     if line is None:
                         self._error_line(-363, "Input buffer overrun")
                         continue
-                    data, fault = self._respond(line)
+                    data, fault = self._respond(line, session)
                     if fault == "drop":
                         return
                     if data is not None:
@@ -231,6 +254,7 @@ class LineServer(_BaseServer):
         finally:
             self._clients.discard(conn)
             _close_quietly(conn)
+            _close_session(self.instrument, session)
 
 
 class PtyServer(_BaseServer):
@@ -243,10 +267,18 @@ class PtyServer(_BaseServer):
 
     def __init__(self, instrument: LineInstrument, termination: bytes = b"\n") -> None:
         super().__init__(instrument, termination)
+        try:
+            import tty  # POSIX only (termios)
+        except ImportError:
+            raise RuntimeError(
+                "serial emulation over a pseudo-terminal needs a POSIX system (pty/termios); "
+                "use TCP here (LineServer), or a real serial port"
+            ) from None
         self._master, self._slave = os.openpty()
         os.set_blocking(self._master, False)  # replies wait in select, so stop() is never stuck in a write
         tty.setraw(self._slave)
         self.slave_path: str = os.ttyname(self._slave)
+        self._session = _open_session(instrument, self.slave_path)
 
     @property
     def resource_string(self) -> str:
@@ -266,6 +298,8 @@ class PtyServer(_BaseServer):
         self._stop.set()
         for t in self._threads:
             t.join(timeout=1.0)
+        session, self._session = self._session, None
+        _close_session(self.instrument, session)
         for fd in (self._master, self._slave):
             try:
                 os.close(fd)
@@ -293,7 +327,7 @@ class PtyServer(_BaseServer):
                 if line is None:
                     self._error_line(-363, "Input buffer overrun")
                     continue
-                data, _ = self._respond(line)
+                data, _ = self._respond(line, self._session)
                 if data is not None:
                     self._write(data)
 
@@ -347,6 +381,14 @@ class _LineSplitter:
             self._overrun = True
             self._buf.clear()
         return out
+
+
+def _peer_text(conn: socket.socket) -> str:
+    try:
+        host, port = conn.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
 
 
 def _close_quietly(sock: socket.socket) -> None:

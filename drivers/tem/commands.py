@@ -183,6 +183,25 @@ COMMANDS: tuple[TemCommand, ...] = (
                "Centre (x, y) of the strip on the specimen, two comma-separated values.", lo=-1e-3, hi=1e-3),
     TemCommand("slit_angle_rad", "SLIT:ANGLe", "float", "rad",
                "Angle of the strip against the specimen y axis.", lo=-math.pi, hi=math.pi),
+    # Specimen stage and shifts. The ranges here are the wire's sanity bounds; each backend
+    # refuses (-222) what lies outside its own, narrower limits before anything moves.
+    TemCommand("stage_x_m", "STAGe:X", "float", "m",
+               "Stage x position (absolute). Bound +-2 mm covers a 3 mm grid; the stage's own limits apply.",
+               lo=-2e-3, hi=2e-3),
+    TemCommand("stage_y_m", "STAGe:Y", "float", "m",
+               "Stage y position (absolute).", lo=-2e-3, hi=2e-3),
+    TemCommand("stage_z_m", "STAGe:Z", "float", "m",
+               "Stage z (height) position (absolute).", lo=-1e-3, hi=1e-3),
+    TemCommand("stage_alpha_rad", "STAGe:ALPHa", "float", "rad",
+               "Stage alpha tilt (absolute).", lo=-math.pi / 2, hi=math.pi / 2),
+    TemCommand("stage_moving", "STAGe:MOVing", "bool", "",
+               "1 while the stage is still travelling after a move, 0 at rest.", settable=False),
+    TemCommand("image_shift_m", "IMAGe:SHIFt", "pair", "m",
+               "Image shift (x, y) referred to the specimen: moves the image on the slit without "
+               "moving the beam or the specimen. Two comma-separated values.", lo=-1e-4, hi=1e-4),
+    TemCommand("beam_shift_m", "BEAM:SHIFt", "pair", "m",
+               "Beam shift (x, y) at the specimen: moves the illuminated disc. Two comma-separated values.",
+               lo=-1e-4, hi=1e-4),
 )
 
 BY_NAME: dict[str, TemCommand] = {c.name: c for c in COMMANDS}

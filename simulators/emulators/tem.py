@@ -15,6 +15,10 @@ Instrument-level faults live in `TemInstrument`:
   case only the client's read-back can catch);
 * ``push_error(code, message)`` — any entry in the error queue.
 
+The beam lease and the token are the bridge's (`insitem.drivers.tem.session.TemService`): an
+unblanking connection holds a lease it must renew, and the emulator blanks by itself when that
+connection closes, goes silent, or the emulator stops - so tests of those rules run here too.
+
 Usage::
 
     with TemEmulator() as emu:                      # TCP on a free loopback port
@@ -28,7 +32,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from insitem.drivers.scpi import ScpiError
-from insitem.drivers.tem.commands import build_parser
+from insitem.drivers.tem.session import Session, TemService
 from insitem.simulators.emulators import Faults, LineServer, PtyServer
 from insitem.simulators.microscope import SimMicroscope
 
@@ -38,19 +42,33 @@ BlankFault = Literal["error", "silent"] | None
 class TemInstrument:
     """The command set served from a `SimMicroscope` (a `LineInstrument` for the servers)."""
 
-    def __init__(self, microscope: SimMicroscope | None = None, serial_number: str = "0001") -> None:
+    def __init__(
+        self, microscope: SimMicroscope | None = None, serial_number: str = "0001", *, token: str | None = None
+    ) -> None:
         self.microscope = microscope or SimMicroscope()
         self.serial_number = serial_number
         self.blank_fault: BlankFault = None
-        self.parser = build_parser(self)
+        self.service = TemService(self, token=token, name="TEM emulator")
+        self.parser = self.service.parser
 
-    # -- LineInstrument ------------------------------------------------------------------------
+    # -- LineInstrument with sessions (the lease and token live in the service) ----------------------
     def handle(self, line: str) -> str | None:
-        return self.parser.execute(line)
+        """One line as the current connection (fault hooks may wrap this method)."""
+        return self.service.handle(line)
+
+    def open_session(self, peer: str) -> Session:
+        return self.service.open_session(peer)
+
+    def handle_session(self, session: Session, line: str) -> str | None:
+        with self.service.speaking_as(session):
+            return self.handle(line)
+
+    def close_session(self, session: Session) -> None:
+        self.service.close_session(session)
 
     def push_error(self, code: int, message: str | None = None) -> None:
         """Queue an error-queue entry (fault injection)."""
-        self.parser.push_error(code, message)
+        self.service.push_error(code, message)
 
     # -- TemBackend ------------------------------------------------------------------------------
     def identity(self) -> str:
@@ -73,11 +91,19 @@ class TemInstrument:
             "slit_height_m": lambda: m.slit.height_m,
             "slit_centre_m": lambda: m.slit.centre_m,
             "slit_angle_rad": lambda: m.slit.angle_rad,
+            "stage_x_m": lambda: m.position.stage["x_m"],
+            "stage_y_m": lambda: m.position.stage["y_m"],
+            "stage_z_m": lambda: m.position.stage["z_m"],
+            "stage_alpha_rad": lambda: m.position.stage["alpha_rad"],
+            "stage_moving": lambda: False,  # simulated moves are instantaneous
+            "image_shift_m": lambda: m.position.image_shift_m,
+            "beam_shift_m": lambda: m.position.beam_shift_m,
         }
         return getters[name]()
 
     def set(self, name: str, value: Any) -> None:
         st = self.microscope.state  # the state raises ValueError out of range -> -222
+        pos = self.microscope.position
         if name == "beam_blanked":
             if self.blank_fault == "error":
                 exc = ScpiError(-240)
@@ -98,6 +124,12 @@ class TemInstrument:
             "slit_height_m": st.set_slit_height,
             "slit_centre_m": lambda v: st.set_slit_centre(*v),
             "slit_angle_rad": st.set_slit_angle,
+            "stage_x_m": lambda v: pos.move_stage(x_m=v),
+            "stage_y_m": lambda v: pos.move_stage(y_m=v),
+            "stage_z_m": lambda v: pos.move_stage(z_m=v),
+            "stage_alpha_rad": lambda v: pos.move_stage(alpha_rad=v),
+            "image_shift_m": lambda v: pos.set_image_shift(*v),
+            "beam_shift_m": lambda v: pos.set_beam_shift(*v),
         }
         setters[name](value)
 
@@ -136,6 +168,8 @@ class TemEmulator:
         return self
 
     def stop(self) -> None:
+        """Blank a leased beam (confirmed, or reported after 1 s of retries), then close."""
+        self.instrument.service.shutdown(confirm_s=1.0)
         self.server.stop()
 
     def __enter__(self) -> "TemEmulator":

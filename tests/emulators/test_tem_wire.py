@@ -86,6 +86,26 @@ def test_out_of_range_on_the_server_side_leaves_state_and_raises(rig: Any) -> No
     assert mic.lens.magnification == emu.microscope.state.magnification
 
 
+def test_stage_and_shifts_round_trip_and_refuse_out_of_range(rig: Any) -> None:
+    emu, mic, _ = rig
+    mic.stage.move_to(x_m=1.5e-5, y_m=-2.5e-5, z_m=1e-6, alpha_rad=0.2)
+    mic.lens.set_image_shift(1e-7, -3e-7)
+    mic.beam.set_shift(-4e-8, 5e-8)
+    pos = mic.stage.position
+    assert (pos.x_m, pos.y_m, pos.z_m, pos.alpha_rad) == (1.5e-5, -2.5e-5, 1e-6, 0.2)
+    assert mic.lens.image_shift_m == (1e-7, -3e-7) and mic.beam.shift_m == (-4e-8, 5e-8)
+    assert not mic.stage.moving
+    assert emu.microscope.stage.position == pos  # the simulated microscope's own state
+    with pytest.raises(InstrumentError, match="stage limits") as info:
+        mic.stage.move_to(z_m=5e-4)  # inside the wire's bound, beyond the emulated stage's +-0.3 mm
+    assert info.value.code == -222
+    with pytest.raises(InstrumentError) as info:
+        mic.lens.set_image_shift(5e-6, 0.0)  # beyond the emulated +-2 um
+    assert info.value.code == -222
+    assert mic.stage.position == pos and mic.lens.image_shift_m == (1e-7, -3e-7)
+    assert mic.errors() == []
+
+
 def test_blank_failing_with_error_raises_and_beam_stays_on(rig: Any) -> None:
     emu, mic, _ = rig
     mic.beam.set_blanked(False)

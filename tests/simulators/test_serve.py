@@ -292,15 +292,17 @@ def test_bridge_command_runs_serve_bridge_with_the_arguments(monkeypatch: pytest
 
     fake = types.ModuleType("PyJEM")
     monkeypatch.setitem(sys.modules, "PyJEM", fake)
+    monkeypatch.delenv("INSITEM_BRIDGE_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("INSITEM_BRIDGE_TOKEN", "a-token-for-the-lan-0123")  # beyond loopback needs one
     calls: list[tuple[Any, ...]] = []
 
-    def fake_serve(vendor: str, host: str, port: int) -> None:
-        calls.append((vendor, host, port))
+    def fake_serve(vendor: str, host: str, port: int, **kw: Any) -> None:
+        calls.append((vendor, host, port, kw["token"]))
         raise KeyboardInterrupt  # as Ctrl-C would end it
 
     monkeypatch.setattr(bridge, "serve_bridge", fake_serve)
     assert bridge.bridge_command(Namespace(vendor="pyjem", bind="0.0.0.0", port=6000)) == 0
-    assert calls == [("pyjem", "0.0.0.0", 6000)]
+    assert calls == [("pyjem", "0.0.0.0", 6000, "a-token-for-the-lan-0123")]
 
 
 def test_bridge_adapter_failure_is_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

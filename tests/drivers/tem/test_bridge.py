@@ -1,9 +1,10 @@
 """Bridge adapters against the shape of the vendor APIs (pytest-mock), and the bridge server on TCP.
 
 The "shape" classes list the vendor methods the adapters may call, with their arguments, as
-documented by temscript (niermann/temscript, `BaseMicroscope`) and PyJEM (`TEM3.Def3/EOS3/
-Lens3/HT3`). Mocks are autospecced from them, so calling a method the vendor API does not have,
-or with the wrong arity, fails the test.
+documented by temscript (niermann/temscript, temscript/base_microscope.py `BaseMicroscope`, read
+from its source) and PyJEM (the PyJEM 1.3.5 TEM3 API manual: `TEM3.Def3/EOS3/Lens3/HT3/Stage3`).
+Mocks are autospecced from them, so calling a method the vendor API does not have, or with the
+wrong arity, fails the test.
 """
 
 from __future__ import annotations
@@ -36,11 +37,32 @@ class TemscriptMicroscopeShape:
     def get_indicated_magnification(self) -> float: ...
     def get_defocus(self) -> float: ...
     def set_defocus(self, value: float) -> None: ...
+    def get_stage_status(self) -> str: ...
+    def get_stage_limits(self) -> dict: ...
+    def get_stage_position(self) -> dict: ...
+    def set_stage_position(self, pos: Any = None, method: Any = None, speed: Any = None, **kw: Any) -> None: ...
+    def get_image_shift(self) -> tuple: ...
+    def set_image_shift(self, pos: Any) -> None: ...
+    def get_beam_shift(self) -> tuple: ...
+    def set_beam_shift(self, shift: Any) -> None: ...
 
 
 class Def3Shape:
     def GetBeamBlank(self) -> int: ...
     def SetBeamBlank(self, sw: int) -> None: ...
+    def GetIS1(self) -> list: ...
+    def SetIS1(self, x: int, y: int) -> None: ...
+    def GetCLA1(self) -> list: ...
+    def SetCLA1(self, x: int, y: int) -> None: ...
+
+
+class Stage3Shape:
+    def GetPos(self) -> list: ...
+    def GetStatus(self) -> list: ...
+    def SetX(self, value: float) -> None: ...
+    def SetY(self, value: float) -> None: ...
+    def SetZ(self, value: float) -> None: ...
+    def SetTiltXAngle(self, value: float) -> None: ...
 
 
 class EOS3Shape:
@@ -73,6 +95,12 @@ def temscript_mic(mocker: Any) -> Any:
     mic.get_projection_mode.return_value = "IMAGING"
     mic.get_indicated_magnification.return_value = 15000.0
     mic.get_defocus.return_value = -2e-7
+    mic.get_stage_status.return_value = "READY"
+    mic.get_stage_limits.return_value = {"x": (-1e-3, 1e-3), "y": (-1e-3, 1e-3), "z": (-3e-4, 3e-4),
+                                         "a": (-0.5236, 0.5236), "b": (-0.5236, 0.5236)}
+    mic.get_stage_position.return_value = {"x": 1e-5, "y": -2e-5, "z": 3e-6, "a": 0.1, "b": 0.0}
+    mic.get_image_shift.return_value = (1e-7, -2e-7)
+    mic.get_beam_shift.return_value = (3e-8, 4e-8)
     return mic
 
 
@@ -83,14 +111,19 @@ def tem3(mocker: Any) -> Any:
         EOS3=mocker.create_autospec(EOS3Shape, instance=True),
         Lens3=mocker.create_autospec(Lens3Shape, instance=True),
         HT3=mocker.create_autospec(HT3Shape, instance=True),
+        Stage3=mocker.create_autospec(Stage3Shape, instance=True),
     )
     ns.Def3.GetBeamBlank.return_value = 1
     ns.EOS3.GetMagValue.return_value = [20000, "X", "X20k"]
     ns.EOS3.GetFunctionMode.return_value = [0, "MAG"]
     ns.Lens3.GetOLf.return_value = 30000
     ns.HT3.GetHtValue.return_value = 200000.0
+    ns.Def3.GetIS1.return_value = [32768, 32768]
+    ns.Def3.GetCLA1.return_value = [30000, 31000]
+    ns.Stage3.GetPos.return_value = [1500.0, -2500.0, 100.0, 10.0, 0.0]
+    ns.Stage3.GetStatus.return_value = [0, 0, 0, 0, 0]
     module = types.ModuleType("TEM3")
-    for name in ("Def3", "EOS3", "Lens3", "HT3"):
+    for name in ("Def3", "EOS3", "Lens3", "HT3", "Stage3"):
         setattr(module, name, mocker.Mock(return_value=getattr(ns, name)))
     pkg = types.ModuleType("PyJEM")
     pkg.TEM3 = module  # type: ignore[attr-defined]
@@ -180,6 +213,60 @@ def test_pyjem_sets(tem3: Any) -> None:
     tem3.EOS3.SetSelector.assert_called_once_with(4)
     assert tem3.EOS3.SelectFunctionMode.call_args_list == [((4,),), ((0,),)]
     tem3.Lens3.SetOLf.assert_called_once_with(30000 - 50)
+
+
+def test_temscript_stage_and_shifts(temscript_mic: Any) -> None:
+    p = build_parser(TemscriptAdapter(mag_table=MAGS))
+    assert p.execute("STAG:X?;Y?;Z?;ALPH?;MOV?") == "1e-05;-2e-05;3e-06;0.1;0"
+    assert p.execute("IMAG:SHIF?;:BEAM:SHIF?") == "1e-07,-2e-07;3e-08,4e-08"
+    p.execute("STAG:X 5e-4;Y -1e-4;ALPH -0.2;:IMAG:SHIF 1e-6,0;:BEAM:SHIF -1e-8,2e-8")
+    assert p.execute("SYST:ERR?") == '0,"No error"'
+    assert temscript_mic.set_stage_position.call_args_list == [(({"x": 5e-4},),), (({"y": -1e-4},),), (({"a": -0.2},),)]
+    temscript_mic.set_image_shift.assert_called_once_with((1e-6, 0.0))
+    temscript_mic.set_beam_shift.assert_called_once_with((-1e-8, 2e-8))
+    temscript_mic.get_stage_status.return_value = "MOVING"
+    assert p.execute("STAG:MOV?") == "1"
+
+
+def test_temscript_stage_beyond_the_holder_limits_is_222_and_no_move(temscript_mic: Any) -> None:
+    p = build_parser(TemscriptAdapter())
+    p.execute("STAG:Z 5e-4")  # inside the wire's +-1 mm, outside this holder's +-0.3 mm
+    code, msg = p.execute("SYST:ERR?").split(",", 1)
+    assert code == "-222" and "stage limits" in msg
+    p.execute("STAG:X 3e-3")  # outside the wire's +-2 mm: refused by the parser
+    assert p.execute("SYST:ERR?").startswith("-222,")
+    temscript_mic.set_stage_position.assert_not_called()
+
+
+def test_pyjem_stage_in_nm_and_degrees(tem3: Any) -> None:
+    p = build_parser(PyjemAdapter(mag_table=MAGS))
+    assert p.execute("STAG:X?;Y?;Z?;ALPH?;MOV?") == "1.5e-06;-2.5e-06;1e-07;0.17453292519943295;0"
+    p.execute("STAG:X 2e-6;Y -3e-6;Z 1e-7;ALPH 0.5")
+    assert p.execute("SYST:ERR?") == '0,"No error"'
+    tem3.Stage3.SetX.assert_called_once_with(pytest.approx(2000.0))
+    tem3.Stage3.SetY.assert_called_once_with(pytest.approx(-3000.0))
+    tem3.Stage3.SetZ.assert_called_once_with(pytest.approx(100.0))
+    tem3.Stage3.SetTiltXAngle.assert_called_once_with(pytest.approx(28.64788975654116))
+    tem3.Stage3.GetStatus.return_value = [0, 1, 0, 0, 0]
+    assert p.execute("STAG:MOV?") == "1"
+    p.execute("STAG:X 5e-4")  # beyond PyJEM's documented +-100 um motor range
+    assert p.execute("SYST:ERR?").startswith("-222,")
+    tem3.Stage3.SetX.assert_called_once()
+
+
+def test_pyjem_shifts_are_dac_steps_from_the_start_up_values(tem3: Any) -> None:
+    p = build_parser(PyjemAdapter(image_shift_m_per_dac=2e-9, beam_shift_m_per_dac=1e-9))
+    assert p.execute("IMAG:SHIF?;:BEAM:SHIF?") == "0.0,0.0;0.0,0.0"
+    p.execute("IMAG:SHIF 2e-8,-4e-8;:BEAM:SHIF 1e-9,0")
+    assert p.execute("SYST:ERR?") == '0,"No error"'
+    tem3.Def3.SetIS1.assert_called_once_with(32768 + 10, 32768 - 20)
+    tem3.Def3.SetCLA1.assert_called_once_with(30001, 31000)
+    tem3.Def3.GetIS1.return_value = [32778, 32748]
+    assert p.execute("IMAG:SHIF?") == "2e-08,-4e-08"
+    p.execute("IMAG:SHIF 1e-4,0")  # 50000 steps above 32768: beyond the 16-bit DAC
+    code, msg = p.execute("SYST:ERR?").split(",", 1)
+    assert code == "-222" and "DAC range" in msg
+    tem3.Def3.SetIS1.assert_called_once()
 
 
 def test_nearest_step_uses_log_distance() -> None:
