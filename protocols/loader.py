@@ -93,6 +93,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         node.value = [(k, v) for k, v in node.value if k.tag != "tag:yaml.org,2002:merge"]
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode):

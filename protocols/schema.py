@@ -288,8 +288,8 @@ class Camera(Strict):
 class Spectrometer(Strict):
     camera: Camera = Camera()
     slit: Slit = Slit()
-    convergence_semiangle: _bare_number(0.0, 500.0, "mrad") = Field(default=0.5, description="mrad (a bare number)")
-    collection_semiangle: _bare_number(0.0, 500.0, "mrad") = Field(default=10.0, description="mrad (a bare number)")
+    convergence_semiangle: _bare_number(1e-3, 500.0, "mrad") = Field(default=0.5, description="mrad (a bare number)")
+    collection_semiangle: _bare_number(1e-3, 500.0, "mrad") = Field(default=10.0, description="mrad (a bare number)")
     windows: list[Window] = Field(min_length=1, max_length=32)
 
     @model_validator(mode="after")
