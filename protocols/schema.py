@@ -324,6 +324,16 @@ class Spectrometer(Strict):
 TRIGGERS = ("every", "at_start", "at_end", "at_vertices", "after_cycles", "at_potentials")
 CV_ONLY_TRIGGERS = ("at_vertices", "after_cycles", "at_potentials")
 
+#: one exposure entry per trigger, for the format reference (a test plans each one)
+TRIGGER_EXAMPLES: dict[str, str] = {
+    "every": "windows: [li-k]\nevery: 300 s",
+    "at_start": "windows: [li-k]\nat_start: true",
+    "at_end": "windows: [li-k]\nat_end: true",
+    "at_vertices": "windows: [li-k]\nat_vertices: true",
+    "after_cycles": "windows: [li-k]\nafter_cycles: [1, 2]",
+    "at_potentials": "windows: [li-k]\nat_potentials: [2.0 V]",
+}
+
 
 class Exposures(Strict):
     """When to take spectrum images during a step: exactly one trigger per entry."""
@@ -361,6 +371,10 @@ class CV(Strict):
     """Cyclic voltammetry: a staircase from `start` through the `vertices` and back, `cycles` times."""
 
     kind: ClassVar[str] = "cv"
+    example: ClassVar[str] = (
+        "cv:\n  start: 1.0 V\n  vertices: [2.5 V, 0.5 V]\n  end: 1.0 V\n  sweep_rate: 40 mV/min\n  step: 1 mV\n"
+        "  cycles: 2\n  exposures:\n    - windows: [li-k]\n      at_vertices: true"
+    )
     start: Potential = Field(description="potential at the start of each cycle")
     vertices: list[Potential] = Field(min_length=1, max_length=100, description="turning potentials of each cycle")
     end: Potential | None = Field(default=None, description="final potential (default: start)")
@@ -399,6 +413,7 @@ class Hold(Strict):
     """A constant potential for a duration."""
 
     kind: ClassVar[str] = "hold"
+    example: ClassVar[str] = "hold:\n  potential: 1.5 V\n  duration: 10 min\n  exposures:\n    - windows: [li-k]\n      every: 60 s"
     potential: Potential = Field(description="potential held")
     duration: StepDuration = Field(description="how long")
     exposures: StepExposures = Field(default_factory=list)
@@ -408,6 +423,7 @@ class Rest(Strict):
     """Open circuit (potentiostat output off)."""
 
     kind: ClassVar[str] = "rest"
+    example: ClassVar[str] = "rest:\n  duration: 2 min\n  exposures:\n    - windows: [li-k]\n      at_start: true"
     duration: StepDuration = Field(description="how long")
     exposures: StepExposures = Field(default_factory=list)
 

@@ -216,6 +216,7 @@ def quantity(kind: UnitKind, bounds: Bounds, count_hint: str = "") -> Any:
         schema["x-si-minimum" if bounds.gt is None else "x-si-exclusive-minimum"] = lo
     if hi is not None:
         schema["x-si-maximum" if bounds.lt is None else "x-si-exclusive-maximum"] = hi
+    schema["x-range"] = bounds.describe(kind) + (f" ({bounds.why})" if bounds.why else "")
     return Annotated[
         float,
         BeforeValidator(lambda v: parse_quantity(v, kind, bounds, count_hint)),
