@@ -73,7 +73,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             protocol, _ = load_and_plan(item)
         except ProtocolError as exc:
-            err_console.print(f"invalid: {exc}", soft_wrap=True)
+            for line in str(exc).split("\n"):  # one line per error
+                err_console.print(f"invalid: {line}", soft_wrap=True)
             status = EXIT_BAD_INPUT
         else:
             console.print(f"ok: {resolve(item)} ({protocol.name})", soft_wrap=True)
@@ -105,7 +106,12 @@ def render_plan(plan: Plan) -> Table:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    _, plan = load_and_plan(args.protocol)
+    try:
+        _, plan = load_and_plan(args.protocol)
+    except ProtocolError as exc:
+        for line in str(exc).split("\n"):  # one line per error
+            err_console.print(f"insitem plan: {line}", soft_wrap=True)
+        return EXIT_BAD_INPUT
     if args.json:
         import json
 

@@ -15,13 +15,15 @@ from typing import Iterator
 import numpy as np
 
 from insitem.drivers.errors import ProtocolError
-from insitem.protocols.schema import CV, Exposures, Hold, Protocol, Rest
-from insitem.protocols.units import E_PER_A2
+from insitem.protocols.schema import CV, MAX_STEP_S, Exposures, Hold, Protocol, Rest
+from insitem.protocols.units import E_PER_A2, TIME, show
 
 BYTES_PER_PIXEL = 4  # float32 spectrum images in the run file
 BYTES_PER_EC_POINT = 6 * 8  # t, V, I, cycle, step, compliance flag
 HOLD_SAMPLE_INTERVAL_S = 1.0  # potentiostat readings during holds and rests
 MAX_EXPOSURES = 1_000_000  # camera exposures per plan (sub-exposures included): beyond it the plan is refused
+MAX_RUN_S = MAX_STEP_S  # a whole protocol: 30 days
+MAX_EC_POINTS = 20_000_000  # potentiostat points per run: 1 GB of record at BYTES_PER_EC_POINT
 
 
 @dataclass(frozen=True)
@@ -197,8 +199,12 @@ class Plan:
 
 
 def make_plan(protocol: Protocol) -> Plan:
-    """Build the timeline; raise ProtocolError for overlapping exposures or a dose over budget."""
+    """Build the timeline; raise ProtocolError listing every overlap, and a run or dose over its bound.
+
+    The error holds one `field: message` line per problem (the loader adds the file and line).
+    """
     steps: list[PlannedStep] = []
+    problems: list[str] = []
     t = 0.0
     n_exp = 0
     for i, step in enumerate(protocol.steps):
@@ -211,7 +217,10 @@ def make_plan(protocol: Protocol) -> Plan:
         else:
             assert isinstance(body, Rest)
             planned = PlannedStep(i, "rest", t, t + body.duration, [Segment(t, t + body.duration, None, None)])
-        exps = _plan_exposures(protocol, planned, body, where, n_exp)
+        try:
+            exps = _plan_exposures(protocol, planned, body, where, n_exp, problems)
+        except _TooMany as exc:
+            raise ProtocolError(str(exc)) from None
         planned.exposures = exps
         if exps:
             dead = protocol.spectrometer.camera.dead_time
@@ -220,14 +229,24 @@ def make_plan(protocol: Protocol) -> Plan:
         steps.append(planned)
         t = planned.t_end_s
     plan = Plan(protocol, steps)
+    if plan.duration_s > MAX_RUN_S:
+        problems.append(f"steps: the run lasts {show(plan.duration_s, TIME)}, beyond the {show(MAX_RUN_S, TIME)} a protocol may last")
+    if plan.n_ec_points() > MAX_EC_POINTS:
+        problems.append(f"steps: {plan.n_ec_points()} potentiostat points, more than the {MAX_EC_POINTS} a run records (lengthen the cv steps or the readings)")
     budget = protocol.safety.max_total_dose
     if plan.dose_e_per_m2 > budget * (1 + 1e-9):
-        raise ProtocolError(
+        problems.append(
             f"safety.max_total_dose: the plan delivers {plan.dose_e_per_m2 / E_PER_A2:.4g} e/Å^2 "
             f"({plan.beam_on_s:.4g} s of beam at {protocol.beam.dose_rate_e_per_m2_s / E_PER_A2:.3g} e/Å^2/s), "
             f"over the budget of {budget / E_PER_A2:.4g} e/Å^2"
         )
+    if problems:
+        raise ProtocolError("\n".join(problems))
     return plan
+
+
+class _TooMany(Exception):
+    """The plan would hold more exposures than MAX_EXPOSURES: planning stops at once."""
 
 
 def _plan_cv(index: int, t0: float, cv: CV) -> PlannedStep:
@@ -275,39 +294,49 @@ def _trigger_times(step: PlannedStep, body: CV | Hold | Rest, ex: Exposures) -> 
 
 
 def _plan_exposures(
-    protocol: Protocol, step: PlannedStep, body: CV | Hold | Rest, where: str, first_index: int
+    protocol: Protocol, step: PlannedStep, body: CV | Hold | Rest, where: str, first_index: int, problems: list[str]
 ) -> list[PlannedExposure]:
+    """The step's exposures in time order; an overlap is added to `problems` (one per exposure entry)."""
     spec = protocol.spectrometer
     dead = spec.camera.dead_time
-    items: list[tuple[float, str, int, str, int]] = []  # (t, window, entry index, trigger, subframe)
+    items: list[tuple[float, str, int, str, int, float]] = []  # (t, window, entry, trigger, subframe, trigger time)
     for k, ex in enumerate(body.exposures):
-        trigger = next(n for n in ("every", "at_start", "at_end", "at_vertices", "after_cycles", "at_potentials") if getattr(ex, n) not in (None, False))
+        trigger = ex.trigger
         if ex.every is not None and (step.t_end_s - step.t_start_s) / ex.every > MAX_EXPOSURES:
-            raise ProtocolError(
+            raise _TooMany(
                 f"{where}.exposures[{k}].every: {ex.every:g} s over a {step.t_end_s - step.t_start_s:g} s step "
                 f"gives more than {MAX_EXPOSURES} exposures"
             )
-        for t in _trigger_times(step, body, ex):
+        for t0 in _trigger_times(step, body, ex):
             # the windows of one trigger run back to back
+            t = t0
             for w in ex.windows:
                 win = spec.window(w)
                 for f in range(win.frames):
-                    items.append((t, w, k, trigger, f))
+                    items.append((t, w, k, trigger, f, t0))
                     t += win.exposure / win.frames + dead
             if first_index + len(items) > MAX_EXPOSURES:
-                raise ProtocolError(f"{where}.exposures[{k}]: the plan needs more than {MAX_EXPOSURES} exposures")
+                raise _TooMany(f"{where}.exposures[{k}]: the plan needs more than {MAX_EXPOSURES} exposures")
     items.sort(key=lambda it: (it[0], it[4]))
     out: list[PlannedExposure] = []
     busy_until = -math.inf
-    for t, w, k, trigger, sub in items:
-        exposure = spec.window(w).exposure / spec.window(w).frames
+    reported: set[int] = set()
+    for t, w, k, trigger, sub, t0 in items:
+        win = spec.window(w)
+        exposure = win.exposure / win.frames
         if t < busy_until - 1e-9:
             prev = out[-1]
-            raise ProtocolError(
-                f"{where}.exposures[{k}]: the {w} exposure at t = {t:.6g} s starts before the previous "
-                f"({prev.window}, {prev.exposure_s:g} s + {dead:g} s dead time) ends: an interval must be "
-                f"longer than the exposures it holds"
-            )
+            if k not in reported:
+                reported.add(k)
+                pw = spec.window(prev.window)
+                whole = (f"{pw.frames} frames x {pw.exposure / pw.frames:g} s = {pw.exposure:g} s, each frame followed by {dead:g} s dead time"
+                         if pw.frames > 1 else f"{pw.exposure:g} s + {dead:g} s dead time")
+                problems.append(
+                    f"{where}.exposures[{k}]: the {w} exposure at t = {t:.6g} s starts before the previous "
+                    f"{prev.window} exposure ({whole}) ends at t = {busy_until:.6g} s: an interval must be "
+                    f"longer than the exposures it holds"
+                )
+            continue
         out.append(
             PlannedExposure(
                 index=first_index + len(out),
@@ -319,7 +348,7 @@ def _plan_exposures(
                 trigger=trigger,
                 potential_V=step.potential_at(t),
                 subframe=sub,
-                n_subframes=spec.window(w).frames,
+                n_subframes=win.frames,
             )
         )
         busy_until = t + exposure + dead

@@ -1,29 +1,25 @@
-"""The experiment protocol schema (pydantic v2).
-
-A protocol file (YAML) holds: name and description; the sample/cell; the instruments; safety
-limits; the beam; the spectrometer windows; and ordered steps (`cv`, `hold`, `rest`), each with
-exposures attached. Quantities are written with units and stored in SI (protocols/units.py).
-Unknown keys are errors everywhere.
-"""
-
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from insitem.protocols.units import (
+    CURRENT,
+    DISPERSION,
+    DOSE,
+    DOSE_RATE,
     E_PER_A2,
-    Current,
-    Dispersion,
-    Dose,
-    DoseRate,
-    Duration,
-    Energy,
-    Length,
-    SweepRate,
-    Voltage,
+    ENERGY,
+    LENGTH,
+    SWEEP_RATE,
+    TIME,
+    VOLTAGE,
+    Bounds,
+    quantity,
+    quote,
+    show,
 )
 
 ELEMENTARY_CHARGE_C = 1.602176634e-19
@@ -32,6 +28,105 @@ ELEMENTARY_CHARGE_C = 1.602176634e-19
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+def problems_error(problems: list[str]) -> ValueError:
+    """Several problems found by one model validator: one `field: message` per line.
+
+    The loader (protocols/loader.py) reports each line as its own error, with the file line of
+    the field it names.
+    """
+    return ValueError("\n".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounds of every quantity, in SI. Where an instrument sets the limit, the number is the
+# instrument's; elsewhere the bound is the physical scale of the experiment, wide enough for
+# any in-situ TEM-EELS experiment and narrow enough that a typo (1e308, 1e-30, a parsec) fails.
+
+DAY_S = 86400.0
+MAX_STEP_S = 30 * DAY_S  # a step or a whole run: in-situ experiments last hours to days (ex-situ-lasgtp: 83 h)
+MIN_STEP_S = 1e-3  # shortest hold, rest or exposure interval: one potentiostat reading (~1-30 ms, physics.md 4.5)
+MIN_EXPOSURE_S = 1e-3  # shortest camera (sub-)exposure of a CCD behind a GIF [est]; the shipped windows use >= 50 ms
+MAX_EXPOSURE_S = 3600.0  # one spectrum image: an hour is beyond any drift-limited EELS exposure
+MIN_DWELL_S = 1e-3  # staircase point of a CV: source settling < 250 us plus a reading (physics.md 4.4-4.5)
+
+
+class SourceEnvelope:
+    """The voltage source of a potentiostat model: what its specification allows."""
+
+    def __init__(self, label: str, v_max_V: float, i_max_A: float, v_full_current_V: float, i_max_high_v_A: float,
+                 i_min_A: float, source: str) -> None:
+        self.label = label
+        self.v_max_V = v_max_V  # widest source range, either polarity
+        self.i_max_A = i_max_A  # highest current limit up to v_full_current_V
+        self.v_full_current_V = v_full_current_V
+        self.i_max_high_v_A = i_max_high_v_A  # highest current limit above v_full_current_V
+        self.i_min_A = i_min_A  # lowest current limit the instrument accepts
+        self.source = source
+
+
+#: Keithley 2400 [S:K2400SPEC] and 2450 [S:K2450SPEC] (physics.md section 4): +-21 V at up to
+#: +-1.05 A, +-210 V at up to +-105 mA; current limit from 1 nA (drivers/keithley: compliance_A).
+POTENTIOSTATS: dict[str, SourceEnvelope] = {
+    "keithley2400": SourceEnvelope("Keithley 2400", 210.0, 1.05, 21.0, 0.105, 1e-9, "2400 specifications [S:K2400SPEC]"),
+    "keithley2450": SourceEnvelope("Keithley 2450", 210.0, 1.05, 21.0, 0.105, 1e-9, "SPEC-2450 [S:K2450SPEC]"),
+}
+_V_MAX = max(e.v_max_V for e in POTENTIOSTATS.values())
+_I_MAX = max(e.i_max_A for e in POTENTIOSTATS.values())
+_I_MIN = min(e.i_min_A for e in POTENTIOSTATS.values())
+
+Potential = quantity(VOLTAGE, Bounds(ge=-_V_MAX, le=_V_MAX, why="the widest source range of the supported potentiostats"))
+Compliance = quantity(CURRENT, Bounds(ge=_I_MIN, le=_I_MAX, why="the current limits the supported potentiostats accept"))
+StepDuration = quantity(TIME, Bounds(ge=MIN_STEP_S, le=MAX_STEP_S, why="one reading to 30 days"))
+Interval = quantity(
+    TIME,
+    Bounds(ge=MIN_STEP_S, le=MAX_STEP_S, why="one reading to 30 days"),
+    count_hint="`every` takes a time such as '300 s'; to expose after given cycles of a cv step write `after_cycles: [2, 4]`",
+)
+ExposureTime = quantity(
+    TIME,
+    Bounds(ge=MIN_EXPOSURE_S, le=MAX_EXPOSURE_S, why="1 ms (camera) to 1 h"),
+    count_hint="the exposure is a time such as '30 s'; summed sub-exposures are set with `frames: 4`",
+)
+DeadTime = quantity(TIME, Bounds(ge=0.0, le=60.0, why="clear + readout + energy switch of a CCD: seconds at most"))
+SweepRate = quantity(SWEEP_RATE, Bounds(ge=1e-7, le=100.0, why="0.006 mV/min (1 V in 4 months) to 100 V/s"))
+StepHeight = quantity(VOLTAGE, Bounds(ge=1e-6, le=10.0, why="1 uV (below the 2400's 5 uV resolution on 200 mV) to 10 V"))
+HighTension = quantity(VOLTAGE, Bounds(ge=1e4, le=3e6, why="10 kV to 3 MV: every electron microscope built"))
+BeamCurrent = quantity(CURRENT, Bounds(ge=1e-15, le=1e-6, why="1 fA to 1 uA: TEM probes carry pA to a few hundred nA"))
+SpecimenLength = quantity(LENGTH, Bounds(ge=1e-10, le=1e-3, why="0.1 nm to 1 mm: the scale of a TEM specimen"))
+EnergyLoss = quantity(ENERGY, Bounds(ge=-200.0, le=20000.0, why="zero-loss to high-energy EELS (20 keV)"))
+Dispersion = quantity(DISPERSION, Bounds(ge=1e-3, le=10.0, why="1 meV to 10 eV per channel"))
+DoseRate = quantity(DOSE_RATE, Bounds(ge=1e-6 * E_PER_A2, le=1e12 * E_PER_A2, why="1e-6 to 1e12 e/Å^2/s (a focused probe)"))
+Dose = quantity(DOSE, Bounds(ge=1e-3 * E_PER_A2, le=1e10 * E_PER_A2, why="1e-3 to 1e10 e/Å^2: any specimen is destroyed long before"))
+MaxExposure = quantity(TIME, Bounds(ge=MIN_EXPOSURE_S, le=MAX_EXPOSURE_S, why="1 ms (camera) to 1 h"))
+
+
+def _bare_number(lo: float, hi: float, unit: str) -> Any:
+    """A dimensionless number (degrees, mrad) within [lo, hi]: no booleans, no strings, finite."""
+
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"expected a number in {unit}, got {quote(v)}")
+        if not math.isfinite(v) or not lo <= v <= hi:
+            raise ValueError(f"must be within [{lo:g}, {hi:g}] {unit}, got {quote(v)}")
+        return float(v)
+
+    return Annotated[float, BeforeValidator(check), Field(json_schema_extra={"minimum": lo, "maximum": hi})]
+
+
+def _count(lo: int, hi: int) -> Any:
+    """A whole number within [lo, hi]; `true`/`false` and `2.0` are refused (no bool-as-int)."""
+    return Annotated[int, Field(strict=True, ge=lo, le=hi)]
+
+
+def _text(max_length: int, pattern: str | None = None) -> Any:
+    return Annotated[str, StringConstraints(strict=True, max_length=max_length, pattern=pattern)]
+
+
+Name = _text(64, r"^[A-Za-z0-9_.-]+$")
+ShortText = _text(256)
+LongText = _text(2000)
+MAX_SENSOR_PX = 16384
 
 # ---------------------------------------------------------------------------------------------
 # Edges a window can name: onset and the energy span the window must cover (pre-edge background
@@ -55,19 +150,19 @@ EDGES: dict[str, tuple[float, float, float]] = {
 class Sample(Strict):
     """The cell under test. `preset` selects a simulator parameter set; free text for hardware."""
 
-    description: str = ""
+    description: LongText = ""
     preset: Literal["lasgtp_bulk", "lfp_lamella", "si_nanoparticle"] | None = Field(
         default=None, description="simulator parameter set (required for --sim runs)"
     )
     initial_state: Literal["pristine", "cycled"] = Field(
         default="pristine", description="pristine cell, or the electrode formed by prior ex-situ cycling"
     )
-    seed: int = Field(default=0, description="random seed of the simulated world")
+    seed: _count(0, 2**32 - 1) = Field(default=0, description="random seed of the simulated world")
 
 
 class InstrumentEntry(Strict):
-    model: str
-    resource: str | None = Field(default=None, description="VISA resource or socket URL for hardware runs")
+    model: ShortText = Field(description="instrument model, e.g. keithley2400")
+    resource: ShortText | None = Field(default=None, description="VISA resource or socket URL for hardware runs")
 
 
 class Instruments(Strict):
@@ -79,17 +174,22 @@ class Instruments(Strict):
     @field_validator("potentiostat")
     @classmethod
     def _known_potentiostat(cls, v: InstrumentEntry) -> InstrumentEntry:
-        if v.model not in ("keithley2400", "keithley2450"):
-            raise ValueError(f"model {v.model!r}: expected 'keithley2400' or 'keithley2450'")
+        if v.model not in POTENTIOSTATS:
+            raise ValueError(f"model {quote(v.model)}: expected {' or '.join(repr(m) for m in POTENTIOSTATS)}")
         return v
 
     @model_validator(mode="after")
     def _resources_for_hardware(self) -> "Instruments":
         if self.backend == "hardware":
-            for name in ("potentiostat", "camera", "microscope"):
-                if not getattr(self, name).resource:
-                    raise ValueError(f"{name}.resource: a hardware backend needs a resource string")
+            missing = [f"{n}.resource: a hardware backend needs a resource string"
+                       for n in ("potentiostat", "camera", "microscope") if not getattr(self, n).resource]
+            if missing:
+                raise problems_error(missing)
         return self
+
+    @property
+    def source(self) -> SourceEnvelope:
+        return POTENTIOSTATS[self.potentiostat.model]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,49 +197,30 @@ class Instruments(Strict):
 
 
 class Safety(Strict):
-    voltage_min: Voltage = Field(description="lowest potential any step may apply")
-    voltage_max: Voltage = Field(description="highest potential any step may apply")
-    current_compliance: Current = Field(description="current limit of the source")
+    voltage_min: Potential = Field(description="lowest potential any step may apply")
+    voltage_max: Potential = Field(description="highest potential any step may apply")
+    current_compliance: Compliance = Field(description="current limit of the source")
     max_dose_rate: DoseRate = Field(description="highest electron dose rate on the sample")
     max_total_dose: Dose = Field(description="electron dose budget for the whole run")
-    max_exposure: Duration = Field(default=120.0, description="longest single exposure")
-    max_compliance_trips: int = Field(default=10, ge=0, description="compliance trips tolerated before stopping")
+    max_exposure: MaxExposure = Field(default=120.0, description="longest single exposure")
+    max_compliance_trips: _count(0, 1_000_000) = Field(default=10, description="compliance trips tolerated before stopping")
 
     @model_validator(mode="after")
     def _check(self) -> "Safety":
         if not self.voltage_min < self.voltage_max:
-            raise ValueError("voltage_min must be below voltage_max")
-        if self.current_compliance <= 0:
-            raise ValueError("current_compliance: must be > 0")
-        if self.max_dose_rate <= 0 or self.max_total_dose <= 0 or self.max_exposure <= 0:
-            raise ValueError("max_dose_rate, max_total_dose and max_exposure must be > 0")
+            raise ValueError(f"voltage_min: {self.voltage_min:g} V must be below voltage_max {self.voltage_max:g} V")
         return self
 
 
 class Beam(Strict):
     """Illumination during exposures: dose rate = current / (e x disc area)."""
 
-    high_tension: Voltage = 300e3
-    current: Current = Field(description="beam current on the sample when unblanked")
-    illuminated_diameter: Length = Field(description="diameter of the illuminated disc")
+    high_tension: HighTension = Field(default=300e3, description="accelerating voltage")
+    current: BeamCurrent = Field(description="beam current on the sample when unblanked")
+    illuminated_diameter: SpecimenLength = Field(description="diameter of the illuminated disc")
     policy: Literal["blanked_between", "always_on"] = Field(
         default="blanked_between", description="beam blanked except during exposures (default), or always on"
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> "Beam":
-        if self.current <= 0 or self.illuminated_diameter <= 0:
-            raise ValueError("current and illuminated_diameter must be > 0")
-        try:
-            rate = self.dose_rate_e_per_m2_s
-        except (OverflowError, ZeroDivisionError):  # a disc area beyond the float range
-            rate = math.nan
-        if not math.isfinite(rate):
-            raise ValueError(
-                f"illuminated_diameter: {self.illuminated_diameter:g} m with current {self.current:g} A "
-                "gives no finite dose rate"
-            )
-        return self
 
     @property
     def dose_rate_e_per_m2_s(self) -> float:
@@ -148,51 +229,48 @@ class Beam(Strict):
 
 
 class Slit(Strict):
-    length: Length = Field(default=1880e-9, description="extent along the spectrum image's position axis")
-    width: Length = Field(default=200e-9, description="extent across, integrated by the spectrometer")
-    angle: float = Field(default=0.0, description="rotation in degrees (dimensionless number allowed)")
+    length: SpecimenLength = Field(default=1880e-9, description="extent along the spectrum image's position axis")
+    width: SpecimenLength = Field(default=200e-9, description="extent across, integrated by the spectrometer")
+    angle: _bare_number(-360.0, 360.0, "degrees") = Field(default=0.0, description="rotation in degrees (a bare number)")
 
 
 class Window(Strict):
     """One spectrometer energy window: a spectrum image exposure setting."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    edges: list[str] = Field(default_factory=list, description="edges the window must contain")
-    energy_offset: Energy = Field(description="energy loss at the first channel")
+    name: Name = Field(description="window name, used by the steps' exposures")
+    edges: list[Literal[tuple(EDGES)]] = Field(default_factory=list, max_length=len(EDGES), description="edges the window must contain")  # type: ignore[valid-type]
+    energy_offset: EnergyLoss = Field(description="energy loss at the first channel")
     dispersion: Dispersion = Field(default=0.1, description="energy per channel")
-    channels: int = Field(default=2048, ge=16, le=8192)
-    exposure: Duration = Field(description="total exposure of one spectrum image")
-    frames: int = Field(
-        default=1, ge=1, le=1000, description="summed sub-exposures of exposure/frames each (keeps bright windows below 16-bit saturation)"
+    channels: _count(16, 8192) = Field(default=2048, description="energy channels read")
+    exposure: ExposureTime = Field(description="total exposure of one spectrum image")
+    frames: _count(1, 1000) = Field(
+        default=1, description="summed sub-exposures of exposure/frames each (keeps bright windows below 16-bit saturation)"
     )
-    binning: tuple[int, int] = Field(default=(1, 1), description="(rows, channels) on-chip binning")
-    readout_rows: tuple[int, int] | None = Field(default=None, description="first and last+1 sensor row read")
-
-    @field_validator("edges")
-    @classmethod
-    def _known_edges(cls, v: list[str]) -> list[str]:
-        for e in v:
-            if e not in EDGES:
-                raise ValueError(f"unknown edge {e!r}: expected one of {', '.join(EDGES)}")
-        return v
+    binning: tuple[_count(1, 4096), _count(1, 4096)] = Field(default=(1, 1), description="(rows, channels) on-chip binning")
+    readout_rows: tuple[_count(0, MAX_SENSOR_PX), _count(1, MAX_SENSOR_PX)] | None = Field(
+        default=None, description="first and last+1 sensor row read"
+    )
 
     @model_validator(mode="after")
-    def _contains_edges(self) -> "Window":
-        if self.exposure <= 0:
-            raise ValueError("exposure: must be > 0")
-        if self.dispersion <= 0:
-            raise ValueError("dispersion: must be > 0")
+    def _check(self) -> "Window":
+        problems = []
         lo, hi = self.energy_range_eV
         for e in self.edges:
             _, need_lo, need_hi = EDGES[e]
             if need_lo < lo or need_hi > hi:
-                raise ValueError(
+                problems.append(
                     f"edges: {e} needs {need_lo:g}-{need_hi:g} eV but the window covers "
                     f"{lo:g}-{hi:g} eV (energy_offset {self.energy_offset:g} eV, "
                     f"{self.channels} x {self.dispersion:g} eV)"
                 )
-        if min(self.binning) < 1:
-            raise ValueError("binning: must be >= 1")
+        if self.exposure / self.frames < MIN_EXPOSURE_S:
+            problems.append(f"frames: {self.frames} sub-exposures of {self.exposure:g} s are shorter than the camera's {MIN_EXPOSURE_S:g} s")
+        if self.readout_rows is not None and not self.readout_rows[0] < self.readout_rows[1]:
+            problems.append(f"readout_rows: the first row {self.readout_rows[0]} must be below the last+1 {self.readout_rows[1]}")
+        if self.binning[1] > self.channels:
+            problems.append(f"binning: {self.binning[1]} channels per bin exceeds the window's {self.channels} channels")
+        if problems:
+            raise problems_error(problems)
         return self
 
     @property
@@ -201,28 +279,36 @@ class Window(Strict):
 
 
 class Camera(Strict):
-    sensor_rows: int = 2048
-    sensor_channels: int = 2048
-    dead_time: Duration = Field(default=0.6, description="clear + readout + energy switch per exposure")
+    sensor_rows: _count(16, MAX_SENSOR_PX) = Field(default=2048, description="sensor rows (position axis)")
+    sensor_channels: _count(16, MAX_SENSOR_PX) = Field(default=2048, description="sensor columns (energy axis)")
+    dead_time: DeadTime = Field(default=0.6, description="clear + readout + energy switch per exposure")
     processing: Literal["unprocessed", "dark_subtracted", "gain_normalized"] = "gain_normalized"
 
 
 class Spectrometer(Strict):
     camera: Camera = Camera()
     slit: Slit = Slit()
-    convergence_semiangle: float = Field(default=0.5, description="mrad")
-    collection_semiangle: float = Field(default=10.0, description="mrad")
-    windows: list[Window] = Field(min_length=1)
+    convergence_semiangle: _bare_number(1e-3, 500.0, "mrad") = Field(default=0.5, description="mrad (a bare number)")
+    collection_semiangle: _bare_number(1e-3, 500.0, "mrad") = Field(default=10.0, description="mrad (a bare number)")
+    windows: list[Window] = Field(min_length=1, max_length=32)
 
     @model_validator(mode="after")
-    def _unique(self) -> "Spectrometer":
+    def _check(self) -> "Spectrometer":
+        problems = []
         names = [w.name for w in self.windows]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"windows: duplicate name {sorted(dup)[0]!r}")
-        for w in self.windows:
-            if w.channels > self.camera.sensor_channels:
-                raise ValueError(f"windows: {w.name} has {w.channels} channels, the camera {self.camera.sensor_channels}")
+        for n in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"windows: duplicate name {n!r}")
+        cam = self.camera
+        for i, w in enumerate(self.windows):
+            if w.channels > cam.sensor_channels:
+                problems.append(f"windows[{i}].channels: {w.name} has {w.channels} channels, the camera {cam.sensor_channels}")
+            r0, r1 = w.readout_rows or (0, cam.sensor_rows)
+            if r1 > cam.sensor_rows:
+                problems.append(f"windows[{i}].readout_rows: row {r1} is beyond the camera's {cam.sensor_rows} rows")
+            elif w.binning[0] > r1 - r0:
+                problems.append(f"windows[{i}].binning: {w.binning[0]} rows per bin exceeds the {r1 - r0} rows read")
+        if problems:
+            raise problems_error(problems)
         return self
 
     def window(self, name: str) -> Window:
@@ -235,83 +321,111 @@ class Spectrometer(Strict):
 # ---------------------------------------------------------------------------------------------
 # Exposures and steps
 
+TRIGGERS = ("every", "at_start", "at_end", "at_vertices", "after_cycles", "at_potentials")
+CV_ONLY_TRIGGERS = ("at_vertices", "after_cycles", "at_potentials")
+
+#: one exposure entry per trigger, for the format reference (a test plans each one)
+TRIGGER_EXAMPLES: dict[str, str] = {
+    "every": "windows: [li-k]\nevery: 300 s",
+    "at_start": "windows: [li-k]\nat_start: true",
+    "at_end": "windows: [li-k]\nat_end: true",
+    "at_vertices": "windows: [li-k]\nat_vertices: true",
+    "after_cycles": "windows: [li-k]\nafter_cycles: [1, 2]",
+    "at_potentials": "windows: [li-k]\nat_potentials: [2.0 V]",
+}
+
 
 class Exposures(Strict):
     """When to take spectrum images during a step: exactly one trigger per entry."""
 
-    windows: list[str] = Field(min_length=1, description="window names, exposed one after the other")
-    every: Duration | None = Field(default=None, description="period from the step start")
-    at_start: bool = False
-    at_end: bool = False
-    at_vertices: bool = Field(default=False, description="cv only: at every vertex")
-    after_cycles: list[int] | None = Field(default=None, description="cv only: at the end of these cycles (1-based)")
-    at_potentials: list[Voltage] | None = Field(default=None, description="cv only: whenever the sweep crosses these")
+    windows: list[Name] = Field(min_length=1, max_length=32, description="window names, exposed one after the other")
+    every: Interval | None = Field(default=None, description="period from the step start")
+    at_start: bool = Field(default=False, strict=True, description="once, at the step start")
+    at_end: bool = Field(default=False, strict=True, description="once, at the step end")
+    at_vertices: bool = Field(default=False, strict=True, description="cv only: at every vertex")
+    after_cycles: list[_count(1, 100_000)] | None = Field(
+        default=None, max_length=100_000, description="cv only: at the end of these cycles (1-based)"
+    )
+    at_potentials: list[Potential] | None = Field(
+        default=None, max_length=1000, description="cv only: whenever the sweep crosses these"
+    )
 
     @model_validator(mode="after")
     def _one_trigger(self) -> "Exposures":
-        set_ = [
-            n
-            for n in ("every", "at_start", "at_end", "at_vertices", "after_cycles", "at_potentials")
-            if getattr(self, n) not in (None, False)
-        ]
+        set_ = [n for n in TRIGGERS if getattr(self, n) not in (None, False)]
         if len(set_) != 1:
             raise ValueError(
-                "give exactly one trigger of every, at_start, at_end, at_vertices, after_cycles, at_potentials"
-                + (f" (got {', '.join(set_)})" if set_ else "")
+                "give exactly one trigger of " + ", ".join(TRIGGERS) + (f" (got {', '.join(set_)})" if set_ else "")
             )
-        if self.every is not None and self.every <= 0:
-            raise ValueError("every: must be > 0")
         return self
+
+    @property
+    def trigger(self) -> str:
+        return next(n for n in TRIGGERS if getattr(self, n) not in (None, False))
+
+
+StepExposures = Annotated[list[Exposures], Field(max_length=100)]
 
 
 class CV(Strict):
+    """Cyclic voltammetry: a staircase from `start` through the `vertices` and back, `cycles` times."""
+
     kind: ClassVar[str] = "cv"
-    start: Voltage
-    vertices: list[Voltage] = Field(min_length=1, description="turning potentials of each cycle")
-    end: Voltage | None = Field(default=None, description="final potential (default: start)")
-    sweep_rate: SweepRate
-    step: Voltage = Field(default=1e-3, description="staircase step height")
-    cycles: int = Field(default=1, ge=1, le=100000)
-    exposures: list[Exposures] = Field(default_factory=list)
+    example: ClassVar[str] = (
+        "cv:\n  start: 1.0 V\n  vertices: [2.5 V, 0.5 V]\n  end: 1.0 V\n  sweep_rate: 40 mV/min\n  step: 1 mV\n"
+        "  cycles: 2\n  exposures:\n    - windows: [li-k]\n      at_vertices: true"
+    )
+    start: Potential = Field(description="potential at the start of each cycle")
+    vertices: list[Potential] = Field(min_length=1, max_length=100, description="turning potentials of each cycle")
+    end: Potential | None = Field(default=None, description="final potential (default: start)")
+    sweep_rate: SweepRate = Field(description="rate of the staircase ramp")
+    step: StepHeight = Field(default=1e-3, description="staircase step height")
+    cycles: _count(1, 100_000) = Field(default=1, description="number of cycles")
+    exposures: StepExposures = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> "CV":
-        if self.sweep_rate <= 0:
-            raise ValueError(f"sweep_rate: must be > 0, got {self.sweep_rate:g} V/s")
-        if self.step <= 0:
-            raise ValueError(f"step: must be > 0, got {self.step:g} V")
+        problems = []
+        dwell = self.step / self.sweep_rate
+        if dwell < MIN_DWELL_S:
+            problems.append(f"step: {self.step:g} V at {self.sweep_rate:g} V/s is {dwell:.3g} s per point, "
+                            f"shorter than the {MIN_DWELL_S:g} s a source-measure point takes")
+        if self.duration_s > MAX_STEP_S:
+            problems.append(f"cycles: {self.cycles} cycles at {self.sweep_rate:g} V/s take {show(self.duration_s, TIME)}, "
+                            f"beyond the {show(MAX_STEP_S, TIME)} a step may last")
+        if problems:
+            raise problems_error(problems)
         return self
 
     @property
     def potentials(self) -> list[float]:
         return [self.start, *self.vertices, self.end if self.end is not None else self.start]
 
+    @property
+    def duration_s(self) -> float:
+        path = [self.start, *self.vertices, self.start]
+        travel = sum(abs(b - a) for a, b in zip(path[:-1], path[1:])) * self.cycles
+        end = self.end if self.end is not None else self.start
+        return (travel + abs(end - self.start)) / self.sweep_rate
+
 
 class Hold(Strict):
-    kind: ClassVar[str] = "hold"
-    potential: Voltage
-    duration: Duration
-    exposures: list[Exposures] = Field(default_factory=list)
+    """A constant potential for a duration."""
 
-    @model_validator(mode="after")
-    def _check(self) -> "Hold":
-        if self.duration <= 0:
-            raise ValueError("duration: must be > 0")
-        return self
+    kind: ClassVar[str] = "hold"
+    example: ClassVar[str] = "hold:\n  potential: 1.5 V\n  duration: 10 min\n  exposures:\n    - windows: [li-k]\n      every: 60 s"
+    potential: Potential = Field(description="potential held")
+    duration: StepDuration = Field(description="how long")
+    exposures: StepExposures = Field(default_factory=list)
 
 
 class Rest(Strict):
     """Open circuit (potentiostat output off)."""
 
     kind: ClassVar[str] = "rest"
-    duration: Duration
-    exposures: list[Exposures] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _check(self) -> "Rest":
-        if self.duration <= 0:
-            raise ValueError("duration: must be > 0")
-        return self
+    example: ClassVar[str] = "rest:\n  duration: 2 min\n  exposures:\n    - windows: [li-k]\n      at_start: true"
+    duration: StepDuration = Field(description="how long")
+    exposures: StepExposures = Field(default_factory=list)
 
 
 class Step(Strict):
@@ -342,51 +456,85 @@ class Step(Strict):
 
 
 class Protocol(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    reference: str = Field(default="", description="the publication the protocol reproduces")
+    name: Name = Field(description="protocol name (letters, digits, _ . -)")
+    description: LongText = ""
+    reference: ShortText = Field(default="", description="the publication the protocol reproduces")
     sample: Sample
     instruments: Instruments = Instruments()
     safety: Safety
     beam: Beam
     spectrometer: Spectrometer
-    steps: list[Step] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1, max_length=10_000)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Protocol":
+        problems = [*self._source_problems(), *self._beam_problems(), *self._step_problems()]
+        if problems:
+            raise problems_error(problems)
+        return self
+
+    def _source_problems(self) -> list[str]:
+        """Safety limits within what the declared potentiostat can do."""
+        s, src = self.safety, self.instruments.source
+        out = []
+        for name in ("voltage_min", "voltage_max"):
+            v = getattr(s, name)
+            if abs(v) > src.v_max_V:
+                out.append(f"safety.{name}: {v:g} V is beyond the {src.label}'s +-{src.v_max_V:g} V source range ({src.source})")
+        if s.current_compliance > src.i_max_A:
+            out.append(f"safety.current_compliance: {s.current_compliance:g} A is above the {src.label}'s {src.i_max_A:g} A limit ({src.source})")
+        elif max(abs(s.voltage_min), abs(s.voltage_max)) > src.v_full_current_V and s.current_compliance > src.i_max_high_v_A:
+            out.append(
+                f"safety.current_compliance: {s.current_compliance:g} A is above the {src.i_max_high_v_A:g} A the {src.label} "
+                f"sources beyond +-{src.v_full_current_V:g} V (the voltage window reaches "
+                f"{max(abs(s.voltage_min), abs(s.voltage_max)):g} V; {src.source})"
+            )
+        if s.current_compliance < src.i_min_A:
+            out.append(f"safety.current_compliance: {s.current_compliance:g} A is below the {src.label}'s lowest limit {src.i_min_A:g} A")
+        return out
+
+    def _beam_problems(self) -> list[str]:
         s = self.safety
+        out = []
         if self.beam.dose_rate_e_per_m2_s > s.max_dose_rate * (1 + 1e-9):
-            raise ValueError(
+            out.append(
                 f"beam: dose rate {self.beam.dose_rate_e_per_m2_s / E_PER_A2:.3g} e/Å^2/s exceeds "
                 f"safety.max_dose_rate {s.max_dose_rate / E_PER_A2:.3g} e/Å^2/s"
             )
-        for w in self.spectrometer.windows:
+        for i, w in enumerate(self.spectrometer.windows):
             if w.exposure > s.max_exposure:
-                raise ValueError(
-                    f"spectrometer.windows: {w.name} exposure {w.exposure:g} s exceeds safety.max_exposure {s.max_exposure:g} s"
+                out.append(
+                    f"spectrometer.windows[{i}].exposure: {w.name} exposure {w.exposure:g} s exceeds safety.max_exposure {s.max_exposure:g} s"
                 )
+        return out
+
+    def _step_problems(self) -> list[str]:
+        s = self.safety
         names = {w.name for w in self.spectrometer.windows}
+        out = []
         for i, step in enumerate(self.steps):
             body = step.body
             where = f"steps[{i}].{body.kind}"
             if isinstance(body, CV):
-                for j, v in enumerate(body.potentials):
+                fields = [("start", body.start), *((f"vertices[{j}]", v) for j, v in enumerate(body.vertices))]
+                if body.end is not None:
+                    fields.append(("end", body.end))
+                for field, v in fields:
                     if not s.voltage_min <= v <= s.voltage_max:
-                        raise ValueError(
-                            f"{where}: potential {v:g} V outside the safety window "
-                            f"[{s.voltage_min:g}, {s.voltage_max:g}] V"
-                        )
+                        out.append(f"{where}.{field}: potential {v:g} V outside the safety window [{s.voltage_min:g}, {s.voltage_max:g}] V")
             if isinstance(body, Hold) and not s.voltage_min <= body.potential <= s.voltage_max:
-                raise ValueError(
-                    f"{where}.potential: {body.potential:g} V outside the safety window "
-                    f"[{s.voltage_min:g}, {s.voltage_max:g}] V"
-                )
+                out.append(f"{where}.potential: {body.potential:g} V outside the safety window [{s.voltage_min:g}, {s.voltage_max:g}] V")
             for k, ex in enumerate(body.exposures):
-                for w in ex.windows:
+                for j, w in enumerate(ex.windows):
                     if w not in names:
-                        raise ValueError(f"{where}.exposures[{k}].windows: unknown window {w!r} (have {', '.join(sorted(names))})")
-                if not isinstance(body, CV) and (ex.at_vertices or ex.after_cycles or ex.at_potentials):
-                    raise ValueError(f"{where}.exposures[{k}]: at_vertices/after_cycles/at_potentials apply to cv steps only")
+                        out.append(f"{where}.exposures[{k}].windows[{j}]: unknown window {w!r} (have {', '.join(sorted(names))})")
+                if not isinstance(body, CV) and ex.trigger in CV_ONLY_TRIGGERS:
+                    out.append(f"{where}.exposures[{k}].{ex.trigger}: applies to cv steps only; a {body.kind} step takes every, at_start or at_end")
                 if isinstance(body, CV) and ex.after_cycles and max(ex.after_cycles) > body.cycles:
-                    raise ValueError(f"{where}.exposures[{k}].after_cycles: cycle {max(ex.after_cycles)} > cycles {body.cycles}")
-        return self
+                    out.append(f"{where}.exposures[{k}].after_cycles: cycle {max(ex.after_cycles)} > cycles {body.cycles}")
+                if isinstance(body, CV) and ex.at_potentials:
+                    lo, hi = min(body.potentials), max(body.potentials)
+                    for j, v in enumerate(ex.at_potentials):
+                        if not lo <= v <= hi:
+                            out.append(f"{where}.exposures[{k}].at_potentials[{j}]: {v:g} V is never reached (the sweep spans {lo:g}-{hi:g} V)")
+        return out

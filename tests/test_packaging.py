@@ -16,16 +16,30 @@ SUBPACKAGES = ["drivers", "simulators", "acquisition", "protocols", "analysis"]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, and everything the build printed (pip -v passes the backend's output on)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w", str(out), str(ROOT)],
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
     (whl,) = out.glob("insitem-*.whl")
-    return whl
+    return whl, r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(build: tuple[Path, str]) -> Path:
+    return build[0]
+
+
+def test_the_build_declares_every_package(build: tuple[Path, str]) -> None:
+    """setuptools warns about importable folders missing from `packages` (the protocol library was)."""
+    log = build[1]
+    assert "absent from the `packages` configuration" not in log, log[-3000:]
+    assert "Package would be ignored" not in log
 
 
 def test_wheel_contents(wheel: Path) -> None:
@@ -34,8 +48,9 @@ def test_wheel_contents(wheel: Path) -> None:
     assert tops == {"insitem"}, f"nothing but insitem/ may land in site-packages, got {tops}"
     for sub in SUBPACKAGES:
         assert f"insitem/{sub}/__init__.py" in names
-    for proto in ("ex-situ-lasgtp", "in-situ-lasgtp", "micro-battery-lagp", "si-nanoparticle-hold"):
-        assert f"insitem/protocols/library/{proto}.yaml" in names
+    for proto in (ROOT / "protocols" / "library").glob("*.yaml"):
+        assert f"insitem/protocols/library/{proto.name}" in names
+    assert "insitem/protocols/protocol.schema.json" in names  # the JSON Schema editors use
     # every source package folder of the repository is in the wheel
     for sub in SUBPACKAGES:
         for init in (ROOT / sub).rglob("__init__.py"):

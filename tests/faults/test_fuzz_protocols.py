@@ -6,9 +6,9 @@ negative/zero/huge/NaN/inf magnitudes, wrong types, unicode and overlong strings
 broken, keys duplicated, random bytes - are written to a file and given to
 ``insitem validate FILE`` and ``insitem plan FILE`` in-process (`insitem.acquisition.cli.main`).
 
-Property: the command exits 0, or exits non-zero with exactly one line on stderr that names the
-file (the loader's ``file:line: field: message``); never a traceback, never an exception out of
-`main`. A valid mutant whose plan exceeds the dose budget is never started by ``insitem run``.
+Property: the command exits 0, or exits non-zero with one line on stderr per error, each naming
+the file (the loader's ``file:line: field: message``); never a traceback, never an exception out
+of `main`. A valid mutant whose plan exceeds the dose budget is never started by ``insitem run``.
 
 Examples found by fuzzing that once broke the property are kept as explicit regression cases.
 """
@@ -38,6 +38,9 @@ TREES = {name: yaml.safe_load(text) for name, text in LIBRARY.items()}
 
 #: wall-clock bound for one validate/plan call: a plan that would take longer is a hang
 CALL_LIMIT_S = 20.0
+#: error lines per file (the loader's cap of 50 plus its "... and N more") and characters per line
+MAX_ERROR_LINES = 51
+MAX_LINE_CHARS = 600
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> Outcome:
 
 
 def check_outcome(o: Outcome, path: Path, command: str) -> None:
-    """The property: success, or one stderr line naming the file; no traceback either way."""
+    """The property: success, or one stderr line per error, each naming the file; no traceback either way."""
     assert isinstance(o.code, int)
     assert "Traceback" not in o.err and "Traceback" not in o.out
     if o.code == 0:
@@ -84,8 +87,10 @@ def check_outcome(o: Outcome, path: Path, command: str) -> None:
         return
     assert o.code == cli.EXIT_BAD_INPUT, f"insitem {command}: exit {o.code}, stderr {o.err!r}"
     lines = o.err.rstrip("\n").split("\n")
-    assert len(lines) == 1 and lines[0].strip(), f"insitem {command}: expected one stderr line, got {o.err!r}"
-    assert str(path) in lines[0], f"insitem {command}: the error does not name the file: {lines[0]!r}"
+    assert lines and len(lines) <= MAX_ERROR_LINES, f"insitem {command}: expected one line per error, got {o.err!r}"
+    for line in lines:
+        assert line.strip() and len(line) < MAX_LINE_CHARS, f"insitem {command}: an empty or overlong line: {line[:200]!r}"
+        assert str(path) in line, f"insitem {command}: the error does not name the file: {line!r}"
 
 
 def validate_and_plan(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Outcome, Outcome]:
@@ -96,7 +101,7 @@ def validate_and_plan(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[O
     # validate builds the plan too: both accept or both refuse
     assert (v.code == 0) == (p.code == 0), (v.err, p.err)
     if v.code:
-        assert v.err.removeprefix("invalid: ").strip() == p.err.removeprefix("insitem plan: ").strip()
+        assert v.err.replace("invalid: ", "") == p.err.replace("insitem plan: ", "")
     return v, p
 
 
@@ -293,7 +298,7 @@ FOUND = [
     ("si-nanoparticle-hold", ("steps", 0, "hold", "duration"), "1e400 s", "steps[0].hold.duration"),
     # the plan tried to build 6e11 (or 2e29) exposures: plan never finished
     ("si-nanoparticle-hold", ("steps", 0, "hold", "exposures", 0, "every"), "1 ns", "steps[0].hold.exposures[0].every"),
-    ("si-nanoparticle-hold", ("steps", 0, "hold", "duration"), "1e30 s", "steps[0].hold.exposures[0].every"),
+    ("si-nanoparticle-hold", ("steps", 0, "hold", "duration"), "1e30 s", "steps[0].hold.duration"),
 ]
 
 
@@ -372,7 +377,7 @@ def _plan_dose_e_per_A2(name: str) -> float:
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(NAMES), fraction=st.floats(min_value=1e-6, max_value=0.99),
+@given(name=st.sampled_from(NAMES), fraction=st.floats(min_value=1e-3, max_value=0.99),
        beam_scale=st.sampled_from([1.0, 0.5, 0.1]))
 def test_run_over_the_dose_budget_is_not_started(name: str, fraction: float, beam_scale: float,
                                                  tmp_path_factory: pytest.TempPathFactory,
