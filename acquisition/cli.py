@@ -231,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except InsitemError as exc:
         err_console.print(f"insitem {args.command}: {exc}", soft_wrap=True)
-        return EXIT_BAD_INPUT if isinstance(exc, (ProtocolError, ResourceError)) else EXIT_FAULT
+        bad_input = isinstance(exc, (ProtocolError, ResourceError)) or getattr(exc, "bad_input", False)
+        return EXIT_BAD_INPUT if bad_input else EXIT_FAULT
     except KeyboardInterrupt:
         err_console.print(f"insitem {args.command}: interrupted")
         return 130

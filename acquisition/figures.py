@@ -10,6 +10,7 @@ crashed run left; `--follow` redraws while the run is live.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ matplotlib.use("Agg")  # files only: no display on the machines this runs on
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from insitem.acquisition.runfile_read import RunFileReader  # noqa: E402
+from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line  # noqa: E402
+from insitem.drivers.errors import InsitemError  # noqa: E402
 
 MAX_EC_POINTS_PLOTTED = 200_000
 
@@ -151,19 +153,35 @@ def _image_figure(img: np.ndarray, energy_eV: np.ndarray, position: np.ndarray, 
     return path
 
 
-def show_command(args: argparse.Namespace) -> int:
-    run_file: Path = args.run_file
-    if not run_file.is_file():
-        from insitem.drivers.errors import ProtocolError
+class FigureFolderError(InsitemError):
+    """The folder for the figures cannot be made or written (bad --out: exit 2)."""
 
-        raise ProtocolError(f"show {run_file}: no such run file")
+    bad_input = True
+
+
+def show_command(args: argparse.Namespace) -> int:
+    """Figures of a run file; a missing, damaged or foreign file is one line and exit 2 (raised as
+    `RunFileUnreadable`, reported by the CLI)."""
+    run_file: Path = args.run_file
     out = args.out or run_file.parent / (run_file.stem + "-figures")
+    with unreadable_as_one_line(run_file):
+        RunFileReader(run_file).close()  # checks the file before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise FigureFolderError(f"cannot write figures to {out}: {exc.strerror or exc}; give --out DIR") from None
     while True:
-        figs = write_figures(run_file, out)
+        try:
+            with unreadable_as_one_line(run_file):
+                figs = write_figures(run_file, out)
+        except OSError as exc:
+            raise FigureFolderError(f"cannot write figures to {out}: {exc.strerror or exc}; give --out DIR") from None
         print(f"{len(figs)} figures in {out}")
         if not args.follow:
             return 0
-        with RunFileReader(run_file) as r:
+        with unreadable_as_one_line(run_file), RunFileReader(run_file) as r:
             if r.status != "running":
                 return 0
         time.sleep(args.interval)
