@@ -193,6 +193,7 @@ class Runner:
         # readings of the running exposure, for its mean potential and current
         self._exposure_readings: list[tuple[float, float]] | None = None
         self._stair_pending = False  # a level was set and its stair not yet measured
+        self._pending_cycle = 0  # the cycle of that stair
         # PC-timed stairs never read the potentiostat's error queue (sweeps do): it is drained
         # after each exposure, in the slack just after the next level is set, and at each step's end
         self._errors_due = False
@@ -422,7 +423,8 @@ class Runner:
         # final reading at the end of the last stair
         if not self.stop_requested:
             self.clock.sleep_until(step.t_end_s + self._offset)
-        self._measure_pending(int(cyc[-1]) if n else 0, step.index)
+        # the stair set last (not the step's last one when a stop cut the step short)
+        self._measure_pending(self._pending_cycle if n else 0, step.index)
         self._check_potentiostat_errors(f"step {step.index}")
         t_end = self.clock.now()
         self.file.end_step(step.index, t_end, "interrupted" if self.stop_requested else "completed")
@@ -500,6 +502,7 @@ class Runner:
                 pot.set_voltage(float(v[k]))
                 self._ensure_output(True)
                 self._stair_pending = True
+                self._pending_cycle = int(cyc[k])
                 if self._errors_due:
                     self._check_potentiostat_errors(f"step {step.index}")
 
