@@ -119,18 +119,25 @@ def read_superblock(path: Path) -> Superblock:
     return Superblock(offset, version, block[11], eof)
 
 
-def check_size(path: Path, sb: Superblock) -> None:
-    """`RunFileUnreadable` when the file is shorter than its superblock says (truncated)."""
+def short_by(path: Path, sb: Superblock) -> int:
+    """How many bytes the file lacks of what its superblock says it holds (0 when whole).
+
+    A closed file that is short was truncated: `RunFileUnreadable`. A file still marked open for
+    write may be short because its writer died in a failed write (a full disk): it is read with
+    SWMR's checks, and the reader counts only images stored inside the file."""
     if sb.eof_address is None:
-        return
+        return 0
     need = sb.offset + sb.eof_address
     size = path.stat().st_size
     if size < need and sb.flags:
         time.sleep(RECHECK_TRUNCATION_S)  # a live writer may be between extending and flushing
         sb2 = read_superblock(path)
         need, size = sb2.offset + (sb2.eof_address or 0), path.stat().st_size
+        if size < need:
+            return need - size
     if size < need:
         raise RunFileUnreadable(f"{path}: truncated: the file holds {size} bytes, its HDF5 superblock says {need}")
+    return 0
 
 
 def _attempts_setter() -> Callable[[int, int], int] | None:
@@ -178,7 +185,7 @@ def open_for_reading(path: str | os.PathLike[str]) -> h5py.File:
     if not path.is_file():
         raise RunFileUnreadable(f"{path}: not a regular file")
     sb = read_superblock(path)
-    check_size(path, sb)
+    short_by(path, sb)
     try:
         if sb.flags == 0:
             return h5py.File(path, "r")

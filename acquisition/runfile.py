@@ -560,12 +560,23 @@ class RunFile:
         if not path.exists():
             raise RunFileUnreadable(f"{path}: no such run file")
         check_writable(path)
+        from insitem.acquisition.h5open import read_superblock, short_by
+
+        sb = read_superblock(path)
+        if short_by(path, sb):
+            raise RunFileUnreadable(
+                f"{path}: the file ends before its last write (a write failed, e.g. on a full disk); "
+                "show and analyze read what it holds, but the run cannot be continued in it"
+            )
         if open_flags(path) and not force:
             live = _live_writer(path)
             if live:
                 raise RunFileError(f"{path}: {live}; refusing to open a second writer (force=True overrides)")
         clear_open_flags(path)
-        h5 = h5py.File(path, "r+", libver="latest", rdcc_nbytes=WRITER_CHUNK_CACHE_BYTES)
+        try:
+            h5 = h5py.File(path, "r+", libver="latest", rdcc_nbytes=WRITER_CHUNK_CACHE_BYTES)
+        except OSError as exc:
+            raise RunFileUnreadable(f"{path}: cannot open the run file for appending: {_short(exc)}") from None
         try:
             config = _read_config(h5)
             _trim_to_committed(h5, config)

@@ -87,6 +87,7 @@ class RunFileReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._f = open_for_reading(self.path)
+        self._file_size = self.path.stat().st_size
         self._complete: dict[str, tuple[int, int]] = {}  # window -> (raw count, complete count)
         try:
             with unreadable_as_one_line(self.path):
@@ -99,6 +100,7 @@ class RunFileReader:
     # -- lifecycle --------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Pick up what a live writer has flushed since the last look (SWMR refresh)."""
+        self._file_size = self.path.stat().st_size
         for ds in self._datasets():
             ds.refresh()
 
@@ -170,10 +172,20 @@ class RunFileReader:
         if raw == n:
             return done
         k = n
-        while k > done and np.isnan(g["data"][k - 1]).any():
+        while k > done and not self._image_stored(g["data"], k - 1):
             k -= 1
         self._complete[window] = (n, k)
         return k
+
+    def _image_stored(self, ds: h5py.Dataset, index: int) -> bool:
+        """The image's chunk lies inside the file and holds no NaN (the fill value of a chunk
+        never written). A writer that died in a failed write can leave a record pointing past
+        the end of a short file; SWMR reads such bytes as zeros."""
+        with contextlib.suppress(Exception):  # no chunk query (compressed, old HDF5): the NaN check alone
+            info = ds.id.get_chunk_info_by_coord((index, 0, 0))
+            if info.byte_offset is None or info.byte_offset + info.size > self._file_size:
+                return False
+        return not np.isnan(ds[index]).any()
 
     def exposure(self, window: str, index: int) -> np.ndarray:
         """One spectrum image (rows = position, columns = energy), float32; reads one chunk."""
