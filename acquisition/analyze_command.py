@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from insitem.acquisition.runfile import RunFileError
-from insitem.acquisition.runfile_read import RunFileReader
+from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
 from insitem.analysis import (
     AnalysisError,
     EnergyAxis,
@@ -326,9 +326,12 @@ def analyze_command(args: argparse.Namespace) -> int:
     try:
         if not run_file.is_file():
             raise AnalyzeInputError("no such run file")
-        a = analyze_file(run_file)
+        with unreadable_as_one_line(run_file):
+            a = analyze_file(run_file)
     except (AnalyzeInputError, RunFileError, AnalysisError, IndexError, KeyError) as exc:
-        msg = str(exc).replace("\n", " ")
+        msg = " ".join(str(exc).split())
+        prefix = f"{run_file}: "
+        msg = msg[len(prefix):] if msg.startswith(prefix) else msg  # the path is named once
         err_console.print(f"insitem analyze {run_file}: {msg}", soft_wrap=True, highlight=False)
         return EXIT_BAD_INPUT
     out: Path = args.out or run_file.parent / (run_file.stem + "-analysis")

@@ -184,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan summary as JSON")
 
     p = add("run", cmd_run, "run a protocol on the simulators (--sim, default) or on hardware (--hardware)")
+    p.epilog = (
+        "Ctrl-C finishes the running exposure (every frame of a summed image) and stops; a second Ctrl-C or "
+        "SIGTERM stops at once, storing an image cut short flagged partial. Exit status: 0 completed, 1 failed "
+        "(device fault, safety limit, disk full), 2 bad input (protocol, resource, a run file that cannot be "
+        "resumed), 3 stopped after Ctrl-C, 4 stopped at once (second Ctrl-C or SIGTERM)."
+    )
     p.add_argument("protocol", nargs="?", metavar="FILE|NAME")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--sim", action="store_true", help="dry run on the simulated rig, virtual clock (default)")
@@ -202,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the stair after each sweep waits for its read-back)",
     )
     p.add_argument("--no-progress", action="store_true", help="no live display (log lines only)")
+    p.add_argument(
+        "--status-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="without a live display (output not a terminal, or --no-progress): a status line every SECONDS of "
+        "wall time - step, potential, current, images, dose, wall-clock time left (default 60; 0: none)",
+    )
     p.add_argument("--no-figures", action="store_true", help="do not write PNG figures at the end")
 
     p = add("show", cmd_show, "write PNG figures of a run file (CV curves, spectrum images, exposures on the trace)")
@@ -255,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except InsitemError as exc:
         err_console.print(f"insitem {args.command}: {exc}", soft_wrap=True)
-        return EXIT_BAD_INPUT if isinstance(exc, (ProtocolError, ResourceError, UsageError)) else EXIT_FAULT
+        bad_input = isinstance(exc, (ProtocolError, ResourceError, UsageError)) or getattr(exc, "bad_input", False)
+        return EXIT_BAD_INPUT if bad_input else EXIT_FAULT
     except KeyboardInterrupt:
         err_console.print(f"insitem {args.command}: interrupted")
         return 130

@@ -10,6 +10,7 @@ crashed run left; `--follow` redraws while the run is live.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ matplotlib.use("Agg")  # files only: no display on the machines this runs on
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from insitem.acquisition.runfile_read import RunFileReader  # noqa: E402
+from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line  # noqa: E402
+from insitem.drivers.errors import InsitemError  # noqa: E402
 
 MAX_EC_POINTS_PLOTTED = 200_000
 
@@ -28,7 +30,8 @@ def write_figures(run_file: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with RunFileReader(run_file) as r:
-        ec = r.electrochemistry()
+        resumed = [e.t_s for e in r.events() if e.message.startswith("resumed run file")]
+        ec = with_gaps(r.electrochemistry(), resumed)
         recs = r.exposure_records()
         truth = r.ground_truth()
         title = r.title or run_file.stem
@@ -64,7 +67,7 @@ def _li_series_figure(
     if len(series) < 2:
         return []
     fig, ax_v = plt.subplots(figsize=(9, 4.5))
-    sl = _thin(ec["t_s"].size)
+    sl = _thin(ec["t_s"])
     ax_v.plot(ec["t_s"][sl] / 3600, ec["voltage_V"][sl], lw=0.7, color="0.4")
     ax_v.set_xlabel("time (h)")
     ax_v.set_ylabel("cell potential (V)")
@@ -84,13 +87,50 @@ def _li_series_figure(
     return [path]
 
 
-def _thin(n: int) -> slice:
-    return slice(None, None, max(1, n // MAX_EC_POINTS_PLOTTED))
+GAP_FACTOR = 10.0  # a pause longer than this many median reading intervals is drawn as a gap
+
+
+def with_gaps(ec: dict[str, np.ndarray], breaks_s: list[float] | None = None) -> dict[str, np.ndarray]:
+    """The electrochemical record with a NaN row wherever the record pauses - at each time in
+    `breaks_s` (a resumed run) and wherever two readings are more than `GAP_FACTOR` median
+    intervals apart (the output was off, or nothing ran) - so plotted lines break there."""
+    t = ec["t_s"]
+    if t.size < 2:
+        return ec
+    dt = np.diff(t)
+    positive = dt[dt > 0]
+    cut = dt > GAP_FACTOR * float(np.median(positive)) if positive.size else np.zeros(dt.size, bool)
+    for tb in breaks_s or []:
+        if np.isfinite(tb):
+            k = int(np.searchsorted(t, tb, side="left"))
+            if 0 < k < t.size:
+                cut[k - 1] = True
+    at = np.flatnonzero(cut) + 1
+    if not at.size:
+        return ec
+    out: dict[str, np.ndarray] = {}
+    for name, col in ec.items():
+        if col.dtype.kind == "f":
+            out[name] = np.insert(col, at, np.nan)
+        elif name == "t_s":
+            out[name] = np.insert(col.astype(float), at, np.nan)
+        else:
+            out[name] = np.insert(col, at, col[at - 1])  # the gap row keeps its neighbour's cycle
+    return out
+
+
+def _thin(t_s: np.ndarray) -> np.ndarray:
+    """Indices of at most ~MAX_EC_POINTS_PLOTTED readings, keeping every gap row (NaN time)."""
+    n = t_s.size
+    step = max(1, n // MAX_EC_POINTS_PLOTTED)
+    if step == 1:
+        return np.arange(n)
+    return np.union1d(np.arange(0, n, step), np.flatnonzero(np.isnan(t_s)))
 
 
 def _cv_figure(ec: dict[str, np.ndarray], title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 5))
-    sl = _thin(ec["t_s"].size)
+    sl = _thin(ec["t_s"])
     v, i, c = ec["voltage_V"][sl], ec["current_A"][sl], ec["cycle"][sl]
     cycles = np.unique(c[c > 0])
     cmap = plt.get_cmap("viridis")
@@ -113,7 +153,7 @@ def _cv_figure(ec: dict[str, np.ndarray], title: str, path: Path) -> Path:
 
 def _trace_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title: str, path: Path) -> Path:
     fig, (ax_v, ax_i) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
-    sl = _thin(ec["t_s"].size)
+    sl = _thin(ec["t_s"])
     t_h = ec["t_s"][sl] / 3600
     ax_v.plot(t_h, ec["voltage_V"][sl], lw=0.7)
     ax_i.plot(t_h, ec["current_A"][sl] * 1e6, lw=0.7, color="tab:red")
@@ -151,19 +191,35 @@ def _image_figure(img: np.ndarray, energy_eV: np.ndarray, position: np.ndarray, 
     return path
 
 
-def show_command(args: argparse.Namespace) -> int:
-    run_file: Path = args.run_file
-    if not run_file.is_file():
-        from insitem.drivers.errors import ProtocolError
+class FigureFolderError(InsitemError):
+    """The folder for the figures cannot be made or written (bad --out: exit 2)."""
 
-        raise ProtocolError(f"show {run_file}: no such run file")
+    bad_input = True
+
+
+def show_command(args: argparse.Namespace) -> int:
+    """Figures of a run file; a missing, damaged or foreign file is one line and exit 2 (raised as
+    `RunFileUnreadable`, reported by the CLI)."""
+    run_file: Path = args.run_file
     out = args.out or run_file.parent / (run_file.stem + "-figures")
+    with unreadable_as_one_line(run_file):
+        RunFileReader(run_file).close()  # checks the file before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        raise FigureFolderError(f"cannot write figures to {out}: {exc.strerror or exc}; give --out DIR") from None
     while True:
-        figs = write_figures(run_file, out)
+        try:
+            with unreadable_as_one_line(run_file):
+                figs = write_figures(run_file, out)
+        except OSError as exc:
+            raise FigureFolderError(f"cannot write figures to {out}: {exc.strerror or exc}; give --out DIR") from None
         print(f"{len(figs)} figures in {out}")
         if not args.follow:
             return 0
-        with RunFileReader(run_file) as r:
+        with unreadable_as_one_line(run_file), RunFileReader(run_file) as r:
             if r.status != "running":
                 return 0
         time.sleep(args.interval)

@@ -1,5 +1,11 @@
 """Live progress of a run: a rich panel (step, cycle k/N, potential, current, next exposure,
-elapsed and remaining time, simulated-time speed-up, live Li profile) and log lines.
+elapsed and remaining time, wall-clock time left, simulated-time speed-up, live Li profile) and
+log lines.
+
+Without a terminal (nohup, a tmux log, a pipe) or with --no-progress there is no panel: events are
+printed as lines, and a status line (step, potential, current, images done/total, dose used,
+wall-clock time left) every `status_interval_s` of wall time, from a thread, so a long hold or
+rest with nothing else to report still shows the run is alive.
 
 Redraws are throttled to a few per wall-clock second, so a dry run that makes 10^5 readings
 per second is not slowed by its display.
@@ -8,6 +14,7 @@ per second is not slowed by its display.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Callable
 
@@ -18,6 +25,10 @@ from rich.table import Table
 from rich.text import Text
 
 from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
+from insitem.protocols.units import E_PER_A2
+
+#: default wall-clock seconds between status lines when there is no live panel
+STATUS_INTERVAL_S = 60.0
 
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -52,7 +63,9 @@ class LiveProgress:
         console: Console | None = None,
         live_profile: Callable[[str, np.ndarray], np.ndarray | None] | None = None,
         enabled: bool = True,
+        status_interval_s: float = STATUS_INTERVAL_S,
     ) -> None:
+        """`status_interval_s`: wall seconds between status lines without a panel (0: none)."""
         self.plan = plan
         self.now = clock_now
         self.console = console or Console(stderr=True)
@@ -70,15 +83,28 @@ class LiveProgress:
         self.exposing: PlannedExposure | None = None
         self.profile: np.ndarray | None = None
         self.messages: list[str] = []
+        self.dose_e_per_m2 = 0.0
+        self._dose_rate = plan.protocol.beam.dose_rate_e_per_m2_s
+        self.status_interval_s = status_interval_s
+        self._stop_status = threading.Event()
+        self._status_thread: threading.Thread | None = None
+        self._rate_mark: tuple[float, float] | None = None  # (wall, plan time) when the first step started
 
     # -- context --------------------------------------------------------------------------------
     def __enter__(self) -> "LiveProgress":
         if self.enabled:
             self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
             self._live.__enter__()
+        elif self.status_interval_s > 0:
+            self._status_thread = threading.Thread(target=self._status_loop, name="insitem-status", daemon=True)
+            self._status_thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop_status.set()
+        if self._status_thread is not None:
+            self._status_thread.join(5.0)
+            self._status_thread = None
         if self._live is not None:
             self._live.update(self._render())
             self._live.__exit__(None, None, None)
@@ -89,6 +115,7 @@ class LiveProgress:
         self.step = step
         if self._sim0 is None:
             self._sim0 = t_s - step.t_start_s
+            self._rate_mark = (time.monotonic(), step.t_start_s)
         self._draw(force=True)
 
     def readings(self, t_s: np.ndarray, voltage_V: np.ndarray, current_A: np.ndarray, cycle: int, step: int) -> None:
@@ -105,6 +132,7 @@ class LiveProgress:
         # on a real-time run this comes from the I/O thread, possibly after the next exposure started
         if self.exposing is exposure:
             self.exposing = None
+        self.dose_e_per_m2 += exposure.exposure_s * self._dose_rate
         if exposure.subframe != exposure.n_subframes - 1:
             return
         self.exposures_done += 1
@@ -125,6 +153,42 @@ class LiveProgress:
     # -- rendering ------------------------------------------------------------------------------------
     def _plan_time(self) -> float:
         return self.now() - (self._sim0 or 0.0)
+
+    def wall_time_left_s(self) -> float:
+        """Wall-clock seconds to the plan's end at the pace measured since the first step (NaN
+        until a few seconds of the run have been measured)."""
+        if self._rate_mark is None:
+            return math.nan
+        wall0, plan0 = self._rate_mark
+        wall = time.monotonic() - wall0
+        done = self._plan_time() - plan0
+        if wall < 1.0 or done <= 0:
+            return math.nan
+        return max(0.0, self.plan.duration_s - self._plan_time()) * wall / done
+
+    def status_line(self) -> str:
+        """One line of where the run is (printed every `status_interval_s` without a panel)."""
+        t = self._plan_time()
+        st = self.step
+        if st is not None:
+            cyc = f", cycle {self.cycle}/{st.cycles}" if st.cycles else ""
+            where = f"step {st.index + 1}/{len(self.plan.steps)} {st.kind}{cyc}"
+        else:
+            where = "setting up"
+        pot = f"{self.voltage_V:.4f} V" if math.isfinite(self.voltage_V) else "output off"
+        cur = f"{self.current_A:.3e} A" if math.isfinite(self.current_A) else "- A"
+        return (
+            f"{_fmt_time(t)} STATUS  {where} | {pot}, {cur} | images {self.exposures_done}/{len(self.plan.images)} | "
+            f"dose {self.dose_e_per_m2 / E_PER_A2:.4g} of {self.plan.dose_e_per_m2 / E_PER_A2:.4g} e/Å² | "
+            f"wall-clock left {_fmt_time(self.wall_time_left_s())} (plan {_fmt_time(t)} of {_fmt_time(self.plan.duration_s)})"
+        )
+
+    def _status_loop(self) -> None:
+        while not self._stop_status.wait(self.status_interval_s):
+            try:
+                self.console.print(self.status_line(), soft_wrap=True, highlight=False, markup=False)
+            except Exception:  # noqa: BLE001 - a display must never stop the run
+                return
 
     def _draw(self, force: bool = False) -> None:
         if self._live is None:
@@ -156,6 +220,8 @@ class LiveProgress:
             table.add_row("next exposure", f"{nxt.window} in {_fmt_time(nxt.t_start_s - t)}")
         table.add_row("spectrum images", f"{self.exposures_done}/{len(self.plan.images)}")
         table.add_row("elapsed", f"{_fmt_time(t)} of {_fmt_time(total)} (remaining {_fmt_time(total - t)})")
+        table.add_row("wall-clock left", _fmt_time(self.wall_time_left_s()))
+        table.add_row("dose", f"{self.dose_e_per_m2 / E_PER_A2:.4g} of {self.plan.dose_e_per_m2 / E_PER_A2:.4g} e/Å²")
         if wall > 0.5:
             table.add_row("speed", f"{t / wall:,.0f}x real time")
         parts: list[object] = [table]

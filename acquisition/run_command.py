@@ -1,8 +1,13 @@
 """`insitem run`: build the rig, open the run file, run the plan under signal handlers, report.
 
-Signals: the first Ctrl-C (SIGINT) asks the runner to finish the running exposure and stop
-cleanly; a second Ctrl-C, or SIGTERM, stops at once. Either way the runner puts the rig in its
-safe state and closes the file with the status and the reason.
+Signals: the first Ctrl-C (SIGINT) asks the runner to finish the running exposure (every
+sub-exposure of a summed image) and stop cleanly; a second Ctrl-C, or SIGTERM, stops at once (an
+image cut short is stored flagged partial, with its true beam-on time and dose). Either way the
+runner puts the rig in its safe state and closes the file with the status and the reason.
+
+Exit status: 0 completed, 1 failed (device fault, safety limit, disk full), 2 bad input
+(protocol, resource, a run file that cannot be resumed), 3 stopped after Ctrl-C (the running
+exposure finished), 4 stopped at once (second Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from insitem.acquisition.progress import LiveProgress
+from insitem.acquisition.progress import STATUS_INTERVAL_S, LiveProgress
 from insitem.acquisition.rig import RigBundle, build_rig, parse_resource_overrides
-from insitem.acquisition.runfile import RunFile, RunFileConfig, RunFileError, WindowSpec
+from insitem.acquisition.runfile import RunFile, RunFileConfig, RunFileError, WindowSpec, check_writable
 from insitem.acquisition.runner import Runner, RunResult, StopNow, camera_settings
 from insitem.acquisition.watchdog import Watchdog
 from insitem.drivers.clock import Clock, PacedClock, RealClock, VirtualClock
@@ -96,6 +101,13 @@ def make_clock(args: argparse.Namespace, hardware: bool, t0_s: float = 0.0) -> C
     return VirtualClock(t0_s)
 
 
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1
+EXIT_STOPPED = 3
+EXIT_INTERRUPTED = 4
+EXIT_BY_STATUS = {"completed": EXIT_COMPLETED, "stopped": EXIT_STOPPED, "interrupted": EXIT_INTERRUPTED}
+
+
 def continue_time_s(path: Path, real_time: bool) -> float:
     """Rig-clock time at which a resumed run continues: after everything the file recorded (so
     the time axes keep increasing and HyperSpy still loads the file), plus the wall time since
@@ -166,24 +178,26 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace, hardware: bool, overrides: dict[str, str]) -> int:
-    from insitem.acquisition.runfile_read import RunFileReader
+    """Continue a run file. Anything that makes the file unusable (missing, damaged, foreign,
+    created without its protocol, not writable) is one line and exit 2 (RunFileUnreadable)."""
+    from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
 
     path: Path = args.resume
-    if not path.is_file():
-        raise ProtocolError(f"--resume {path}: no such run file")
-    with RunFileReader(path) as r:
-        text = r.protocol_text
-        last = r.last_completed_step()
-        start_step = 0 if last is None else last + 1
-        status = r.status
-    if status == "completed":
-        raise ProtocolError(f"--resume {path}: the run completed; nothing to resume")
-    protocol = loads(text, source=f"{path}:/insitem/protocol")
-    plan = make_plan(protocol)
-    if start_step >= len(plan.steps):
-        raise ProtocolError(f"--resume {path}: every step completed; nothing to resume")
-    t0_s = continue_time_s(path, real_time=hardware or bool(args.realtime))
-    runfile = RunFile.reopen_for_append(path)
+    with unreadable_as_one_line(path):
+        with RunFileReader(path) as r:
+            text = r.protocol_text
+            last = r.last_completed_step()
+            start_step = 0 if last is None else last + 1
+            status = r.status
+        if status == "completed":
+            raise ProtocolError(f"--resume {path}: the run completed; nothing to resume")
+        check_writable(path)
+        protocol = loads(text, source=f"{path}:/insitem/protocol")
+        plan = make_plan(protocol)
+        if start_step >= len(plan.steps):
+            raise ProtocolError(f"--resume {path}: every step completed; nothing to resume")
+        t0_s = continue_time_s(path, real_time=hardware or bool(args.realtime))
+        runfile = RunFile.reopen_for_append(path, t_s=t0_s)
     return _execute(args, plan, text, path, hardware, overrides, start_step, runfile=runfile, t0_s=t0_s)
 
 
@@ -232,7 +246,8 @@ def _run(
         bundle.rig.safe_state()
         bundle.close()
         raise
-    progress = LiveProgress(plan, clock.now, console=console, live_profile=bundle.live_profile, enabled=not args.no_progress)
+    progress = LiveProgress(plan, clock.now, console=console, live_profile=bundle.live_profile, enabled=not args.no_progress,
+                            status_interval_s=getattr(args, "status_every", STATUS_INTERVAL_S))
     if not progress.enabled:
         # the live Li profile is only drawn on the progress display; without one (--no-progress,
         # output not a terminal) it is not computed (its deconvolution peaks ~40 MB above the
@@ -242,17 +257,21 @@ def _run(
                     use_sweeps=True if getattr(args, "sweeps", False) else None)
     bundle.attach_runner(runner)
     mode = "hardware" if hardware else ("simulation, paced at %gx" % args.speed if args.realtime else "dry run on the simulators (virtual clock)")
-    console.print(f"insitem run {plan.protocol.name}: {mode}; writing {path}")
+    console.print(f"insitem run {plan.protocol.name}: {mode}; writing {path}", soft_wrap=True)
     with SignalHandlers(runner), progress:
         result: RunResult = runner.run()
     bundle.checkpoint(path)
     bundle.close()
     console.print(
         f"run {result.status}{': ' + result.reason if result.reason else ''} - "
-        f"{result.exposures} exposures, {result.ec_points} potentiostat readings"
+        f"{result.exposures} exposures, {result.ec_points} potentiostat readings",
+        soft_wrap=True,
+        markup=False,
     )
     print(f"run file: {path}")
-    if not args.no_figures and result.exposures + result.ec_points > 0:
+    if runfile.broken:
+        console.print(f"the run file could not be written ({runfile.broken}); it holds what its last flush wrote", soft_wrap=True, markup=False)
+    elif not args.no_figures and result.exposures + result.ec_points > 0:
         try:
             from insitem.acquisition.figures import write_figures
 
@@ -260,4 +279,4 @@ def _run(
             print(f"figures: {path.parent / (path.stem + '-figures')} ({len(figs)} PNG)")
         except Exception as exc:  # noqa: BLE001 - figures are a convenience; the data are safe
             console.print(f"[yellow]figures not written: {exc}[/]")
-    return 0 if result.status in ("completed", "stopped") else 1
+    return EXIT_BY_STATUS.get(result.status, EXIT_FAILED)

@@ -31,9 +31,19 @@ the file with ``h5py.File(path, "r", swmr=True)`` (or `insitem.acquisition.runfi
 ``hyperspy.api.load(path, file_format="hspy", swmr=True)`` at any time.
 
 Order of writes for one exposure: frame into `data` → its start time into `axis-0/axis` →
-`axis-0.size` → the exposure record → flush. The exposure record is the commit marker: a reader
-counts an exposure as complete only when its record exists (`runfile_read` trims to
-min(data, axis, records)); `RunFile.reopen_for_append` trims a crashed file back to that count.
+`axis-0.size` → flush → the exposure record → flush. The exposure record is the commit marker,
+written only once the image is on disk: a reader counts an exposure as complete only when its
+record exists (`runfile_read` trims to min(data, axis, records)); `RunFile.reopen_for_append`
+trims a crashed file back to that count, and drops trailing images that hold NaN (never written).
+An exposure cut short (an immediate stop, a stall) is recorded with ``partial = 1`` and its true
+beam-on time `beam_on_s` (its `exposure_s` is the time summed into its image).
+
+A full disk: before each write that grows the file the writer checks the free space (and the
+process's file-size limit) and stops with one line ("disk full") while a reserve is left to close
+the file properly. A write that fails anyway (another process took the space) leaves HDF5's state
+unusable (continuing, or closing, ends in SIGSEGV at exit, measured): the file is then abandoned
+as the last flush left it, nothing more is written, and `insitem` ends the process without HDF5's
+exit handlers (`abandoned_files`).
 
 Crash survival: a process killed while writing leaves the superblock's "open for write" status
 flags set (HDF5 File Format Specification, superblock versions 2 and 3). Read-only SWMR opens
@@ -43,17 +53,19 @@ ignore them, non-SWMR opens refuse the file. `clear_open_flags` clears them (wha
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import math
 import os
 import socket
 import struct
+import sys
 import time
 from dataclasses import asdict
 from importlib import metadata as _importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -73,6 +85,13 @@ HYPERSPY_FILE_FORMAT = "hspy"
 LAYOUT_NAME = "insitem-run"
 LAYOUT_VERSION = 1
 INSITEM_GROUP = "insitem"
+
+# Free space kept for closing a run file properly (status, buffered electrochemistry, metadata
+# flush): a write that would leave less stops the run with "disk full" instead (a few hundred kB
+# suffice; measured in tests/faults/test_runfile_faults.py).
+DISK_RESERVE_BYTES = 1 << 20
+#: tests turn the free-space check off to drive HDF5 into a real failed write
+SPACE_CHECK = True
 
 # Raw-data chunk cache per dataset of the writer. A run appends and never reads back, so the
 # cache only has to hold the partly filled chunks of the small extendable tables (an
@@ -111,6 +130,8 @@ EXPOSURE_DTYPE = np.dtype(
         ("total_dose_e_per_m2", "<f8"),
         ("energy_offset_eV", "<f8"),
         ("saturated_px", "<i8"),
+        ("partial", "u1"),  # 1: cut short (immediate stop, stall); the image is the part read out
+        ("beam_on_s", "<f8"),  # true beam-on time of this image (s); = exposure_s unless partial
     ]
 )
 EC_DTYPE = np.dtype(
@@ -142,6 +163,13 @@ def _event_dtype(message_bytes: int) -> np.dtype:
 
 class RunFileError(InsitemError):
     """The run file cannot be created, written, reopened or read as asked."""
+
+
+class RunFileUnreadable(RunFileError):
+    """The file given is not a usable run file: missing, damaged, truncated, foreign, incomplete,
+    or not accessible as the command needs (bad input: `insitem` exits 2)."""
+
+    bad_input = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +317,9 @@ def _writer_id() -> str:
 
 def _live_writer(path: Path) -> str:
     """Why the recorded writer of `path` may still be running ("" when it is surely gone)."""
-    with h5py.File(path, "r", swmr=True) as f:
+    from insitem.acquisition.h5open import open_for_reading
+
+    with open_for_reading(path) as f:
         writer = f.attrs.get("writer", b"").decode()
     host, _, pid_text = writer.rpartition(":")
     if not pid_text.isdigit():
@@ -385,6 +415,20 @@ def _find_superblock(fh: Any) -> int:
     raise RunFileError("no HDF5 superblock found")
 
 
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """RunFileUnreadable (one line) unless this process may write `path` in place."""
+    try:
+        with open(path, "r+b"):
+            pass
+    except PermissionError:
+        raise RunFileUnreadable(
+            f"{path}: no permission to write the file, and continuing a run appends to it "
+            "(copy it somewhere writable, or run as its owner)"
+        ) from None
+    except OSError as exc:
+        raise RunFileUnreadable(f"{path}: cannot open the file for writing: {exc.strerror or exc}") from None
+
+
 def open_flags(path: str | os.PathLike[str]) -> int:
     """The superblock's file-consistency flags (0 for a cleanly closed file)."""
     with open(path, "rb") as fh:
@@ -445,6 +489,9 @@ class RunFile:
         self.path = Path(h5.filename)
         self._wall_clock = wall_clock
         self._closed = False
+        self._broken = ""
+        self._disk_full = False
+        _watch_hdf5_write_errors()
         self._status: str = "running"
         self._windows = {w.name: w for w in config.windows}
         root = h5[INSITEM_GROUP]
@@ -495,8 +542,12 @@ class RunFile:
         *,
         force: bool = False,
         wall_clock: Callable[[], float] = time.monotonic,
+        t_s: float = math.nan,
     ) -> "RunFile":
-        """Continue an interrupted (or crashed) run file: status back to ``running``.
+        """Continue an interrupted (or crashed) run file: status back to ``running``; `t_s` is the
+        rig-clock time the run continues at (the time of the "resumed" event).
+
+        Steps left ``running`` are ended ``interrupted`` at the last time the file recorded.
 
         Clears the open-for-write flags a killed writer left, trims every window back to its
         last committed exposure (the exposure record is the commit marker) and logs the resume.
@@ -508,13 +559,25 @@ class RunFile:
         """
         path = Path(path)
         if not path.exists():
-            raise RunFileError(f"{path}: no such run file")
+            raise RunFileUnreadable(f"{path}: no such run file")
+        check_writable(path)
+        from insitem.acquisition.h5open import read_superblock, short_by
+
+        sb = read_superblock(path)
+        if short_by(path, sb):
+            raise RunFileUnreadable(
+                f"{path}: the file ends before its last write (a write failed, e.g. on a full disk); "
+                "show and analyze read what it holds, but the run cannot be continued in it"
+            )
         if open_flags(path) and not force:
             live = _live_writer(path)
             if live:
                 raise RunFileError(f"{path}: {live}; refusing to open a second writer (force=True overrides)")
         clear_open_flags(path)
-        h5 = h5py.File(path, "r+", libver="latest", rdcc_nbytes=WRITER_CHUNK_CACHE_BYTES)
+        try:
+            h5 = h5py.File(path, "r+", libver="latest", rdcc_nbytes=WRITER_CHUNK_CACHE_BYTES)
+        except OSError as exc:
+            raise RunFileUnreadable(f"{path}: cannot open the run file for appending: {_short(exc)}") from None
         try:
             config = _read_config(h5)
             _trim_to_committed(h5, config)
@@ -528,9 +591,20 @@ class RunFile:
         reason = h5.attrs["status_reason"].decode()
         rf._set_status("running", "")
         _modify_fixed_attr(h5, "writer", _writer_id())
-        rf.log(math.nan, "INFO", f"resumed run file (was {previous}{': ' + reason if reason else ''})")
+        rf._end_open_steps(_last_recorded_time(h5))
+        rf.log(t_s, "INFO", f"resumed run file (was {previous}{': ' + reason if reason else ''})")
         rf.flush()
         return rf
+
+    def _end_open_steps(self, t_s: float) -> None:
+        """Steps a killed or stopped writer left ``running`` end ``interrupted`` at the last recorded time."""
+        rows = self._steps[...]
+        for k, row in enumerate(rows):
+            if row["status"].rstrip(b"\x00") == b"running":
+                row["status"] = b"interrupted"
+                if math.isnan(row["t_end_s"]):
+                    row["t_end_s"] = t_s
+                self._steps[k] = row
 
     # -- state ------------------------------------------------------------------------------------
     @property
@@ -568,8 +642,14 @@ class RunFile:
         dose_e_per_m2: float = math.nan,
         energy_offset_eV: float | None = None,
         saturated_px: int = 0,
+        partial: bool = False,
+        beam_on_s: float | None = None,
     ) -> int:
         """Write one exposure (rows = position, columns = energy) and flush. Returns its index.
+
+        The image is written and flushed before its record (the commit marker). `partial`: the
+        exposure was cut short; `beam_on_s` its true beam-on time (default `exposure_s`), which
+        with `dose_e_per_m2` may exceed what `data` holds.
 
         `data` may be uint16 raw counts or float: it is stored as float32 (exact for counts up
         to 2**24, and the processed frames are float32 already). `energy_offset_eV` is the
@@ -585,29 +665,37 @@ class RunFile:
             )
         n = self._count[spec.name]
         ds, taxis = self._data[spec.name], self._taxis[spec.name]
-        ds.resize(n + 1, axis=0)
-        ds[n] = frame.astype(np.float32, copy=False)
-        taxis.resize((n + 1,))
-        taxis[n] = t_start_s
-        self._tgroup[spec.name].attrs.modify("size", np.int64(n + 1))
-        if not math.isnan(dose_e_per_m2):
-            self._total_dose += dose_e_per_m2
-        row = np.zeros(1, dtype=EXPOSURE_DTYPE)
-        row[0] = (
-            spec.name.encode(),
-            n,
-            t_start_s,
-            exposure_s,
-            potential_V,
-            current_A,
-            cycle,
-            step,
-            dose_e_per_m2,
-            self._total_dose,
-            spec.energy_offset_eV if energy_offset_eV is None else energy_offset_eV,
-            saturated_px,
-        )
-        _append_rows(self._exposures, row)
+        self._ensure_space(4 * frame.size + 4096)
+        with self._writing():
+            ds.resize(n + 1, axis=0)
+            ds[n] = frame.astype(np.float32, copy=False)
+            taxis.resize((n + 1,))
+            taxis[n] = t_start_s
+            self._tgroup[spec.name].attrs.modify("size", np.int64(n + 1))
+            self._f.flush()  # the image is on disk before its record says it is complete
+        total = self._total_dose + (0.0 if math.isnan(dose_e_per_m2) else dose_e_per_m2)
+        values = {
+            "window": spec.name.encode(),
+            "index": n,
+            "t_start_s": t_start_s,
+            "exposure_s": exposure_s,
+            "potential_V": potential_V,
+            "current_A": current_A,
+            "cycle": cycle,
+            "step": step,
+            "dose_e_per_m2": dose_e_per_m2,
+            "total_dose_e_per_m2": total,
+            "energy_offset_eV": spec.energy_offset_eV if energy_offset_eV is None else energy_offset_eV,
+            "saturated_px": saturated_px,
+            "partial": 1 if partial else 0,
+            "beam_on_s": exposure_s if beam_on_s is None else beam_on_s,
+        }
+        row = np.zeros(1, dtype=self._exposures.dtype)  # a file from before a column existed lacks it
+        for name in row.dtype.names or ():
+            row[name] = values[name]
+        with self._writing():
+            _append_rows(self._exposures, row)
+        self._total_dose = total
         self._count[spec.name] = n + 1
         self.flush()
         return n
@@ -687,7 +775,9 @@ class RunFile:
             raise RunFileError(f"event level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         row = np.zeros(1, dtype=self._event_dtype)
         row[0] = (t_s, time.time(), level.encode(), _fixed(message, self._event_dtype["message"].itemsize))
-        _append_rows(self._events, row)
+        self._ensure_space(row.nbytes)
+        with self._writing():
+            _append_rows(self._events, row)
         self._flush_file()
 
     def begin_step(self, index: int, name: str, t_s: float) -> None:
@@ -695,10 +785,11 @@ class RunFile:
         self._check_open()
         row = np.zeros(1, dtype=STEP_DTYPE)
         row[0] = (index, _fixed(name, _STEP_NAME_BYTES), t_s, math.nan, b"running")
-        if index in self._step_rows:  # a resumed run re-enters an interrupted step
-            self._steps[self._step_rows[index]] = row[0]
-        else:
-            self._step_rows[index] = _append_rows(self._steps, row)
+        with self._writing():
+            if index in self._step_rows:  # a resumed run re-enters an interrupted step
+                self._steps[self._step_rows[index]] = row[0]
+            else:
+                self._step_rows[index] = _append_rows(self._steps, row)
         self.flush()
 
     def end_step(self, index: int, t_s: float, status: StepStatus = "completed") -> None:
@@ -708,10 +799,11 @@ class RunFile:
             raise RunFileError(f"end_step({index}) without begin_step")
         if status not in ("running", "completed", "failed", "skipped", "interrupted"):
             raise RunFileError(f"step status {status!r} is not a step status")
-        row = self._steps[self._step_rows[index]]
-        row["t_end_s"] = t_s
-        row["status"] = status.encode()
-        self._steps[self._step_rows[index]] = row
+        with self._writing():
+            row = self._steps[self._step_rows[index]]
+            row["t_end_s"] = t_s
+            row["status"] = status.encode()
+            self._steps[self._step_rows[index]] = row
         self.flush()
 
     # -- ground truth -----------------------------------------------------------------------------
@@ -738,18 +830,20 @@ class RunFile:
                 raise RunFileError(f"ground truth {name!r}: shape {arr.shape} != ({spec.n_positions},)")
             arrays[name] = arr
         gt = self._gt
-        n = gt["t_s"].shape[0]
-        # Profiles and scalars first, time last: a reader trims to the shortest.
-        for name, arr in arrays.items():
-            gt[name].resize(n + 1, axis=0)
-            gt[name][n] = arr
-        sc = gt["scalars"]
-        row = np.zeros(1, dtype=sc.dtype)
-        for name in spec.scalars:
-            row[name] = scalars.get(name, math.nan)
-        _append_rows(sc, row)
-        gt["t_s"].resize((n + 1,))
-        gt["t_s"][n] = t_s
+        self._ensure_space(8 * (spec.n_positions * len(arrays) + len(spec.scalars) + 1))
+        with self._writing():
+            n = gt["t_s"].shape[0]
+            # Profiles and scalars first, time last: a reader trims to the shortest.
+            for name, arr in arrays.items():
+                gt[name].resize(n + 1, axis=0)
+                gt[name][n] = arr
+            sc = gt["scalars"]
+            row = np.zeros(1, dtype=sc.dtype)
+            for name in spec.scalars:
+                row[name] = scalars.get(name, math.nan)
+            _append_rows(sc, row)
+            gt["t_s"].resize((n + 1,))
+            gt["t_s"][n] = t_s
         self.flush()
 
     # -- flushing and closing ---------------------------------------------------------------------
@@ -763,12 +857,16 @@ class RunFile:
     def close(self, status: RunStatus = "completed", reason: str = "") -> None:
         """Flush, stamp the final status (with `reason`) and close. Safe to call twice.
 
-        Whatever fails while flushing, the status is still written and the file closed.
+        Whatever fails while flushing, the status is still written and the file closed - unless
+        HDF5 failed to write (a full disk): then the file is abandoned as its last flush left it.
         """
         if self._closed:
             return
         if status not in FINAL_STATUSES:
             raise RunFileError(f"close status {status!r} is not one of {FINAL_STATUSES}")
+        if self._broken:
+            self._abandon()
+            return
         errors: list[str] = []
         try:
             if self._ec_fill:
@@ -779,12 +877,34 @@ class RunFile:
             status, reason = "failed", "; ".join(errors)
         elif errors:
             reason = "; ".join([reason, *errors]) if reason else "; ".join(errors)
+        if self._broken:  # the buffered electrochemistry could not be written: nothing more can be
+            self._abandon()
+            return
         try:
-            self._set_status(status, reason)
-            self._f.flush()
+            with self._writing():
+                self._set_status(status, reason)
+                self._f.flush()
+        except RunFileError:
+            self._abandon()  # the reason is the caller's already (the write that failed before)
         finally:
-            self._closed = True
-            self._f.close()
+            if not self._closed:
+                self._closed = True
+                self._f.close()
+
+    @property
+    def broken(self) -> str:
+        """Why writing failed ("" while the file is sound)."""
+        return self._broken
+
+    def _abandon(self) -> None:
+        """Leave the file as its last successful flush left it: no HDF5 call touches it again
+        (closing would try to write, fail again, and crash the process at exit)."""
+        self._closed = True
+        self._status = "abandoned"
+        _ABANDONED.append(self.__dict__.copy())  # the h5py objects stay referenced until exit
+        for name in list(self.__dict__):
+            if name not in ("path", "config", "_closed", "_status", "_broken"):
+                del self.__dict__[name]
 
     def __enter__(self) -> "RunFile":
         return self
@@ -817,12 +937,47 @@ class RunFile:
             raise RunFileError(f"{self.path}: run file is closed ({self._status})")
 
     def _write_ec_buffer(self) -> None:
-        _append_rows(self._ec, self._ec_buffer[: self._ec_fill])
+        self._ensure_space(self._ec_fill * EC_DTYPE.itemsize)
+        with self._writing():
+            _append_rows(self._ec, self._ec_buffer[: self._ec_fill])
         self._ec_fill = 0
 
     def _flush_file(self) -> None:
-        self._f.flush()
+        with self._writing():
+            self._f.flush()
         self._last_flush = self._wall_clock()
+
+    def _ensure_space(self, n_bytes: int) -> None:
+        """RunFileError("disk full") unless `n_bytes` more, the buffered electrochemistry and the
+        closing reserve fit on the file system and under the process's file-size limit."""
+        if not SPACE_CHECK:
+            return
+        # once the disk is full, small records (events, steps, status) may use most of the reserve:
+        # they tell what happened, and the file still closes properly
+        reserve = DISK_RESERVE_BYTES // 4 if self._disk_full and n_bytes < 65536 else DISK_RESERVE_BYTES
+        need = n_bytes + self._ec_fill * EC_DTYPE.itemsize + reserve
+        free, where = _room(self.path)
+        if free < need:
+            self._disk_full = True
+            raise RunFileError(
+                f"disk full: {free / 1e6:.1f} MB left {where}, the run file needs {need / 1e6:.1f} MB more "
+                f"(stopped before writing; {self.path} keeps every exposure written so far)"
+            )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Run HDF5 writes; the first failure marks the file broken (nothing is written after it)."""
+        if self._broken:
+            raise RunFileError(f"{self.path}: an earlier write failed ({self._broken}); nothing more is written")
+        seen = len(_HDF5_WRITE_ERRORS)
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            self._broken = _short(exc)
+        if len(_HDF5_WRITE_ERRORS) > seen and not self._broken:
+            self._broken = _HDF5_WRITE_ERRORS[-1]
+        if self._broken:
+            raise RunFileError(f"cannot write the run file {self.path}: {self._broken}")
 
     def _set_status(self, status: str, reason: str) -> None:
         attrs = self._f
@@ -830,6 +985,90 @@ class RunFile:
         _modify_fixed_attr(attrs, "status_reason", reason)
         _modify_fixed_attr(attrs, "status_utc", _utc_now())
         self._status = status
+
+
+# Write failures HDF5 reports while h5py releases an object (printed as "Exception ignored in
+# ObjectID.__dealloc__" otherwise), and run files abandoned after a failed write.
+_HDF5_WRITE_ERRORS: list[str] = []
+_ABANDONED: list[dict[str, Any]] = []
+_HOOK_INSTALLED: list[bool] = []
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    m = text.find("error message = '")
+    if m >= 0:  # HDF5's file-driver message: the errno text is the part that matters
+        return text[m + 17 :].split("'", 1)[0]
+    return " ".join(text.split())[:200]
+
+
+def _watch_hdf5_write_errors() -> None:
+    if _HOOK_INSTALLED:
+        return
+    _HOOK_INSTALLED.append(True)
+    previous = sys.unraisablehook
+
+    def hook(args: Any) -> None:
+        if isinstance(args.exc_value, RuntimeError) and "write failed" in str(args.exc_value):
+            _HDF5_WRITE_ERRORS.append(_short(args.exc_value))
+            return
+        previous(args)
+
+    sys.unraisablehook = hook
+
+
+def abandoned_files() -> list[Path]:
+    """Run files abandoned after a failed write in this process. HDF5 cannot close them: a process
+    holding one must end with ``os._exit`` (HDF5's exit handlers would crash on them)."""
+    return [d["path"] for d in _ABANDONED]
+
+
+def _exit_without_hdf5_handlers() -> None:
+    if _ABANDONED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+atexit.register(_exit_without_hdf5_handlers)
+
+
+def _room(path: Path) -> tuple[float, str]:
+    """Bytes the run file can still grow by (free space, file-size limit) and where the limit is."""
+    free = math.inf
+    where = ""
+    with contextlib.suppress(OSError, AttributeError):
+        st = os.statvfs(path.parent if path.parent != Path("") else Path("."))
+        free, where = st.f_bavail * st.f_frsize, f"on the file system of {path.parent}"
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY:
+            left = soft - path.stat().st_size
+            if left < free:
+                free, where = left, "under the process's file-size limit (ulimit -f)"
+    except (ImportError, OSError):
+        pass
+    return free, where
+
+
+def _last_recorded_time(h5: h5py.File) -> float:
+    """The latest rig-clock time the file recorded (electrochemistry, events, exposure ends)."""
+    root = h5[INSITEM_GROUP]
+    times = [math.nan]
+    ec = root["electrochemistry"]
+    if ec.shape[0]:
+        times.append(float(ec[ec.shape[0] - 1]["t_s"]))
+    ev = root["events"]
+    if ev.shape[0]:
+        times.extend(ev["t_s"][...].tolist())
+    ex = root["exposures"]
+    if ex.shape[0]:
+        rec = ex[...]
+        times.extend((rec["t_start_s"] + rec["exposure_s"]).tolist())
+    finite = [t for t in times if math.isfinite(t)]
+    return max(finite) if finite else math.nan
 
 
 def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> int:
@@ -957,8 +1196,20 @@ def _read_config(h5: h5py.File) -> RunFileConfig:
 
 
 def _trim_to_committed(h5: h5py.File, config: RunFileConfig) -> None:
-    """Cut every window back to the exposures that have a record (the commit marker)."""
-    records = h5[f"{INSITEM_GROUP}/exposures"][...]
+    """Cut every window back to the exposures that have a record (the commit marker), after
+    dropping trailing records whose image was never written (NaN, the fill value)."""
+    table = h5[f"{INSITEM_GROUP}/exposures"]
+    records = table[...]
+    keep = len(records)
+    while keep:
+        name, index = records["window"][keep - 1].decode(), int(records["index"][keep - 1])
+        data = h5[f"Experiments/{name}/data"] if name in h5.get("Experiments", {}) else None
+        if data is not None and index < data.shape[0] and not np.isnan(data[index]).any():
+            break
+        keep -= 1
+    if keep < len(records):
+        table.resize((keep,))
+        records = records[:keep]
     for spec in config.windows:
         g = h5[f"Experiments/{spec.name}"]
         recorded = int(np.count_nonzero(records["window"] == spec.name.encode()))

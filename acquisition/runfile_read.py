@@ -6,12 +6,20 @@ write", which a non-SWMR open refuses) and a cleanly closed one. Spectrum images
 exposure at a time (one HDF5 chunk each) so nothing loads a whole series unless asked.
 
 Consistency: the writer commits an exposure by appending its record after the frame and its
-time (see `insitem.acquisition.runfile`), so the reader counts min(data, time axis, records)
-exposures per window and never shows a half-written frame.
+time are written and flushed (see `insitem.acquisition.runfile`), so the reader counts
+min(data, time axis, records) exposures per window and never shows a half-written frame; an image
+holding NaN (the fill value of a chunk never written, e.g. after a disk filled up) ends the count
+too.
+
+Damaged and foreign files: opening goes through `insitem.acquisition.h5open` (checked superblock,
+bounded SWMR retries), the layout is checked when the reader opens, and `unreadable_as_one_line`
+turns what HDF5 raises later on a damaged block into `RunFileUnreadable` (one line).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +27,15 @@ from typing import Any, Iterator
 
 import h5py
 import numpy as np
+import pydantic
 
+from insitem.acquisition.h5open import one_line, open_for_reading
 from insitem.acquisition.runfile import (
     INSITEM_GROUP,
+    LAYOUT_NAME,
     RunFileConfig,
     RunFileError,
+    RunFileUnreadable,
     WindowSpec,
 )
 from insitem.drivers.interfaces import InstrumentIdentity
@@ -74,20 +86,21 @@ class RunFileReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._f = open_for_reading(self.path)
+        self._file_size = self.path.stat().st_size
+        self._complete: dict[str, tuple[int, int]] = {}  # window -> (raw count, complete count)
         try:
-            self._f = h5py.File(self.path, "r", swmr=True)
-        except OSError as exc:
-            raise RunFileError(f"{self.path}: cannot open as a run file: {exc}") from exc
-        try:
-            self.config = RunFileConfig.model_validate_json(self._f[INSITEM_GROUP].attrs["config_json"])
-        except KeyError:
+            with unreadable_as_one_line(self.path):
+                self.config = _check_layout(self.path, self._f)
+                self._root = self._f[INSITEM_GROUP]
+        except BaseException:
             self._f.close()
-            raise RunFileError(f"{self.path}: not an insitem run file (no /{INSITEM_GROUP} config)") from None
-        self._root = self._f[INSITEM_GROUP]
+            raise
 
     # -- lifecycle --------------------------------------------------------------------------------
     def refresh(self) -> None:
         """Pick up what a live writer has flushed since the last look (SWMR refresh)."""
+        self._file_size = self.path.stat().st_size
         for ds in self._datasets():
             ds.refresh()
 
@@ -120,6 +133,13 @@ class RunFileReader:
 
     @property
     def protocol_text(self) -> str:
+        """The protocol the run was started with; RunFileUnreadable if the file has none (a run
+        stopped while its file was being created)."""
+        if "protocol" not in self._root:
+            raise RunFileUnreadable(
+                f"{self.path}: holds no protocol (/{INSITEM_GROUP}/protocol): the run was stopped while its file "
+                "was being created; start a new run"
+            )
         return _text(self._root["protocol"][()])
 
     @property
@@ -141,12 +161,31 @@ class RunFileReader:
         raise RunFileError(f"unknown window {window!r}; the file has {self.windows}")
 
     def n_exposures(self, window: str) -> int:
-        """Completed exposures of `window` (frame, time and record all present)."""
+        """Completed exposures of `window`: frame, time and record all present, and the image
+        written (an image holding NaN, the fill value of an unwritten chunk, ends the count)."""
         self.window_spec(window)
         g = self._f[f"Experiments/{window}"]
         records = self._root["exposures"]["window"]
         recorded = int(np.count_nonzero(records == window.encode()))
-        return min(g["data"].shape[0], g["axis-0/axis"].shape[0], recorded)
+        n = min(g["data"].shape[0], g["axis-0/axis"].shape[0], recorded)
+        raw, done = self._complete.get(window, (-1, 0))
+        if raw == n:
+            return done
+        k = n
+        while k > done and not self._image_stored(g["data"], k - 1):
+            k -= 1
+        self._complete[window] = (n, k)
+        return k
+
+    def _image_stored(self, ds: h5py.Dataset, index: int) -> bool:
+        """The image's chunk lies inside the file and holds no NaN (the fill value of a chunk
+        never written). A writer that died in a failed write can leave a record pointing past
+        the end of a short file; SWMR reads such bytes as zeros."""
+        with contextlib.suppress(Exception):  # no chunk query (compressed, old HDF5): the NaN check alone
+            info = ds.id.get_chunk_info_by_coord((index, 0, 0))
+            if info.byte_offset is None or info.byte_offset + info.size > self._file_size:
+                return False
+        return not np.isnan(ds[index]).any()
 
     def exposure(self, window: str, index: int) -> np.ndarray:
         """One spectrum image (rows = position, columns = energy), float32; reads one chunk."""
@@ -188,8 +227,22 @@ class RunFileReader:
         table = self._root["exposures"][...]
         if window is not None:
             self.window_spec(window)
-            table = table[table["window"] == window.encode()]
-        return _columns(table)
+            table = table[table["window"] == window.encode()][: self.n_exposures(window)]
+        else:
+            keep = np.zeros(len(table), bool)
+            for w in self.windows:
+                rows = np.flatnonzero(table["window"] == w.encode())[: self.n_exposures(w)]
+                keep[rows] = True
+            table = table[keep]
+        cols = _columns(table)
+        # files written before these columns existed: every exposure complete, beam on = exposure
+        if "partial" not in cols:
+            cols["partial"] = np.zeros(len(table), bool)
+        else:
+            cols["partial"] = cols["partial"].astype(bool)
+        if "beam_on_s" not in cols:
+            cols["beam_on_s"] = np.asarray(cols.get("exposure_s", np.zeros(len(table))), float).copy()
+        return cols
 
     # -- electrochemistry, events, steps ----------------------------------------------------------
     def electrochemistry(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
@@ -255,6 +308,62 @@ class RunFileReader:
             gt = self._root["ground_truth"]
             for name in ("t_s", "scalars", *self.config.ground_truth.profiles):
                 yield gt[name]
+
+
+_REQUIRED_TABLES = ("exposures", "electrochemistry", "events", "steps")
+
+
+def _check_layout(path: Path, f: h5py.File) -> RunFileConfig:
+    """The file's declaration, after checking that it is an insitem run file laid out completely."""
+    layout = f.attrs.get("insitem_layout")
+    if layout is None or _text(layout) != LAYOUT_NAME:
+        kind = "an HDF5 file" if "Experiments" not in f else "a HyperSpy file"
+        raise RunFileUnreadable(f"{path}: {kind}, but not an insitem run file (no insitem_layout attribute)")
+    if INSITEM_GROUP not in f or "config_json" not in f[INSITEM_GROUP].attrs:
+        raise RunFileUnreadable(
+            f"{path}: incomplete run file (no /{INSITEM_GROUP} declaration): the run was stopped while its file was "
+            "being created; start a new run"
+        )
+    try:
+        config = RunFileConfig.model_validate_json(f[INSITEM_GROUP].attrs["config_json"])
+    except pydantic.ValidationError as exc:
+        raise RunFileUnreadable(f"{path}: damaged run file: its declaration does not validate ({exc.error_count()} errors)") from None
+    root = f[INSITEM_GROUP]
+    missing = [f"/{INSITEM_GROUP}/{t}" for t in _REQUIRED_TABLES if t not in root]
+    for w in config.windows:
+        for part in ("data", "axis-0/axis"):
+            if f"Experiments/{w.name}/{part}" not in f:
+                missing.append(f"/Experiments/{w.name}/{part}")
+    if "status" not in f.attrs:
+        missing.append("the status attribute")
+    if missing:
+        raise RunFileUnreadable(
+            f"{path}: incomplete run file (missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): "
+            "the run was stopped while its file was being created; start a new run"
+        )
+    for w in config.windows:
+        shape = f[f"Experiments/{w.name}/data"].shape
+        if len(shape) != 3 or shape[1:] != (w.n_rows, w.n_channels):
+            raise RunFileUnreadable(f"{path}: damaged run file: window {w.name!r} data shape {shape} does not match its declaration")
+    return config
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextlib.contextmanager
+def unreadable_as_one_line(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn what HDF5/h5py raise on a damaged block into `RunFileUnreadable` (one line)."""
+    try:
+        yield
+    except RunFileError:
+        raise
+    except OSError as exc:
+        if exc.errno in _OUTPUT_ERRNOS:  # writing the command's output (figures), not reading the file
+            raise
+        raise RunFileUnreadable(f"{path}: damaged run file: {one_line(exc) or type(exc).__name__}") from None
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise RunFileUnreadable(f"{path}: damaged run file: {one_line(exc) or type(exc).__name__}") from None
 
 
 def open_run(path: str | os.PathLike[str]) -> RunFileReader:

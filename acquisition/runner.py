@@ -92,6 +92,18 @@ class NullProgress:
         pass
 
 
+@dataclass
+class _OpenImage:
+    """The spectrum image being exposed, as the runner's thread counts it (beam-on time, dose)."""
+
+    first: PlannedExposure
+    dose_rate_e_per_m2_s: float
+    beam_on_s: float = 0.0
+    dose_e_per_m2: float = 0.0
+    subframes_done: int = 0
+    t_exposing_since: float | None = None  # rig time the running sub-exposure started
+
+
 class _ImageSum:
     """Sum of the sub-exposures of one spectrum image."""
 
@@ -176,14 +188,18 @@ class Runner:
         self._compliance_trips = 0
         self._exposures = 0
         self._ec_points = 0
-        self._dose_e_per_m2 = 0.0
+        # a resumed run continues the dose budget the file recorded
+        self._dose_e_per_m2 = float(getattr(runfile, "total_dose_e_per_m2", 0.0) or 0.0)
         # readings of the running exposure, for its mean potential and current
         self._exposure_readings: list[tuple[float, float]] | None = None
         self._stair_pending = False  # a level was set and its stair not yet measured
+        self._pending_cycle = 0  # the cycle of that stair
         # PC-timed stairs never read the potentiostat's error queue (sweeps do): it is drained
         # after each exposure, in the slack just after the next level is set, and at each step's end
         self._errors_due = False
-        self._image: _ImageSum | None = None
+        self._image: _ImageSum | None = None  # sub-exposures read so far (the I/O thread's side)
+        self._open_image: _OpenImage | None = None  # the image being exposed (the runner's side)
+        self._open_step: int | None = None  # index of the step begun and not yet ended
 
     # -- control ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -193,6 +209,12 @@ class Runner:
     @property
     def stop_requested(self) -> bool:
         return self._stop_requested.is_set()
+
+    @property
+    def _stopping(self) -> bool:
+        """A stop was asked for and no spectrum image is half exposed: a stop after Ctrl-C finishes
+        every sub-exposure of the running image first."""
+        return self._stop_requested.is_set() and self._open_image is None
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -231,14 +253,23 @@ class Runner:
         # The safe state first: nothing below may prevent it.
         failures = self.rig.safe_state()
         t = self._now_safe()
-        # then the I/O thread: queued writes run, read-outs not yet started are dropped unless the
-        # run ended normally (it was drained then); afterwards the file is this thread's alone
+        # then the I/O thread: queued writes run; read-outs not yet started run too (the beam is
+        # blanked; the frames are in the camera) unless a fault ended the run; afterwards the file
+        # is this thread's alone
         try:
-            if not self._io.close(cancel=status not in ("completed", "stopped")):
+            if not self._io.close(cancel=status == "failed"):
                 reason = (reason + "; " if reason else "") + "run-file I/O thread did not stop in time"
         except BaseException:  # noqa: BLE001 - e.g. a signal during the join: still close the file
             self._io.abandon()
         self.file = self._runfile
+        try:
+            self._store_partial_image(t, status)
+            if self._open_step is not None:
+                self.file.end_step(self._open_step, t, "interrupted")
+                self._open_step = None
+        except Exception as exc:  # noqa: BLE001 - the file may be the thing that failed (disk full)
+            if str(exc) not in reason:
+                reason = (reason + "; " if reason else "") + f"run file: {exc}"
         try:
             if failures:
                 self.file.log(t, "CRITICAL", "safe state NOT confirmed: " + "; ".join(failures))
@@ -250,7 +281,8 @@ class Runner:
             self._write_ground_truth(t)
             self.file.log(t, "INFO" if status == "completed" else "ERROR", f"run {status}{': ' + reason if reason else ''}")
         except Exception as exc:  # noqa: BLE001 - the file may be the thing that failed (disk full)
-            reason = (reason + "; " if reason else "") + f"run file: {exc}"
+            if str(exc) not in reason:
+                reason = (reason + "; " if reason else "") + f"run file: {exc}"
         finally:
             try:
                 self.file.close(status, reason)  # type: ignore[arg-type]
@@ -258,6 +290,48 @@ class Runner:
                 log.error("closing the run file failed: %s", exc)
         self.progress.event("INFO" if status == "completed" else "ERROR", f"run {status}{': ' + reason if reason else ''}")
         return RunResult(status, reason, self._exposures, self._ec_points, failures)
+
+    def _store_partial_image(self, t_safe: float, status: str) -> None:
+        """After an immediate stop mid-image: the sub-exposures read so far as one image flagged
+        partial, with the true beam-on time and dose (the running sub-exposure's beam time runs to
+        the safe state); without any sub-exposure read, an event says what the sample received."""
+        img = self._open_image
+        self._open_image = None
+        if img is None:
+            return
+        if img.t_exposing_since is not None and math.isfinite(t_safe):
+            on = max(0.0, t_safe - img.t_exposing_since)
+            img.beam_on_s += on
+            img.dose_e_per_m2 += on * img.dose_rate_e_per_m2_s
+            self._dose_e_per_m2 += on * img.dose_rate_e_per_m2_s
+        exp = img.first
+        acc = self._image
+        self._image = None
+        what = (f"{exp.window} image at t = {exp.t_start_s + self._offset:.1f} s cut short ({status}): "
+                f"{img.beam_on_s:.3g} s of beam, {img.dose_e_per_m2 / E_PER_A2:.4g} e/Å²")
+        if acc is None or acc.data is None:
+            self.file.log(t_safe, "WARNING", what + "; no sub-exposure read out, no image stored")
+            return
+        pot_V = float(np.mean([r[0] for r in acc.readings])) if acc.readings else math.nan
+        cur_A = float(np.mean([r[1] for r in acc.readings])) if acc.readings else math.nan
+        self._runfile.append_exposure(
+            exp.window,
+            acc.data,
+            t_start_s=acc.t_start_s,
+            exposure_s=acc.exposure_s,
+            potential_V=pot_V,
+            current_A=cur_A,
+            cycle=exp.cycle,
+            step=exp.step_index,
+            dose_e_per_m2=img.dose_e_per_m2,
+            energy_offset_eV=acc.energy_offset_eV,
+            saturated_px=acc.saturated_px,
+            partial=True,
+            beam_on_s=img.beam_on_s,
+        )
+        self._exposures += 1
+        self.file.log(t_safe, "WARNING", what + f"; stored as partial: {acc.exposure_s:g} s of "
+                      f"{exp.exposure_s * exp.n_subframes:g} s read out")
 
     def _now_safe(self) -> float:
         try:
@@ -301,6 +375,7 @@ class Runner:
     def _run_step(self, step: PlannedStep) -> None:
         t_now = self.clock.now()
         self.file.begin_step(step.index, step.kind, t_now)
+        self._open_step = step.index
         self.progress.step_started(step, t_now)
         self._log("INFO", f"step {step.index} ({step.kind}) started")
         t, v, cyc = step.point_arrays()
@@ -334,13 +409,13 @@ class Runner:
                 self._measure_ahead(t_event, t, cyc, i, step.index, step.dwell_s)
                 self._finish_exposure(active[0], active[1])
                 active = None
-                if self.stop_requested:
+                if self._stopping:
                     break
             else:
-                if self.stop_requested:
+                if self._stopping:
                     break
                 i = self._wait_for_camera(step, t, v, cyc, i)
-                if self.stop_requested:
+                if self._stopping:
                     break
                 self._measure_ahead(t_event, t, cyc, i, step.index, step.dwell_s)
                 exp = exposures.popleft()
@@ -348,10 +423,12 @@ class Runner:
         # final reading at the end of the last stair
         if not self.stop_requested:
             self.clock.sleep_until(step.t_end_s + self._offset)
-        self._measure_pending(int(cyc[-1]) if n else 0, step.index)
+        # the stair set last (not the step's last one when a stop cut the step short)
+        self._measure_pending(self._pending_cycle if n else 0, step.index)
         self._check_potentiostat_errors(f"step {step.index}")
         t_end = self.clock.now()
         self.file.end_step(step.index, t_end, "interrupted" if self.stop_requested else "completed")
+        self._open_step = None
         self._write_ground_truth(t_end)
         self._log("INFO", f"step {step.index} ({step.kind}) {'stopped' if self.stop_requested else 'completed'}")
 
@@ -375,7 +452,7 @@ class Runner:
         """Wait until the last read-out has left the camera, running the stairs that fall due
         meanwhile (PC-timed). Returns the index of the next stair. Immediate on a virtual clock."""
         while not self._io.wait_camera_free(0.0):
-            if self.stop_requested:
+            if self._stopping:
                 self._io.wait_camera_free(0.05)
             elif i < len(t) and self.clock.now() >= t[i] - self._lead(step.dwell_s) - 3e-3:
                 self._apply_points(step, t, v, cyc, i, i + 1, pc_timed=True)
@@ -393,7 +470,7 @@ class Runner:
         if not pc_timed and self.use_sweeps and pot.supports_sweep and not np.isnan(v[i:j]).any():
             k = i
             while k < j:
-                if self.stop_requested and self._exposure_readings is None:
+                if self._stopping and self._exposure_readings is None:
                     return
                 self._io.check()
                 if self.clock.now() > t[k] + 1e-9:
@@ -412,7 +489,7 @@ class Runner:
                 k = m
             return
         for k in range(i, j):
-            if self.stop_requested and self._exposure_readings is None:
+            if self._stopping and self._exposure_readings is None:
                 return
             self._io.check()
             # the stair before ends at t[k]: its reading ends then too, and the next level is set on time
@@ -425,6 +502,7 @@ class Runner:
                 pot.set_voltage(float(v[k]))
                 self._ensure_output(True)
                 self._stair_pending = True
+                self._pending_cycle = int(cyc[k])
                 if self._errors_due:
                     self._check_potentiostat_errors(f"step {step.index}")
 
@@ -494,6 +572,9 @@ class Runner:
                 f"over safety.max_total_dose {self.protocol.safety.max_total_dose / E_PER_A2:.4g} e/Å²"
             )
         self.clock.sleep_until(exp.t_start_s + self._offset)
+        if exp.subframe == 0 or self._open_image is None:
+            self._open_image = _OpenImage(exp, self.rig.microscope.beam.dose_rate_e_per_m2_s)
+        self._open_image.t_exposing_since = self.clock.now()
         if self.protocol.beam.policy == "blanked_between":
             self.rig.microscope.beam.set_blanked(False)
         t0 = cam.start_exposure()
@@ -514,6 +595,14 @@ class Runner:
         self._errors_due = True
         dose = dose_rate * exp.exposure_s
         self._dose_e_per_m2 += dose
+        img = self._open_image
+        if img is not None:
+            img.t_exposing_since = None
+            img.beam_on_s += exp.exposure_s
+            img.dose_e_per_m2 += dose
+            img.subframes_done += 1
+            if exp.subframe >= exp.n_subframes - 1:
+                self._open_image = None  # the image is whole; its write is queued below
         # read-out and write on the I/O thread (real time) or here (virtual clock)
         self._io.submit_readout(self.rig.camera.read_frame, lambda frame: self._store_frame(exp, frame, readings, dose))
 

@@ -135,7 +135,7 @@ def test_sigint_stops_cleanly_with_status_and_safe_state(tmp_path: Path) -> None
     _wait_for_exposures(out, 2, proc)
     proc.send_signal(signal.SIGINT)
     err = _finish(proc, tmp_path)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 3, err  # stopped after Ctrl-C
     assert "Traceback" not in err
     with RunFileReader(out) as r:
         assert r.status == "stopped"
@@ -149,7 +149,7 @@ def test_sigterm_stops_at_once(tmp_path: Path) -> None:
     _wait_for_exposures(out, 2, proc)
     proc.send_signal(signal.SIGTERM)
     err = _finish(proc, tmp_path)
-    assert proc.returncode == 1 and "Traceback" not in err
+    assert proc.returncode == 4 and "Traceback" not in err  # stopped at once
     with RunFileReader(out) as r:
         assert r.status == "interrupted" and "SIGTERM" in r.status_reason
 

@@ -5,8 +5,8 @@ read from them, not from anything the child believed. The child (signal_child.py
 CLI with one hook that signals the process at the moment.
 
 * SIGINT (first Ctrl-C): the running exposure is finished, then a clean stop - status
-  ``stopped``, exit 0, instruments safe.
-* SIGTERM: stop at once - status ``interrupted`` naming SIGTERM, exit 1, instruments safe.
+  ``stopped``, exit 3, instruments safe.
+* SIGTERM: stop at once - status ``interrupted`` naming SIGTERM, exit 4, instruments safe.
 * SIGKILL: nothing of the run's own code runs on the way out; its dead-man watchdog
   (acquisition/watchdog.py) sees the pipe close and puts the potentiostat and the beam in their
   safe state. The file (SWMR) holds every committed exposure and flushed point, and `insitem run
@@ -54,18 +54,18 @@ def test_signal(cell: Cell, tmp_path: Path, record_cell: Callable[[str, str, str
         off, blanked = instruments_safe(servers)
         rec = file_record(out)
         state = state_text(servers) + (" (by the watchdog)" if cell.fault == "SIGKILL" else "")
-        outcome = {0: "safe stop (stopped)", 1: "safe stop (interrupted)"}.get(proc.returncode, f"killed (exit {proc.returncode})")
+        outcome = {3: "safe stop (stopped)", 4: "safe stop (interrupted)"}.get(proc.returncode, f"killed (exit {proc.returncode})")
         record_cell(cell.id, outcome, f"{rec['exposures']} img, {rec['ec']} pts kept; {state}"
                     + ("; resumed to completed" if cell.resume else ""))
         assert "Traceback" not in proc.stderr, proc.stderr
 
         if cell.fault == "SIGINT":
-            assert proc.returncode == 0, proc.stderr
+            assert proc.returncode == 3, proc.stderr  # stopped after Ctrl-C
             assert rec["status"] == "stopped" and "Ctrl-C" in rec["reason"]
             # the exposure running when Ctrl-C came was finished and kept
             assert rec["exposures"] >= {"configuration": 0, "mid-CV step": 1}.get(cell.moment, 2)
         elif cell.fault == "SIGTERM":
-            assert proc.returncode == 1, proc.stderr
+            assert proc.returncode == 4, proc.stderr  # stopped at once
             assert rec["status"] == "interrupted" and "SIGTERM" in rec["reason"]
         else:
             assert proc.returncode == -9
