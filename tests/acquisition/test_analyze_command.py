@@ -53,7 +53,7 @@ def test_not_a_run_file_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Captur
     bad.write_text("not hdf5")
     assert main(["analyze", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "cannot open as a run file" in err and "Traceback" not in err
+    assert "not an HDF5 run file" in err and "\n" not in err and "Traceback" not in err
     import h5py
 
     with h5py.File(tmp_path / "plain.h5", "w") as f:
