@@ -223,3 +223,30 @@ def test_serve_rejects_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="keithley2400"):
         serve("keithley6430")
     assert math.isfinite(K2400_SPEC.point_overhead_s)
+
+
+def test_current_source_into_the_battery_cell_passes_exactly_i_t() -> None:
+    """`:SOUR:FUNC CURR` with the simulated cell as the load (Cell.advance_current): below the
+    voltage limit the charge through the SMU is I t, the reading's current is I and the cell
+    voltage rises while charging; with a limit just above the open-circuit voltage the source
+    holds the limit and flags the clamp."""
+    from insitem.simulators.electrochemistry import Cell, CellParameters
+
+    cell = Cell(CellParameters.lasgtp_bulk())
+    clock = VirtualClock()
+    emu = Keithley2400Emulator(cell, clock, seed=2)
+    q0 = cell.charge_passed_C
+    assert emu.handle(":SOUR:FUNC CURR;:SOUR:CURR 2e-6;:SENS:VOLT:PROT 4.5;:FORM:ELEM VOLT,CURR,STAT;:OUTP ON;:SYST:ERR?") == '0,"No error"'
+    v_start, _, _ = (float(x) for x in emu.handle(":READ?").split(","))
+    clock.sleep(120.0)
+    v, i, stat = (float(x) for x in emu.handle(":READ?").split(","))
+    assert i == pytest.approx(2e-6, abs=4 * 700e-12)  # 10 uA range: offset 700 pA (physics.md §4.4)
+    assert v > v_start and not int(stat) & 8  # charging raises the voltage; no compliance
+    assert int(stat) & (1 << 15)  # I-source bit of the status word
+    assert cell.charge_passed_C - q0 == pytest.approx(2e-6 * (clock.now()), rel=1e-2)
+    limit = round(v + 0.01, 4)
+    emu.handle(f":SENS:VOLT:PROT {limit};:SOUR:CURR 1e-3")
+    clock.sleep(20.0)
+    v2, i2, stat2 = (float(x) for x in emu.handle(":READ?").split(","))
+    assert int(stat2) & 8 and v2 == pytest.approx(limit, abs=1e-6) and i2 < 1e-3
+    assert emu.handle(":SENS:VOLT:PROT:TRIP?;:SYST:ERR?") == '1;0,"No error"'

@@ -15,12 +15,7 @@ import pytest
 
 from keithley_real_clients import CLIENT_LIMITS, LOAD_OHM, TABLES, Outcome, Rig, measure
 
-pytestmark = [
-    pytest.mark.wire,
-    # the clients' own deprecation notices (PyMeasure's FutureWarnings, QCoDeS' parameter API)
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-]
+pytestmark = [pytest.mark.wire]
 
 
 def by_name(outcomes: list[Outcome]) -> dict[str, Outcome]:
