@@ -6,7 +6,9 @@ is parsed too); 9.91e37 marks an overflow (-> NaN, compliance flagged); the comp
 status word is bit 3; the error queue is `:SYST:ERR?`; instrument-timed staircases are list
 sweeps (`:SOUR:LIST:VOLT`, <= 100 values per command, `:APP` up to 2500 points) into the trace
 buffer, whose timestamps count from the first stored reading (:TRAC:TST:FORM ABS, the default),
-mapped to the rig clock at :INIT plus the source delay.
+mapped to the rig clock at :INIT plus the source delay. With `source_mode` "current" the 2400
+sources current (`:SOUR:FUNC CURR`, `:SOUR:CURR`) with the voltage compliance `:SENS:VOLT:PROT`
+(status word bit 3 then flags the voltage limit).
 
 `ScpiSourceMeter` holds what the 2400 and 2450 drivers share: connection and identity check,
 settings declared once as `Setting` rows (PyMeasure-style, style.md), error-queue draining before

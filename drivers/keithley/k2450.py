@@ -17,6 +17,10 @@ Instrument-timed staircases: uniform staircases use `:SOUR:SWE:VOLT:LIN`, any ot
 `:SOUR:LIST:VOLT` (100 values per command, `:APP` for more) with `:SOUR:SWE:VOLT:LIST`; then
 `:INIT`, `*OPC?`, `:TRAC:DATA? 1, n, "defbuffer1", SOUR, READ, REL, SOURSTAT`. The compliance
 flag of a sweep point is the source-limited bit (32) of SOURSTAT.
+
+Current sourcing (`source_mode` "current"): `:SOUR:FUNC CURR` with the voltage limit
+`:SOUR:CURR:VLIM` and `:SENS:FUNC "VOLT"`; a reading is then `:READ? "defbuffer1",SOUR,READ,REL;
+:SOUR:CURR:VLIM:TRIP?`, SOUR being the source current (readback) and READ the measured voltage.
 """
 
 from __future__ import annotations
