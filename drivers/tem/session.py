@@ -234,8 +234,11 @@ class TemService:
         s = self._current
         if name == "beam_blanked" and value:
             self.backend.set("beam_blanked", True)
-            if self.lease is not None and bool(self.backend.get("beam_blanked")):
+            if (self.lease is not None or self.blank_pending is not None) and bool(self.backend.get("beam_blanked")):
+                if self.blank_pending is not None:
+                    log.info("%s: beam blanked on request of %s (%s); BEAM:BLAN? reads 1", self.name, s.peer, self.blank_pending)
                 self.lease = None  # blanked on request and read back: nothing left to guard
+                self.blank_pending = None
             return
         if self._token is not None and not s.authenticated:
             raise _error(-203, 'Command protected; send SYST:AUTH "<token>" first (blanking needs none)')
