@@ -119,9 +119,14 @@ class LiParams(BaseModel):
     ssd_pre_edge_eV: tuple[float, float] = Field(
         default=(40.0, 54.0), description="log-quadratic background window on the deconvolved spectrum (module docstring)"
     )
-    ssd_background: Literal["power_law", "log_quadratic"] = Field(
-        default="power_law",
-        description="background on the deconvolved spectrum: the paper's power law in pre_edge_eV, or log-quadratic in ssd_pre_edge_eV",
+    ssd_background: Literal["parent_scaled", "power_law", "log_quadratic"] = Field(
+        default="parent_scaled",
+        description="background on the deconvolved spectrum: the parent's mean SSD scaled to each row in "
+        "parent_scale_eV (module docstring), the paper's power law in pre_edge_eV, or log-quadratic in ssd_pre_edge_eV",
+    )
+    parent_scale_eV: tuple[float, float] = Field(
+        default=(44.0, 54.0),
+        description="window below the Li-K onset (55 eV) where the parent's SSD is scaled to each row (parent_scaled)",
     )
     parent_level: Literal["power_law", "reference_fit"] = Field(
         default="reference_fit",
@@ -129,7 +134,9 @@ class LiParams(BaseModel):
         "edge counts, or the MLLS fit with the electrode-minus-parent Li-K reference (module docstring)",
     )
     reference_fit_eV: tuple[float, float] = Field(
-        default=(44.0, 71.0), description="MLLS window on the parent's SSD: pre-edge to below Pt N7 (71.2 eV), §1.6"
+        default=(52.0, 71.0),
+        description="MLLS window on the parent's SSD: from 5 eV past the delayed Ti M2,3 maximum (~47 eV, physics.md "
+        "§1.8), where the non-Li background falls monotonically, to below Pt N7 (71.2 eV, §1.6)",
     )
     reference_fit_edges_eV: tuple[float, ...] = Field(
         default=(58.7,),
@@ -193,6 +200,9 @@ def li_profile(
         level = float(np.mean(edge.intensity[parent]))
         c = edge.intensity / level
         cs = edge.sigma / abs(level)
+    elif p.ssd_background == "parent_scaled":
+        ss = single_scattering(lowloss[0], lowloss[1], image, energy, p.deconvolution)
+        edge, c, cs, method, non_li, pt_share, level = _parent_scaled(ss, d, parent, p)
     else:
         ss = single_scattering(lowloss[0], lowloss[1], image, energy, p.deconvolution)
         v = p.var_per_count * ss.scale  # variance per SSD count
@@ -250,6 +260,122 @@ def li_profile(
         non_li_fraction=non_li,
         pt_share=pt_share,
     )
+
+
+def _parent_scaled(ss, d: np.ndarray, parent: np.ndarray, p: LiParams):
+    """c/c0 from the SSD with the parent's own spectrum as the background (module docstring).
+
+    Every row's SSD per zero-loss count minus the parent's mean SSD scaled to it over
+    `parent_scale_eV` is its excess over the parent: the Li-K of (c - c0), plus Pt next to Pt. The
+    non-Li features under Li-K (Drude tail, the delayed Ti M2,3 with its maximum near 47 eV, Ti M1)
+    cancel as far as they scale together. The c0 unit (the parent's own Li) comes from the MLLS fit
+    of the parent's SSD with the electrode's excess as the Li-K reference (`li_reference`); Pt rows
+    are unmixed with a Pt reference (`pt_unmix`). Returns (edge, c, sigma, method, non-Li share, Pt share)."""
+    energy = ss.energy
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_i0 = 1.0 / ss.i0
+    spec = ss.ssd * per_i0[:, None]
+    var = p.var_per_count * ss.scale * per_i0  # per row: variance of spec per unit of spec
+    pre = energy.window(*p.parent_scale_eV, min_channels=8)
+    sig = energy.window(*p.signal_eV)
+    m_par = np.nanmean(spec[parent], axis=0)
+    k = spec[:, pre].sum(axis=1) / m_par[pre].sum()
+    resid = spec - k[:, None] * m_par[None, :]
+    S = resid[:, sig].sum(axis=1)
+    n_par = max(int(parent.sum()), 1)
+    sigma = np.sqrt(var * (np.maximum(spec[:, sig].sum(axis=1), 0.0)
+                           + k**2 * (np.nanmean(var[parent]) / var) * m_par[sig].sum() / n_par))
+    edge = EdgeIntensity(intensity=S, sigma=sigma, background=k * m_par[sig].sum(), h_factor=np.ones_like(S),
+                         window_eV=energy.window_edges_eV(sig), fit=None)
+    # fallback unit: the parent's power-law edge counts
+    pl = edge_intensity(spec[parent].mean(axis=0, keepdims=True), energy, p.pre_edge_eV, p.signal_eV, p.method)
+    level_pl = float(pl.intensity[0])
+    c = 1.0 + S / level_pl
+    cs = sigma / abs(level_pl)
+    ref = _excess_reference(energy, spec, resid, S, sigma, d, parent, p, var, m_par) if p.parent_level == "reference_fit" else None
+    if ref is None:
+        return edge, c, cs, "power_law", 0.0, None, level_pl
+    level = ref.level
+    c = 1.0 + S / level
+    cs = sigma / level
+    pt_share = None
+    if p.pt_unmix:
+        mix = _pt_unmix_excess(energy, resid, spec, d, ref, p, var)
+        if mix is not None:
+            pt_share = mix.beta
+            c = 1.0 + mix.alpha * ref.excess / level
+            cs = mix.alpha_sigma * ref.excess / level
+            scatter = float(np.nanstd(c[parent], ddof=1) / np.sqrt(np.nanmean(cs[parent] ** 2)))
+            cs = cs * max(1.0, scatter)
+    return edge, c, cs, "reference_fit", level_pl / level - 1.0, pt_share, level
+
+
+def _excess_reference(
+    energy: EnergyAxis, spec: np.ndarray, resid: np.ndarray, S: np.ndarray, sigma: np.ndarray, d: np.ndarray,
+    parent: np.ndarray, p: LiParams, var: np.ndarray, m_par: np.ndarray,
+) -> LiReference | None:
+    """Li-K reference = mean excess of the electrode rows (beyond max_min_distance_m, smoothed excess
+    above half its maximum), and the parent's Li by the MLLS fit of the parent's SSD over
+    reference_fit_eV: exp(quadratic in ln E) + gamma x reference + a step per non-Li edge; the
+    parent's Li in edge counts is gamma x the reference's edge counts. None without a significant electrode."""
+    far = (d >= p.max_min_distance_m) & np.isfinite(S)
+    if not far.any() or parent.sum() < 3:
+        return None
+    smooth = uniform_filter1d(np.nan_to_num(S), p.max_smooth_rows, mode="nearest")
+    peak = float(np.max(smooth[far]))
+    elec = far & (smooth > 0.5 * peak) & ~parent
+    if elec.sum() < 3 or peak <= 0:
+        return None
+    excess = float(np.nanmean(S[elec]) - np.nanmean(S[parent]))
+    ex_sigma = float(np.hypot(np.sqrt(np.nansum(sigma[elec] ** 2)) / elec.sum(),
+                              np.sqrt(np.nansum(sigma[parent] ** 2)) / parent.sum()))
+    if not excess > p.reference_min_excess_sigma * ex_sigma:
+        return None
+    E = energy.values_eV
+    ref = np.nanmean(resid[elec], axis=0) - np.nanmean(resid[parent], axis=0)
+    ref = np.where(E >= p.parent_scale_eV[1], ref, 0.0)  # zero where the rows were scaled together
+    win = energy.window(*p.reference_fit_eV, min_channels=16)
+    x = np.log(E[win] / E[win].mean())
+    y, r = m_par[win], ref[win]
+    sd = np.sqrt(np.maximum(np.nanmean(var[parent]) * np.maximum(y, 0.0) / parent.sum(), 1e-300))
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(r)) and np.all(y > 0)):
+        return None
+    start = np.polyfit(x, np.log(y), 2, w=y / sd)
+    Ew = E[win]
+    edges = [shallow_edge(Ew, onset, p.reference_fit_edge_rise_eV) for onset in p.reference_fit_edges_eV]
+    scale = [float(np.max(y)) / max(float(np.max(g)), 1e-300) for g in edges]
+
+    def res(q: np.ndarray) -> np.ndarray:
+        model = np.exp(np.polyval(q[:3], x)) + q[3] * r
+        for k, g in enumerate(edges):
+            model = model + q[4 + k] * scale[k] * g
+        return (model - y) / sd
+
+    fit = least_squares(res, np.r_[start, 0.0, np.zeros(len(edges))], x_scale="jac")
+    gamma = float(fit.x[3])
+    if not (fit.success and gamma > 0):
+        return None
+    return LiReference(level=gamma * excess, ref=ref, parent_minus_pl=np.zeros(energy.size), excess=excess)
+
+
+def _pt_unmix_excess(
+    energy: EnergyAxis, resid: np.ndarray, spec: np.ndarray, d: np.ndarray, ref: LiReference, p: LiParams,
+    var: np.ndarray,
+) -> PtUnmix | None:
+    """Each row's excess over the parent fitted over pt_fit_eV with the Li-K reference and a Pt
+    reference (mean excess of the rows in pt_reference_m), by weighted linear least squares."""
+    pt = (d >= p.pt_reference_m[0]) & (d <= p.pt_reference_m[1])
+    if pt.sum() < 3:
+        return None
+    win = energy.window(*p.pt_fit_eV, min_channels=16)
+    R = resid[:, win]
+    pt_ref = np.nanmean(R[pt], axis=0)
+    G = np.stack([ref.ref[win], pt_ref], axis=1)
+    w = 1.0 / np.maximum(np.nanmean(spec[:, win], axis=0), 1e-300)
+    M = np.linalg.solve(G.T @ (w[:, None] * G), (G * w[:, None]).T)
+    coef = R @ M.T
+    a_var = var * (np.maximum(spec[:, win], 0.0) @ (M[0] ** 2))
+    return PtUnmix(alpha=coef[:, 0], beta=coef[:, 1], alpha_sigma=np.sqrt(a_var))
 
 
 @dataclass(frozen=True)

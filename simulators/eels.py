@@ -9,7 +9,11 @@ Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.Co
    integrals at the parent composition) so that the total single scattering equals t/lambda (§1.4).
 3. Core edges (§1.5, §1.8): hydrogenic K/L cross sections (m^2/eV per atom) of every element present,
    with ELNES for Li-K, Ti-L2,3 (Ti4+ four white lines, Ti3+ merged and shifted) and O-K (pre-peak,
-   peaks a and b), multiplied by areal densities (atoms/m^2).
+   peaks a and b), multiplied by areal densities (atoms/m^2). Near-edge structure follows the Bethe
+   sum rule (seed §D.2): K-edge peaks borrow their strength from the continuum, so that onset - 5 eV
+   to onset + 50 eV integrates to the hydrogenic edge; Ti white-line areas are proportional to the
+   empty 3d states (10 for Ti4+, 9 for Ti3+) relative to the hydrogenic continuum 50-100 eV above
+   L3 (Pearson et al. 1993). Sources: docs/physics-sources.md.
 4. Plural scattering by the Fourier-log relation J = I0 Z ⊗ exp*(s) (§1.4). Two evaluations:
    * ``method="fourier_log"`` (default when the window contains the ZLP): exact per-row
      J_hat = I0 Z_hat exp(s_hat); the sum over a window that contains everything is I0 exp(t/lambda).
@@ -18,12 +22,15 @@ Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.Co
      spectrum J_v of the layer's parent composition (valence and all its edges, exact Fourier-log) is
      cached per layer; rows whose composition differs (Li, Ti3+, R, pre-peak) add the edge-weight
      differences convolved with J_v (first order: the neglected term is second order in the change).
-5. Chromatic blur along y, sigma = Cc beta E/E0 (§1.7), with E the loss of each channel: every
-   electron detected at loss E, whatever scattered it (plasmon, edge, plural), is defocused by the
-   same amount, so the blur acts on the finished per-row spectra channel by channel (a Gaussian along
-   the rows whose width grows with the channel's loss; Fourier transform along the rows, edge rows
-   repeated beyond the field). A window that holds the zero-loss peak and one that does not
-   therefore see the same blur at the losses they share.
+5. Chromatic blur along y (§1.7): a ray scattered at theta lands r = Cc theta |E - E_f|/E0* from its
+   object point (E0* = 244.5 keV at 300 kV); weighted by the Lorentzian angular distribution of the
+   loss (theta_E = E/2 gamma T) cut at beta, the profile along the slit is a cusp with a hard edge at
+   the extreme ray (rms 12.0 nm at 460 eV for Cc = 2 mm, beta = 10 mrad). E is the loss of each
+   channel: every electron detected at loss E, whatever scattered it (plasmon, edge, plural), is
+   defocused by the same amount, so the blur acts on the finished per-row spectra channel by
+   channel (transfer function of the profile along the rows; edge rows repeated beyond the field).
+   A window that holds the zero-loss peak and one that does not therefore see the same blur at the
+   losses they share (decision 0012).
 6. Energy shifts: non-isochromaticity dE(y) (§1.9; default 0.1 eV peak-to-peak, a parameter) plus the
    exposure's drift (mean shift by linear interpolation, spread by convolution with the histogram of
    the drift samples).
@@ -44,6 +51,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import fft as sfft
+from scipy import special
 from scipy.ndimage import convolve1d
 from scipy.optimize import brentq
 
@@ -72,6 +80,13 @@ CORE_EDGES: dict[str, tuple[str, float, float | None]] = {
 }
 ATOMIC_NUMBER = {"Li": 3, "C": 6, "O": 8, "Al": 13, "Si": 14, "P": 15, "Ti": 22, "V": 23, "Fe": 26,
                  "Co": 27, "Ge": 32}
+
+#: Shallow edges with a delayed maximum (centrifugal barrier of the 3p -> 3d/continuum channel):
+#: label -> energy of the maximum, eV. Ti M2,3 in Ti oxides peaks near 47 eV, ~14 eV above its
+#: 32.6 eV onset (physics.md §1.8 [est, recalled]; the 3p semicore losses of rutile up to 60 eV are
+#: measured and computed in Vast et al., Phys. Rev. Lett. 88 (2002) 037601). Other shallow edges
+#: rise as saw-tooth steps.
+DELAYED_SHALLOW_EDGES_eV: dict[str, float] = {"Ti M2,3": 47.0}
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 #: Loss range (eV) over which t/lambda is split into valence and core-edge scattering and the valence
@@ -104,16 +119,25 @@ class EELSParameters(BaseModel):
         description="(centre eV, FWHM eV, area as a fraction of sigma(onset, 40 eV)) [est]",
     )
     li_join_eV: tuple[float, float] = (65.0, 75.0)
-    # Ti-L2,3 (§1.8)
-    ti4_peaks_eV: tuple[float, float, float, float] = (457.0, 459.0, 463.0, 465.0)
+    # Ti-L2,3 (§1.8; sources in docs/physics-sources.md)
+    ti4_L3_eV: tuple[float, float] = Field(
+        default=(457.0, 459.0), description="Ti4+ L3 t2g / eg centres (§1.8 on the [Y14] scale, O-K threshold 529.0)"
+    )
+    ti_spin_orbit_eV: float = Field(default=5.4, gt=0, description="L2 - L3 spacing of Ti oxides (rutile/anatase)")
     ti4_fwhm_eV: tuple[float, float, float, float] = (0.9, 1.5, 1.6, 2.2)
     ti_t2g_eg_area: float = Field(default=0.7, description="t2g:eg area within each L (Ti4+) [est]")
     ti4_L2_L3: float = Field(default=1.30, description="L2/L3 integrated ratio, Ti4+ [Y14]")
     ti3_shift_eV: float = Field(default=-1.7, description="Ti3+ relative to Ti4+ eg positions [Y14]")
     ti3_fwhm_eV: tuple[float, float] = (2.0, 2.6)
     ti3_L2_L3: float = Field(default=1.25, description="L2/L3 integrated ratio, Ti3+ [Y14]")
-    ti_white_line_factor: float = Field(
-        default=1.5, ge=0, description="white-line area (L3+L2) / hydrogenic sigma(456 eV, 30 eV) [est]"
+    ti_d_holes: tuple[float, float] = Field(default=(10.0, 9.0), description="empty 3d states of Ti4+ (d0) / Ti3+ (d1)")
+    ti_white_line_per_hole: float = Field(
+        default=0.10, ge=0,
+        description="white-line area (L3+L2) per 3d hole / hydrogenic L continuum 50-100 eV above L3 "
+        "(Pearson et al. 1993 normalisation) [est: sensitivity in docs/physics-sources.md]",
+    )
+    k_sum_rule_window_eV: float = Field(
+        default=50.0, gt=10.0, description="K edges: ELNES + continuum integrate to the hydrogenic edge up to onset + this"
     )
     ti_step_width_eV: float = 1.0
     ti_join_eV: tuple[float, float] = Field(default=(30.0, 40.0), description="continuum join above onset")
@@ -127,13 +151,18 @@ class EELSParameters(BaseModel):
     )
     o_peak_a: tuple[float, float, float] = (538.0, 4.0, 0.25)
     o_peak_b_constant_eV_nm2: float = Field(default=2.820, description="(E_b - 529.0) R^2 [Y14]")
+    o_parent_R_nm: float = Field(default=0.280, gt=0, description="O-O distance of the parent [Y14] (sum-rule reference)")
     o_peak_b_fwhm_eV: float = 8.0
     o_peak_b_area: float = 0.25
     o_peak_b_bank_eV: tuple[float, float, float] = Field(
         default=(555.0, 569.0, 0.5), description="peak-b template bank: first, last, step (eV)"
     )
     # geometry / optics (§1.7, §1.9)
-    Cc_m: float = Field(default=2e-3, ge=0, description="chromatic aberration coefficient (§1.7)")
+    Cc_m: float = Field(default=2e-3, ge=0, description="chromatic aberration coefficient (§1.7) [est]")
+    chromatic_relativistic: bool = Field(
+        default=True, description="r = Cc theta E/E0* with the relativistic E0* (244.5 keV at 300 kV, §1.7); False: E0"
+    )
+    focus_loss_eV: float = Field(default=0.0, ge=0, description="loss the objective is focused for (§1.7: |E - E_f|)")
     nonisochromaticity_pp_eV: float = Field(
         default=0.1, ge=0, description="dE(y) peak-to-peak over the rows (issue: < 0.1 eV; physics §1.9: 0.3)"
     )
@@ -166,6 +195,83 @@ def energy_drift_samples(
     t = t_start_s + dt * (np.arange(n) + 0.5)
     walk = np.cumsum(rng.normal(0.0, params.drift_random_walk_eV_per_sqrt_s * math.sqrt(dt), n))
     return start_shift_eV + params.drift_eV_per_s * (t - t_start_s) + walk
+
+
+# ------------------------------------------------------------------------------------------ chromatic blur
+
+
+def chromatic_energy_eV(params: EELSParameters) -> float:
+    """Beam energy in the chromatic displacement r = Cc theta E / E0*: the relativistic
+    E0* = E0 (1 + E0/2m0c^2)/(1 + E0/m0c^2) (244.5 keV at 300 kV, physics.md §1.7 / seed §E), or E0."""
+    E0 = params.E0_eV
+    if not params.chromatic_relativistic:
+        return E0
+    m = 511.0e3
+    return E0 * (1 + E0 / (2 * m)) / (1 + E0 / m)
+
+
+def _chromatic_lengths(loss_eV: np.ndarray, params: EELSParameters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(C, theta_E, beta) per loss: a ray scattered at theta lands r = C theta from its object point,
+    C = Cc |E - E_f| / E0* (m/rad)."""
+    E = np.maximum(np.asarray(loss_eV, dtype=float), 0.0)
+    C = params.Cc_m * np.abs(E - params.focus_loss_eV) / chromatic_energy_eV(params)
+    C = np.where(E > 0, C, 0.0)
+    return C, theta_E_rad(np.maximum(E, 1e-6), params.E0_eV), np.full(E.shape, params.beta_rad)
+
+
+def chromatic_extreme_ray_m(loss_eV: np.ndarray, params: EELSParameters) -> np.ndarray:
+    """R = Cc beta |E - E_f| / E0*, the largest displacement (m): 37.6 nm at 460 eV (§1.7)."""
+    C, _, b = _chromatic_lengths(loss_eV, params)
+    return C * b
+
+
+def chromatic_rms_m(loss_eV: np.ndarray, params: EELSParameters) -> np.ndarray:
+    """rms displacement along the slit (one Cartesian component), m (§1.7):
+    sqrt(<theta^2>/2) C with <theta^2> = beta^2/ln(1 + beta^2/theta_E^2) - theta_E^2 for the
+    Lorentzian 1/(theta^2 + theta_E^2) cut at beta. 12.0 nm at 460 eV, 14.2 nm at 532 eV."""
+    C, te, b = _chromatic_lengths(loss_eV, params)
+    t2 = b**2 / np.log1p(b**2 / te**2) - te**2
+    return np.sqrt(t2 / 2) * C
+
+
+def chromatic_profile(y_m: np.ndarray, loss_eV: float, params: EELSParameters) -> np.ndarray:
+    """Projected blur profile g(y) along the slit (1/m, unit area) for one loss (§1.7):
+    g = 2 atan(sqrt(R^2 - y^2)/sqrt(y^2 + a^2)) / (pi ln(1 + R^2/a^2) sqrt(y^2 + a^2)) for |y| < R,
+    a = C theta_E, R = C beta: a cusp at 0 with a hard cut-off at R."""
+    C, te, b = (float(v[0]) for v in _chromatic_lengths(np.array([loss_eV]), params))
+    a, R = C * te, C * b
+    y = np.abs(np.asarray(y_m, dtype=float))
+    s = np.sqrt(y**2 + a**2)
+    with np.errstate(invalid="ignore"):
+        g = 2 * np.arctan(np.sqrt(np.maximum(R**2 - y**2, 0.0)) / s) / (math.pi * math.log1p(R**2 / a**2) * s)
+    return np.where(y < R, g, 0.0)
+
+
+def chromatic_transfer(freq_per_m: np.ndarray, loss_eV: np.ndarray, params: EELSParameters,
+                       n_theta: int = 96, step_eV: float = 1.0) -> np.ndarray:
+    """Transfer function of the chromatic blur along the slit, shape (losses, frequencies).
+
+    The 1-D Fourier transform of the projected profile equals the 2-D transform of the radial one:
+    G(f) = <J0(2 pi f C theta)> over the Lorentzian angular distribution cut at beta. With
+    u = ln(theta^2 + theta_E^2) that distribution is uniform in u on [ln theta_E^2, ln(beta^2 +
+    theta_E^2)], so G is a Gauss-Legendre mean over u. It is evaluated on a grid of losses
+    ``step_eV`` apart and interpolated linearly (R changes by < 1 % per eV above 100 eV)."""
+    loss = np.asarray(loss_eV, dtype=float)
+    f = np.asarray(freq_per_m, dtype=float)
+    lo, hi = float(loss.min()), float(loss.max())
+    Eg = np.linspace(lo, hi, max(2, int(math.ceil((hi - lo) / step_eV)) + 1))
+    C, te, b = _chromatic_lengths(Eg, params)
+    x, w = np.polynomial.legendre.leggauss(n_theta)
+    x, w = 0.5 * (x + 1), 0.5 * w
+    u0 = np.log(te**2)
+    u1 = np.log(b**2 + te**2)
+    theta = np.sqrt(np.exp(u0[:, None] + (u1 - u0)[:, None] * x[None, :]) - te[:, None] ** 2)  # (E, n)
+    r = C[:, None] * theta
+    G = np.einsum("ekn,n->ek", special.j0(2 * math.pi * f[None, :, None] * r[:, None, :]), w)
+    out = np.empty((loss.size, f.size))
+    for k in range(f.size):
+        out[:, k] = np.interp(loss, Eg, G[:, k])
+    return out
 
 
 # ------------------------------------------------------------------------------------------ line shapes
@@ -286,6 +392,10 @@ class EELSSynthesizer:
         # core-edge integrals over the normalisation grid, per (grid points, elements): the same for
         # every window of a sample (they depend only on the elements and the parameters)
         self._edge_integrals: dict[tuple[int, tuple[str, ...]], list[_EdgeIntegral]] = {}
+        # chromatic transfer functions (frequency x channel) per (window, row grid)
+        self._blur_transfer: dict[tuple, np.ndarray] = {}
+        # continuum factor of each K edge's sum-rule normalisation (`_k_edge_continuum_factor`)
+        self._x_cache: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------ public
     def synthesize(
@@ -412,11 +522,12 @@ class EELSSynthesizer:
         return W
 
     def _chromatic_blur(self, ext: np.ndarray, loss_eV: np.ndarray, col: ColumnState) -> np.ndarray:
-        """Blur every channel along the rows with sigma = Cc beta E/E0 at its loss E (§1.7).
+        """Blur every channel along the rows with the chromatic profile of its loss E (§1.7).
 
-        Gaussian transfer function along the rows per channel; the first and last rows are repeated
-        over at least 5 sigma beyond the field (as ``mode="nearest"``), so the periodic transform
-        does not wrap one end onto the other."""
+        Per channel the transfer function along the rows is :func:`chromatic_transfer` (the cusp
+        profile of a Lorentzian angular distribution cut at beta); the first and last rows are
+        repeated beyond the field over the extreme ray R = Cc beta |E - E_f| / E0* (as
+        ``mode="nearest"``), so the periodic transform does not wrap one end onto the other."""
         p = self.params
         n = col.n_rows
         if n < 2 or p.Cc_m == 0:
@@ -424,15 +535,22 @@ class EELSSynthesizer:
         dy = abs(float(col.y_m[-1] - col.y_m[0])) / (n - 1)  # rows are uniformly spaced
         if dy == 0:
             return ext
-        sigma_rows = p.Cc_m * p.beta_rad * np.maximum(loss_eV, 0.0) / p.E0_eV / dy
-        s_max = float(sigma_rows.max())
-        if s_max < 0.05:
+        R_rows = chromatic_extreme_ray_m(loss_eV, p) / dy
+        r_max = float(R_rows.max())
+        if r_max < 0.05:
             return ext
-        pad = int(math.ceil(5.0 * s_max)) + 1
+        pad = int(math.ceil(r_max)) + 2
         L = sfft.next_fast_len(n + 2 * pad, real=True)
+        key = (round(float(loss_eV[0]), 9), round(float(loss_eV[1] - loss_eV[0]), 12), loss_eV.size, L,
+               round(dy, 15))
+        G = self._blur_transfer.get(key)
+        if G is None:
+            G = chromatic_transfer(sfft.rfftfreq(L) / dy, loss_eV, p).T  # (freq, channels)
+            if len(self._blur_transfer) > 8:
+                self._blur_transfer.pop(next(iter(self._blur_transfer)))
+            self._blur_transfer[key] = G
         F = sfft.rfft(np.pad(ext, ((pad, L - n - pad), (0, 0)), mode="edge"), axis=0)
-        f = sfft.rfftfreq(L)  # cycles per row
-        F *= np.exp(-2.0 * (math.pi * f[:, None] * sigma_rows[None, :]) ** 2)
+        F *= G
         return sfft.irfft(F, n=L, axis=0, overwrite_x=True)[pad : pad + n]
 
     def _fourier_ratio(self, cache: _Cache, col: ColumnState, atoms: np.ndarray, I0: np.ndarray) -> np.ndarray:
@@ -562,10 +680,21 @@ class EELSSynthesizer:
         def saw(x: np.ndarray, onset: float) -> np.ndarray:
             return np.where(x > onset, -np.expm1(-(x - onset) / rise) * (onset / np.maximum(x, onset)) ** 3, 0.0)
 
-        for _, onset, w in m.shallow_edges:
-            n_sh = float(saw(E_long, onset).sum()) * h
+        def delayed(x: np.ndarray, onset: float, maximum: float) -> np.ndarray:
+            # rises as (E - onset)^2, peaks at `maximum`, falls as (E - onset)^-3
+            u = np.maximum(x - onset, 0.0) / (maximum - onset)
+            return 2.5 * u * u / (1.5 + u**5)
+
+        for label, onset, w in m.shallow_edges:
+            if label in DELAYED_SHALLOW_EDGES_eV:
+                def shape(x: np.ndarray, onset: float = onset, e_max: float = DELAYED_SHALLOW_EDGES_eV[label]) -> np.ndarray:
+                    return delayed(x, onset, e_max)
+            else:
+                def shape(x: np.ndarray, onset: float = onset) -> np.ndarray:
+                    return saw(x, onset)
+            n_sh = float(shape(E_long).sum()) * h
             if n_sh > 0:
-                out = out + w * saw(E, onset) * d / n_sh
+                out = out + w * shape(E) * d / n_sh
         return out
 
     def _normalisation_edges(self, E_long: np.ndarray, elements: list[str]) -> list[_EdgeIntegral]:
@@ -587,91 +716,183 @@ class EELSSynthesizer:
             return 0.0 if c.name == "Ti3" else nd * self._bank_weight_parent(c)
         return nd
 
-    def _bank_weight_parent(self, c: _Component) -> float:
-        p = self.params
-        bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
-        Eb = p.o_threshold_eV + p.o_peak_b_constant_eV_nm2 / 0.280**2
-        pos = np.clip((Eb - bank[0]) / (bank[1] - bank[0]), 0, len(bank) - 1 - 1e-9)
-        ib, fb = int(pos), pos - int(pos)
-        kb = int(c.name.split()[-1])
-        return (1 - fb) if kb == ib else (fb if kb == ib + 1 else 0.0)
+    def _bank_weight_parent(self, c: _Component | _EdgeIntegral) -> float:
+        return float(self._parent_bank_weights()[int(c.name.split()[-1])])
 
     def _core_components(self, E: np.ndarray, pos: np.ndarray, d: float, elements: list[str]) -> list[_Component]:
-        """Single-scattering core-edge shapes per atom (channel contents, m^2) on the periodic grid."""
+        """Single-scattering core-edge shapes per atom (channel contents, m^2) on the periodic grid.
+
+        Near-edge structure obeys the Bethe sum rule (physics.md §1.8, seed §D.2): for the K edges
+        (Li-K, O-K) the ELNES peaks take their strength from the continuum under them, so that the
+        integral from onset - 5 eV to onset + ``k_sum_rule_window_eV`` equals the hydrogenic one
+        (`_k_edge_continuum_factor`); beyond it the model is the hydrogenic edge. 3d L2,3 white
+        lines (Ti) are strength the hydrogenic L model lacks: their area is
+        ``ti_white_line_per_hole`` x (empty 3d states) x the hydrogenic continuum 50-100 eV above L3
+        (Pearson et al. 1993), on top of the continuum."""
         p = self.params
         Emax = float(E[pos].max())
         out: list[_Component] = []
-
-        def hydro(el: str, onset: float | None = None) -> np.ndarray:
-            shell, on, l1 = CORE_EDGES[el]
-            on = on if onset is None else onset
-            m = pos & (E > on)
-            ds = np.zeros_like(E)
-            ds[m] = dsigma_dE(E[m], shell, ATOMIC_NUMBER[el], on, p.E0_eV, p.beta_rad, p.alpha_rad, l1)
-            return ds
-
-        def sig(el: str, onset: float, window: float) -> float:
-            shell, _, l1 = CORE_EDGES[el]
-            return sigma_integrated(shell, ATOMIC_NUMBER[el], onset, window, p.E0_eV, p.beta_rad, 0.0, l1)
-
         Ep = np.where(pos, E, 0.0)
+
         for el in elements:
             if el not in CORE_EDGES or CORE_EDGES[el][1] >= Emax:
                 continue
             shell, onset, _ = CORE_EDGES[el]
             if el == "Li":
-                H = hydro(el)
-                j0, j1 = p.li_join_eV
-                Hj = float(dsigma_dE(np.array([j1]), "K", 3, onset, p.E0_eV, p.beta_rad, p.alpha_rad)[0])
-                w = _taper(Ep, j0, j1)
-                step = Hj * _arctan_step(Ep, p.li_step_eV, p.li_step_width_eV) * (Ep > onset)  # nothing below the onset
-                s40 = sig(el, onset, 40.0)
-                shape = w * step + (1 - w) * H
-                for c0, fw, a in p.li_peaks:
-                    shape = shape + a * s40 * _gauss(Ep, c0, fw)
+                cont, elnes, borrow = self._li_k_parts(Ep)
+                x = self._k_edge_continuum_factor("Li")
+                shape = cont - x * borrow + elnes
                 out.append(_Component("Li K", el, np.where(pos, shape, 0.0) * d))
-            elif el == "Ti":
-                H = hydro(el)
-                s30 = sig(el, onset, 30.0)
-                for name, shift, peaks, fwhms, ratio in (
-                    ("Ti4", 0.0, p.ti4_peaks_eV, p.ti4_fwhm_eV, p.ti4_L2_L3),
-                    ("Ti3", p.ti3_shift_eV, None, p.ti3_fwhm_eV, p.ti3_L2_L3),
-                ):
-                    a_wl = p.ti_white_line_factor * s30
-                    a3 = a_wl / (1 + ratio)
-                    a2 = a_wl - a3
-                    f_t2g = p.ti_t2g_eg_area / (1 + p.ti_t2g_eg_area)
-                    L3_on, L2_on = p.ti4_peaks_eV[0] + shift, p.ti4_peaks_eV[2] + shift
-                    if peaks is not None:
-                        wl = (a3 * f_t2g * _gauss(Ep, peaks[0], fwhms[0]) + a3 * (1 - f_t2g) * _gauss(Ep, peaks[1], fwhms[1])
-                              + a2 * f_t2g * _gauss(Ep, peaks[2], fwhms[2]) + a2 * (1 - f_t2g) * _gauss(Ep, peaks[3], fwhms[3]))
-                    else:
-                        c3 = p.ti4_peaks_eV[1] + shift
-                        c2 = p.ti4_peaks_eV[3] + shift
-                        wl = a3 * _gauss(Ep, c3, fwhms[0]) + a2 * _gauss(Ep, c2, fwhms[1])
-                    j0, j1 = onset + p.ti_join_eV[0], onset + p.ti_join_eV[1]
-                    Hj = float(dsigma_dE(np.array([j1]), "L", 22, onset, p.E0_eV, p.beta_rad, p.alpha_rad, CORE_EDGES["Ti"][2])[0])
-                    steps = Hj * ((2 / 3) * _arctan_step(Ep, L3_on, p.ti_step_width_eV)
-                                  + (1 / 3) * _arctan_step(Ep, L2_on, p.ti_step_width_eV)) * (Ep > L3_on - 3.0)
-                    w = _taper(Ep, j0, j1)
-                    Hs = hydro(el, onset + shift) if shift else H
-                    shape = w * steps + (1 - w) * Hs + wl
-                    out.append(_Component(name, el, np.where(pos, shape, 0.0) * d))
             elif el == "O":
-                H = hydro(el, p.o_threshold_eV - 1.0)
-                s40 = sig(el, p.o_threshold_eV, 40.0)
-                main = H * _arctan_step(Ep, p.o_step_eV, p.o_step_width_eV)
-                c0, fw, a = p.o_peak_a
-                main = main + a * s40 * _gauss(Ep, c0, fw)
-                out.append(_Component("O main", el, np.where(pos, main, 0.0) * d))
-                pre = sum(a * s40 * _gauss(Ep, c0, fw) for c0, fw, a in p.o_prepeaks)
+                cont, (pre, peak_a, bank), borrow = self._o_k_parts(Ep)
+                x = self._k_edge_continuum_factor("O")
+                out.append(_Component("O main", el, np.where(pos, cont - x * borrow + peak_a, 0.0) * d))
                 out.append(_Component("O pre", el, np.where(pos, pre, 0.0) * d))
-                bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
-                for kb, eb in enumerate(bank):
-                    g = p.o_peak_b_area * s40 * _gauss(Ep, eb, p.o_peak_b_fwhm_eV)
+                for kb, g in enumerate(bank):
                     out.append(_Component(f"O b {kb}", el, np.where(pos, g, 0.0) * d))
+            elif el == "Ti":
+                for name, shape in self._ti_l_shapes(Ep):
+                    out.append(_Component(name, el, np.where(pos, shape, 0.0) * d))
             else:
-                out.append(_Component(f"{el} {shell}", el, hydro(el) * d))
+                out.append(_Component(f"{el} {shell}", el, self._hydro(el, Ep) * pos * d))
+        return out
+
+    # ------------------------------------------------------------------------------------------ edge shapes
+    def _hydro(self, el: str, E: np.ndarray, onset: float | None = None) -> np.ndarray:
+        """Hydrogenic dsigma/dE (m^2/eV per atom) of element ``el`` at losses E (0 below the onset)."""
+        p = self.params
+        shell, on, l1 = CORE_EDGES[el]
+        on = on if onset is None else onset
+        m = E > on
+        ds = np.zeros_like(E, dtype=float)
+        if np.any(m):
+            ds[m] = dsigma_dE(E[m], shell, ATOMIC_NUMBER[el], on, p.E0_eV, p.beta_rad, p.alpha_rad, l1)
+        return ds
+
+    def _sigma(self, el: str, onset: float, window: float) -> float:
+        p = self.params
+        shell, _, l1 = CORE_EDGES[el]
+        return sigma_integrated(shell, ATOMIC_NUMBER[el], onset, window, p.E0_eV, p.beta_rad, 0.0, l1)
+
+    def _borrow(self, E: np.ndarray, cont: np.ndarray, onset: float) -> np.ndarray:
+        """The part of a K-edge continuum that lends strength to the near-edge peaks: all of it over
+        the first 10 eV, tapering (raised cosine) to none at the end of the sum-rule window, so the
+        reduced continuum rejoins the hydrogenic one without a kink next to the peaks."""
+        end = onset + self.params.k_sum_rule_window_eV
+        return cont * _taper(E, onset + 10.0, end)
+
+    def _li_k_parts(self, E: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Li-K (§1.8): (continuum, ELNES peaks, borrowable continuum) per atom, m^2/eV. Continuum:
+        an arctan step at li_step_eV at the hydrogenic level of li_join_eV[1], joined to the
+        hydrogenic K edge over li_join_eV; peaks: li_peaks (areas in sigma(onset, 40 eV))."""
+        p = self.params
+        onset = CORE_EDGES["Li"][1]
+        H = self._hydro("Li", E)
+        j0, j1 = p.li_join_eV
+        Hj = float(self._hydro("Li", np.array([j1]))[0])
+        w = _taper(E, j0, j1)
+        step = Hj * _arctan_step(E, p.li_step_eV, p.li_step_width_eV) * (E > onset)
+        cont = w * step + (1 - w) * H
+        s40 = self._sigma("Li", onset, 40.0)
+        elnes = sum(a * s40 * _gauss(E, c0, fw) for c0, fw, a in p.li_peaks)
+        return cont, np.asarray(elnes, dtype=float) * (E > 0), self._borrow(E, cont, onset)
+
+    def _o_k_parts(self, E: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, list[np.ndarray]], np.ndarray]:
+        """O-K (§1.8): (continuum, (pre-peaks at c0, peak a, peak-b bank), borrowable continuum) per
+        atom, m^2/eV. Continuum: hydrogenic K from the threshold with an arctan step at o_step_eV."""
+        p = self.params
+        onset = p.o_threshold_eV
+        cont = self._hydro("O", E, onset) * _arctan_step(E, p.o_step_eV, p.o_step_width_eV)
+        s40 = self._sigma("O", onset, 40.0)
+        pre = sum(a * s40 * _gauss(E, c0, fw) for c0, fw, a in p.o_prepeaks)
+        c0, fw, a = p.o_peak_a
+        peak_a = a * s40 * _gauss(E, c0, fw)
+        bank = [p.o_peak_b_area * s40 * _gauss(E, eb, p.o_peak_b_fwhm_eV) for eb in self._bank()]
+        pos = E > 0
+        return cont, (np.asarray(pre, dtype=float) * pos, peak_a * pos, [g * pos for g in bank]), self._borrow(E, cont, onset)
+
+    def _bank(self) -> np.ndarray:
+        p = self.params
+        return np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
+
+    def _k_edge_continuum_factor(self, el: str) -> float:
+        """x such that continuum - x borrow + ELNES integrates, from onset - 5 eV to onset +
+        k_sum_rule_window_eV, to the hydrogenic edge over onset .. onset + window (Bethe sum rule,
+        seed §D.2). Evaluated once per element on a fine grid (independent of any window), with the
+        parent's ELNES (O-K: full pre-peaks, peak b at R = 0.280 nm)."""
+        cached = self._x_cache.get(el)
+        if cached is not None:
+            return cached
+        p = self.params
+        onset = CORE_EDGES["Li"][1] if el == "Li" else p.o_threshold_eV
+        h = 0.02
+        Eg = np.arange(onset - 5.0, onset + p.k_sum_rule_window_eV, h) + h / 2
+        target = float(self._hydro(el, Eg, onset).sum() * h)
+        if el == "Li":
+            cont, elnes, borrow = self._li_k_parts(Eg)
+        else:
+            cont, (pre, peak_a, bank), borrow = self._o_k_parts(Eg)
+            wb = self._parent_bank_weights()
+            elnes = pre + peak_a + sum(w * g for w, g in zip(wb, bank))
+        x = (float(cont.sum() + elnes.sum()) * h - target) / (float(borrow.sum()) * h)
+        if x > 1.0:
+            raise ValueError(f"{el}-K near-edge peaks hold more strength than the hydrogenic edge over the "
+                             f"sum-rule window: lower their areas in EELSParameters")
+        self._x_cache[el] = x
+        return x
+
+    def _parent_bank_weights(self) -> np.ndarray:
+        p = self.params
+        bank = self._bank()
+        Eb = p.o_threshold_eV + p.o_peak_b_constant_eV_nm2 / p.o_parent_R_nm**2
+        pos = np.clip((Eb - bank[0]) / (bank[1] - bank[0]), 0, len(bank) - 1 - 1e-9)
+        ib, fb = int(pos), pos - int(pos)
+        w = np.zeros(len(bank))
+        w[ib] = 1 - fb
+        w[ib + 1] += fb
+        return w
+
+    def ti_white_line_area(self, d_holes: float) -> float:
+        """White-line area (L3 + L2) per Ti atom, m^2: ti_white_line_per_hole x d holes x the
+        hydrogenic L2,3 continuum integrated 50-100 eV above L3 (Pearson et al. 1993 normalisation)."""
+        p = self.params
+        on = CORE_EDGES["Ti"][1]
+        h = 0.05
+        Eg = np.arange(on + 50.0, on + 100.0, h) + h / 2
+        return p.ti_white_line_per_hole * d_holes * float(self._hydro("Ti", Eg).sum() * h)
+
+    def _ti_l_shapes(self, E: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """Ti-L2,3 per atom (§1.8): Ti4+ (d0) four white lines, Ti3+ (d1) two merged lines shifted by
+        ti3_shift_eV from the Ti4+ eg lines, each on arctan steps 2:1 at L3, L2 joined to the
+        hydrogenic L continuum; white-line areas from `ti_white_line_area`."""
+        p = self.params
+        onset = CORE_EDGES["Ti"][1]
+        L3_t2g, L3_eg = p.ti4_L3_eV
+        so = p.ti_spin_orbit_eV
+        out = []
+        for name, shift, holes, ratio in (("Ti4", 0.0, p.ti_d_holes[0], p.ti4_L2_L3),
+                                          ("Ti3", p.ti3_shift_eV, p.ti_d_holes[1], p.ti3_L2_L3)):
+            a_wl = self.ti_white_line_area(holes)
+            a3 = a_wl / (1 + ratio)
+            a2 = a_wl - a3
+            if name == "Ti4":
+                f_t2g = p.ti_t2g_eg_area / (1 + p.ti_t2g_eg_area)
+                f3, f4, f5, f6 = p.ti4_fwhm_eV
+                wl = (a3 * f_t2g * _gauss(E, L3_t2g, f3) + a3 * (1 - f_t2g) * _gauss(E, L3_eg, f4)
+                      + a2 * f_t2g * _gauss(E, L3_t2g + so, f5) + a2 * (1 - f_t2g) * _gauss(E, L3_eg + so, f6))
+                L3_on = L3_t2g
+            else:
+                c3 = L3_eg + shift
+                wl = a3 * _gauss(E, c3, p.ti3_fwhm_eV[0]) + a2 * _gauss(E, c3 + so, p.ti3_fwhm_eV[1])
+                L3_on = L3_t2g + shift
+            L2_on = L3_on + so
+            j0, j1 = onset + p.ti_join_eV[0], onset + p.ti_join_eV[1]
+            Hj = float(self._hydro("Ti", np.array([j1]))[0])
+            steps = Hj * ((2 / 3) * _arctan_step(E, L3_on, p.ti_step_width_eV)
+                          + (1 / 3) * _arctan_step(E, L2_on, p.ti_step_width_eV)) * (E > L3_on - 3.0)
+            w = _taper(E, j0, j1)
+            Hs = self._hydro("Ti", E, onset + shift) if shift else self._hydro("Ti", E)
+            out.append((name, (w * steps + (1 - w) * Hs + wl) * (E > 0)))
         return out
 
 

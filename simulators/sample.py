@@ -94,15 +94,18 @@ class Layer(BaseModel):
 
 #: LASGTP glass-ceramic (OHARA-type Li2O-Al2O3-SiO2-P2O5-TiO2-GeO2): NASICON Li(1+x+y)Al(x)(Ti,Ge)(2-x)
 #: Si(y)P(3-y)O12 with x = 0.4, y = 0.1 [est, charge-balanced]; density 2.94 g/cm^3 as LATP [est, §1.3];
-#: Ep 24.7 eV / dEp 8 eV (§1.3, §6.1; Si/Ge change Ep by < 1 eV). Shallow edges §1.3/§1.6 [onsets
-#: S:XRDB]; weights [est].
+#: Ep 24.7 eV / dEp 8 eV (§1.3, §6.1; Si/Ge change Ep by < 1 eV; no measured value for phosphate
+#: glass-ceramics found). Shallow edges §1.3/§1.6 [onsets S:XRDB]; Ti M2,3 is a delayed edge with its
+#: maximum near 47 eV (simulators/eels.py DELAYED_SHALLOW_EDGES_eV) and weight 0.037 [derived: Bethe
+#: f-sum share of the 6 x 1.4 Ti 3p electrons against the 96 valence electrons per formula unit, each
+#: weighted by its (1/E) ln(1 + beta^2/theta_E^2) at 10 mrad; docs/physics-sources.md]; other weights [est].
 LASGTP = Material(
     name="LASGTP",
     formula={"Li": 1.5, "Al": 0.4, "Ti": 1.4, "Ge": 0.2, "Si": 0.1, "P": 2.9, "O": 12.0},
     density_g_cm3=2.94,
     plasmon_energy_eV=24.7,
     plasmon_width_eV=8.0,
-    shallow_edges=[("Ge M4,5", 29.2, 0.01), ("Ti M2,3", 32.6, 0.06), ("Ti M1", 58.7, 0.004),
+    shallow_edges=[("Ge M4,5", 29.2, 0.01), ("Ti M2,3", 32.6, 0.037), ("Ti M1", 58.7, 0.004),
                    ("Ge M3", 120.8, 0.002), ("Ge M2", 124.9, 0.001)],
 )
 
