@@ -20,24 +20,25 @@ Per row, after the power-law background (pre-edge 400-450 eV, §1.6):
   white-line window is neglected).
 * Ti3+ fraction f3 (default classifier): the linear-combination approach of [S:STO07] (§1.8,
   S = (1 - f3) S4 + f3 S3), by linear least squares of each row over the L2,3 window on two
-  components, all rows in one solve. S4 is measured: the mean of the Ti4+ reference rows. S3 is
-  built from the §1.8 Ti3+ shape (L3 457.3 eV FWHM 2.0, L2 463.3 eV FWHM 2.6, L2/L3 1.25 [Y14],
-  arctan steps 1.7 eV below the Ti4+ ones) placed on the data's energy scale by the offset of S4
-  against the §1.8 Ti4+ shape (cross-correlation), with S4's continuum step height and S4's
-  white-line area, i.e. per Ti atom like S4 (simplification: the same white-line area per atom
-  for d0 and d1 Ti). Or, with `ti3_reference_distance_m`, S3 is measured too. f3 = a3/(a3 + a4)
-  is then the Ti3+ atom fraction; its 1-sigma comes from the least-squares covariance with the
-  row's own residual scatter. A running median over `median_rows` rows (default 5; the core
-  window is blurred along y by chromatic aberration, sigma ~30 nm = 5 rows at 460 eV, §1.7, so
-  it costs no resolution) removes single-row outliers before classification.
+  components, all rows in one solve. Both components are measured end members, as microscopists
+  take them: S4 the mean of the Ti4+ reference rows (the parent), S3 the mean of the rows
+  `ti3_reference_distance_m` from Pt (the most reduced rows). Nothing of the simulator's line
+  tables is used. When S3 does not differ from S4 beyond counting noise (`ti3_min_distinct`), there
+  is no Ti3+ in the field and f3 = 0. f3 = a3/(a3 + a4) is the share of the end-member spectrum:
+  the Ti3+ fraction if the end-member rows are pure Ti3+ (if they are a mixture, f3 is relative to
+  it). Its 1-sigma comes from the least-squares covariance with the row's own residual scatter. A
+  running median over `median_rows` rows (default 5) removes single-row outliers before
+  classification; the chromatic blur along the slit at 460 eV is a cusp of rms 12 nm (2 rows) with
+  tails to the extreme ray at 38 nm (§1.7), so 5 rows (28 nm) cost little resolution.
 * classification: Ti3+ where the smoothed f3 >= 0.5 (classify_by="fraction", default); or where
   shift <= `classify_fraction` x `ti3_shift_eV` (classify_by="shift"); or where L2/L3 <= the mean
   of 1.30 and 1.25 (classify_by="ratio"). The per-row xcorr shift is a poor classifier at low
   counts: a Ti3+ L3 (457.3 eV) lines up with the Ti4+ t2g line (457.0 eV) as well as with the
   eg line 1.7 eV above, so single rows read either ~-1.7 or ~-0.2 eV.
-* Ti3+ shift (`ti3_shift_eV`): position of the Ti3+ L3 and L2 lines in the summed spectrum of the
-  Ti3+ rows minus that of the Ti4+ eg lines of S4 (§1.8: Ti3+ centres = Ti4+ eg minus 1.7 eV
-  [Y14]), each by the smoothed second derivative; the mean of L3 and L2.
+* Ti3+ shift (`ti3_shift_eV`): the Ti3+ part of the Ti3+ rows (each row minus its fitted Ti4+
+  share, summed) against S4: the L3 and L2 maxima of the Ti3+ spectrum minus the highest-energy L3
+  and L2 maxima of S4 (its eg lines; §1.8: Ti3+ centres = Ti4+ eg minus 1.7 eV [Y14]), each
+  maximum by a parabola on the smoothed spectrum; the mean of L3 and L2.
 * boundary: distance from Pt where the contiguous Ti3+ region next to Pt ends (interpolated).
 """
 
@@ -70,11 +71,12 @@ class TiParams(BaseModel):
     edge_eV: tuple[float, float] = Field(default=(452.0, 471.0), description="L2,3 white lines (shift, intensity, ratio)")
     post_edge_eV: tuple[float, float] = Field(default=(472.0, 478.0), description="continuum level after the white lines")
     split_search_eV: tuple[float, float] = Field(
-        default=(459.0, 462.5),
-        description="L3/L2 split: the valley minimum inside this window (Ti4+ 459.0/463.0 eV, Ti3+ 457.3/463.3 eV, §1.8)",
+        default=(459.0, 462.4),
+        description="L3/L2 split: the valley minimum inside this window (between the Ti4+ L3 eg line, 459.0 eV, "
+        "and L2 t2g, 5.4 eV above L3 t2g, §1.8)",
     )
     step_L3_eV: float = Field(default=457.0, description="L3 continuum step (Ti4+; §1.8 [est])")
-    step_L2_eV: float = Field(default=463.0, description="L2 continuum step (Ti4+; §1.8 [est])")
+    step_L2_eV: float = Field(default=462.4, description="L2 continuum step: L3 + 5.4 eV spin-orbit of Ti oxides (§1.8)")
     step_width_eV: float = Field(default=1.0, gt=0, description="arctan step width, §1.8 [est]")
     shift_method: Literal["xcorr", "l3_centroid"] = "xcorr"
     smooth_eV: float = Field(default=0.3, gt=0, description="smoothing of the derivative for cross-correlation")
@@ -89,8 +91,15 @@ class TiParams(BaseModel):
     ratio_ti4: float = Field(default=1.30, description="L2/L3 of Ti4+ [Y14]")
     ratio_ti3: float = Field(default=1.25, description="L2/L3 of Ti3+ [Y14]")
     classify_by: Literal["fraction", "shift", "ratio"] = "fraction"
-    ti3_reference_distance_m: tuple[float, float] | None = Field(
-        default=None, description="Ti3+ reference rows by distance from Pt (m); None = the §1.8 Ti3+ shape"
+    ti3_reference_distance_m: tuple[float, float] = Field(
+        default=(30e-9, 90e-9),
+        description="Ti3+ end-member rows by distance from Pt (m): the most reduced rows next to Pt, clear of the "
+        "~40 nm chromatic blur of Pt into them (physics.md §1.7)",
+    )
+    ti3_min_distinct: float = Field(
+        default=4.0, gt=0,
+        description="the end-member rows count as Ti3+ only when their normalised spectrum differs from the Ti4+ "
+        "reference by more than this chi^2 per channel (counting noise); otherwise there is no Ti3+ and f3 = 0",
     )
     median_rows: int = Field(default=5, ge=1, description="running median of f3 over this many rows (odd)")
     classify_fraction: float = Field(default=0.5, gt=0, lt=1, description="Ti3+ when shift <= fraction x ti3_shift_eV")
@@ -127,57 +136,62 @@ def _steps(E: np.ndarray, shift: np.ndarray, p: TiParams) -> np.ndarray:
     return (2.0 * a3 + a2) / 3.0
 
 
-def _gauss(E: np.ndarray, centre: float, fwhm: float) -> np.ndarray:
-    s = fwhm / 2.3548200450309493
-    return np.exp(-0.5 * ((E - centre) / s) ** 2) / (s * np.sqrt(2 * np.pi))
-
-
-# §1.8 white lines (centre eV, FWHM eV, area within the edge); Ti4+: t2g:eg = 0.7:1, L2/L3 = 1.30
-_T2G, _EG = 0.7 / 1.7, 1.0 / 1.7
-_TI4_LINES = ((457.0, 0.9, _T2G), (459.0, 1.5, _EG), (463.0, 1.6, 1.30 * _T2G), (465.0, 2.2, 1.30 * _EG))
-_TI3_LINES = ((457.3, 2.0, 1.0), (463.3, 2.6, 1.25))
-
-
-def _lines(E: np.ndarray, lines: tuple[tuple[float, float, float], ...], offset: float) -> np.ndarray:
-    """Unit-area sum of Gaussian white lines moved by `offset` eV."""
-    out = sum(a * _gauss(E, c + offset, w) for c, w, a in lines)
-    return out / sum(a for _, _, a in lines)
-
-
 def _ti3_fraction(
-    sig: np.ndarray, axis: EnergyAxis, edge: slice, s4_full: np.ndarray, d: np.ndarray, p: TiParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(f3, its 1-sigma, a4) per row from rows ~ a4 S4 + a3 S3 over `edge`, f3 = a3/(a3 + a4).
+    sig: np.ndarray, raw: np.ndarray, axis: EnergyAxis, edge: slice, s4_full: np.ndarray, d: np.ndarray,
+    ref_rows: np.ndarray, p: TiParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(f3, its 1-sigma, a4, S3) per row from rows ~ a4 S4 + a3 S3 over `edge`, f3 = a3/(a3 + a4).
 
-    sig: background-subtracted rows on `axis`; s4_full: the Ti4+ reference on the same axis.
-    """
-    E = axis.values_eV
+    Both references are measured (microscopists' end members): S4 the mean of the Ti4+ reference
+    rows, S3 the mean of the `ti3_reference_distance_m` rows. When S3, scaled to S4's area, is
+    within `ti3_min_distinct` chi^2 per channel of S4 (counting noise from the raw counts), the
+    end-member rows hold no distinct Ti3+: f3 = 0 and S3 is None. f3 is the share of the
+    end-member spectrum, i.e. the Ti3+ fraction if the end-member rows are pure Ti3+."""
     s4 = s4_full[edge]
-    if p.ti3_reference_distance_m is not None:
-        s3 = sig[parent_mask(d, p.ti3_reference_distance_m)].mean(axis=0)[edge]
-    else:
-        # the data's energy scale against §1.8: offset of the measured Ti4+ lines from the model's
-        offset = float(xcorr_shift(s4_full, _lines(E, _TI4_LINES, 0.0), axis, p.edge_eV, p.smooth_eV, True, 3.0))
-        zero = np.zeros(1)
-        post = axis.window(*p.post_edge_eV)
-        h = float(s4_full[post].mean() / _steps(E, zero + offset, p)[0, post].mean())
-        area4 = float((s4 - h * _steps(E, zero + offset, p)[0, edge]).sum())  # white-line counts of S4
-        s3 = h * _steps(E, zero + offset + p.ti3_shift_eV, p)[0, edge] + area4 * axis.scale_eV * _lines(E[edge], _TI3_LINES, offset)
-    return _fit_fraction(sig[:, edge], s4, s3)
+    rows3 = parent_mask(d, p.ti3_reference_distance_m) & ~ref_rows
+    zeros = np.zeros(sig.shape[0])
+    if rows3.sum() < 2:
+        return zeros, zeros, np.ones(sig.shape[0]), None
+    s3 = sig[rows3].mean(axis=0)[edge]
+    var3 = np.maximum(raw[rows3].mean(axis=0)[edge], 1.0) / rows3.sum()
+    var4 = np.maximum(raw[ref_rows].mean(axis=0)[edge], 1.0) / max(ref_rows.sum(), 1)
+    k = s3.sum() / s4.sum()
+    chi2 = float(np.mean((s3 - k * s4) ** 2 / (var3 + k * k * var4)))
+    if not chi2 > p.ti3_min_distinct:
+        return zeros, zeros, np.ones(sig.shape[0]), None
+    f3, sd, a4 = _fit_fraction(sig[:, edge], s4, s3)
+    return f3, sd, a4, sig[rows3].mean(axis=0)
+
+
+def _l3_l2_maxima(spec: np.ndarray, axis: EnergyAxis, p: TiParams, last: bool) -> tuple[float, float]:
+    """Energies (eV) of the L3 and L2 white-line maxima of a background-subtracted spectrum: the
+    local maxima of the smoothed spectrum below and above the L3/L2 valley, each refined by a
+    parabola; `last`: take the highest-energy local maximum of each (the eg line of Ti4+), else
+    the largest (the single merged line of Ti3+)."""
+    E = axis.values_eV
+    sm = gaussian_filter1d(spec, p.smooth_eV / axis.scale_eV, mode="nearest")
+    ss = axis.window(*p.split_search_eV, min_channels=3)
+    split = ss.start + int(np.argmin(sm[ss]))
+    edge = axis.window(*p.edge_eV)
+    out = []
+    for lo, hi in ((edge.start, split), (split, edge.stop)):
+        seg = sm[lo:hi]
+        k = np.nonzero((seg[1:-1] > seg[:-2]) & (seg[1:-1] >= seg[2:]) & (seg[1:-1] > 0.3 * seg.max()))[0] + 1
+        if k.size == 0:
+            return float("nan"), float("nan")
+        j = int(k[-1]) if last else int(k[np.argmax(seg[k])])
+        a, b, c = seg[j - 1], seg[j], seg[j + 1]
+        den = a - 2 * b + c
+        out.append(float(E[lo + j] + (0.5 * (a - c) / den if den != 0 else 0.0) * axis.scale_eV))
+    return out[0], out[1]
 
 
 def _ti3_line_shift(s3: np.ndarray, s4: np.ndarray, axis: EnergyAxis, p: TiParams) -> float:
-    """Ti3+ white lines against the Ti4+ eg lines (eV) ([Y14]: ~-1.7 eV).
-
-    s3: Ti3+ spectrum, s4: Ti4+ spectrum on `axis`. Each is cross-correlated (smoothed derivative,
-    whole L2,3 window) with its §1.8 line shape; the shift is the §1.8 distance between the Ti3+
-    lines and the Ti4+ eg lines (457.3 - 459.0 = 463.3 - 465.0 = -1.7 eV) plus the difference of
-    the two offsets, so the whole shape of both spectra votes, not one noisy maximum.
-    """
-    E = axis.values_eV
-    off4 = float(xcorr_shift(s4, _lines(E, _TI4_LINES, 0.0), axis, p.edge_eV, p.smooth_eV, True, 3.0))
-    off3 = float(xcorr_shift(s3, _lines(E, _TI3_LINES, 0.0), axis, p.edge_eV, p.smooth_eV, True, 3.0))
-    return (_TI3_LINES[0][0] - _TI4_LINES[1][0]) + off3 - off4
+    """Ti3+ white lines against the Ti4+ eg lines (eV) ([Y14]: ~-1.7 eV), from the data alone: the
+    mean over L3 and L2 of (Ti3+ maximum - Ti4+ highest-energy maximum)."""
+    l3_3, l2_3 = _l3_l2_maxima(s3, axis, p, last=False)
+    l3_4, l2_4 = _l3_l2_maxima(s4, axis, p, last=True)
+    return 0.5 * ((l3_3 - l3_4) + (l2_3 - l2_4))
 
 
 def _fit_fraction(rows: np.ndarray, s4: np.ndarray, s3: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -243,7 +257,7 @@ def ti_analysis(
         # signed weights: clipping noisy counts at zero would bias the centroid towards the window centre
         ref_w = ref_spec * ((E >= lo) & (E < hi))
         ref_c = (ref_w * E).sum() / ref_w.sum()
-        for _ in range(3):
+        for _ in range(8):
             s = np.nan_to_num(shift)[:, None]
             w = sig * ((E >= lo + s) & (E < hi + s))
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -272,7 +286,7 @@ def ti_analysis(
     ratio = np.where(valid, ratio, nan)
     f3s = np.clip(shift / p.ti3_shift_eV, 0, 1)
     f3r = np.clip((p.ratio_ti4 - ratio) / (p.ratio_ti4 - p.ratio_ti3), 0, 1)
-    f3, f3_sigma, a4 = _ti3_fraction(sig, sub_axis, edge, ref_spec, d, p)
+    f3, f3_sigma, a4, s3_ref = _ti3_fraction(sig, img[:, sl], sub_axis, edge, ref_spec, d, ref_rows, p)
     f3 = np.where(valid, f3, nan)
     f3_sigma = np.where(valid, f3_sigma, nan)
     f3_smooth = _running_median(f3, valid, p.median_rows)
@@ -284,7 +298,7 @@ def ti_analysis(
         score, level = (p.ratio_ti4 - ratio) / (p.ratio_ti4 - p.ratio_ti3), 0.5
     is_ti3 = valid & (score >= level)
     boundary = crossing_from_pt(d, np.where(valid, score, np.nan), level)
-    if is_ti3.any():
+    if is_ti3.any() and s3_ref is not None:
         # the Ti3+ part of the Ti3+ rows: each row minus its fitted Ti4+ share
         s3 = (sig[is_ti3] - a4[is_ti3, None] * ref_spec[None, :]).mean(axis=0)
         ti3_shift = _ti3_line_shift(s3, ref_spec, sub_axis, p)

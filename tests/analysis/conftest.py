@@ -2,7 +2,7 @@
 
 Shapes and numbers follow physics.md: power-law background A E^-r (§1.6; r = 4 under Li-K, 3 under
 Ti-L/O-K), Li-K step + peaks (§1.8), Ti-L2,3 Ti4+ four-peak and Ti3+ two-peak shapes with L2/L3
-1.30 / 1.25 and 2:1 arctan steps (§1.8, [Y14]), O-K pre-peaks, peak a at 538 eV and peak b at
+1.30 / 1.25, L2 5.4 eV above L3 (rutile/anatase spin-orbit) and 2:1 arctan steps (§1.8, [Y14]), O-K pre-peaks, peak a at 538 eV and peak b at
 529.0 + 2.820/R^2 (§1.8, [Y14]); Li profile of the relaxed-pulse form with 8.5 c0 at Pt and
 2 sqrt(Dt) = 251 nm (§3.5); Ti3+ where c >= 6 c0; R = 0.280 + 0.030 clip((c - 1)/7.5, 0, 1) nm.
 Counts are exact channel integrals for the background and channel-centre samples for the edges.
@@ -77,11 +77,11 @@ def ti_shape(E: np.ndarray, f3: np.ndarray, rigid_shift_eV: np.ndarray | float =
     w3 = 6000.0
     t2g, eg = 0.7 / 1.7, 1.0 / 1.7
     ti4 = w3 * (t2g * gauss(E, 457.0 + s, 0.9) + eg * gauss(E, 459.0 + s, 1.5)) + 1.30 * w3 * (
-        t2g * gauss(E, 463.0 + s, 1.6) + eg * gauss(E, 465.0 + s, 2.2)
+        t2g * gauss(E, 462.4 + s, 1.6) + eg * gauss(E, 464.4 + s, 2.2)
     )
-    ti4 += 60.0 * (2 * step(E, 457.0 + s, 1.0) + step(E, 463.0 + s, 1.0)) / 3.0
-    ti3 = w3 * gauss(E, 457.3 + s, 2.0) + 1.25 * w3 * gauss(E, 463.3 + s, 2.6)
-    ti3 += 60.0 * (2 * step(E, 457.0 - 1.7 + s, 1.0) + step(E, 463.0 - 1.7 + s, 1.0)) / 3.0
+    ti4 += 60.0 * (2 * step(E, 457.0 + s, 1.0) + step(E, 462.4 + s, 1.0)) / 3.0
+    ti3 = w3 * gauss(E, 457.3 + s, 2.0) + 1.25 * w3 * gauss(E, 462.7 + s, 2.6)
+    ti3 += 60.0 * (2 * step(E, 457.0 - 1.7 + s, 1.0) + step(E, 462.4 - 1.7 + s, 1.0)) / 3.0
     return (1 - f3) * ti4 + f3 * ti3
 
 
