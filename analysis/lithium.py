@@ -8,8 +8,20 @@ Plural scattering: at t/lambda ~ 0.5 the double plasmon (~49 eV in LASGTP) sits 
 window and a power law fitted there cannot be extrapolated under Li-K. When a low-loss image (a
 window holding the zero-loss peak) is given, the Li-K window is spliced onto it and deconvolved
 (Fourier-log, `analysis.deconvolution`) first, and intensities are taken per zero-loss count
-(single scattering per incident electron, proportional to the Li areal density). On the
-single-scattering distribution (SSD) the background is the paper's power law (`pre_edge_eV`) or,
+(single scattering per incident electron, proportional to the Li areal density).
+
+Background on the SSD (default `ssd_background="parent_scaled"`, docs/decisions/0018): the parent's
+mean SSD, scaled to each row over `parent_scale_eV` (44-54 eV, below the Li-K onset), is that row's
+background; the remainder is the row's excess over the parent (the Li-K of c - c0, plus Pt next to
+Pt). Everything under Li-K that is not Li and scales with the host cancels: the Drude tail, the
+delayed Ti M2,3 with its maximum near 47 eV (physics.md §1.8), Ti M1. A power law cannot follow
+that pre-edge: on the simulated 100 nm LASGTP column a power law fitted in 44-53 eV extrapolates
+above the parent's whole Li-K signal. The c0 unit comes from the reference fit below (MLLS of the
+parent's SSD with the electrode's excess as the Li-K reference, from 52 eV, past the Ti M2,3
+maximum: from 44 eV the smooth background cannot follow the M2,3 hump and the unit comes out 12 %
+low noise-free; 50 eV 1.5 %, 52 eV 0.2 %). Rows next to Pt are unmixed with a Pt reference as below.
+
+Alternatives on the SSD: the paper's power law (`pre_edge_eV`) or,
 with `ssd_background="log_quadratic"`, ln B = a + b ln E + c (ln E)^2 fitted in `ssd_pre_edge_eV`
 (40-54 eV) by Poisson-weighted least squares per row. The SSD's pre-edge is the Drude tail, whose
 local slope falls from ~4.4 towards 3 above 2 Ep (physics.md §1.3, §1.6), so the straight power
