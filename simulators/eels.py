@@ -88,6 +88,9 @@ ATOMIC_NUMBER = {"Li": 3, "C": 6, "O": 8, "Al": 13, "Si": 14, "P": 15, "Ti": 22,
 #: rise as saw-tooth steps.
 DELAYED_SHALLOW_EDGES_eV: dict[str, float] = {"Ti M2,3": 47.0}
 
+#: The element that electrochemistry inserts into host layers whatever their parent formula.
+INSERTED_ELEMENT = "Li"
+
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 #: Loss range (eV) over which t/lambda is split into valence and core-edge scattering and the valence
 #: shape has unit area (losses beyond are neglected: the Drude tail beyond 2 keV is < 1e-4 of it), and
@@ -612,7 +615,8 @@ class EELSSynthesizer:
         Z[sel] = zlp_channel_contents(k_signed[sel], d, p)
         zhat = sfft.rfft(Z)
 
-        elements = sorted({el for m in mats for el in m.formula})
+        # every element the column can hold: the formulas', plus any with an areal density (inserted Li)
+        elements = sorted({el for m in mats for el in m.formula} | set(col.areal_density_per_m2))
         comps = self._core_components(E, pos, d, elements)
         comp_hat = np.array([sfft.rfft(c.shape) for c in comps]) if comps else np.zeros((0, P // 2 + 1), complex)
         comp_integral = np.array([c.shape.sum() for c in comps])
@@ -631,7 +635,9 @@ class EELSSynthesizer:
             pv = self._valence_channels(np.where(pos, E, 0.0), m, d, E_long)
             pv = np.where(pos, pv, 0.0)
             valence_hat.append(sfft.rfft(pv))
-            present = [j for j, c in enumerate(comps) if c.element in m.formula]
+            # the layer's own elements, and Li in every layer: Li inserted into a Li-free host (Si)
+            # needs its Li-K template even though the parent formula has none
+            present = [j for j, c in enumerate(comps) if c.element in m.formula or c.element == INSERTED_ELEMENT]
             layer_comps.append(present)
             rows = np.nonzero(col.layer_index == li)[0]
             if rows.size:
