@@ -505,6 +505,7 @@ class EELSSynthesizer:
         pos = np.clip((Eb - bank[0]) / (bank[1] - bank[0]), 0, len(bank) - 1 - 1e-9)
         ib = np.floor(pos).astype(int)
         fb = pos - ib
+        f_pre = np.array([m.o_k_prepeak for m in col.layer_materials])[col.layer_index] if col.layer_materials else np.ones(n)
         for j, c in enumerate(cache.components):
             if c.element is None:
                 continue
@@ -516,7 +517,11 @@ class EELSSynthesizer:
             elif c.name == "Ti3":
                 W[:, j] = nd * col.f_ti3
             elif c.name == "O pre":
-                W[:, j] = nd * col.prepeak_amplitude
+                W[:, j] = nd * col.prepeak_amplitude * f_pre
+            elif c.name == "O main":
+                W[:, j] = nd * f_pre
+            elif c.name == "O main 0":
+                W[:, j] = nd * (1.0 - f_pre)
             elif c.name.startswith("O b "):
                 kb = int(c.name.split()[-1])
                 W[:, j] = nd * (np.where(ib == kb, 1 - fb, 0.0) + np.where(ib + 1 == kb, fb, 0.0))
@@ -716,6 +721,11 @@ class EELSSynthesizer:
 
     def _parent_weight(self, col: ColumnState, r: int, c: _Component | _EdgeIntegral) -> float:
         nd = col.areal_density_per_m2.get(c.element, np.zeros(1))[r]
+        f_pre = col.layer_materials[col.layer_index[r]].o_k_prepeak if col.layer_materials else 1.0
+        if c.name in ("O pre", "O main"):
+            return nd * f_pre
+        if c.name == "O main 0":
+            return nd * (1.0 - f_pre)
         if c.name == "Ti4":
             return nd
         if c.name in ("Ti3",) or c.name.startswith("O b "):
@@ -751,8 +761,11 @@ class EELSSynthesizer:
                 out.append(_Component("Li K", el, np.where(pos, shape, 0.0) * d))
             elif el == "O":
                 cont, (pre, peak_a, bank), borrow = self._o_k_parts(Ep)
-                x = self._k_edge_continuum_factor("O")
-                out.append(_Component("O main", el, np.where(pos, cont - x * borrow + peak_a, 0.0) * d))
+                # continuum normalised with the pre-peaks (d0 Ti oxide) and without (no open 3d
+                # states); a material's rows mix the two by its o_k_prepeak (exact: x is linear in it)
+                x1, x0 = self._k_edge_continuum_factor("O"), self._k_edge_continuum_factor("O0")
+                out.append(_Component("O main", el, np.where(pos, cont - x1 * borrow + peak_a, 0.0) * d))
+                out.append(_Component("O main 0", el, np.where(pos, cont - x0 * borrow + peak_a, 0.0) * d))
                 out.append(_Component("O pre", el, np.where(pos, pre, 0.0) * d))
                 for kb, g in enumerate(bank):
                     out.append(_Component(f"O b {kb}", el, np.where(pos, g, 0.0) * d))
@@ -833,13 +846,13 @@ class EELSSynthesizer:
         onset = CORE_EDGES["Li"][1] if el == "Li" else p.o_threshold_eV
         h = 0.02
         Eg = np.arange(onset - 5.0, onset + p.k_sum_rule_window_eV, h) + h / 2
-        target = float(self._hydro(el, Eg, onset).sum() * h)
+        target = float(self._hydro(el[0] if el.startswith("O") else el, Eg, onset).sum() * h)
         if el == "Li":
             cont, elnes, borrow = self._li_k_parts(Eg)
-        else:
+        else:  # "O": with the pre-peaks, "O0": without
             cont, (pre, peak_a, bank), borrow = self._o_k_parts(Eg)
             wb = self._parent_bank_weights()
-            elnes = pre + peak_a + sum(w * g for w, g in zip(wb, bank))
+            elnes = (pre if el == "O" else 0.0) + peak_a + sum(w * g for w, g in zip(wb, bank))
         x = (float(cont.sum() + elnes.sum()) * h - target) / (float(borrow.sum()) * h)
         if x > 1.0:
             raise ValueError(f"{el}-K near-edge peaks hold more strength than the hydrogenic edge over the "

@@ -67,6 +67,11 @@ class Material(BaseModel):
     li_per_fu_at_c0: float | None = Field(
         default=None, description="Li atoms per formula unit at c/c0 = 1; None: the formula's Li"
     )
+    o_k_prepeak: float = Field(
+        default=1.0, ge=0, le=1,
+        description="O-K pre-peak (O 2p - empty TM 3d) relative to a d0 Ti oxide's: 1 for LATP/LASGTP, 0 without "
+        "open 3d states (LAGP, Li2O, LiFePO4), physics-seed-systems.md §D.1",
+    )
 
     @property
     def molar_mass_g_mol(self) -> float:
@@ -132,14 +137,17 @@ TUNGSTEN = Material(
 )
 
 # Simplified materials for the two other presets (compositions from the chemical formulae, densities [est])
+# O-K pre-peak per material (physics-seed-systems.md §D.1): none in LiFePO4 (Mott-Hubbard Fe2+; the FePO4
+# pre-edge at 528.5 eV that grows on delithiation is not modelled), LAGP (Ge4+ d10) and Li2O (no d states);
+# weak in LVP (V3+ d2) [est 0.3].
 LFP = Material(name="LiFePO4", formula={"Li": 1, "Fe": 1, "P": 1, "O": 4}, density_g_cm3=3.6,
-               shallow_edges=[("Fe M2,3", 52.7, 0.04)])
+               shallow_edges=[("Fe M2,3", 52.7, 0.04)], o_k_prepeak=0.0)
 LAGP = Material(name="LAGP", formula={"Li": 1.5, "Al": 0.5, "Ge": 1.5, "P": 3, "O": 12}, density_g_cm3=3.4,
-                shallow_edges=[("Ge M4,5", 29.2, 0.04), ("Ge M3", 120.8, 0.004)])
+                shallow_edges=[("Ge M4,5", 29.2, 0.04), ("Ge M3", 120.8, 0.004)], o_k_prepeak=0.0)
 LVP = Material(name="Li3V2(PO4)3", formula={"Li": 3, "V": 2, "P": 3, "O": 12}, density_g_cm3=2.8,
-               shallow_edges=[("V M2,3", 37.2, 0.05)])
+               shallow_edges=[("V M2,3", 37.2, 0.05)], o_k_prepeak=0.3)
 SILICON = Material(name="Si", formula={"Si": 1}, density_g_cm3=2.33, li_per_fu_at_c0=0.1)
-LI2O = Material(name="Li2O", formula={"Li": 2, "O": 1}, density_g_cm3=2.01)
+LI2O = Material(name="Li2O", formula={"Li": 2, "O": 1}, density_g_cm3=2.01, o_k_prepeak=0.0)
 
 
 class SampleParameters(BaseModel):

@@ -280,9 +280,10 @@ def test_windows_with_and_without_the_zlp_see_the_same_chromatic_blur(sample):
     assert a[first + 40] / s[first + 40] == pytest.approx(1.0, abs=1e-4)
 
 
-def _edge_integral(syn, element, lo, hi, ti3=0.0, prepeak=1.0):
+def _edge_integral(syn, element, lo, hi, ti3=0.0, prepeak=1.0, material_prepeak=1.0):
     """Single-scattering core-edge integral per atom (m^2) over [lo, hi] on a fine grid, with the
-    parent's peak-b position; Ti mixed as (1 - f3) Ti4+ + f3 Ti3+."""
+    parent's peak-b position; Ti mixed as (1 - f3) Ti4+ + f3 Ti3+; O-K of a material whose pre-peak
+    is `material_prepeak` x a d0 Ti oxide's, at `prepeak` x its parent amplitude."""
     h = 0.01
     E = np.arange(lo, hi, h) + h / 2
     total = 0.0
@@ -290,7 +291,8 @@ def _edge_integral(syn, element, lo, hi, ti3=0.0, prepeak=1.0):
         if c.name.startswith("O b "):
             w = syn._parent_bank_weights()[int(c.name.split()[-1])]
         else:
-            w = {"Ti4": 1.0 - ti3, "Ti3": ti3, "O pre": prepeak}.get(c.name, 1.0)
+            w = {"Ti4": 1.0 - ti3, "Ti3": ti3, "O pre": prepeak * material_prepeak, "O main": material_prepeak,
+                 "O main 0": 1.0 - material_prepeak}.get(c.name, 1.0)
         total += w * c.shape.sum()
     return total
 
@@ -310,6 +312,31 @@ def test_k_edge_near_edge_structure_obeys_the_bethe_sum_rule(element, onset):
     E = np.arange(onset + 55.0, onset + 120.0, h) + h / 2
     assert _edge_integral(syn, element, onset + 55.0, onset + 120.0) == pytest.approx(
         syn._hydro(element, E, onset).sum() * h, rel=2e-3)
+
+
+@pytest.mark.parametrize("material_prepeak", [0.0, 0.3])
+def test_o_K_sum_rule_holds_for_oxides_without_or_with_a_weak_pre_peak(material_prepeak):
+    # seed §D.1: LAGP, Li2O, LiFePO4 have no 530 eV pre-peak, LVP a weak one; the continuum takes the rest
+    syn = EELSSynthesizer()
+    h = 0.01
+    E = np.arange(529.0, 579.0, h) + h / 2
+    hyd = syn._hydro("O", E, 529.0).sum() * h
+    assert _edge_integral(syn, "O", 524.0, 579.0, material_prepeak=material_prepeak) / hyd == pytest.approx(1.0, abs=1e-3)
+
+
+def test_lagp_and_li2o_have_no_o_K_pre_peak_lasgtp_has():
+    """Per-material O-K (seed §D.1): the d0 pre-peak doublet at 530.5/533 eV in LASGTP, none in LAGP (Ge4+
+    d10) or Li2O (no d states): at 530.5 eV their O-K is the bare threshold, several times lower per O atom."""
+    def o_per_atom(sample, y):
+        col = sample.column_state(np.array([y]), 1.0)
+        S = EELSSynthesizer(EELSParameters(nonisochromaticity_pp_eV=0)).synthesize(CORE, col, 1e8, method="fourier_log")[0]
+        bg = S[(CORE > 522) & (CORE < 526)].mean()
+        return (S[(CORE > 530.0) & (CORE < 531.0)].mean() - bg) / col.areal_density_per_m2["O"][0]
+
+    lasgtp = o_per_atom(Sample(), 1e-6)
+    lagp = o_per_atom(Sample(SampleParameters.lfp_lagp_lvp_lamella()), 0.5e-6)
+    li2o = o_per_atom(Sample(SampleParameters.si_nanoparticles()), -150e-9)
+    assert lagp < 0.5 * lasgtp and li2o < 0.5 * lasgtp
 
 
 def test_o_K_pre_peak_loses_strength_as_li_fills_the_ti_3d_holes(sample):
