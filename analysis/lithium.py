@@ -51,7 +51,8 @@ an upper bound for real data. The fit needs an electrode whose excess is signifi
 (`reference_min_excess_sigma`); without one the profile falls back to the parent's
 power-law counts and says so in `LiProfile.parent_level`.
 
-Pt spill (`pt_unmix`, docs/decisions/0009). The ~20 nm blur along the slit carries Pt O3/O2
+Pt spill (`pt_unmix`, docs/decisions/0009). The blur along the slit (chromatic: a cusp of rms
+~1 nm reaching ~5 nm at 50-65 eV, physics.md §1.7; plus the detector's PSF) carries Pt O3/O2
 (51.7/65.3 eV) from the Pt rows into the first electrolyte rows, where the edge counts read it as
 Li (dry run: 13.8 c0 at 4 nm where the truth is 8.5), and as the beam removes Li but not Pt that
 spill grows in c0 units over a run. Each row's power-law-subtracted SSD minus the parent's is
@@ -71,8 +72,8 @@ rows (same thickness, host and plasmon) and takes the electrode's Li-K shape as 
 mixtures of Pt and electrolyte spectra are treated as linear after the per-row power-law
 subtraction and deconvolution (both are non-linear in a mixed row); rows inside Pt read ~1 (no Li
 excess) and are excluded from the maximum and the width; each row is deconvolved as one column,
-but the chromatic blur along the slit grows with the loss (sigma = Cc beta E/E0, ~0.3 row at the
-plasmon, ~0.6 row at the double plasmon for Cc = 2 mm, beta = 10 mrad), so next to a sharp change
+but the chromatic blur along the slit grows with the loss (rms 0.5 nm at the plasmon, 1.0 nm at the
+double plasmon for Cc = 2 mm, beta = 10 mrad: a cusp, physics.md §1.7), so next to a sharp change
 of the valence spectrum a row holds its neighbours' spectra in shares that change with energy,
 which Fourier-log does not undo. At the simulated in-situ electrode's edge (plasmon width 9 eV
 against 8 eV) that reads -0.10/+0.08 c0 on the last row before and the first row after it,
@@ -123,8 +124,8 @@ class LiParams(BaseModel):
     max_smooth_rows: int = Field(default=3, ge=1, description="running mean over rows before taking the maximum (limits noise bias)")
     max_min_distance_m: float = Field(
         default=30e-9, ge=0,
-        description="rows closer to Pt than this are left out of the maximum and of the Li-K reference: the ~20 nm "
-        "blur along the slit (physics.md §1.7) mixes Pt O3/O2 (51.7/65.3 eV) into them, and the located interface "
+        description="rows closer to Pt than this are left out of the maximum and of the Li-K reference: the "
+        "blur along the slit (physics.md §1.7) and the detector PSF mix Pt O3/O2 (51.7/65.3 eV) into them, and the located interface "
         "is uncertain by up to ~2 rows (11 nm)",
     )
     deconvolution: DeconvolutionParams = Field(default_factory=DeconvolutionParams)
@@ -165,7 +166,7 @@ class LiParams(BaseModel):
     )
     pt_reference_m: tuple[float, float] = Field(
         default=(-150e-9, -30e-9), description="distance range (m, negative = inside Pt) of the rows whose mean makes "
-        "the Pt reference: clear of the ~20 nm blur at the interface and of the W cap beyond the ~200 nm Pt layer",
+        "the Pt reference: clear of the blur at the interface and of the W cap beyond the ~200 nm Pt layer",
     )
     pt_fit_eV: tuple[float, float] = Field(
         default=(50.0, 71.0), description="two-reference fit window: Pt O3 (51.7 eV) below the Li-K onset, to below Pt N7 (71.2 eV)"

@@ -38,8 +38,8 @@ Per row, vectorised over all rows:
 5. Row window: the spectra are averaged over `row_window` adjacent electrolyte rows (default 7 =
    40 nm; Pt rows are left out of the mean) before the peak-b fit. [Y14] does not state its row
    binning; the choice is ours. It costs little resolution because the O-K image is already blurred
-   along y by chromatic aberration, sigma = Cc beta E/E0 = 18-37 nm at 560 eV for beta 5-10 mrad
-   (§1.7): a 40 nm box (sigma 11.5 nm) widens a 37 nm blur to 39 nm (18 nm to 21 nm). On the
+   along y by chromatic aberration, a cusp of rms 15 nm reaching 46 nm at 560 eV (Cc 2 mm, beta
+   10 mrad, §1.7): a 40 nm box (rms 11.5 nm) widens the rms to 19 nm. On the
    ex-situ dry run (5 noise seeds) 7 rows give a largest electrode-row error of 1.8-2.3 pm against
    1.4-2.9 pm for 5 rows. The same blur mixes the R of neighbouring rows; next to Pt, where R
    changes fastest, that alone moves R by ~0.001 nm.
