@@ -251,14 +251,15 @@ def chromatic_profile(y_m: np.ndarray, loss_eV: float, params: EELSParameters) -
 
 
 def chromatic_transfer(freq_per_m: np.ndarray, loss_eV: np.ndarray, params: EELSParameters,
-                       n_theta: int = 96, step_eV: float = 1.0) -> np.ndarray:
+                       n_theta: int = 48, step_eV: float = 1.0) -> np.ndarray:
     """Transfer function of the chromatic blur along the slit, shape (losses, frequencies).
 
     The 1-D Fourier transform of the projected profile equals the 2-D transform of the radial one:
     G(f) = <J0(2 pi f C theta)> over the Lorentzian angular distribution cut at beta. With
     u = ln(theta^2 + theta_E^2) that distribution is uniform in u on [ln theta_E^2, ln(beta^2 +
     theta_E^2)], so G is a Gauss-Legendre mean over u. It is evaluated on a grid of losses
-    ``step_eV`` apart and interpolated linearly (R changes by < 1 % per eV above 100 eV)."""
+    ``step_eV`` apart and interpolated linearly (R changes by < 1 % per eV above 100 eV). 48 nodes
+    agree with 96 to 1e-14 at 420-625 eV over the frequencies of 5.7 nm rows."""
     loss = np.asarray(loss_eV, dtype=float)
     f = np.asarray(freq_per_m, dtype=float)
     lo, hi = float(loss.min()), float(loss.max())
