@@ -280,7 +280,8 @@ def test_in_situ_truth_li_near_pt_grows_on_charge_and_falls_on_discharge(in_situ
 def test_in_situ_analysed_li_near_pt_grows_on_charge_and_falls_on_discharge(in_situ) -> None:
     """Measured (3-exposure means; protocol seed and noise seeds 1-2): +0.43..+0.60 c0 on charge,
     -0.41..-0.57 on discharge (truth +0.41, -0.49); with the per-loss chromatic blur (docs/decisions/0012),
-    protocol seed: +0.46, -0.56. Without the Ti M1 step in the parent fit
+    protocol seed: +0.46, -0.56; with the issue-14 spectra (cusp blur, sum-rule near edges, parent-scaled
+    SSD background): +0.42, -0.54. Without the Ti M1 step in the parent fit
     (docs/decisions/0011) every row drifted down by ~0.2-0.3 c0 over the run as the beam removed
     Li (fall -0.58..-0.79). Without the Pt unmixing (docs/decisions/0009) the Pt O3/O2 spill,
     growing against the falling Li level, hid the fall (-0.3, +0.05, -0.25 over three seeds)."""
@@ -295,7 +296,8 @@ def test_in_situ_analysed_li_near_pt_grows_on_charge_and_falls_on_discharge(in_s
 def test_in_situ_electrode_c_rel_does_not_drift_as_the_beam_removes_li(in_situ) -> None:
     """The electrode's analysed/true c/c0 (30-300 nm from Pt), mean of the last five Li-K exposures
     over the mean of the first five, while knock-on loss takes the retained Li from 1 to ~0.5.
-    Measured: 0.997 and 1.008 (two runs; exposure-to-exposure scatter ~2 %). With the Ti M1 step
+    Measured: 0.997 and 1.008 (two runs; exposure-to-exposure scatter ~2 %); 0.998 (first 1.001) with the
+    issue-14 spectra. With the Ti M1 step
     left in the parent level it was 0.95 (docs/decisions/0011)."""
     a, gt, _ = in_situ
     d = a.summary.li.distance_m
