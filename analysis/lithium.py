@@ -92,7 +92,7 @@ from scipy.optimize import least_squares
 
 from insitem.analysis.axes import EnergyAxis, PositionAxis
 from insitem.analysis.background import EdgeIntensity, Method, edge_intensity, fit_power_law, power_law_integral
-from insitem.analysis.deconvolution import DeconvolutionParams, single_scattering
+from insitem.analysis.deconvolution import DeconvolutionParams, SingleScattering, single_scattering
 from insitem.analysis.profiles import SlitGeometry, crossing_from_pt, parent_mask
 
 
@@ -275,7 +275,9 @@ def li_profile(
     )
 
 
-def _parent_scaled(ss, d: np.ndarray, parent: np.ndarray, p: LiParams):
+def _parent_scaled(
+    ss: SingleScattering, d: np.ndarray, parent: np.ndarray, p: LiParams
+) -> tuple[EdgeIntensity, np.ndarray, np.ndarray, str, float, np.ndarray | None, float]:
     """c/c0 from the SSD with the parent's own spectrum as the background (module docstring).
 
     Every row's SSD per zero-loss count minus the parent's mean SSD scaled to it over
@@ -283,7 +285,7 @@ def _parent_scaled(ss, d: np.ndarray, parent: np.ndarray, p: LiParams):
     non-Li features under Li-K (Drude tail, the delayed Ti M2,3 with its maximum near 47 eV, Ti M1)
     cancel as far as they scale together. The c0 unit (the parent's own Li) comes from the MLLS fit
     of the parent's SSD with the electrode's excess as the Li-K reference (`li_reference`); Pt rows
-    are unmixed with a Pt reference (`pt_unmix`). Returns (edge, c, sigma, method, non-Li share, Pt share)."""
+    are unmixed with a Pt reference (`pt_unmix`). Returns (edge, c, sigma, method, non-Li share, Pt share, c0 unit)."""
     energy = ss.energy
     with np.errstate(invalid="ignore", divide="ignore"):
         per_i0 = 1.0 / ss.i0
