@@ -284,8 +284,9 @@ def _parent_scaled(
     `parent_scale_eV` is its excess over the parent: the Li-K of (c - c0), plus Pt next to Pt. The
     non-Li features under Li-K (Drude tail, the delayed Ti M2,3 with its maximum near 47 eV, Ti M1)
     cancel as far as they scale together. The c0 unit (the parent's own Li) comes from the MLLS fit
-    of the parent's SSD with the electrode's excess as the Li-K reference (`li_reference`); Pt rows
-    are unmixed with a Pt reference (`pt_unmix`). Returns (edge, c, sigma, method, non-Li share, Pt share, c0 unit)."""
+    of the parent's SSD with the electrode's excess as the Li-K reference (`_excess_reference`); Pt
+    rows are unmixed with a Pt reference (`_pt_unmix_excess`). Returns (edge, c, sigma, method,
+    non-Li share, Pt share, c0 unit in edge counts)."""
     energy = ss.energy
     with np.errstate(invalid="ignore", divide="ignore"):
         per_i0 = 1.0 / ss.i0
