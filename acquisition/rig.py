@@ -181,7 +181,7 @@ class SimRigBundle(RigBundle):
                 import json
 
                 world.load_state(json.loads(state.read_text()))
-        rig = Rig(SimPotentiostat(world, protocol.instruments.potentiostat.model), SimCamera(world), SimMicroscope(world.optics), clock)
+        rig = Rig(SimPotentiostat(world, protocol.instruments.potentiostat.model), SimCamera(world), SimMicroscope(world.optics, position=world.position), clock)
         return cls(rig, world, protocol)
 
     def position_axis_nm(self, settings: CameraSettings) -> tuple[float, float]:

@@ -144,6 +144,17 @@ EC_DTYPE = np.dtype(
         ("compliance", "u1"),
     ]
 )
+DRIFT_DTYPE = np.dtype(
+    [
+        ("t_s", "<f8"),  # rig-clock time of the image the estimate comes from
+        ("window", f"S{_WINDOW_BYTES}"),
+        ("index", "<i8"),  # the image's index in its window
+        ("measured_m", "<f8"),  # displacement of the specimen's image along the slit since the first image
+        ("sigma_m", "<f8"),  # its 1-sigma uncertainty
+        ("image_shift_m", "<f8"),  # the image shift (along the slit) in force after this row's action
+        ("action", "S16"),  # measured | corrected | within-dead-band | refused | limited
+    ]
+)
 STEP_DTYPE = np.dtype(
     [
         ("index", "<i4"),
@@ -240,7 +251,7 @@ class GroundTruthSpec(BaseModel):
     profiles: tuple[str, ...] = ("li_fraction", "ti3_fraction", "oo_distance_m")
     scalars: tuple[str, ...] = (
         "total_dose_e_per_m2", "li_retained_fraction", "state_of_charge", "charge_C", "cell_voltage_V",
-        "specimen_drift_y_m", "specimen_drift_x_m",
+        "specimen_drift_y_m", "specimen_drift_x_m", "image_displacement_y_m",
     )
 
     @model_validator(mode="after")
@@ -502,6 +513,7 @@ class RunFile:
         self._ec: h5py.Dataset = root["electrochemistry"]
         self._events: h5py.Dataset = root["events"]
         self._steps: h5py.Dataset = root["steps"]
+        self._drift: h5py.Dataset | None = root.get("drift")  # absent in files made before drift tracking
         self._event_dtype = self._events.dtype
         self._count = {name: int(ds.shape[0]) for name, ds in self._data.items()}
         self._ec_buffer = np.zeros(config.ec_block_rows, dtype=EC_DTYPE)
@@ -778,6 +790,19 @@ class RunFile:
         self._ensure_space(row.nbytes)
         with self._writing():
             _append_rows(self._events, row)
+        self._flush_file()
+
+    def append_drift(self, t_s: float, window: str, index: int, measured_m: float, sigma_m: float,
+                     image_shift_m: float, action: str) -> None:
+        """Append one drift estimate and what was done about it (docs/drift.md). Flushed."""
+        self._check_open()
+        if self._drift is None:
+            raise RunFileError("this run file has no drift table (made before drift tracking)")
+        row = np.zeros(1, dtype=DRIFT_DTYPE)
+        row[0] = (t_s, _fixed(window, _WINDOW_BYTES), index, measured_m, sigma_m, image_shift_m, _fixed(action, 16))
+        self._ensure_space(row.nbytes)
+        with self._writing():
+            _append_rows(self._drift, row)
         self._flush_file()
 
     def begin_step(self, index: int, name: str, t_s: float) -> None:
@@ -1109,6 +1134,7 @@ def _lay_out(h5: h5py.File, config: RunFileConfig) -> None:
         "events", shape=(0,), maxshape=(None,), chunks=(64,), dtype=_event_dtype(config.event_message_bytes)
     )
     root.create_dataset("steps", shape=(0,), maxshape=(None,), chunks=(64,), dtype=STEP_DTYPE)
+    root.create_dataset("drift", shape=(0,), maxshape=(None,), chunks=(256,), dtype=DRIFT_DTYPE)
     root.create_dataset("protocol", data=config.protocol_text, dtype=h5py.string_dtype("utf-8"))
     inst = root.create_group("instruments")
     for role, ident in config.instruments.items():

@@ -255,6 +255,14 @@ class RunFileReader:
     def n_electrochemistry(self) -> int:
         return int(self._root["electrochemistry"].shape[0])
 
+    def drift(self) -> dict[str, np.ndarray]:
+        """The drift record as columns (t_s, window, index, measured_m, sigma_m, image_shift_m,
+        action); empty columns for a run that did not track drift or predates the table."""
+        from insitem.acquisition.runfile import DRIFT_DTYPE
+
+        table = self._root["drift"][...] if "drift" in self._root else np.zeros(0, dtype=DRIFT_DTYPE)
+        return _columns(table)
+
     def events(self) -> list[Event]:
         return [
             Event(float(r["t_s"]), float(r["unix_time_s"]), _text(r["level"]), _text(r["message"]))
@@ -302,8 +310,9 @@ class RunFileReader:
         for w in self.config.windows:
             yield self._f[f"Experiments/{w.name}/data"]
             yield self._f[f"Experiments/{w.name}/axis-0/axis"]
-        for name in ("exposures", "electrochemistry", "events", "steps"):
-            yield self._root[name]
+        for name in ("exposures", "electrochemistry", "events", "steps", "drift"):
+            if name in self._root:
+                yield self._root[name]
         if self.config.ground_truth is not None:
             gt = self._root["ground_truth"]
             for name in ("t_s", "scalars", *self.config.ground_truth.profiles):

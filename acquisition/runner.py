@@ -35,11 +35,15 @@ from typing import Protocol as TypingProtocol
 import numpy as np
 
 from insitem.drivers.errors import ComplianceError, InsitemError, InstrumentError, SafetyLimitError
+from insitem.acquisition.drift_control import DriftController
 from insitem.acquisition.frame_worker import IoWorker, QueuedRunFile
 from insitem.drivers.interfaces import CameraSettings, Frame, PotentiostatConfig, Reading, Rig
 from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
 from insitem.protocols.schema import Protocol
 from insitem.protocols.units import E_PER_A2
+
+#: metres per unit of a window's position axis, for the units drift tracking can use
+LENGTH_UNITS_M = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "nm": 1e-9, "pm": 1e-12}
 
 log = logging.getLogger("insitem.runner")
 FIRST_READING_TRANSFER_S = 2e-3  # reply transfer and parsing allowed on top of the integration time (s)
@@ -139,6 +143,8 @@ class RunFileSink(TypingProtocol):
     def append_exposure(self, window: str, data: np.ndarray, **record: Any) -> int: ...
     def append_electrochemistry(self, t_s: Any, voltage_V: Any, current_A: Any, **cols: Any) -> None: ...
     def log(self, t_s: float, level: str, message: str) -> None: ...
+    def append_drift(self, t_s: float, window: str, index: int, measured_m: float, sigma_m: float,
+                     image_shift_m: float, action: str) -> None: ...
     def begin_step(self, index: int, name: str, t_s: float) -> None: ...
     def end_step(self, index: int, t_s: float, status: Any = "completed") -> None: ...
     def write_ground_truth(self, t_s: float, profiles: Any = None, scalars: Any = None) -> None: ...
@@ -200,6 +206,7 @@ class Runner:
         self._image: _ImageSum | None = None  # sub-exposures read so far (the I/O thread's side)
         self._open_image: _OpenImage | None = None  # the image being exposed (the runner's side)
         self._open_step: int | None = None  # index of the step begun and not yet ended
+        self._drift_control: DriftController | None = None  # protocol `drift`: tracking and correction
 
     # -- control ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -370,6 +377,22 @@ class Runner:
             # has been timed: the integration time plus the reply's transfer
             self._measure_lead_s = config.nplc / config.line_frequency_Hz + FIRST_READING_TRANSFER_S
         self._log("INFO", f"setup done: dose rate {rate / E_PER_A2:.3g} e/Å²/s, compliance {p.safety.current_compliance:g} A")
+        self._drift_control = self._make_drift_control()
+
+    def _make_drift_control(self) -> DriftController | None:
+        d = self.protocol.drift
+        if d.mode == "off":
+            return None
+        window = d.window or self.protocol.spectrometer.windows[0].name
+        specs = {w.name: w for w in getattr(getattr(self._runfile, "config", None), "windows", ())}
+        spec = specs.get(window)
+        scale = LENGTH_UNITS_M.get(spec.position_units) if spec is not None else None
+        if spec is None or scale is None:
+            self._log("WARNING", f"drift tracking off: the {window} window has no position axis in a length unit")
+            return None
+        position_m = (spec.position_offset + spec.position_scale * np.arange(spec.n_rows)) * scale
+        return DriftController(d, window, position_m, record_io=self._runfile.append_drift, record=self.file.append_drift,
+                               event=lambda level, message: self._log(level, message))
 
     # -- steps ------------------------------------------------------------------------------------
     def _run_step(self, step: PlannedStep) -> None:
@@ -572,6 +595,8 @@ class Runner:
                 f"over safety.max_total_dose {self.protocol.safety.max_total_dose / E_PER_A2:.4g} e/Å²"
             )
         self.clock.sleep_until(exp.t_start_s + self._offset)
+        if self._drift_control is not None and exp.subframe == 0:
+            self._drift_control.apply(self.rig.microscope, self.clock.now())  # beam still blanked
         if exp.subframe == 0 or self._open_image is None:
             self._open_image = _OpenImage(exp, self.rig.microscope.beam.dose_rate_e_per_m2_s)
         self._open_image.t_exposing_since = self.clock.now()
@@ -620,7 +645,7 @@ class Runner:
             pot_V = float(np.mean([r[0] for r in acc.readings])) if acc.readings else (exp.potential_V if exp.potential_V is not None else math.nan)
             cur_A = float(np.mean([r[1] for r in acc.readings])) if acc.readings else math.nan
             assert acc.data is not None
-            self._runfile.append_exposure(
+            image_index = self._runfile.append_exposure(
                 exp.window,
                 acc.data,
                 t_start_s=acc.t_start_s,
@@ -634,6 +659,8 @@ class Runner:
                 saturated_px=acc.saturated_px,
             )
             self._exposures += 1
+            if self._drift_control is not None and image_index is not None:
+                self._drift_control.observe(exp.window, int(image_index), acc.t_start_s, acc.data)
             if acc.saturated_px:
                 self._log("WARNING", f"{exp.window} image at t = {acc.t_start_s:.1f} s: {acc.saturated_px} saturated pixels", self._runfile)
             self._write_ground_truth(self.clock.now(), self._runfile)

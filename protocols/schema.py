@@ -10,6 +10,7 @@ from insitem.protocols.units import (
     DISPERSION,
     DOSE,
     DOSE_RATE,
+    DRIFT_RATE,
     E_PER_A2,
     ENERGY,
     LENGTH,
@@ -91,6 +92,7 @@ ExposureTime = quantity(
 DeadTime = quantity(TIME, Bounds(ge=0.0, le=60.0, why="clear + readout + energy switch of a CCD: seconds at most"))
 SweepRate = quantity(SWEEP_RATE, Bounds(ge=1e-7, le=100.0, why="0.006 mV/min (1 V in 4 months) to 100 V/s"))
 StepHeight = quantity(VOLTAGE, Bounds(ge=1e-6, le=10.0, why="1 uV (below the 2400's 5 uV resolution on 200 mV) to 10 V"))
+DriftRate = quantity(DRIFT_RATE, Bounds(ge=0.0, le=1e-7, why="0 to 6 um/min: far beyond any holder that can be used"))
 HighTension = quantity(VOLTAGE, Bounds(ge=1e4, le=3e6, why="10 kV to 3 MV: every electron microscope built"))
 BeamCurrent = quantity(CURRENT, Bounds(ge=1e-15, le=1e-6, why="1 fA to 1 uA: TEM probes carry pA to a few hundred nA"))
 SpecimenLength = quantity(LENGTH, Bounds(ge=1e-10, le=1e-3, why="0.1 nm to 1 mm: the scale of a TEM specimen"))
@@ -158,6 +160,11 @@ class Sample(Strict):
         default="pristine", description="pristine cell, or the electrode formed by prior ex-situ cycling"
     )
     seed: _count(0, 2**32 - 1) = Field(default=0, description="random seed of the simulated world")
+    drift_rate: DriftRate = Field(
+        default=0.0,
+        description="simulated runs: the specimen's settled drift along the slit (a typical biasing holder, "
+        "simulators/drift.py `typical_holder`; 0 = a still specimen)",
+    )
 
 
 class InstrumentEntry(Strict):
@@ -455,6 +462,19 @@ class Step(Strict):
 # The protocol
 
 
+class DriftCorrection(Strict):
+    """Specimen drift along the slit: measured from one window's images and, with `correct`,
+    taken back by image shift between exposures (acquisition/drift_control.py, docs/drift.md)."""
+
+    mode: Literal["off", "measure", "correct"] = Field(default="off", description="off, measure only, or measure and correct")
+    window: Name | None = Field(default=None, description="the window whose images track the Pt/electrolyte step (default: the first)")
+    dead_band: SpecimenLength = Field(default=5.7e-9, description="no correction while the measured drift is within this")
+    max_shift: SpecimenLength = Field(default=2e-6, description="the largest image shift the correction may set")
+    on_refusal: Literal["continue", "stop"] = Field(
+        default="continue", description="when the microscope refuses a correction: go on measuring, or stop the run safely"
+    )
+
+
 class Protocol(Strict):
     name: Name = Field(description="protocol name (letters, digits, _ . -)")
     description: LongText = ""
@@ -464,11 +484,12 @@ class Protocol(Strict):
     safety: Safety
     beam: Beam
     spectrometer: Spectrometer
+    drift: DriftCorrection = DriftCorrection()
     steps: list[Step] = Field(min_length=1, max_length=10_000)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Protocol":
-        problems = [*self._source_problems(), *self._beam_problems(), *self._step_problems()]
+        problems = [*self._source_problems(), *self._beam_problems(), *self._step_problems(), *self._drift_problems()]
         if problems:
             raise problems_error(problems)
         return self
@@ -507,6 +528,15 @@ class Protocol(Strict):
                     f"spectrometer.windows[{i}].exposure: {w.name} exposure {w.exposure:g} s exceeds safety.max_exposure {s.max_exposure:g} s"
                 )
         return out
+
+    def _drift_problems(self) -> list[str]:
+        d = self.drift
+        names = [w.name for w in self.spectrometer.windows]
+        if d.window is not None and d.window not in names:
+            return [f"drift.window: {d.window!r} is not a window; choose one of {', '.join(names)}"]
+        if d.dead_band >= d.max_shift:
+            return [f"drift.dead_band: {d.dead_band * 1e9:g} nm must be below drift.max_shift ({d.max_shift * 1e9:g} nm)"]
+        return []
 
     def _step_problems(self) -> list[str]:
         s = self.safety

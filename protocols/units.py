@@ -71,6 +71,7 @@ CURRENT = UnitKind("current", "A", "1 mA")
 TIME = UnitKind("time", "s", "30 s")
 LENGTH = UnitKind("length", "m", "1880 nm")
 SWEEP_RATE = UnitKind("sweep rate", "V/s", "40 mV/min")
+DRIFT_RATE = UnitKind("drift rate", "m/s", "1 nm/min")
 ENERGY = UnitKind("energy", "eV", "420 eV")
 DISPERSION = UnitKind("dispersion", "eV", "0.1 eV")  # per channel
 DOSE_RATE = UnitKind("dose rate", "electron/m**2/s", "10 e/Å^2/s", display="e/Å^2/s")

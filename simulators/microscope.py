@@ -211,9 +211,10 @@ class SimMicroscope(Microscope):
     """A `Microscope` whose beam, lens and slit are views of one `MicroscopeState`; the stage and
     the image/beam shifts are a `PositionState` beside it (moves are instantaneous)."""
 
-    def __init__(self, state: MicroscopeState | None = None, resource: str = "sim:tem") -> None:
+    def __init__(self, state: MicroscopeState | None = None, resource: str = "sim:tem",
+                 position: PositionState | None = None) -> None:
         self.state = state or MicroscopeState(OpticsParameters())
-        self.position = PositionState()
+        self.position = position if position is not None else PositionState()
         self.resource = resource
         self._beam = SimBeam(self.state, resource, self.position)
         self._lens = SimLens(self.state, resource, self.position)

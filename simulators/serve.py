@@ -243,7 +243,7 @@ def start_servers(
                 out.servers[kind] = gif
                 out.resources[role] = gif.visa_resource
             else:
-                tem = TemEmulator(TemInstrument(SimMicroscope(world.optics, resource="emulated TEM")), host=bind, port=p).start()
+                tem = TemEmulator(TemInstrument(SimMicroscope(world.optics, resource="emulated TEM", position=world.position)), host=bind, port=p).start()
                 out._stoppers.append(tem.stop)
                 out.servers[kind] = tem
                 out.resources[role] = tem.resource

@@ -28,6 +28,7 @@ from insitem.simulators.detector import CCDDetector, DetectorParameters, RowImag
 from insitem.simulators.drift import DriftParameters, SpecimenDrift
 from insitem.simulators.eels import EELSParameters, EELSSynthesizer, energy_drift_samples
 from insitem.simulators.electrochemistry import FARADAY_C_PER_MOL, Cell, CellParameters
+from insitem.simulators.microscope import PositionState
 from insitem.simulators.optics import MicroscopeState, OpticsParameters
 from insitem.simulators.sample import Sample, SampleParameters
 from insitem.simulators.transport import LiTransport
@@ -93,6 +94,9 @@ class SimWorld:
         self.sample_y_offset_m = self.params.slit_start_y_m + optics.slit_height_m / 2
         # the specimen's displacement under the slit (y along it, x across), on the world's clock
         self.drift = SpecimenDrift(self.params.drift, self.params.seed, t_start_s=clock.now())
+        # stage and image/beam shifts of the simulated microscope: the image shift moves the
+        # specimen's image over the slit (`image_displacement_m`)
+        self.position = PositionState()
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -102,7 +106,10 @@ class SimWorld:
             from insitem.drivers.errors import ProtocolError
 
             raise ProtocolError("sample.preset: a simulated run needs a simulator parameter set (lasgtp_bulk, lfp_lamella, si_nanoparticle)")
-        params = params or WorldParameters(seed=protocol.sample.seed)
+        if params is None:
+            rate = protocol.sample.drift_rate
+            drift = DriftParameters.typical_holder(rate * 60e9) if rate > 0 else DriftParameters()
+            params = WorldParameters(seed=protocol.sample.seed, drift=drift)
         cell_params_f, sample_params_f = PRESETS[preset]
         rng = np.random.default_rng(params.seed)
         cell_params = cell_params_f()
@@ -262,7 +269,7 @@ class SimWorld:
         with self.lock:  # the shared state; the synthesis below runs without it (long: 40-550 ms)
             electrons_rows = self.optics.electrons_per_row(t0_s, t1_s, rows)[top : top + n * by]
             drift_mean, drift_spread = self.drift.mean_and_spread_m(t0_s, t1_s)
-            y_seen, li_seen = self._drifted_rows(y_bin, li_ratio_rows, float(drift_mean[0]))
+            y_seen, li_seen = self._drifted_rows(y_bin, li_ratio_rows, float(drift_mean[0]) + self.position.image_shift_m[1])
             retained = self.li_retained(t0_s, t1_s)
             column = self.sample.column_state(y_seen, li_seen, li_retained=retained)
             pitch = abs(float(y_bin[1] - y_bin[0])) if n > 1 else self.params.ypix_m
@@ -322,6 +329,13 @@ class SimWorld:
         d = self.drift.displacement_m(self.clock.now() if t_s is None else t_s)
         return float(d[0]), float(d[1])
 
+    def image_displacement_m(self, t_s: float | None = None) -> tuple[float, float]:
+        """Where the specimen's image sits over the slit: its drift plus the microscope's image
+        shift (y along the slit, x across), m. An image shift of -d takes back a drift of +d."""
+        dy, dx = self.specimen_drift_m(t_s)
+        sx, sy = self.position.image_shift_m
+        return dy + sy, dx + sx
+
     def energy_shift_samples_eV(self, t0_s: float, t1_s: float) -> np.ndarray:
         """Energy shift during one exposure: the spectrometer is re-aligned before each
         exposure (residual error `alignment_error_eV` rms), then drifts linearly with a random
@@ -346,6 +360,7 @@ class SimWorld:
                 "cell_voltage_V": float(self.cell.V_term_V),
                 "specimen_drift_y_m": self.specimen_drift_m()[0],
                 "specimen_drift_x_m": self.specimen_drift_m()[1],
+                "image_displacement_y_m": self.image_displacement_m()[0],
             }
             return profiles, scalars
 

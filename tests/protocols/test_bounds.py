@@ -53,6 +53,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "binning": (1, 65536), "readout_rows": (0, 65536),
     "sweep_rate": (1e-8, 1000), "step": (1e-7, 100), "cycles": (1, 1e6), "after_cycles": (1, 1e6),
     "duration": (1e-4, 31 * DAY), "every": (1e-4, 31 * DAY),
+    "drift_rate": (0, 1e-6), "dead_band": (1e-10, 1e-3), "max_shift": (1e-10, 1e-3),
 }
 
 
