@@ -320,7 +320,7 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
 
 
 def analyze_command(args: argparse.Namespace) -> int:
-    from insitem.acquisition.cli import console, err_console
+    from insitem.acquisition.console import console, err_console
 
     run_file: Path = args.run_file
     try:

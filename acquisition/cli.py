@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rich.console import Console
 from rich.table import Table
 
+from insitem.acquisition.console import console, err_console
 from insitem.drivers.errors import InsitemError, ProtocolError, ResourceError, UsageError
 from insitem.protocols.loader import library_names, load, load_and_plan, resolve
 from insitem.protocols.plan import Plan
@@ -24,9 +24,6 @@ EXIT_OK = 0
 EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
 
-# no markup or emoji codes: messages carry user text (protocol values, file names) verbatim
-console = Console(highlight=False, markup=False, emoji=False)
-err_console = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 class _Parser(argparse.ArgumentParser):

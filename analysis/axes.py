@@ -15,11 +15,13 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from insitem.drivers.errors import InsitemError
 
 
-class AnalysisError(InsitemError, ValueError):
-    """Input the analysis cannot work with: a window outside the axis, too few rows, no parent region."""
+class AnalysisError(ValueError):
+    """Input the analysis cannot work with: a window outside the axis, too few rows, no parent region.
+
+    A plain ValueError: the analysis is pure and knows nothing of the instruments' error family;
+    the commands that run it (`insitem analyze`, `show`) turn it into their one-line message."""
 
 
 class EnergyAxis(BaseModel):
