@@ -424,13 +424,17 @@ _ENTRIES: dict[str, type[StepEntry]] = {}  # kind -> entry model, in registratio
 def register_step_kind(cls: type[BaseModel]) -> None:
     """Make `cls` (a step kind of protocols/steps.py) a member of the steps union."""
     kind = cls.kind  # type: ignore[attr-defined]
-    _ENTRIES[kind] = create_model(f"{cls.__name__}Step", __base__=StepEntry, __doc__=cls.__doc__,
-                                  **{kind: (cls, Field(description=(cls.__doc__ or "").strip().splitlines()[0]))})
+    entry = create_model(f"{cls.__name__}Step", __base__=StepEntry, __doc__=cls.__doc__, __module__=__name__,
+                         **{kind: (cls, Field(description=(cls.__doc__ or "").strip().splitlines()[0]))})
+    globals()[entry.__name__] = entry  # found by name here, so a validated protocol pickles
+    _ENTRIES[kind] = entry
     _rebuild()
 
 
 def unregister_step_kind(kind: str) -> None:
-    _ENTRIES.pop(kind, None)
+    entry = _ENTRIES.pop(kind, None)
+    if entry is not None:
+        globals().pop(entry.__name__, None)
     _rebuild()
 
 
