@@ -439,7 +439,8 @@ def unregister_step_kind(kind: str) -> None:
 
 
 def _rebuild() -> None:
-    if "Protocol" in globals():  # not while this module is first imported
+    # Protocol builds its validator on first use (defer_build); once built, a new kind rebuilds it
+    if "Protocol" in globals() and Protocol.__pydantic_complete__:
         Protocol.model_rebuild(force=True)
 
 
