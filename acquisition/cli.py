@@ -103,12 +103,7 @@ def render_plan(plan: Plan) -> Table:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    try:
-        _, plan = load_and_plan(args.protocol)
-    except ProtocolError as exc:
-        for line in str(exc).split("\n"):  # one line per error
-            err_console.print(f"insitem plan: {line}", soft_wrap=True)
-        return EXIT_BAD_INPUT
+    _, plan = load_and_plan(args.protocol)
     if args.json:
         import json
 
@@ -265,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except InsitemError as exc:
-        err_console.print(f"insitem {args.command}: {exc}", soft_wrap=True)
+        for line in str(exc).split("\n"):  # a protocol with several errors: one line each
+            err_console.print(f"insitem {args.command}: {line}", soft_wrap=True)
         bad_input = isinstance(exc, (ProtocolError, ResourceError, UsageError)) or getattr(exc, "bad_input", False)
         return EXIT_BAD_INPUT if bad_input else EXIT_FAULT
     except KeyboardInterrupt:

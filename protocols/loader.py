@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from insitem.drivers.errors import ProtocolError
-from insitem.protocols.schema import Protocol
+from insitem.protocols.schema import STEP_KINDS, UNKNOWN_STEP, Protocol
 from insitem.protocols.units import quote
 
 if TYPE_CHECKING:
@@ -192,7 +192,13 @@ def format_validation_errors(exc: ValidationError, source: str, node: Any) -> li
 
 
 def _clean_loc(loc: Any) -> list[Any]:
-    return [p for p in loc if not (isinstance(p, str) and (p in ("function-after", "function-before") or p.startswith("function-")))]
+    """pydantic's error location as the path in the file: validator names and union tags dropped."""
+    out = [p for p in loc if not (isinstance(p, str) and (p in ("function-after", "function-before") or p.startswith("function-")))]
+    # a steps entry is a union tagged by its kind: ('steps', 0, 'cv', 'cv', ...) -> ('steps', 0, 'cv', ...)
+    if len(out) >= 3 and out[0] == "steps" and isinstance(out[1], int) and isinstance(out[2], str):
+        if out[2] == UNKNOWN_STEP or (len(out) >= 4 and out[3] == out[2]):
+            del out[2]
+    return out
 
 
 def _messages(err: Any, loc: list[Any], unknown: dict[str, list[tuple[str, str | None]]]) -> list[tuple[str, str]]:
@@ -237,8 +243,11 @@ def _got(err: Any) -> str:
 def _model_at(loc: list[Any]) -> Any:
     """The pydantic model class at `loc` in the Protocol schema, or None."""
     model: Any = Protocol
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
+            continue
+        if i == 2 and loc[0] == "steps" and part in STEP_KINDS:  # a steps entry: the kind's model
+            model = STEP_KINDS[part]
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return None

@@ -9,133 +9,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Iterator
-
-import numpy as np
+from dataclasses import dataclass
 
 from insitem.drivers.errors import ProtocolError
-from insitem.protocols.schema import CV, MAX_STEP_S, Exposures, Hold, Protocol, Rest
+from insitem.protocols.schema import MAX_STEP_S, Protocol
+from insitem.protocols.steps import StepKind
+from insitem.protocols.timeline import HOLD_SAMPLE_INTERVAL_S, PlannedExposure, PlannedStep, Segment
 from insitem.protocols.units import E_PER_A2, TIME, show
+
+__all__ = ["HOLD_SAMPLE_INTERVAL_S", "MAX_EXPOSURES", "Plan", "PlannedExposure", "PlannedStep", "Segment", "make_plan"]
 
 BYTES_PER_PIXEL = 4  # float32 spectrum images in the run file
 BYTES_PER_EC_POINT = 6 * 8  # t, V, I, cycle, step, compliance flag
-HOLD_SAMPLE_INTERVAL_S = 1.0  # potentiostat readings during holds and rests
 MAX_EXPOSURES = 1_000_000  # camera exposures per plan (sub-exposures included): beyond it the plan is refused
 MAX_RUN_S = MAX_STEP_S  # a whole protocol: 30 days
 MAX_EC_POINTS = 20_000_000  # potentiostat points per run: 1 GB of record at BYTES_PER_EC_POINT
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A linear potential ramp (v0 == v1 for a hold; None for open circuit)."""
-
-    t0_s: float
-    t1_s: float
-    v0_V: float | None
-    v1_V: float | None
-    cycle: int = 0  # 1-based cycle for cv steps, 0 otherwise
-
-    def potential_at(self, t_s: float) -> float | None:
-        if self.v0_V is None or self.v1_V is None:
-            return None
-        if self.t1_s <= self.t0_s:
-            return self.v1_V
-        f = min(max((t_s - self.t0_s) / (self.t1_s - self.t0_s), 0.0), 1.0)
-        return self.v0_V + f * (self.v1_V - self.v0_V)
-
-
-@dataclass(frozen=True)
-class PlannedExposure:
-    index: int
-    t_start_s: float
-    window: str
-    exposure_s: float
-    step_index: int
-    cycle: int
-    trigger: str
-    potential_V: float | None  # programmed potential at the exposure start (None: open circuit)
-    subframe: int = 0  # index of this sub-exposure of a summed spectrum image
-    n_subframes: int = 1
-
-    @property
-    def t_end_s(self) -> float:
-        return self.t_start_s + self.exposure_s
-
-
-@dataclass
-class PlannedStep:
-    index: int
-    kind: str
-    t_start_s: float
-    t_end_s: float
-    segments: list[Segment]
-    step_V: float = 0.0  # staircase step height (cv)
-    dwell_s: float = HOLD_SAMPLE_INTERVAL_S  # time per staircase point / reading
-    cycles: int = 0
-    exposures: list[PlannedExposure] = field(default_factory=list)
-
-    @property
-    def duration_s(self) -> float:
-        return self.t_end_s - self.t_start_s
-
-    def points(self) -> Iterator[tuple[float, float | None, int]]:
-        """Staircase points (t_s, potential_V or None for open circuit, cycle) in time order.
-
-        A cv step yields one point per step height along each segment; holds and rests one
-        reading per `dwell_s`. After the last segment the final potential is held until
-        `t_end_s` (when exposures run past the nominal end).
-        """
-        for seg in self.segments:
-            if seg.v0_V is not None and seg.v1_V is not None and self.kind == "cv" and seg.v1_V != seg.v0_V:
-                n = max(1, round(abs(seg.v1_V - seg.v0_V) / self.step_V))
-                dv = (seg.v1_V - seg.v0_V) / n
-                dt = (seg.t1_s - seg.t0_s) / n
-                for k in range(n):
-                    yield seg.t0_s + k * dt, seg.v0_V + k * dv, seg.cycle
-            else:
-                n = max(1, math.ceil((seg.t1_s - seg.t0_s) / self.dwell_s - 1e-9))
-                for k in range(n):
-                    yield seg.t0_s + k * self.dwell_s, seg.v0_V, seg.cycle
-        last = self.segments[-1]
-        t = last.t1_s
-        while t < self.t_end_s - 1e-9:
-            yield t, last.v1_V, last.cycle
-            t += self.dwell_s
-
-    def point_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The staircase of `points` as arrays: times (s), potentials (V; NaN = open circuit), cycles."""
-        n = self.n_points()
-        t = np.empty(n)
-        v = np.empty(n)
-        c = np.empty(n, dtype=np.int32)
-        for k, (tk, vk, ck) in enumerate(self.points()):
-            t[k], v[k], c[k] = tk, (math.nan if vk is None else vk), ck
-        return t, v, c
-
-    def n_points(self) -> int:
-        n = 0
-        for seg in self.segments:
-            if self.kind == "cv" and seg.v0_V is not None and seg.v1_V is not None and seg.v1_V != seg.v0_V:
-                n += max(1, round(abs(seg.v1_V - seg.v0_V) / self.step_V))
-            else:
-                n += max(1, math.ceil((seg.t1_s - seg.t0_s) / self.dwell_s - 1e-9))
-        extra = self.t_end_s - self.segments[-1].t1_s
-        if extra > 1e-9:
-            n += math.ceil(extra / self.dwell_s - 1e-9)
-        return n
-
-    def potential_at(self, t_s: float) -> float | None:
-        for seg in self.segments:
-            if t_s <= seg.t1_s:
-                return seg.potential_at(t_s)
-        return self.segments[-1].v1_V
-
-    def cycle_at(self, t_s: float) -> int:
-        for seg in self.segments:
-            if t_s < seg.t1_s:
-                return seg.cycle
-        return self.segments[-1].cycle
 
 
 @dataclass
@@ -210,13 +98,7 @@ def make_plan(protocol: Protocol) -> Plan:
     for i, step in enumerate(protocol.steps):
         body = step.body
         where = f"steps[{i}].{body.kind}"
-        if isinstance(body, CV):
-            planned = _plan_cv(i, t, body)
-        elif isinstance(body, Hold):
-            planned = PlannedStep(i, "hold", t, t + body.duration, [Segment(t, t + body.duration, body.potential, body.potential)])
-        else:
-            assert isinstance(body, Rest)
-            planned = PlannedStep(i, "rest", t, t + body.duration, [Segment(t, t + body.duration, None, None)])
+        planned = body.timeline(i, t)
         try:
             exps = _plan_exposures(protocol, planned, body, where, n_exp, problems)
         except _TooMany as exc:
@@ -249,52 +131,8 @@ class _TooMany(Exception):
     """The plan would hold more exposures than MAX_EXPOSURES: planning stops at once."""
 
 
-def _plan_cv(index: int, t0: float, cv: CV) -> PlannedStep:
-    segments: list[Segment] = []
-    t = t0
-    path = [cv.start, *cv.vertices, cv.start]
-    for cycle in range(1, cv.cycles + 1):
-        for a, b in zip(path[:-1], path[1:]):
-            dt = abs(b - a) / cv.sweep_rate
-            segments.append(Segment(t, t + dt, a, b, cycle))
-            t += dt
-    end = cv.end if cv.end is not None else cv.start
-    if end != cv.start:
-        dt = abs(end - cv.start) / cv.sweep_rate
-        segments.append(Segment(t, t + dt, cv.start, end, cv.cycles))
-        t += dt
-    return PlannedStep(index, "cv", t0, t, segments, step_V=cv.step, dwell_s=cv.step / cv.sweep_rate, cycles=cv.cycles)
-
-
-def _trigger_times(step: PlannedStep, body: CV | Hold | Rest, ex: Exposures) -> list[float]:
-    t0, t1 = step.t_start_s, step.t_end_s
-    if ex.at_start:
-        return [t0]
-    if ex.at_end:
-        return [t1]
-    if ex.every is not None:
-        n = int(math.floor((t1 - t0) / ex.every + 1e-9))
-        return [t0 + k * ex.every for k in range(n)]
-    assert isinstance(body, CV)
-    n_vertex_segments = len(body.vertices) + 1  # segments per cycle
-    cycle_segments = step.segments[: body.cycles * n_vertex_segments]
-    if ex.at_vertices:
-        # a vertex is the end of every segment except the one returning to the start potential
-        return [s.t1_s for k, s in enumerate(cycle_segments) if k % n_vertex_segments != n_vertex_segments - 1]
-    if ex.after_cycles:
-        return [cycle_segments[c * n_vertex_segments - 1].t1_s for c in sorted(set(ex.after_cycles))]
-    times: list[float] = []
-    for v in ex.at_potentials or []:
-        for s in step.segments:
-            assert s.v0_V is not None and s.v1_V is not None
-            lo, hi = sorted((s.v0_V, s.v1_V))
-            if lo <= v < hi or (v == hi and s is step.segments[-1]):
-                times.append(s.t0_s + (v - s.v0_V) / (s.v1_V - s.v0_V) * (s.t1_s - s.t0_s))
-    return sorted(set(times))
-
-
 def _plan_exposures(
-    protocol: Protocol, step: PlannedStep, body: CV | Hold | Rest, where: str, first_index: int, problems: list[str]
+    protocol: Protocol, step: PlannedStep, body: StepKind, where: str, first_index: int, problems: list[str]
 ) -> list[PlannedExposure]:
     """The step's exposures in time order; an overlap is added to `problems` (one per exposure entry)."""
     spec = protocol.spectrometer
@@ -307,7 +145,7 @@ def _plan_exposures(
                 f"{where}.exposures[{k}].every: {ex.every:g} s over a {step.t_end_s - step.t_start_s:g} s step "
                 f"gives more than {MAX_EXPOSURES} exposures"
             )
-        for t0 in _trigger_times(step, body, ex):
+        for t0 in body.trigger_times(step, ex):
             # the windows of one trigger run back to back
             t = t0
             for w in ex.windows:

@@ -20,14 +20,13 @@ from typing import Any
 
 import yaml
 
-from insitem.protocols.schema import CV, TRIGGER_EXAMPLES, Hold, Protocol, Rest
+from insitem.protocols.schema import STEP_KINDS, TRIGGER_EXAMPLES, UNKNOWN_STEP_MODEL, Protocol
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SCHEMA_PATH = PACKAGE_DIR / "protocol.schema.json"
 DOCS_PATH = PACKAGE_DIR.parent / "docs" / "protocol-format.md"  # in the source tree
-STEP_KINDS = (CV, Hold, Rest)
 
-#: sections of the page, in reading order: (YAML key path, schema definition name)
+#: sections of the page before the steps, in reading order: (YAML key path, schema definition name)
 SECTIONS = [
     ("(top level)", "Protocol"),
     ("sample", "Sample"),
@@ -39,12 +38,13 @@ SECTIONS = [
     ("spectrometer.camera", "Camera"),
     ("spectrometer.slit", "Slit"),
     ("spectrometer.windows[]", "Window"),
-    ("steps[]", "Step"),
-    ("steps[].cv", "CV"),
-    ("steps[].hold", "Hold"),
-    ("steps[].rest", "Rest"),
-    ("steps[].<kind>.exposures[]", "Exposures"),
 ]
+
+
+def _sections() -> list[tuple[str, str]]:
+    """Every section, the step kinds from the registry included."""
+    kinds = [(f"steps[].{kind}", model.__name__) for kind, model in STEP_KINDS.items()]
+    return [*SECTIONS, ("steps[]", "Steps"), *kinds, ("steps[].<kind>.exposures[]", "Exposures")]
 
 
 def json_schema() -> dict[str, Any]:
@@ -57,8 +57,16 @@ def json_schema() -> dict[str, Any]:
         "title": "insitem protocol",
     }
     defs = schema["$defs"]
-    for model in STEP_KINDS:
-        defs[model.__name__]["examples"] = [yaml.safe_load(model.example)[model.kind]]
+    # the stand-in for an unknown step kind only produces error messages: editors need not see it
+    unknown = f"#/$defs/{UNKNOWN_STEP_MODEL.__name__}"
+    items = schema["properties"]["steps"]["items"]
+    items["oneOf"] = [ref for ref in items["oneOf"] if ref.get("$ref") != unknown]
+    defs.pop(UNKNOWN_STEP_MODEL.__name__, None)
+    for model in STEP_KINDS.values():
+        d = defs[model.__name__]
+        d["examples"] = [yaml.safe_load(model.example)[model.kind]]
+        if "exposures" in d["properties"]:  # the common key last, after the kind's own
+            d["properties"]["exposures"] = d["properties"].pop("exposures")
     defs["Exposures"]["examples"] = [yaml.safe_load(text) for text in TRIGGER_EXAMPLES.values()]
     for definition in [schema, *defs.values()]:
         for prop in definition.get("properties", {}).values():
@@ -82,6 +90,8 @@ def _type(node: dict[str, Any]) -> str:
     if "$ref" in node:
         name = node["$ref"].rsplit("/", 1)[-1]
         return f"mapping ([{name}](#{_anchor(name)}))"
+    if "oneOf" in node:  # the steps union
+        return "mapping with one key, the step kind ([Steps](#steps))"
     if "anyOf" in node:
         parts = [p for p in node["anyOf"] if p.get("type") != "null"]
         return " or ".join(_type(p) for p in parts)
@@ -157,7 +167,13 @@ def markdown() -> str:
         "  (`safety.max_total_dose`) or with exposures that overlap.",
         "",
     ]
-    for where, name in SECTIONS:
+    for where, name in _sections():
+        if name == "Steps":
+            out += ["## Steps", "", "Key: `steps[]`. Each entry of `steps` is a mapping with exactly one key, the step kind:", ""]
+            for model in STEP_KINDS.values():
+                out += [f"* `{model.kind}`: {(model.__doc__ or '').strip().splitlines()[0]} ([{model.__name__}](#{_anchor(model.__name__)}))"]
+            out.append("")
+            continue
         d = defs[name]
         out += [f"## {name}", "", f"Key: `{where}`." + (f" {d['description']}" if d.get("description") else ""), ""]
         required = set(d.get("required", []))
@@ -168,20 +184,16 @@ def markdown() -> str:
                 f"| `{key}` | {_cell(_type(prop))} | {_cell(default)} | {_cell(_range(prop))} | {_cell(prop.get('description', ''))} |"
             )
         out.append("")
-        if name == "Step":
-            out += ["Each entry of `steps` has exactly one key, the step kind:", ""]
-            for model in STEP_KINDS:
-                out += [f"* `{model.kind}`: {(model.__doc__ or '').strip().splitlines()[0]}"]
-            out.append("")
-        if name in {m.__name__ for m in STEP_KINDS}:
-            model = next(m for m in STEP_KINDS if m.__name__ == name)
+        if name in {m.__name__ for m in STEP_KINDS.values()}:
+            model = next(m for m in STEP_KINDS.values() if m.__name__ == name)
             out += ["Example:", "", "```yaml", "steps:", *("  - " + line if i == 0 else "    " + line
                                                              for i, line in enumerate(model.example.split("\n"))), "```", ""]
         if name == "Exposures":
             out += [
                 "Each entry takes exactly one trigger; the windows listed are exposed back to back, each",
-                "followed by the camera's dead time. `at_vertices`, `after_cycles` and `at_potentials` apply",
-                "to cv steps only. Triggers, one example each:",
+                "followed by the camera's dead time. Every step kind takes `every`, `at_start` and `at_end`;",
+                "the others are for the kinds that list them ("
+                + "; ".join(f"{m.kind}: {', '.join(m.triggers)}" for m in STEP_KINDS.values()) + "). Triggers, one example each:",
                 "",
             ]
             for trigger, text in TRIGGER_EXAMPLES.items():

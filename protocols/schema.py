@@ -1,9 +1,33 @@
+"""The experiment protocol schema (pydantic v2).
+
+A protocol file (YAML) holds: name and description; the sample/cell; the instruments; safety
+limits; the beam; the spectrometer windows; and ordered steps (the kinds registered in
+protocols/steps.py: `cv`, `hold`, `rest`), each with exposures attached. Quantities are written
+with units and stored in SI (protocols/units.py); every number has physical bounds, and the
+source limits must lie within the declared potentiostat's range. Unknown keys are errors
+everywhere. The format reference (docs/protocol-format.md) is generated from this module.
+"""
+
 from __future__ import annotations
 
+import difflib
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    GetCoreSchemaHandler,
+    StringConstraints,
+    Tag,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
 
 from insitem.protocols.units import (
     CURRENT,
@@ -20,7 +44,6 @@ from insitem.protocols.units import (
     Bounds,
     quantity,
     quote,
-    show,
 )
 
 ELEMENTARY_CHARGE_C = 1.602176634e-19
@@ -374,88 +397,92 @@ class Exposures(Strict):
 StepExposures = Annotated[list[Exposures], Field(max_length=100)]
 
 
-class CV(Strict):
-    """Cyclic voltammetry: a staircase from `start` through the `vertices` and back, `cycles` times."""
+class StepEntry(Strict):
+    """One entry of `steps`: a mapping with one key, the step kind, holding the step's fields.
 
-    kind: ClassVar[str] = "cv"
-    example: ClassVar[str] = (
-        "cv:\n  start: 1.0 V\n  vertices: [2.5 V, 0.5 V]\n  end: 1.0 V\n  sweep_rate: 40 mV/min\n  step: 1 mV\n"
-        "  cycles: 2\n  exposures:\n    - windows: [li-k]\n      at_vertices: true"
-    )
-    start: Potential = Field(description="potential at the start of each cycle")
-    vertices: list[Potential] = Field(min_length=1, max_length=100, description="turning potentials of each cycle")
-    end: Potential | None = Field(default=None, description="final potential (default: start)")
-    sweep_rate: SweepRate = Field(description="rate of the staircase ramp")
-    step: StepHeight = Field(default=1e-3, description="staircase step height")
-    cycles: _count(1, 100_000) = Field(default=1, description="number of cycles")
-    exposures: StepExposures = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _check(self) -> "CV":
-        problems = []
-        dwell = self.step / self.sweep_rate
-        if dwell < MIN_DWELL_S:
-            problems.append(f"step: {self.step:g} V at {self.sweep_rate:g} V/s is {dwell:.3g} s per point, "
-                            f"shorter than the {MIN_DWELL_S:g} s a source-measure point takes")
-        if self.duration_s > MAX_STEP_S:
-            problems.append(f"cycles: {self.cycles} cycles at {self.sweep_rate:g} V/s take {show(self.duration_s, TIME)}, "
-                            f"beyond the {show(MAX_STEP_S, TIME)} a step may last")
-        if problems:
-            raise problems_error(problems)
-        return self
-
-    @property
-    def potentials(self) -> list[float]:
-        return [self.start, *self.vertices, self.end if self.end is not None else self.start]
-
-    @property
-    def duration_s(self) -> float:
-        path = [self.start, *self.vertices, self.start]
-        travel = sum(abs(b - a) for a, b in zip(path[:-1], path[1:])) * self.cycles
-        end = self.end if self.end is not None else self.start
-        return (travel + abs(end - self.start)) / self.sweep_rate
-
-
-class Hold(Strict):
-    """A constant potential for a duration."""
-
-    kind: ClassVar[str] = "hold"
-    example: ClassVar[str] = "hold:\n  potential: 1.5 V\n  duration: 10 min\n  exposures:\n    - windows: [li-k]\n      every: 60 s"
-    potential: Potential = Field(description="potential held")
-    duration: StepDuration = Field(description="how long")
-    exposures: StepExposures = Field(default_factory=list)
-
-
-class Rest(Strict):
-    """Open circuit (potentiostat output off)."""
-
-    kind: ClassVar[str] = "rest"
-    example: ClassVar[str] = "rest:\n  duration: 2 min\n  exposures:\n    - windows: [li-k]\n      at_start: true"
-    duration: StepDuration = Field(description="how long")
-    exposures: StepExposures = Field(default_factory=list)
-
-
-class Step(Strict):
-    """One entry of `steps`: a mapping with exactly one of the keys cv, hold, rest."""
-
-    cv: CV | None = None
-    hold: Hold | None = None
-    rest: Rest | None = None
-
-    @model_validator(mode="after")
-    def _one(self) -> "Step":
-        given = [k for k in ("cv", "hold", "rest") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("each step needs exactly one of cv, hold, rest" + (f" (got {', '.join(given)})" if given else ""))
-        return self
-
-    @property
-    def body(self) -> CV | Hold | Rest:
-        return self.cv or self.hold or self.rest  # type: ignore[return-value]
+    Each registered kind (protocols/steps.py) gets a subclass with that one field; the union of
+    them, tagged by the key, is the type of `Protocol.steps`.
+    """
 
     @property
     def kind(self) -> str:
-        return self.body.kind
+        return next(iter(type(self).model_fields))
+
+    @property
+    def body(self) -> Any:
+        return getattr(self, self.kind)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _ENTRIES:  # another kind's key: this step is not of that kind
+            return None
+        return super().__getattr__(name)  # type: ignore[misc]
+
+
+_ENTRIES: dict[str, type[StepEntry]] = {}  # kind -> entry model, in registration order
+
+
+def register_step_kind(cls: type[BaseModel]) -> None:
+    """Make `cls` (a step kind of protocols/steps.py) a member of the steps union."""
+    kind = cls.kind  # type: ignore[attr-defined]
+    entry = create_model(f"{cls.__name__}Step", __base__=StepEntry, __doc__=cls.__doc__, __module__=__name__,
+                         **{kind: (cls, Field(description=(cls.__doc__ or "").strip().splitlines()[0]))})
+    globals()[entry.__name__] = entry  # found by name here, so a validated protocol pickles
+    _ENTRIES[kind] = entry
+    _rebuild()
+
+
+def unregister_step_kind(kind: str) -> None:
+    entry = _ENTRIES.pop(kind, None)
+    if entry is not None:
+        globals().pop(entry.__name__, None)
+    _rebuild()
+
+
+def _rebuild() -> None:
+    # Protocol builds its validator on first use (defer_build); once built, a new kind rebuilds it
+    if "Protocol" in globals() and Protocol.__pydantic_complete__:
+        Protocol.model_rebuild(force=True)
+
+
+class _UnknownStep(Strict):
+    """Stands for a steps entry that names no registered kind: explains what is wrong."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _explain(cls, data: Any) -> Any:
+        kinds = ", ".join(_ENTRIES)
+        if not isinstance(data, dict) or not data:
+            raise ValueError(f"each step is a mapping with one key, the step kind ({kinds})")
+        keys = [str(k) for k in data]
+        if len(keys) > 1:
+            known = [k for k in keys if k in _ENTRIES]
+            raise ValueError(f"each step needs exactly one of {kinds}" + (f" (got {', '.join(known)})" if known else f" (got {', '.join(map(quote, keys[:3]))})"))
+        near = difflib.get_close_matches(keys[0], list(_ENTRIES), n=1, cutoff=0.6)
+        raise ValueError(f"unknown step kind {quote(keys[0])}" + (f": did you mean {near[0]}?" if near else "") + f" (kinds: {kinds})")
+
+
+def _step_tag(value: Any) -> str:
+    if isinstance(value, StepEntry):
+        return value.kind
+    if isinstance(value, dict) and len(value) == 1:
+        key = next(iter(value))
+        if key in _ENTRIES:
+            return str(key)
+    return UNKNOWN_STEP
+
+
+UNKNOWN_STEP = "__unknown__"
+UNKNOWN_STEP_MODEL = _UnknownStep
+
+
+class Steps:
+    """The type of one `steps` entry: the union of the registered kinds, tagged by the key."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        members = [Annotated[entry, Tag(kind)] for kind, entry in _ENTRIES.items()]
+        members.append(Annotated[_UnknownStep, Tag(UNKNOWN_STEP)])
+        return handler.generate_schema(Annotated[Union[tuple(members)], Discriminator(_step_tag)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,6 +503,8 @@ class DriftCorrection(Strict):
 
 
 class Protocol(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # built once the step kinds are registered
+
     name: Name = Field(description="protocol name (letters, digits, _ . -)")
     description: LongText = ""
     reference: ShortText = Field(default="", description="the publication the protocol reproduces")
@@ -485,7 +514,7 @@ class Protocol(Strict):
     beam: Beam
     spectrometer: Spectrometer
     drift: DriftCorrection = DriftCorrection()
-    steps: list[Step] = Field(min_length=1, max_length=10_000)
+    steps: list[Steps] = Field(min_length=1, max_length=10_000, description="what to do, in order: each entry one step kind")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Protocol":
@@ -539,32 +568,22 @@ class Protocol(Strict):
         return []
 
     def _step_problems(self) -> list[str]:
-        s = self.safety
         names = {w.name for w in self.spectrometer.windows}
         out = []
         for i, step in enumerate(self.steps):
             body = step.body
             where = f"steps[{i}].{body.kind}"
-            if isinstance(body, CV):
-                fields = [("start", body.start), *((f"vertices[{j}]", v) for j, v in enumerate(body.vertices))]
-                if body.end is not None:
-                    fields.append(("end", body.end))
-                for field, v in fields:
-                    if not s.voltage_min <= v <= s.voltage_max:
-                        out.append(f"{where}.{field}: potential {v:g} V outside the safety window [{s.voltage_min:g}, {s.voltage_max:g}] V")
-            if isinstance(body, Hold) and not s.voltage_min <= body.potential <= s.voltage_max:
-                out.append(f"{where}.potential: {body.potential:g} V outside the safety window [{s.voltage_min:g}, {s.voltage_max:g}] V")
+            out += [f"{where}.{p}" for p in body.safety_problems(self)]
             for k, ex in enumerate(body.exposures):
                 for j, w in enumerate(ex.windows):
                     if w not in names:
                         out.append(f"{where}.exposures[{k}].windows[{j}]: unknown window {w!r} (have {', '.join(sorted(names))})")
-                if not isinstance(body, CV) and ex.trigger in CV_ONLY_TRIGGERS:
-                    out.append(f"{where}.exposures[{k}].{ex.trigger}: applies to cv steps only; a {body.kind} step takes every, at_start or at_end")
-                if isinstance(body, CV) and ex.after_cycles and max(ex.after_cycles) > body.cycles:
-                    out.append(f"{where}.exposures[{k}].after_cycles: cycle {max(ex.after_cycles)} > cycles {body.cycles}")
-                if isinstance(body, CV) and ex.at_potentials:
-                    lo, hi = min(body.potentials), max(body.potentials)
-                    for j, v in enumerate(ex.at_potentials):
-                        if not lo <= v <= hi:
-                            out.append(f"{where}.exposures[{k}].at_potentials[{j}]: {v:g} V is never reached (the sweep spans {lo:g}-{hi:g} V)")
+                if ex.trigger not in body.triggers:
+                    out.append(f"{where}.exposures[{k}].{ex.trigger}: a {body.kind} step takes {', '.join(body.triggers)}")
         return out
+
+
+# the built-in step kinds register themselves (steps.py imports this module's field types)
+from insitem.protocols.steps import CV, STEP_KINDS, Hold, Rest, StepKind  # noqa: E402
+
+__all__ = ["CV", "STEP_KINDS", "Hold", "Protocol", "Rest", "StepKind"]

@@ -55,11 +55,12 @@ def registry() -> pint.UnitRegistry:
 class UnitKind:
     """What a field measures: its SI unit, the pint dimensionality, a unit to show values in, an example."""
 
-    def __init__(self, name: str, si_unit: str, example: str, display: str | None = None) -> None:
+    def __init__(self, name: str, si_unit: str, example: str, display: str | None = None, display_per_si: float = 1.0) -> None:
         self.name = name
         self.si_unit = si_unit
         self.example = example
         self.display = display or si_unit
+        self.display_per_si = display_per_si  # SI value x this = value in the display unit
 
     @functools.cached_property
     def dimensionality(self) -> Any:
@@ -74,8 +75,8 @@ SWEEP_RATE = UnitKind("sweep rate", "V/s", "40 mV/min")
 DRIFT_RATE = UnitKind("drift rate", "m/s", "1 nm/min")
 ENERGY = UnitKind("energy", "eV", "420 eV")
 DISPERSION = UnitKind("dispersion", "eV", "0.1 eV")  # per channel
-DOSE_RATE = UnitKind("dose rate", "electron/m**2/s", "10 e/Å^2/s", display="e/Å^2/s")
-DOSE = UnitKind("dose", "electron/m**2", "1e5 e/Å^2", display="e/Å^2")
+DOSE_RATE = UnitKind("dose rate", "electron/m**2/s", "10 e/Å^2/s", display="e/Å^2/s", display_per_si=1e-20)
+DOSE = UnitKind("dose", "electron/m**2", "1e5 e/Å^2", display="e/Å^2", display_per_si=1e-20)
 
 #: longest quantity text read: '1.5 V' and '1e5 e/Å^2/s' are short, and a cap before parsing keeps
 #: the time to reject a value independent of its length (pint's parser is not linear in it)
@@ -130,9 +131,7 @@ def show(value_si: float, kind: UnitKind) -> str:
     if kind is TIME and abs(value_si) >= 7200:
         unit, scale = ("days", _DAY_S) if abs(value_si) >= 2 * _DAY_S else ("h", 3600.0)
         return f"{value_si / scale:.4g} {unit} ({value_si:.4g} s)"
-    if kind.display != kind.si_unit:
-        return format_quantity(value_si, kind.display, kind.si_unit)
-    return f"{value_si:.4g} {kind.si_unit}"
+    return f"{value_si * kind.display_per_si:.4g} {kind.display}"  # no pint here: show() runs at import
 
 
 def parse_quantity(value: Any, kind: UnitKind, bounds: Bounds | None = None, count_hint: str = "") -> float:

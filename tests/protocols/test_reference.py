@@ -16,7 +16,7 @@ import yaml
 from insitem.protocols import reference
 from insitem.protocols.loader import library_dir, loads
 from insitem.protocols.plan import make_plan
-from insitem.protocols.schema import TRIGGER_EXAMPLES
+from insitem.protocols.schema import STEP_KINDS, TRIGGER_EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = yaml.safe_load((Path(__file__).parent / "full.yaml").read_text(encoding="utf-8"))
@@ -74,7 +74,7 @@ def _with_step(step: dict) -> str:
     return yaml.safe_dump(tree, allow_unicode=True, sort_keys=False)
 
 
-@pytest.mark.parametrize("model", reference.STEP_KINDS, ids=lambda m: m.kind)
+@pytest.mark.parametrize("model", list(STEP_KINDS.values()), ids=lambda m: m.kind)
 def test_every_step_example_plans(model: type) -> None:
     plan = make_plan(loads(_with_step(yaml.safe_load(model.example))))
     assert plan.steps[0].kind == model.kind and plan.images
@@ -87,7 +87,7 @@ def _yaml_blocks(page: str) -> list[object]:
 
 @pytest.mark.parametrize("trigger", list(TRIGGER_EXAMPLES))
 def test_every_trigger_example_plans(trigger: str) -> None:
-    cv = yaml.safe_load(reference.CV.example)["cv"]
+    cv = yaml.safe_load(STEP_KINDS["cv"].example)["cv"]
     cv["exposures"] = [yaml.safe_load(TRIGGER_EXAMPLES[trigger])]
     plan = make_plan(loads(_with_step({"cv": cv})))
     assert plan.images and {e.trigger for e in plan.images} == {trigger}
