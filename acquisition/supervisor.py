@@ -43,10 +43,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-#: lease time to live (s): the longest legitimate gap between two renewals of the run's
-#: controlling thread is 0.2 s on loopback instruments (a camera configure or a Keithley
-#: configure; bench/bench_supervisor.py prints it); 2 s leaves a 10x margin for a loaded PC and slow
-#: real instruments, and bounds the time from a stall to the safe state (docs/reliability.md)
+#: lease time to live (s): the longest gap between two renewals of the run's controlling thread
+#: in a whole loopback-hold run is 0.10-0.12 s (its longest blocking calls: configuring the
+#: Keithley or the camera, starting an exposure; `python -m bench supervisor` prints it, the
+#: supervisor logs it at every release); 2 s leaves a 16x margin for a loaded PC and slower real
+#: instruments, and bounds the time from a stall to the safe state (docs/reliability.md)
 DEFAULT_TTL_S = 2.0
 #: lease time to live while the run sets up (imports, connects, creates its file): nothing is
 #: switched on yet, and first imports take seconds on a loaded PC; the run arms the short lease
