@@ -7,9 +7,17 @@ reaches the user.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from insitem.acquisition.signal_gate import GATE
+
+if __name__ == "__main__" or Path(sys.argv[0]).stem == "insitem":
+    # the command line: stop signals are held from here on, so one that comes during the imports
+    # below is acted on where stopping is clean (acquisition/signal_gate.py)
+    GATE.hold()
+
+import argparse  # noqa: E402
 from typing import Callable, Sequence
 
 from rich.table import Table
@@ -256,7 +264,13 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        GATE.release(redeliver=False)
+        raise
+    if args.command != "run":
+        GATE.release()  # Python's own signal handling; a signal held since launch is delivered now
     try:
         return int(args.func(args))
     except InsitemError as exc:

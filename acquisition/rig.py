@@ -82,8 +82,9 @@ def build_rig(
     return SimRigBundle.create(protocol, clock, resume_from=resume_from)
 
 
-def build_hardware_rig(protocol: Protocol, clock: Clock, overrides: dict[str, str]) -> RigBundle:
-    """Real drivers from the protocol's resource strings (or `--resource` overrides)."""
+def hardware_resources(protocol: Protocol, overrides: dict[str, str]) -> dict[str, str]:
+    """{role: resource} of a hardware run: the protocol's resource strings or `--resource`
+    overrides. One-line ResourceError when a role has none."""
     inst = protocol.instruments
     resources = {
         "potentiostat": overrides.get("potentiostat", inst.potentiostat.resource),
@@ -93,9 +94,16 @@ def build_hardware_rig(protocol: Protocol, clock: Clock, overrides: dict[str, st
     for role, res in resources.items():
         if not res:
             raise ResourceError(f"{role}: no resource string (set instruments.{role}.resource or --resource {role}=...)")
+    return resources
+
+
+def build_hardware_rig(protocol: Protocol, clock: Clock, overrides: dict[str, str]) -> RigBundle:
+    """Real drivers from the protocol's resource strings (or `--resource` overrides)."""
+    inst = protocol.instruments
+    resources = hardware_resources(protocol, overrides)
     opened: list[Any] = []
     try:
-        pot = _open_potentiostat(inst.potentiostat.model, resources["potentiostat"], clock)
+        pot = open_potentiostat(inst.potentiostat.model, resources["potentiostat"], clock)
         opened.append(pot)
         from insitem.drivers.gif.camera import GifCamera, GifCameraConfig
 
@@ -123,14 +131,18 @@ def build_hardware_rig(protocol: Protocol, clock: Clock, overrides: dict[str, st
     return HardwareRigBundle(Rig(pot, cam, scope, clock), protocol)
 
 
-def _open_potentiostat(model: str, resource: str, clock: Clock) -> Any:
+def open_potentiostat(model: str, resource: str, clock: Clock, timeout_s: float | None = None) -> Any:
+    """The driver of potentiostat `model` on `resource` (connected, identity checked); `timeout_s`:
+    the reply timeout (the driver's default when None)."""
     from insitem.drivers.keithley.k2400 import Keithley2400
     from insitem.drivers.keithley.k2450 import Keithley2450
 
     cls = {"keithley2400": Keithley2400, "keithley2450": Keithley2450}.get(model)
     if cls is None:
         raise ResourceError(f"potentiostat model {model!r}: expected keithley2400 or keithley2450")
-    return cls(resource, clock=clock)
+    if timeout_s is None:
+        return cls(resource, clock=clock)
+    return cls(resource, clock=clock, timeout_s=timeout_s)
 
 
 class HardwareRigBundle(RigBundle):

@@ -1,13 +1,23 @@
 """`insitem run`: build the rig, open the run file, run the plan under signal handlers, report.
 
-Signals: the first Ctrl-C (SIGINT) asks the runner to finish the running exposure (every
-sub-exposure of a summed image) and stop cleanly; a second Ctrl-C, or SIGTERM, stops at once (an
-image cut short is stored flagged partial, with its true beam-on time and dose). Either way the
-runner puts the rig in its safe state and closes the file with the status and the reason.
+A hardware run first starts its safety supervisor (acquisition/supervisor.py) and renews its
+lease from then on; only then does it touch an instrument.
 
-Exit status: 0 completed, 1 failed (device fault, safety limit, disk full), 2 bad input
-(protocol, resource, a run file that cannot be resumed), 3 stopped after Ctrl-C (the running
-exposure finished), 4 stopped at once (second Ctrl-C or SIGTERM).
+Signals, from launch on (acquisition/signal_gate.py holds them until the run can act):
+* before the runner runs, any stop signal ends the command at the next clean point: the
+  instruments (if touched) are put safe, a run file already created is closed with status
+  ``interrupted`` (it resumes), and one line says so;
+* while the runner runs, the first Ctrl-C (SIGINT) finishes the running exposure (every
+  sub-exposure of a summed image) and stops cleanly; a second Ctrl-C, SIGTERM or SIGHUP (terminal
+  closed) stops at once (an image cut short is stored flagged partial, with its true beam-on time
+  and dose); on a hardware run SIGTSTP (Ctrl-Z) stops at once too, since a paused run with the
+  beam on is never safe (a dry run pauses as usual). Either way the runner puts the rig in its
+  safe state and closes the file with the status and the reason.
+
+Exit status: 0 completed, 1 failed (device fault, safety limit, disk full, a lost supervisor, a
+stop signal before the run started), 2 bad input (protocol, resource, a run file that cannot be
+resumed), 3 stopped after Ctrl-C (the running exposure finished), 4 stopped at once (second
+Ctrl-C, SIGTERM, SIGHUP, SIGTSTP, a lapsed safety lease).
 """
 
 from __future__ import annotations
@@ -25,12 +35,13 @@ import numpy as np
 from rich.console import Console
 
 from insitem.acquisition.progress import STATUS_INTERVAL_S, LiveProgress
-from insitem.acquisition.rig import RigBundle, build_rig, parse_resource_overrides
+from insitem.acquisition.rig import RigBundle, build_rig, hardware_resources, parse_resource_overrides
 from insitem.acquisition.runfile import RunFile, RunFileConfig, RunFileError, WindowSpec, check_writable
 from insitem.acquisition.runner import Runner, RunResult, StopNow, camera_settings
-from insitem.acquisition.watchdog import Watchdog
+from insitem.acquisition.signal_gate import GATE, signal_name
+from insitem.acquisition.supervisor import Lease, LeasedClock, LeaseLapsed, SupervisorLost
 from insitem.drivers.clock import Clock, PacedClock, RealClock, VirtualClock
-from insitem.drivers.errors import ProtocolError
+from insitem.drivers.errors import InsitemError, ProtocolError
 from insitem.drivers.interfaces import InstrumentIdentity
 from insitem.protocols.loader import load_and_plan, loads
 from insitem.protocols.plan import Plan, make_plan
@@ -132,17 +143,30 @@ def continue_time_s(path: Path, real_time: bool) -> float:
     return t
 
 
-class SignalHandlers:
-    """Install SIGINT/SIGTERM handlers for the duration of a run."""
+class RunStoppedEarly(InsitemError):
+    """A stop signal (or a lease problem) before the runner ran: one line, exit 1."""
 
-    def __init__(self, runner: Runner) -> None:
+
+SIGHUP = getattr(signal, "SIGHUP", None)
+SIGTSTP = getattr(signal, "SIGTSTP", None)
+
+
+class SignalHandlers:
+    """Install the run's SIGINT/SIGTERM/SIGHUP (and, on hardware, SIGTSTP) handlers for its duration."""
+
+    def __init__(self, runner: Runner, hardware: bool = False) -> None:
         self.runner = runner
+        self.hardware = hardware
         self._old: dict[int, Any] = {}
         self._sigints = 0
 
     def __enter__(self) -> "SignalHandlers":
         self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
         self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+        if SIGHUP is not None:
+            self._old[SIGHUP] = signal.signal(SIGHUP, self._on_sighup)
+        if SIGTSTP is not None and self.hardware:
+            self._old[SIGTSTP] = signal.signal(SIGTSTP, self._on_sigtstp)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -160,21 +184,47 @@ class SignalHandlers:
     def _on_sigterm(self, signum: int, frame: types.FrameType | None) -> None:
         raise StopNow("SIGTERM: stopped at once")
 
+    def _on_sighup(self, signum: int, frame: types.FrameType | None) -> None:
+        raise StopNow("SIGHUP (terminal closed): stopped at once")
+
+    def _on_sigtstp(self, signum: int, frame: types.FrameType | None) -> None:
+        raise StopNow("SIGTSTP (Ctrl-Z): a hardware run cannot pause safely; stopped at once (resume with --resume)")
+
+
+def stop_pending(stage: str, consequence: str) -> None:
+    """Raise RunStoppedEarly when a stop signal came since launch (held by the gate)."""
+    sig = GATE.stop_pending()
+    if sig is not None:
+        GATE.take()  # acted on here: not delivered again
+        raise RunStoppedEarly(f"{signal_name(sig)} {stage}: stopped before the run started; {consequence}")
+
+
+def supervisor_log_path(path: Path) -> Path:
+    """The safety supervisor's log, next to the run file."""
+    return path.with_name(path.name + ".supervisor.log")
+
 
 def run_command(args: argparse.Namespace) -> int:
     hardware = bool(args.hardware)
-    overrides = parse_resource_overrides(args.resource)
-    start_step = 0
-    if args.resume is not None:
-        return _resume(args, hardware, overrides)
-    if not args.protocol:
-        raise ProtocolError("run: give a protocol file or name (or --resume RUN.h5)")
-    protocol, plan = load_and_plan(args.protocol)
-    from insitem.protocols.loader import resolve
+    GATE.hold()  # held already when launched from the command line; in-process callers too
+    try:
+        if SIGTSTP is not None and not hardware:
+            GATE.release_one(SIGTSTP)  # a dry run may pause
+        overrides = parse_resource_overrides(args.resource)
+        start_step = 0
+        if args.resume is not None:
+            return _resume(args, hardware, overrides)
+        if not args.protocol:
+            raise ProtocolError("run: give a protocol file or name (or --resume RUN.h5)")
+        protocol, plan = load_and_plan(args.protocol)
+        from insitem.protocols.loader import resolve
 
-    protocol_text = resolve(args.protocol).read_text(encoding="utf-8")
-    path = run_file_path(args.out, protocol.name)
-    return _execute(args, plan, protocol_text, path, hardware, overrides, start_step, runfile=None)
+        protocol_text = resolve(args.protocol).read_text(encoding="utf-8")
+        stop_pending("while loading the protocol", "nothing was touched, no run file written")
+        path = run_file_path(args.out, protocol.name)
+        return _execute(args, plan, protocol_text, path, hardware, overrides, start_step, runfile=None)
+    finally:
+        GATE.release()  # a signal held after the run (while figures are drawn) acts now
 
 
 def _resume(args: argparse.Namespace, hardware: bool, overrides: dict[str, str]) -> int:
@@ -197,6 +247,7 @@ def _resume(args: argparse.Namespace, hardware: bool, overrides: dict[str, str])
         if start_step >= len(plan.steps):
             raise ProtocolError(f"--resume {path}: every step completed; nothing to resume")
         t0_s = continue_time_s(path, real_time=hardware or bool(args.realtime))
+        stop_pending("while reading the run file", f"nothing was touched; {path} is unchanged")
         runfile = RunFile.reopen_for_append(path, t_s=t0_s)
     return _execute(args, plan, text, path, hardware, overrides, start_step, runfile=runfile, t0_s=t0_s)
 
@@ -212,40 +263,73 @@ def _execute(
     runfile: RunFile | None,
     t0_s: float = 0.0,
 ) -> int:
+    """Start the supervisor (hardware), build the rig, create the file, run. Until the runner runs,
+    a held stop signal, a fault or a lease problem ends here: the rig is put safe, a file already
+    open is closed as ``interrupted`` (resumable), the supervisor is released."""
     clock = make_clock(args, hardware, t0_s)
-    bundle = build_rig(plan.protocol, clock, hardware=hardware, overrides=overrides, resume_from=path if runfile else None, start_step=start_step)
-    if not hardware:
-        return _run(args, plan, protocol_text, path, hardware, start_step, runfile, clock, bundle)
-    model = plan.protocol.instruments.potentiostat.model
-    pot_res, scope_res = getattr(bundle.rig.potentiostat, "resource", ""), bundle.rig.microscope.resource
-    # if this process dies without running its own safe state, the watchdog does it
-    with Watchdog(model, pot_res, scope_res):
-        return _run(args, plan, protocol_text, path, hardware, start_step, runfile, clock, bundle)
-
-
-def _run(
-    args: argparse.Namespace,
-    plan: Plan,
-    protocol_text: str,
-    path: Path,
-    hardware: bool,
-    start_step: int,
-    runfile: RunFile | None,
-    clock: Clock,
-    bundle: RigBundle,
-) -> int:
+    lease: Lease | None = None
+    bundle: RigBundle | None = None
+    state = "the run file is unchanged" if runfile is not None else "no run file written"
     try:
+        if hardware:
+            res = hardware_resources(plan.protocol, overrides)
+            lease = Lease(plan.protocol.instruments.potentiostat.model, res["potentiostat"], res["microscope"],
+                          log_path=supervisor_log_path(path))
+            clock = LeasedClock(clock, lease)
+            stop_pending("while the safety supervisor started", f"nothing was touched, {state}")
+        bundle = build_rig(plan.protocol, clock, hardware=hardware, overrides=overrides, resume_from=path if runfile else None, start_step=start_step)
+        _renew(lease)
+        stop_pending("while connecting to the instruments", f"instruments put in their safe state, {state}")
         identities = bundle.identify()
         if runfile is None:
             config = runfile_config(plan, bundle, protocol_text, identities)
+            _renew(lease)
             try:
                 runfile = RunFile.create(path, config)
             except OSError as exc:  # disk full, no permission: one line, not a traceback
                 raise RunFileError(f"cannot create the run file {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        bundle.rig.safe_state()
-        bundle.close()
+        _renew(lease)
+        runner, progress = _make_runner(args, plan, start_step, runfile, clock, bundle, lease)
+        if lease is not None:
+            lease.arm()  # waits for the supervisor; the short lease from here on, nothing is on before
+        stop_pending("while the run started", f"instruments put in their safe state; {path} closed as interrupted (resume with --resume)")
+    except BaseException as exc:
+        _stop_before_start(exc, bundle, runfile, lease, path)
+        if isinstance(exc, (LeaseLapsed, SupervisorLost)):
+            raise RunStoppedEarly(f"{exc} before the run started; {state}") from None
         raise
+    try:
+        return _run(args, plan, path, hardware, bundle, runner, progress, lease, runfile)
+    finally:
+        if lease is not None:
+            lease.release(confirmed=False)  # no-op once the runner released it
+
+
+def _renew(lease: Lease | None) -> None:
+    if lease is not None:
+        lease.renew(force=True)
+
+
+def _stop_before_start(exc: BaseException, bundle: RigBundle | None, runfile: RunFile | None, lease: Lease | None, path: Path) -> None:
+    """The way out before the runner ran (a signal, a fault): safe state, file closed, lease released."""
+    failures: list[str] = []
+    if bundle is not None:
+        failures = bundle.rig.safe_state()
+        bundle.close()
+    if runfile is not None:
+        try:
+            runfile.close("interrupted", f"stopped before the run started: {type(exc).__name__}: {exc}; resume with --resume {path}")
+        except Exception:  # noqa: BLE001 - the file may be the thing that failed
+            pass
+    if lease is not None:
+        # nothing touched, or the run's own safe state confirmed: the supervisor exits quietly;
+        # else it takes over and retries
+        lease.release(confirmed=not failures)
+
+
+def _make_runner(
+    args: argparse.Namespace, plan: Plan, start_step: int, runfile: RunFile, clock: Clock, bundle: RigBundle, lease: Lease | None
+) -> tuple[Runner, LiveProgress]:
     progress = LiveProgress(plan, clock.now, console=console, live_profile=bundle.live_profile, enabled=not args.no_progress,
                             status_interval_s=getattr(args, "status_every", STATUS_INTERVAL_S))
     if not progress.enabled:
@@ -255,11 +339,30 @@ def _run(
         progress.live_profile = None
     runner = Runner(plan, bundle.rig, runfile, progress=progress, start_step=start_step, ground_truth=bundle.ground_truth,
                     use_sweeps=True if getattr(args, "sweeps", False) else None)
+    runner.lease = lease
     bundle.attach_runner(runner)
+    return runner, progress
+
+
+def _run(
+    args: argparse.Namespace, plan: Plan, path: Path, hardware: bool, bundle: RigBundle, runner: Runner, progress: LiveProgress,
+    lease: Lease | None, runfile: RunFile,
+) -> int:
     mode = "hardware" if hardware else ("simulation, paced at %gx" % args.speed if args.realtime else "dry run on the simulators (virtual clock)")
+    if lease is not None:
+        mode += f" (safety supervisor pid {lease.pid}, lease {lease.ttl_s:g} s; log {supervisor_log_path(path)})"
     console.print(f"insitem run {plan.protocol.name}: {mode}; writing {path}", soft_wrap=True)
-    with SignalHandlers(runner), progress:
-        result: RunResult = runner.run()
+    with SignalHandlers(runner, hardware), progress:
+        # the runner's handlers are in place: a signal held since launch is acted on now
+        held = GATE.take()
+        if held and held[0] == signal.SIGINT:
+            console.print("[yellow]Ctrl-C before the run started: stopping after the setup[/]")
+            runner.request_stop()
+            held = []
+        if held:
+            result: RunResult = runner.abort_before_start(f"{signal_name(held[0])} before the first step: stopped at once")
+        else:
+            result = runner.run()
     bundle.checkpoint(path)
     bundle.close()
     console.print(

@@ -37,6 +37,7 @@ import numpy as np
 from insitem.drivers.errors import ComplianceError, InsitemError, InstrumentError, SafetyLimitError
 from insitem.acquisition.drift_control import DriftController
 from insitem.acquisition.frame_worker import IoWorker, QueuedRunFile
+from insitem.acquisition.supervisor import LeaseLapsed, SupervisorLost
 from insitem.drivers.interfaces import CameraSettings, Frame, PotentiostatConfig, Reading, Rig
 from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
 from insitem.protocols.schema import Protocol
@@ -66,7 +67,7 @@ def camera_settings(protocol: Protocol, window_name: str) -> CameraSettings:
 
 
 class StopNow(Exception):
-    """Raised (from a signal handler or a watchdog) to stop at once."""
+    """Raised (from a signal handler) to stop at once."""
 
 
 class Progress(TypingProtocol):
@@ -207,11 +208,20 @@ class Runner:
         self._open_image: _OpenImage | None = None  # the image being exposed (the runner's side)
         self._open_step: int | None = None  # index of the step begun and not yet ended
         self._drift_control: DriftController | None = None  # protocol `drift`: tracking and correction
+        # -- safety lease (hardware runs; acquisition/supervisor.py) --
+        #: the run's end of the supervisor's lease (`Lease`), or None (dry runs, in-process tests)
+        self.lease: Any = None
+        self._stopped_by: BaseException | None = None  # the StopNow / LeaseLapsed that ended the run
 
     # -- control ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Finish the running exposure, then stop cleanly (first Ctrl-C)."""
         self._stop_requested.set()
+
+    def abort_before_start(self, reason: str) -> RunResult:
+        """End without running a step (a stop signal before the first): safe state, file closed
+        with status ``interrupted``."""
+        return self._finish("interrupted", reason)
 
     @property
     def stop_requested(self) -> bool:
@@ -241,9 +251,17 @@ class Runner:
                 if self.stop_requested:
                     status, reason = "stopped", "stop requested (Ctrl-C): stopped after the running exposure"
                     break
-            self._io.drain()  # the last read-out and writes, and any error they raised
+            while not self._io.wait_camera_free(0.05):  # the last read-out, renewing the lease
+                self._renew()
+            self._io.drain()  # the last writes, and any error they raised
+        except LeaseLapsed as exc:
+            status, reason = "interrupted", f"{exc}; resume with --resume"
+            self._stopped_by = exc
+        except SupervisorLost as exc:
+            status, reason = "failed", f"SupervisorLost: {exc}"
         except StopNow as exc:
             status, reason = "interrupted", str(exc) or "stopped at once"
+            self._stopped_by = exc
         except KeyboardInterrupt:
             status, reason = "interrupted", "second Ctrl-C: stopped at once"
         except InsitemError as exc:
@@ -260,6 +278,8 @@ class Runner:
         # The safe state first: nothing below may prevent it.
         failures = self.rig.safe_state()
         t = self._now_safe()
+        if self.lease is not None:  # confirmed: the supervisor exits; else it takes over
+            self.lease.release(confirmed=not failures)
         # then the I/O thread: queued writes run; read-outs not yet started run too (the beam is
         # blanked; the frames are in the camera) unless a fault ended the run; afterwards the file
         # is this thread's alone
@@ -270,7 +290,7 @@ class Runner:
             self._io.abandon()
         self.file = self._runfile
         try:
-            self._store_partial_image(t, status)
+            self._store_partial_image(t, status, self._beam_off_time(t))
             if self._open_step is not None:
                 self.file.end_step(self._open_step, t, "interrupted")
                 self._open_step = None
@@ -298,7 +318,7 @@ class Runner:
         self.progress.event("INFO" if status == "completed" else "ERROR", f"run {status}{': ' + reason if reason else ''}")
         return RunResult(status, reason, self._exposures, self._ec_points, failures)
 
-    def _store_partial_image(self, t_safe: float, status: str) -> None:
+    def _store_partial_image(self, t_safe: float, status: str, t_beam_off: float | None = None) -> None:
         """After an immediate stop mid-image: the sub-exposures read so far as one image flagged
         partial, with the true beam-on time and dose (the running sub-exposure's beam time runs to
         the safe state); without any sub-exposure read, an event says what the sample received."""
@@ -306,8 +326,9 @@ class Runner:
         self._open_image = None
         if img is None:
             return
-        if img.t_exposing_since is not None and math.isfinite(t_safe):
-            on = max(0.0, t_safe - img.t_exposing_since)
+        t_off = t_safe if t_beam_off is None else t_beam_off  # a lease lapse: the supervisor's blank
+        if img.t_exposing_since is not None and math.isfinite(t_off):
+            on = max(0.0, t_off - img.t_exposing_since)
             img.beam_on_s += on
             img.dose_e_per_m2 += on * img.dose_rate_e_per_m2_s
             self._dose_e_per_m2 += on * img.dose_rate_e_per_m2_s
@@ -475,6 +496,7 @@ class Runner:
         """Wait until the last read-out has left the camera, running the stairs that fall due
         meanwhile (PC-timed). Returns the index of the next stair. Immediate on a virtual clock."""
         while not self._io.wait_camera_free(0.0):
+            self._renew()
             if self._stopping:
                 self._io.wait_camera_free(0.05)
             elif i < len(t) and self.clock.now() >= t[i] - self._lead(step.dwell_s) - 3e-3:
@@ -490,12 +512,16 @@ class Runner:
         """Run staircase points i..j-1: one instrument-timed sweep per chunk where the backend
         offers it, else PC-timed (set the level at each point, measure at the end of each stair)."""
         pot = self.rig.potentiostat
-        if not pc_timed and self.use_sweeps and pot.supports_sweep and not np.isnan(v[i:j]).any():
+        # a sweep blocks the controlling thread: with a safety lease, only sweeps of stairs well
+        # inside the lease's time to live, cut into chunks that are too
+        fits_lease = self.lease is None or step.dwell_s <= 0.5 * self.lease.ttl_s
+        if not pc_timed and self.use_sweeps and pot.supports_sweep and fits_lease and not np.isnan(v[i:j]).any():
             k = i
             while k < j:
                 if self._stopping and self._exposure_readings is None:
                     return
                 self._io.check()
+                self._renew()
                 if self.clock.now() > t[k] + 1e-9:
                     # late (camera read-out, slow I/O): run this stair PC-timed so the sweep that
                     # follows starts on its schedule instead of shifting every later stair
@@ -503,6 +529,8 @@ class Runner:
                     k += 1
                     continue
                 m = min(j, k + self.sweep_chunk)
+                if self.lease is not None:
+                    m = min(m, k + max(1, int(0.5 * self.lease.ttl_s / step.dwell_s)))
                 self.clock.sleep_until(t[k] - self._lead(step.dwell_s))
                 self._measure_pending(int(cyc[k]), step.index)
                 self.clock.sleep_until(t[k])
@@ -515,6 +543,7 @@ class Runner:
             if self._stopping and self._exposure_readings is None:
                 return
             self._io.check()
+            self._renew()
             # the stair before ends at t[k]: its reading ends then too, and the next level is set on time
             self.clock.sleep_until(t[k] - self._lead(step.dwell_s))
             self._measure_pending(int(cyc[k - 1]) if k > 0 else int(cyc[k]), step.index)
@@ -539,6 +568,8 @@ class Runner:
 
     def _ensure_output(self, on: bool) -> None:
         if on != self._output_on:
+            if on and self.lease is not None:
+                self.lease.require_live("to switch the potentiostat output on")
             self.rig.potentiostat.set_output(on)
             self._output_on = on
 
@@ -597,6 +628,8 @@ class Runner:
         self.clock.sleep_until(exp.t_start_s + self._offset)
         if self._drift_control is not None and exp.subframe == 0:
             self._drift_control.apply(self.rig.microscope, self.clock.now())  # beam still blanked
+        if self.lease is not None:
+            self.lease.require_live("to unblank the beam")
         if exp.subframe == 0 or self._open_image is None:
             self._open_image = _OpenImage(exp, self.rig.microscope.beam.dose_rate_e_per_m2_s)
         self._open_image.t_exposing_since = self.clock.now()
@@ -665,6 +698,21 @@ class Runner:
                 self._log("WARNING", f"{exp.window} image at t = {acc.t_start_s:.1f} s: {acc.saturated_px} saturated pixels", self._runfile)
             self._write_ground_truth(self.clock.now(), self._runfile)
         self.progress.exposure_done(exp, frame.data if exp.n_subframes == 1 else (acc.data if acc.data is not None else frame.data), frame.t_start_s)
+
+    # -- safety lease -------------------------------------------------------------------------------
+    def _renew(self) -> None:
+        """Renew the supervisor's lease from the controlling thread's loops (no-op without one)."""
+        if self.lease is not None:
+            self.lease.renew()
+
+    def _beam_off_time(self, t_safe: float) -> float:
+        """When the beam went off after a stop: the supervisor's read-back blank when a lease
+        lapse told it (rig clock), else the run's own safe state `t_safe`."""
+        mono = getattr(self._stopped_by, "beam_blanked_mono_s", math.nan)
+        to_rig = getattr(self.clock, "rig_time_of", None)
+        if to_rig is None or not math.isfinite(mono) or not math.isfinite(t_safe):
+            return t_safe
+        return min(t_safe, float(to_rig(mono)))
 
     # -- helpers ------------------------------------------------------------------------------------
     def _write_ground_truth(self, t_s: float, file: RunFileSink | None = None) -> None:

@@ -7,8 +7,8 @@ Expectations:
 * ``recovered`` - the run completes (status ``completed``) with every planned exposure;
 * ``safe stop`` - the run ends early with status failed / stopped / interrupted and a reason
   that names the fault; every exposure and electrochemical point completed before it is in the file;
-* ``killed`` - SIGKILL: none of the run's code runs on the way out; its dead-man watchdog
-  (acquisition/watchdog.py) puts the instruments in their safe state, the file holds what was
+* ``killed`` - SIGKILL: none of the run's code runs on the way out; its safety supervisor
+  (acquisition/supervisor.py) sees the lease end and puts the instruments in their safe state, the file holds what was
   committed and ``--resume`` finishes the run;
 * ``reported unsafe`` - software cannot reach the safe state (a blanker that keeps refusing):
   the run stops with CRITICAL "safe state not confirmed" and the emulator state proves the

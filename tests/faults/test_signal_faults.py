@@ -7,9 +7,9 @@ CLI with one hook that signals the process at the moment.
 * SIGINT (first Ctrl-C): the running exposure is finished, then a clean stop - status
   ``stopped``, exit 3, instruments safe.
 * SIGTERM: stop at once - status ``interrupted`` naming SIGTERM, exit 4, instruments safe.
-* SIGKILL: nothing of the run's own code runs on the way out; its dead-man watchdog
-  (acquisition/watchdog.py) sees the pipe close and puts the potentiostat and the beam in their
-  safe state. The file (SWMR) holds every committed exposure and flushed point, and `insitem run
+* SIGKILL: nothing of the run's own code runs on the way out; its safety supervisor
+  (acquisition/supervisor.py) sees its end of the lease close and puts the potentiostat and the
+  beam in their safe state. The file (SWMR) holds every committed exposure and flushed point, and `insitem run
   --resume --hardware` finishes the run and ends safe.
 """
 
@@ -50,10 +50,10 @@ def test_signal(cell: Cell, tmp_path: Path, record_cell: Callable[[str, str, str
         proc = subprocess.run([sys.executable, str(CHILD), cell.moment, cell.fault, *argv],
                               capture_output=True, text=True, timeout=120)
         if cell.fault == "SIGKILL":
-            _wait_safe(servers)  # the run's watchdog acts once the kernel closed its pipe
+            _wait_safe(servers)  # the run's supervisor acts once the kernel closed the lease socket
         off, blanked = instruments_safe(servers)
         rec = file_record(out)
-        state = state_text(servers) + (" (by the watchdog)" if cell.fault == "SIGKILL" else "")
+        state = state_text(servers) + (" (by the supervisor)" if cell.fault == "SIGKILL" else "")
         outcome = {3: "safe stop (stopped)", 4: "safe stop (interrupted)"}.get(proc.returncode, f"killed (exit {proc.returncode})")
         record_cell(cell.id, outcome, f"{rec['exposures']} img, {rec['ec']} pts kept; {state}"
                     + ("; resumed to completed" if cell.resume else ""))
