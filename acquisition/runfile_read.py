@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import pydantic
 
-from insitem.acquisition.h5open import one_line, open_for_reading
+from insitem.acquisition.h5open import one_line, open_checked
 from insitem.acquisition.runfile import (
     INSITEM_GROUP,
     LAYOUT_NAME,
@@ -86,7 +86,7 @@ class RunFileReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._f = open_for_reading(self.path)
+        self._f, self._short = open_checked(self.path)
         self._file_size = self.path.stat().st_size
         self._complete: dict[str, tuple[int, int]] = {}  # window -> (raw count, complete count)
         try:
@@ -165,7 +165,7 @@ class RunFileReader:
         written (an image holding NaN, the fill value of an unwritten chunk, ends the count)."""
         self.window_spec(window)
         g = self._f[f"Experiments/{window}"]
-        records = self._root["exposures"]["window"]
+        records = self._table("exposures")["window"]
         recorded = int(np.count_nonzero(records == window.encode()))
         n = min(g["data"].shape[0], g["axis-0/axis"].shape[0], recorded)
         raw, done = self._complete.get(window, (-1, 0))
@@ -224,7 +224,7 @@ class RunFileReader:
 
     def exposure_records(self, window: str | None = None) -> dict[str, np.ndarray]:
         """Per-exposure records as columns (window, index, t_start_s, exposure_s, potential_V, ...)."""
-        table = self._root["exposures"][...]
+        table = self._table("exposures")
         if window is not None:
             self.window_spec(window)
             table = table[table["window"] == window.encode()][: self.n_exposures(window)]
@@ -247,13 +247,13 @@ class RunFileReader:
     # -- electrochemistry, events, steps ----------------------------------------------------------
     def electrochemistry(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
         """The electrochemical record: t_s, voltage_V, current_A, cycle, step, compliance (bool)."""
-        cols = _columns(self._root["electrochemistry"][start:stop])
+        cols = _columns(self._table("electrochemistry", start, stop))
         cols["compliance"] = cols["compliance"].astype(bool)
         return cols
 
     @property
     def n_electrochemistry(self) -> int:
-        return int(self._root["electrochemistry"].shape[0])
+        return self._rows("electrochemistry")
 
     def drift(self) -> dict[str, np.ndarray]:
         """The drift record as columns (t_s, window, index, measured_m, sigma_m, image_shift_m,
@@ -266,11 +266,11 @@ class RunFileReader:
     def events(self) -> list[Event]:
         return [
             Event(float(r["t_s"]), float(r["unix_time_s"]), _text(r["level"]), _text(r["message"]))
-            for r in self._root["events"][...]
+            for r in self._table("events")
         ]
 
     def steps(self) -> list[StepRecord]:
-        rows = self._root["steps"][...]
+        rows = self._table("steps")
         out = [
             StepRecord(int(r["index"]), _text(r["name"]), float(r["t_start_s"]), float(r["t_end_s"]), _text(r["status"]))
             for r in rows
@@ -306,6 +306,31 @@ class RunFileReader:
         return out
 
     # -- internals ----------------------------------------------------------------------------------
+    def _rows(self, name: str) -> int:
+        """Rows of a table; in a file cut short by its writer's failed write, only the rows whose
+        chunks lie inside the file (SWMR reads the bytes past the end as zeros)."""
+        ds = self._root[name]
+        n = int(ds.shape[0])
+        if not self._short or n == 0 or ds.chunks is None:
+            return n
+        per = ds.chunks[0]
+        k = (n - 1) // per
+        while k >= 0:
+            try:
+                info = ds.id.get_chunk_info_by_coord((k * per,))
+            except Exception:  # noqa: BLE001 - no chunk query: keep what the shape says
+                return n
+            if info.byte_offset is not None and info.byte_offset + info.size <= self._file_size:
+                break
+            n = k * per
+            k -= 1
+        return n
+
+    def _table(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        n = self._rows(name)
+        stop = n if stop is None else min(stop, n)
+        return self._root[name][start:stop]
+
     def _datasets(self) -> Iterator[h5py.Dataset]:
         for w in self.config.windows:
             yield self._f[f"Experiments/{w.name}/data"]

@@ -7,6 +7,7 @@ meant to open as a calibrated EELSSpectrum with no conversion step (design.md §
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -527,3 +528,89 @@ def test_status_attribute_values_fit_and_never_create_attributes_under_swmr(tmp_
     rf.close("failed", reason)  # longer than the fixed attribute: cut, not an HDF5 error
     with RunFileReader(path) as r:
         assert r.status == "failed" and r.status_reason == "x" * 2048
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: records of unwritten images, partial exposures, a full disk (decision 0017)
+
+
+def test_a_record_whose_image_was_never_written_is_not_counted_and_is_trimmed(tmp_path: Path) -> None:
+    path = tmp_path / "r.h5"
+    write_run(path, n=2)
+    with h5py.File(path, "r+") as f:  # an old writer's crash: data and record grown, image never written
+        f["Experiments/high/data"].resize(3, axis=0)
+        f["Experiments/high/axis-0/axis"].resize((3,))
+        table = f["insitem/exposures"]
+        row = table[table.shape[0] - 1]
+        row["index"] = 2
+        table.resize((table.shape[0] + 1,))
+        table[table.shape[0] - 1] = row
+    with RunFileReader(path) as r:
+        assert r.n_exposures("high") == 2  # the NaN image (the fill value) is not complete
+        assert len(r.exposure_records("high")["t_start_s"]) == 2
+    RunFile.reopen_for_append(path, t_s=99.0).close("interrupted", "test")
+    with RunFileReader(path) as r:
+        assert r.n_exposures("high") == 2 and len(r.exposure_records()["window"]) == 4
+        resumed = [e for e in r.events() if e.message.startswith("resumed")]
+    assert resumed[0].t_s == 99.0
+
+
+def test_partial_exposure_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "p.h5"
+    with RunFile.create(path, make_config()) as rf:
+        rf.append_exposure("low", frame_for("low", 0), t_start_s=0.0, exposure_s=1.5)
+        rf.append_exposure("low", frame_for("low", 1), t_start_s=5.0, exposure_s=0.75, partial=True, beam_on_s=1.1,
+                           dose_e_per_m2=1.1e20)
+    with RunFileReader(path) as r:
+        rec = r.exposure_records("low")
+    assert rec["partial"].tolist() == [False, True]
+    assert rec["beam_on_s"].tolist() == [1.5, 1.1]
+    assert rec["exposure_s"].tolist() == [1.5, 0.75]
+
+
+def test_resume_ends_steps_left_running_at_the_last_recorded_time(tmp_path: Path) -> None:
+    path = tmp_path / "s.h5"
+    rf = RunFile.create(path, make_config())
+    rf.begin_step(0, "hold", 1.0)
+    rf.append_electrochemistry([1.5, 2.5, 3.25], 0.1, 1e-9, step=0)
+    rf.flush()
+    rf._f.close()  # the writer dies: no end_step, no status
+    rf._closed = True
+    RunFile.reopen_for_append(path, t_s=10.0).close("interrupted", "test")
+    with RunFileReader(path) as r:
+        (step,) = r.steps()
+    assert step.status == "interrupted" and step.t_end_s == 3.25
+
+
+def test_disk_full_stops_before_writing_and_the_file_closes_properly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import insitem.acquisition.runfile as runfile_module
+
+    path = tmp_path / "full.h5"
+    room = {"bytes": 10e9}
+    monkeypatch.setattr(runfile_module, "_room", lambda p: (room["bytes"], "on the test's disk"))
+    rf = RunFile.create(path, make_config())
+    rf.append_exposure("low", frame_for("low", 0), t_start_s=0.0, exposure_s=1.0)
+    room["bytes"] = runfile_module.DISK_RESERVE_BYTES + 100  # less than a frame above the reserve
+    with pytest.raises(RunFileError, match="disk full: .* left on the test's disk"):
+        rf.append_exposure("low", frame_for("low", 1), t_start_s=5.0, exposure_s=1.0)
+    rf.log(6.0, "ERROR", "run failed: disk full")  # small records still fit in the reserve
+    rf.close("failed", "disk full")
+    assert not rf.broken
+    with RunFileReader(path) as r:
+        assert r.status == "failed" and r.n_exposures("low") == 1
+        assert r.events()[-1].message == "run failed: disk full"
+
+
+def test_damaged_and_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
+    from insitem.acquisition.runfile import RunFileUnreadable
+
+    path = tmp_path / "r.h5"
+    write_run(path, n=1)
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(path.read_bytes()[:512])
+    text = tmp_path / "t.h5"
+    text.write_text("hello")
+    for bad, says in ((cut, "truncated: the file holds 512 bytes"), (text, "not an HDF5 run file (a text file"),
+                      (tmp_path / "missing.h5", "no such run file")):
+        with pytest.raises(RunFileUnreadable, match=re.escape(says)):
+            RunFileReader(bad)

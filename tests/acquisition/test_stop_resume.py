@@ -10,9 +10,13 @@ displays: figures break their lines at a resume, status lines without a terminal
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -239,3 +243,66 @@ def test_status_lines_without_a_terminal() -> None:
     assert f"images 0/{len(plan.images)}" in lines[0]
     assert f"of {plan.dose_e_per_m2 / E_PER_A2:.4g} e/Å²" in lines[0]
     assert "wall-clock left" in lines[0]
+
+
+def _paced_run(tmp_path: Path, *extra: str) -> tuple[Any, Path]:
+    proto = tmp_path / "summed.yaml"
+    proto.write_text(PROTOCOL, encoding="utf-8")
+    out = tmp_path / "run.h5"
+    cmd = [sys.executable, "-m", "insitem.acquisition.cli", "run", str(proto), "--realtime", "--speed", "2",
+           "--out", str(out), "--no-figures", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, out
+
+
+def _wait_for_line(proc: Any, needle: str, timeout_s: float = 120) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"no {needle!r} in {lines}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("second", [False, True], ids=["ctrl-c", "ctrl-c-twice"])
+def test_ctrl_c_on_a_paced_run_keeps_the_image(tmp_path: Path, second: bool) -> None:
+    """The CLI, not a tty, on a paced clock: Ctrl-C 0.6 s (simulated) into the first image's second
+    sub-exposure keeps all 4 frames and exits 3; a second Ctrl-C right after stores the partial
+    sum and exits 4. Status lines come every 0.5 s of wall time meanwhile."""
+    proc, out = _paced_run(tmp_path, "--status-every", "0.5")
+    try:
+        lines = _wait_for_line(proc, "step 0 (cv) started")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the first image's second sub-exposure runs
+            with contextlib.suppress(Exception), RunFileReader(out) as r:
+                if any("step 0" in e.message for e in r.events()):
+                    break
+            time.sleep(0.05)
+        time.sleep(0.9)  # 1.8 s simulated: into the first image (0.5 s frames + read-out)
+        proc.send_signal(signal.SIGINT)
+        if second:
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines) + rest
+    assert "Traceback" not in text
+    assert proc.returncode == (4 if second else 3), text
+    with RunFileReader(out) as r:
+        rec = r.exposure_records("li-k")
+        assert r.n_exposures("li-k") == 1
+        assert bool(rec["partial"][0]) is second
+        if second:
+            # (the second Ctrl-C may land while the beam is on, or in the read-out between frames)
+            assert rec["exposure_s"][0] < 4 * SUB_S and rec["beam_on_s"][0] >= rec["exposure_s"][0]
+        else:
+            assert rec["exposure_s"][0] == pytest.approx(4 * SUB_S)
+        assert np.isfinite(r.exposure("li-k", 0)).all()
+    assert "STATUS  step 1/2 cv" in text  # a status line without a terminal
