@@ -34,7 +34,8 @@ from typing import Any, Callable
 import h5py
 from h5py import h5f, h5p
 
-from insitem.acquisition.runfile import RunFileUnreadable, lookup3_checksum
+from insitem.acquisition.h5checksum import lookup3_checksum
+from insitem.acquisition.runfile_errors import RunFileUnreadable
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: metadata read attempts of a SWMR read (HDF5's default, 100, with its back-off capped at an

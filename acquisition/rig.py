@@ -168,7 +168,7 @@ class SimRigBundle(RigBundle):
     def __init__(self, rig: Rig, world: Any, protocol: Protocol) -> None:
         super().__init__(rig)
         from insitem.acquisition.runfile import GroundTruthSpec
-        from insitem.acquisition.runner import camera_settings
+        from insitem.acquisition.windows import camera_settings
 
         self.world = world
         self.protocol = protocol

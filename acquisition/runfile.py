@@ -71,7 +71,8 @@ import h5py
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from insitem.drivers.errors import InsitemError
+from insitem.acquisition.h5checksum import lookup3_checksum
+from insitem.acquisition.runfile_errors import RunFileError, RunFileUnreadable  # noqa: F401 - importable from here too
 from insitem.drivers.interfaces import CameraSettings, Frame, InstrumentIdentity, Reading
 
 # ---------------------------------------------------------------------------------------------
@@ -170,17 +171,6 @@ def _event_dtype(message_bytes: int) -> np.dtype:
     return np.dtype(
         [("t_s", "<f8"), ("unix_time_s", "<f8"), ("level", f"S{_LEVEL_BYTES}"), ("message", f"S{message_bytes}")]
     )
-
-
-class RunFileError(InsitemError):
-    """The run file cannot be created, written, reopened or read as asked."""
-
-
-class RunFileUnreadable(RunFileError):
-    """The file given is not a usable run file: missing, damaged, truncated, foreign, incomplete,
-    or not accessible as the command needs (bad input: `insitem` exits 2)."""
-
-    bad_input = True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,44 +364,6 @@ def _modify_fixed_attr(obj: h5py.Group | h5py.Dataset, name: str, text: str) -> 
 # addresses, then a Jenkins lookup3 checksum of everything before it.
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def _rot(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & 0xFFFFFFFF
-
-
-def lookup3_checksum(data: bytes, initval: int = 0) -> int:
-    """Bob Jenkins' lookup3 ``hashlittle`` (byte-wise variant), as HDF5 checksums metadata."""
-    m = 0xFFFFFFFF
-    length = len(data)
-    a = b = c = (0xDEADBEEF + length + initval) & m
-    i = 0
-    while length > 12:
-        a = (a + int.from_bytes(data[i : i + 4], "little")) & m
-        b = (b + int.from_bytes(data[i + 4 : i + 8], "little")) & m
-        c = (c + int.from_bytes(data[i + 8 : i + 12], "little")) & m
-        a = (a - c) & m; a ^= _rot(c, 4); c = (c + b) & m  # noqa: E702 - the mix reads as in the reference
-        b = (b - a) & m; b ^= _rot(a, 6); a = (a + c) & m  # noqa: E702
-        c = (c - b) & m; c ^= _rot(b, 8); b = (b + a) & m  # noqa: E702
-        a = (a - c) & m; a ^= _rot(c, 16); c = (c + b) & m  # noqa: E702
-        b = (b - a) & m; b ^= _rot(a, 19); a = (a + c) & m  # noqa: E702
-        c = (c - b) & m; c ^= _rot(b, 4); b = (b + a) & m  # noqa: E702
-        length -= 12
-        i += 12
-    if length == 0:
-        return c
-    tail = data[i : i + length] + b"\x00" * (12 - length)
-    a = (a + int.from_bytes(tail[0:4], "little")) & m
-    b = (b + int.from_bytes(tail[4:8], "little")) & m
-    c = (c + int.from_bytes(tail[8:12], "little")) & m
-    c ^= b; c = (c - _rot(b, 14)) & m  # noqa: E702 - the final mix reads as in the reference
-    a ^= c; a = (a - _rot(c, 11)) & m  # noqa: E702
-    b ^= a; b = (b - _rot(a, 25)) & m  # noqa: E702
-    c ^= b; c = (c - _rot(b, 16)) & m  # noqa: E702
-    a ^= c; a = (a - _rot(c, 4)) & m  # noqa: E702
-    b ^= a; b = (b - _rot(a, 14)) & m  # noqa: E702
-    c ^= b; c = (c - _rot(b, 24)) & m  # noqa: E702
-    return c
 
 
 def _find_superblock(fh: Any) -> int:

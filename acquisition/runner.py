@@ -37,6 +37,7 @@ import numpy as np
 from insitem.drivers.errors import ComplianceError, InsitemError, InstrumentError, SafetyLimitError
 from insitem.acquisition.drift_control import DriftController
 from insitem.acquisition.frame_worker import IoWorker, QueuedRunFile
+from insitem.acquisition.windows import camera_settings  # noqa: F401 - importable from here too
 from insitem.acquisition.supervisor import LeaseLapsed, SupervisorLost
 from insitem.drivers.interfaces import CameraSettings, Frame, PotentiostatConfig, Reading, Rig
 from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
@@ -48,22 +49,6 @@ LENGTH_UNITS_M = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "nm": 1e-9, "pm
 
 log = logging.getLogger("insitem.runner")
 FIRST_READING_TRANSFER_S = 2e-3  # reply transfer and parsing allowed on top of the integration time (s)
-
-
-def camera_settings(protocol: Protocol, window_name: str) -> CameraSettings:
-    """The camera settings of one spectrometer window of a protocol."""
-    spec = protocol.spectrometer
-    w = spec.window(window_name)
-    r0, r1 = w.readout_rows or (0, spec.camera.sensor_rows)
-    return CameraSettings(
-        exposure_s=w.exposure / w.frames,
-        binning=w.binning,
-        readout_area=(r0, 0, r1, w.channels),
-        energy_offset_eV=w.energy_offset,
-        dispersion_eV_per_px=w.dispersion,
-        processing=spec.camera.processing,
-    )
-
 
 
 class StopNow(Exception):
