@@ -6,7 +6,7 @@ lamella's resistances, the stray capacitance and leakage in parallel at the term
     V = E_pos - E_neg + i R_tot
     E_pos = U_LFP(xi_p) + (2/f) asinh(i / (2 i0_p))                    LiFePO4 -> FePO4 (charge)
     E_neg = U_LVP(xi_n) - (2/f) asinh(i_LVP / (2 i0_n))                Li3V2(PO4)3 -> Li5V2(PO4)3 (charge)
-    i = i_LVP + i_red,  i_red = i_red0 (n_red/n_red0) exp(alpha_r f (E_red - E_neg))   LAGP reduction (B.3)
+    i = i_LVP + i_red,  i_red = i_red0 (n_red/n_red0) [exp(alpha_r f (E_red - E_neg)) - 1]+ / norm   LAGP reduction (B.3)
     i_meas = i + V/R_leak + C_stray dV/dt + beam_on (delta_SE I_hit + V I_beam/(I_ref R_RIC))   (C.4)
 
 U_LFP = 3.43 V, U_LVP = 1.75 V vs Li (B.1 [est], B.2 [S:JIAN14]) are flat plateaus with Langmuir tails
@@ -93,7 +93,9 @@ class LamellaParameters(BaseModel):
     i0_neg_A: float = Field(default=25e-12, gt=0, description="LVP exchange current [est]")
     E_reduction_V: float = Field(default=2.7, description="LAGP reduction limit vs Li (B.3) [est]")
     reduction_current_A: float = Field(
-        default=10e-12, ge=0, description="i_red at E_neg = U_neg with the full pool [est]")
+        default=10e-12, ge=0, description="i_red with the full pool, driven by the reference overpotential [est]")
+    reduction_reference_overpotential_V: float = Field(
+        default=0.95, gt=0, description="E_red - E_neg at which i_red holds: the LVP plateau 1.75 V vs 2.7 V")
     reduction_charge_C: float = Field(
         default=6 * FARADAY_C_PER_MOL * 20e-9 * 1.25e-10 * 3.45e6 / 417.77,
         ge=0, description="6 Li per LAGP f.u. (B.3) over 20 nm [est] of the 1.25e-10 m^2 contact: 12 nC")
@@ -221,9 +223,11 @@ class LamellaCell:
         # LAGP reduction at the LVP interface: from this step's E_neg, used in the next (lagged)
         red = 0.0
         if p.reduction_charge_C > 0 and self.reduction_left_C > 0:
-            x = p.reduction_alpha * p.f_per_V * (p.E_reduction_V - self.E_neg_V)
-            x0 = p.reduction_alpha * p.f_per_V * (p.E_reduction_V - p.U_neg_V)
-            red = p.reduction_current_A * (self.reduction_left_C / p.reduction_charge_C) * math.exp(min(x - x0, 50.0))
+            # irreversible, so zero above the limit: exp(a f (E_red - E)) - 1, normalised at the reference drive
+            af = p.reduction_alpha * p.f_per_V
+            x = af * (p.E_reduction_V - self.E_neg_V)
+            drive = math.expm1(min(x, 50.0)) / math.expm1(af * p.reduction_reference_overpotential_V) if x > 0 else 0.0
+            red = p.reduction_current_A * (self.reduction_left_C / p.reduction_charge_C) * drive
             red = min(red, self.reduction_left_C / dt_s)
         self.reduction_left_C -= red * dt_s
         self.reduction_charge_C += red * dt_s
