@@ -123,7 +123,7 @@ def seed_summary_json(a: SeedAnalysis, run_file: Path) -> dict[str, Any]:
         row: dict[str, Any] = {"index": k, "t_s": float(t), "potential_V": _num(float(a.potential_V[k]))}
         if a.particles is not None:
             f = a.particles.frames[k]
-            row.update(width_m=_num(f.width_m), plasmon_eV=_num(f.host_plasmon_eV), li_k_ratio=_num(f.li_k_ratio))
+            row.update(width_m=_num(f.width_m), plasmon_eV=_num(f.host_plasmon_eV), li_k_counts_per_row=_num(f.li_k_per_row))
         if a.peak5_ratio is not None and a.li_k_ratio is not None:
             row.update(peak_5eV_ratio=_num(float(a.peak5_ratio[k])), li_k_ratio=_num(float(a.li_k_ratio[k])))
         if a.li_k_rows is not None:
@@ -193,8 +193,8 @@ def write_seed_figures(a: SeedAnalysis, out_dir: Path, title: str) -> list[Path]
         axes[0].set_title(f"{title}: particle cluster against time (from the spectra)")
         axes[1].plot(t, ps.plasmon_eV, "o-", ms=3, lw=0.8, color="tab:purple")
         axes[1].set_ylabel("plasmon of particle rows (eV)")
-        axes[2].plot(t, ps.li_k_ratio, "o-", ms=3, lw=0.8, color="tab:green")
-        axes[2].set_ylabel("Li-K / plasmon counts")
+        axes[2].plot(t, ps.li_k_per_row, "o-", ms=3, lw=0.8, color="tab:green")
+        axes[2].set_ylabel("Li-K counts per particle row")
         axes[2].set_xlabel("time from the first exposure (s)")
         ax_v = axes[0].twinx()
         ax_v.plot(t, a.potential_V, color="0.6", lw=0.8, ls="--")

@@ -13,8 +13,8 @@ channels, no zero-loss peak needed) holding the plasmon region and Li-K. Per row
   the Li2O electrolyte sits at ~22.6 eV, physics-seed-systems.md A.4);
 * the particle (cluster) width along the slit: the number of host rows in the longest contiguous run of
   host rows (gaps of up to ``max_gap_rows`` bridged), times the row pitch;
-* Li-K: the power-law-subtracted counts over ``li_signal_eV`` of the summed host rows, divided by their
-  plasmon-region counts (a thickness-free ratio that rises as Li enters).
+* Li-K: the power-law-subtracted counts over ``li_signal_eV`` of the summed host rows per host row
+  (exposures of one series share their dose, so this rises with the Li the rows hold).
 
 Pure: arrays and axes in, numbers out; nothing here knows how the spectra were made.
 """
@@ -54,7 +54,7 @@ class ParticleFrame:
     host_start_m: float
     host_end_m: float
     host_plasmon_eV: float
-    li_k_ratio: float
+    li_k_per_row: float
 
 
 def _runs(mask: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
@@ -122,18 +122,18 @@ def analyse_particles(data: np.ndarray, energy: EnergyAxis, position: PositionAx
     host_ep = float(np.sum(ep[in_run] * w) / np.sum(w))
     summed = arr[in_run].sum(axis=0)
     li = edge_intensity(summed, energy, p.li_pre_edge_eV, p.li_signal_eV)
-    ratio = float(li.intensity) / float(np.sum(w))
-    return ParticleFrame(matter, in_run, ep, width, float(y[a]), float(y[b - 1]), host_ep, ratio)
+    per_row = float(li.intensity) / float(in_run.sum())
+    return ParticleFrame(matter, in_run, ep, width, float(y[a]), float(y[b - 1]), host_ep, per_row)
 
 
 @dataclass(frozen=True)
 class ParticleSeries:
-    """Per-exposure numbers of a hold: time (s), width (m), host plasmon (eV), Li-K ratio."""
+    """Per-exposure numbers of a hold: time (s), width (m), host plasmon (eV), Li-K counts per host row."""
 
     t_s: np.ndarray
     width_m: np.ndarray
     plasmon_eV: np.ndarray
-    li_k_ratio: np.ndarray
+    li_k_per_row: np.ndarray
     frames: list[ParticleFrame]
 
     def growth_fraction_by(self, t_s: float) -> float:
@@ -152,6 +152,6 @@ def particle_series(images: list[np.ndarray], t_s: np.ndarray, energy: EnergyAxi
         t_s=np.asarray(t_s, float),
         width_m=np.array([f.width_m for f in frames]),
         plasmon_eV=np.array([f.host_plasmon_eV for f in frames]),
-        li_k_ratio=np.array([f.li_k_ratio for f in frames]),
+        li_k_per_row=np.array([f.li_k_per_row for f in frames]),
         frames=frames,
     )

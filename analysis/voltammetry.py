@@ -97,20 +97,35 @@ class BeamStep:
 
 def beam_steps(t_s: np.ndarray, current_A: np.ndarray, voltage_V: np.ndarray, exposure_start_s: np.ndarray,
                exposure_s: np.ndarray, settle_s: float = 0.0) -> list[BeamStep]:
-    """Current while each exposure's beam was on minus the current over as long just before it."""
+    """Current while each exposure's beam was on minus the blanked current interpolated under it.
+
+    The blanked baseline is a straight line through the readings of the same length before and after
+    the exposure (a sweeping potential changes the current by itself); exposures whose surroundings
+    hold a sweep reversal or another exposure are skipped. ``sigma_A`` is the standard error of the
+    step from the scatter about that line (interpolation: s^2 (1/n_on + 1/n_off + (t_on - t_off)^2/Sxx))."""
     t = np.asarray(t_s, float)
     i = np.asarray(current_A, float)
     v = np.asarray(voltage_V, float)
+    starts = np.asarray(exposure_start_s, float)
+    durs = np.asarray(exposure_s, float)
     out: list[BeamStep] = []
-    for t0, dur in zip(np.asarray(exposure_start_s, float), np.asarray(exposure_s, float)):
+    for k, (t0, dur) in enumerate(zip(starts, durs)):
         on = (t > t0 + settle_s) & (t <= t0 + dur)
-        off = (t > t0 - dur) & (t <= t0)
-        if on.sum() < 2 or off.sum() < 2:
+        off = ((t > t0 - dur) & (t <= t0)) | ((t > t0 + dur) & (t <= t0 + 2 * dur))
+        others = np.delete(np.arange(starts.size), k)
+        if np.any((starts[others] < t0 + 2 * dur) & (starts[others] + durs[others] > t0 - dur)):
             continue
-        # a sweeping potential changes the current by itself: remove the linear trend of the blanked part
+        if on.sum() < 2 or off.sum() < 4:
+            continue
+        around = (t > t0 - dur) & (t <= t0 + 2 * dur)
+        dv = np.diff(v[around])
+        if np.any(dv > 0) and np.any(dv < 0):
+            continue  # a vertex: the blanked current is not a straight line here
         coef = np.polyfit(t[off], i[off], 1)
-        base_on = np.polyval(coef, t[on])
-        step = float(np.mean(i[on] - base_on))
-        s = np.sqrt(np.var(i[off] - np.polyval(coef, t[off]), ddof=2) * (1 / on.sum() + 1 / off.sum())) if off.sum() > 2 else np.nan
-        out.append(BeamStep(float(t0), float(np.mean(v[on])), step, float(s)))
+        step = float(np.mean(i[on] - np.polyval(coef, t[on])))
+        res = i[off] - np.polyval(coef, t[off])
+        s2 = float(np.sum(res**2) / (off.sum() - 2))
+        sxx = float(np.sum((t[off] - t[off].mean()) ** 2))
+        var = s2 * (1 / on.sum() + 1 / off.sum() + (t[on].mean() - t[off].mean()) ** 2 / sxx)
+        out.append(BeamStep(float(t0), float(np.mean(v[on])), step, float(np.sqrt(var))))
     return out
