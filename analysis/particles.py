@@ -5,8 +5,9 @@ channels, no zero-loss peak needed) holding the plasmon region and Li-K. Per row
 
 * matter: the counts over ``plasmon_eV`` stand above the vacuum level (the dimmest tenth of the rows)
   by ``matter_sigma`` of its noise widths (robust: median and MAD), and for host rows also by
-  ``host_fraction`` of the bright host rows' level (90th percentile), which keeps the detector's
-  long point-spread tails next to a bright electrolyte out of the particle;
+  ``host_fraction`` of the bright rows' level (90th percentile, host and electrolyte rows each against
+  their own), which keeps the detector's long point-spread tails next to a bright electrolyte out of
+  the particle and noise out of the vacuum;
 * plasmon energy: the maximum of the row's spectrum over ``plasmon_eV`` (lightly smoothed, refined by a
   parabola through the three channels around it);
 * host rows: matter rows whose plasmon lies below ``electrolyte_min_eV`` (c-Si 16.7 eV, a-LixSi ~12 eV;
@@ -103,13 +104,17 @@ def analyse_particles(data: np.ndarray, energy: EnergyAxis, position: PositionAx
     vac = order[:n_vac]
     vac_level = float(np.median(vac))
     vac_sigma = float(1.4826 * np.median(np.abs(vac - vac_level))) + 1e-9
-    threshold = vac_level + p.matter_sigma * vac_sigma
-    matter = counts > threshold
+    candidate = counts > vac_level + p.matter_sigma * vac_sigma
     ep = row_plasmon_eV(arr, energy, p.plasmon_eV, p.smooth_channels)
-    host = matter & (ep < p.electrolyte_min_eV)
+    host = candidate & (ep < p.electrolyte_min_eV)
     if host.any():
         ref = float(np.percentile(counts[host], 90))
         host &= counts > vac_level + p.host_fraction * (ref - vac_level)
+    other = candidate & ~host
+    if other.any():  # electrolyte: the same rule against its own level
+        ref = float(np.percentile(counts[other], 90))
+        other &= counts > vac_level + p.host_fraction * (ref - vac_level)
+    matter = host | other
     runs = _runs(host, p.max_gap_rows)
     y = position.values_m
     if not runs:

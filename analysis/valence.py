@@ -8,7 +8,8 @@ LiFePO4 lacks ([S:MOR09]), and the Li-K edge (~60 eV) of the electrode falls as 
   the two populations of rows (the electrolyte has no Fe) - or given by the caller;
 * 5 eV peak: counts over ``peak_eV`` above a straight line through the ``peak_baseline_eV`` windows on
   either side, per count over ``plasmon_eV`` (thickness-free);
-* Li-K: power-law-subtracted counts over ``li_signal_eV`` per count over ``plasmon_eV``.
+* Li-K: power-law-subtracted counts over ``li_signal_eV`` per count over ``plasmon_eV``; the Fe M2,3
+  edge (52.7 eV) lies under it and stays, so the ratio falls by the Li part only.
 
 Pure: arrays and axes in, numbers out.
 """
