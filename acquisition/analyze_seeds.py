@@ -8,7 +8,8 @@ Which analysis a run gets follows from its spectra, not from its protocol's name
   the electrochemical record's beam steps ([P3] Si nanoparticle hold);
 * ``valence`` - a window holding 2.5-9 eV and Li-K with rows showing the Fe M2,3 rise: the 5 eV
   interband peak and Li-K of the electrode rows against time (analysis/valence.py), the CV's redox
-  peaks and the beam-on current steps (analysis/voltammetry.py) ([P2] micro-battery);
+  peaks (readings taken while the beam was on left out) and the beam-on current steps
+  (analysis/voltammetry.py) ([P2] micro-battery);
 * ``li-k`` - any window holding Li-K: the Li-K counts of every row (power-law background) of every
   exposure, relative to the first exposure (a Li profile along the slit against time).
 
@@ -100,7 +101,10 @@ def analyze_seed_file(path: Path, window_axes: Any) -> SeedAnalysis:
         if rows.sum() >= 3:
             with np.errstate(all="ignore"):
                 frames = [analyse_valence(img, e, rows, vp) for img in images]
-                redox = redox_peaks(ec["voltage_V"], ec["current_A"]) if ec["t_s"].size > 20 else []
+                beam_on = np.zeros(ec["t_s"].size, bool)
+                for t0, dur in zip(recs["t_start_s"], recs["exposure_s"]):
+                    beam_on |= (ec["t_s"] > t0) & (ec["t_s"] <= t0 + dur)
+                redox = redox_peaks(ec["voltage_V"], ec["current_A"], exclude=beam_on) if ec["t_s"].size > 20 else []
             return SeedAnalysis("valence", peak5_ratio=np.array([f.peak5_ratio for f in frames]),
                                 li_k_ratio=np.array([f.li_k_ratio for f in frames]), electrode_rows=rows,
                                 redox=redox, steps=steps, **common)

@@ -59,10 +59,15 @@ def noise_sigma_A(current_A: np.ndarray) -> float:
 
 def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float = 0.25,
                 min_prominence_sigma: float = 8.0, min_prominence_fraction: float = 0.15,
-                vertex_margin_V: float = 0.3) -> list[Peak]:
-    """Current maxima of each sweep (see module docstring)."""
+                vertex_margin_V: float = 0.3, exclude: np.ndarray | None = None) -> list[Peak]:
+    """Current maxima of each sweep (see module docstring). ``exclude``: readings to leave out (e.g.
+    while the beam was on, whose induced current is not the cell's), bridged by linear interpolation."""
     v = np.asarray(voltage_V, float)
     i = np.asarray(current_A, float)
+    if exclude is not None and np.any(exclude) and not np.all(exclude):
+        keep = ~np.asarray(exclude, bool)
+        idx = np.arange(i.size)
+        i = np.interp(idx, idx[keep], i[keep])
     sigma = noise_sigma_A(i)
     peaks: list[Peak] = []
     for n, (a, b, direction) in enumerate(sweeps(v)):

@@ -107,3 +107,16 @@ def test_five_ev_peak_and_li_k_of_the_electrode_rows() -> None:
     pl = float(img[rows][:, e.window(15.0, 40.0)].sum())
     li_gone = 20 * float(li(0.5)[e.window(56.0, 70.0)].sum())
     assert (before.li_k_ratio - after.li_k_ratio) * pl == pytest.approx(li_gone, rel=0.02)
+
+
+def test_beam_on_readings_can_be_left_out_of_the_peak_search() -> None:
+    up = np.arange(0, 5.0001, 0.005)
+    v = np.concatenate([up, up[::-1][1:]])
+    rng = np.random.default_rng(5)
+    i = (v - 1.7).clip(0) / 1e10 + rng.normal(0, 5e-12, v.size)
+    on = np.zeros(v.size, bool)
+    for k in range(100, v.size - 100, 140):  # 5 s exposures every 70 s at 0.5 s per reading
+        on[k:k + 10] = True
+    i_beam = i + np.where(on, 1e-9, 0.0)
+    assert redox_peaks(v, i_beam) != []  # each exposure's step looks like a peak
+    assert redox_peaks(v, i_beam, exclude=on) == []
