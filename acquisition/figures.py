@@ -139,7 +139,7 @@ def _cv_figure(ec: dict[str, np.ndarray], title: str, path: Path) -> Path:
     v, i, c = ec["voltage_V"][sl], ec["current_A"][sl], ec["cycle"][sl]
     cycles = np.unique(c[c > 0])
     cmap = plt.get_cmap("viridis")
-    scale, unit = current_scale(float(np.max(np.abs(i))) if i.size else 0.0)
+    scale, unit = current_scale(float(np.nanmax(np.abs(i), initial=0.0)))
     for k, cyc in enumerate(cycles):
         sel = c == cyc
         ax.plot(v[sel], i[sel] / scale, color=cmap(k / max(1, len(cycles) - 1)), lw=0.8)
@@ -161,7 +161,7 @@ def _trace_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title:
     sl = _thin(ec["t_s"])
     t_h = ec["t_s"][sl] / 3600
     ax_v.plot(t_h, ec["voltage_V"][sl], lw=0.7)
-    scale, unit = current_scale(float(np.max(np.abs(ec["current_A"][sl]))))
+    scale, unit = current_scale(float(np.nanmax(np.abs(ec["current_A"][sl]), initial=0.0)))
     ax_i.plot(t_h, ec["current_A"][sl] / scale, lw=0.7, color="tab:red")
     if recs and recs["t_start_s"].size:
         windows = [w.decode() if isinstance(w, bytes) else str(w) for w in recs["window"]]
@@ -218,10 +218,10 @@ def _hold_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title: 
     """A potentiostatic hold: current against time (a CV of a hold is a vertical line), the potential
     above it, every exposure shaded (the beam is on only then, unless the protocol keeps it on)."""
     fig, (ax_v, ax_i) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 3]})
-    sl = _thin(ec["t_s"].size)
+    sl = _thin(ec["t_s"])
     t = ec["t_s"][sl]
     i = ec["current_A"][sl]
-    scale, unit = current_scale(float(np.max(np.abs(i))) if i.size else 0.0)
+    scale, unit = current_scale(float(np.nanmax(np.abs(i), initial=0.0)))
     ax_v.plot(t, ec["voltage_V"][sl], lw=0.8)
     ax_v.set_ylabel("potential (V)")
     ax_i.plot(t, i / scale, lw=0.6, color="tab:red")
