@@ -13,6 +13,9 @@ Output (in DIR, default ``<run>-analysis`` next to the file): ``summary.json`` a
 ``li-vs-time.png``, ``li-near-pt-vs-potential.png``. Bad input (missing file, not a run file,
 no exposures, windows without the edges) ends in one line on stderr and exit status 2.
 
+Runs without those two windows (the Si nanoparticle hold, the LFP | LAGP | LVP micro-battery, Li-K-only
+runs) get the analysis of acquisition/analyze_seeds.py instead, chosen from their spectra.
+
 A window that holds the zero-loss peak, when the run has one, is the low-loss exposure each Li-K
 exposure is spliced onto and deconvolved with (the latest one taken before it; analysis/deconvolution.py).
 
@@ -31,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from insitem.acquisition.analyze_seeds import analyze_seed_file, seed_headline, seed_summary_json, write_seed_figures
 from insitem.acquisition.runfile import RunFileError
 from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
 from insitem.analysis import (
@@ -323,11 +327,19 @@ def analyze_command(args: argparse.Namespace) -> int:
     from insitem.acquisition.console import console, err_console
 
     run_file: Path = args.run_file
+    seed = None
     try:
         if not run_file.is_file():
             raise AnalyzeInputError("no such run file")
         with unreadable_as_one_line(run_file):
-            a = analyze_file(run_file)
+            try:
+                a = analyze_file(run_file)
+            except AnalyzeInputError as fig6_exc:
+                # no LASGTP Fig. 6 windows: the seed experiments and Li-K-only runs (acquisition/analyze_seeds.py)
+                try:
+                    seed = analyze_seed_file(run_file, window_axes)
+                except AnalysisError as exc:
+                    raise AnalyzeInputError(f"{fig6_exc}; {exc}") from exc
     except (AnalyzeInputError, RunFileError, AnalysisError, IndexError, KeyError) as exc:
         msg = " ".join(str(exc).split())
         prefix = f"{run_file}: "
@@ -335,6 +347,13 @@ def analyze_command(args: argparse.Namespace) -> int:
         err_console.print(f"insitem analyze {run_file}: {msg}", soft_wrap=True, highlight=False)
         return EXIT_BAD_INPUT
     out: Path = args.out or run_file.parent / (run_file.stem + "-analysis")
+    if seed is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(seed_summary_json(seed, run_file), indent=1))
+        figs = write_seed_figures(seed, out, run_file.stem)
+        console.print(f"{seed.kind} analysis: {seed_headline(seed)}", soft_wrap=True, highlight=False)
+        console.print(f"summary.json and {len(figs)} figures in {out}", soft_wrap=True, highlight=False)
+        return EXIT_OK
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary_json(a, run_file), indent=1))
     figs = write_figures(a, out, run_file.stem)

@@ -1,4 +1,5 @@
-"""`insitem show`: PNG figures of a run file — CV curves coloured by cycle, each spectrum image
+"""`insitem show`: PNG figures of a run file — CV curves coloured by cycle (a hold: current against
+time with the exposures marked; currents in pA, nA, µA or mA by their size), each spectrum image
 (energy x position, log intensity), the exposures marked on the potential-time trace, and for a
 series of Li-K exposures (in-situ runs) the Li near Pt over the potential trace (the numbers of
 `insitem analyze`'s series).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 from pathlib import Path
 
 import matplotlib
@@ -36,7 +38,10 @@ def write_figures(run_file: Path, out_dir: Path) -> list[Path]:
         truth = r.ground_truth()
         title = r.title or run_file.stem
         if ec["t_s"].size:
-            written.append(_cv_figure(ec, title, out_dir / "cv.png"))
+            if is_hold(ec):
+                written.append(_hold_figure(ec, recs, title, out_dir / "current-time.png"))
+            else:
+                written.append(_cv_figure(ec, title, out_dir / "cv.png"))
             written.append(_trace_figure(ec, recs, title, out_dir / "potential-time.png"))
         for w in r.windows:
             n = r.n_exposures(w)
@@ -134,16 +139,16 @@ def _cv_figure(ec: dict[str, np.ndarray], title: str, path: Path) -> Path:
     v, i, c = ec["voltage_V"][sl], ec["current_A"][sl], ec["cycle"][sl]
     cycles = np.unique(c[c > 0])
     cmap = plt.get_cmap("viridis")
+    scale, unit = current_scale(float(np.nanmax(np.abs(i), initial=0.0)))
     for k, cyc in enumerate(cycles):
         sel = c == cyc
-        ax.plot(v[sel], i[sel] * 1e6, color=cmap(k / max(1, len(cycles) - 1)), lw=0.8)
+        ax.plot(v[sel], i[sel] / scale, color=cmap(k / max(1, len(cycles) - 1)), lw=0.8)
     if len(cycles):
-        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(cycles.min(), cycles.max()))
-        fig.colorbar(sm, ax=ax, label="cycle")
+        _cycle_colorbar(fig, ax, cmap, cycles)
     else:
-        ax.plot(v, i * 1e6, lw=0.8)
+        ax.plot(v, i / scale, lw=0.8)
     ax.set_xlabel("cell voltage (V)")
-    ax.set_ylabel("current (µA)")
+    ax.set_ylabel(f"current ({unit})")
     ax.set_title(f"{title}: cyclic voltammograms")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -156,7 +161,8 @@ def _trace_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title:
     sl = _thin(ec["t_s"])
     t_h = ec["t_s"][sl] / 3600
     ax_v.plot(t_h, ec["voltage_V"][sl], lw=0.7)
-    ax_i.plot(t_h, ec["current_A"][sl] * 1e6, lw=0.7, color="tab:red")
+    scale, unit = current_scale(float(np.nanmax(np.abs(ec["current_A"][sl]), initial=0.0)))
+    ax_i.plot(t_h, ec["current_A"][sl] / scale, lw=0.7, color="tab:red")
     if recs and recs["t_start_s"].size:
         windows = [w.decode() if isinstance(w, bytes) else str(w) for w in recs["window"]]
         for k, w in enumerate(sorted(set(windows))):
@@ -167,9 +173,66 @@ def _trace_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title:
                 ax_v.axvspan(a, b, color=f"C{k + 1}", alpha=0.25, lw=0)
         ax_v.legend(loc="best", fontsize=8)
     ax_v.set_ylabel("voltage (V)")
-    ax_i.set_ylabel("current (µA)")
+    ax_i.set_ylabel(f"current ({unit})")
     ax_i.set_xlabel("time (h)")
     ax_v.set_title(f"{title}: potential, current and exposures")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def current_scale(max_abs_A: float) -> tuple[float, str]:
+    """(divisor, unit) that puts a current of magnitude `max_abs_A` in pA, nA, µA or mA."""
+    for scale, unit in ((1e-3, "mA"), (1e-6, "µA"), (1e-9, "nA")):
+        if max_abs_A >= scale:
+            return scale, unit
+    return 1e-12, "pA"
+
+
+def is_hold(ec: dict[str, np.ndarray]) -> bool:
+    """True when the applied potential never swept: every reading at (within 1 mV of) one or a few
+    levels held for long, i.e. no CV cycles were recorded."""
+    v = ec["voltage_V"]
+    cyc = ec["cycle"]
+    if v.size < 2:
+        return True
+    return not np.any(cyc > 0) and len(np.unique(np.round(v, 3))) <= 5
+
+
+def _cycle_colorbar(fig: Any, ax: Any, cmap: Any, cycles: np.ndarray) -> None:
+    """Colour bar of whole cycles: one colour band and one tick per cycle."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    n = len(cycles)
+    colours = ListedColormap([cmap(k / max(1, n - 1)) for k in range(n)])
+    bounds = np.arange(n + 1) - 0.5
+    sm = plt.cm.ScalarMappable(cmap=colours, norm=BoundaryNorm(bounds, n))
+    cb = fig.colorbar(sm, ax=ax, label="cycle", ticks=np.arange(n))
+    step = max(1, n // 10)
+    cb.set_ticks(np.arange(0, n, step))
+    cb.set_ticklabels([str(int(cycles[k])) for k in range(0, n, step)])
+
+
+def _hold_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title: str, path: Path) -> Path:
+    """A potentiostatic hold: current against time (a CV of a hold is a vertical line), the potential
+    above it, every exposure shaded (the beam is on only then, unless the protocol keeps it on)."""
+    fig, (ax_v, ax_i) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, gridspec_kw={"height_ratios": [1, 3]})
+    sl = _thin(ec["t_s"])
+    t = ec["t_s"][sl]
+    i = ec["current_A"][sl]
+    scale, unit = current_scale(float(np.nanmax(np.abs(i), initial=0.0)))
+    ax_v.plot(t, ec["voltage_V"][sl], lw=0.8)
+    ax_v.set_ylabel("potential (V)")
+    ax_i.plot(t, i / scale, lw=0.6, color="tab:red")
+    if recs and recs["t_start_s"].size:
+        for k, (a, d) in enumerate(zip(recs["t_start_s"], recs["exposure_s"])):
+            for axx in (ax_v, ax_i):
+                axx.axvspan(a, a + d, color="tab:orange", alpha=0.3, lw=0, label="exposure (beam on)" if k == 0 and axx is ax_i else None)
+        ax_i.legend(loc="best", fontsize=8)
+    ax_i.set_ylabel(f"current ({unit})")
+    ax_i.set_xlabel("time (s)")
+    ax_v.set_title(f"{title}: potentiostatic hold, current against time")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

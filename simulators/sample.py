@@ -72,6 +72,11 @@ class Material(BaseModel):
         description="O-K pre-peak (O 2p - empty TM 3d) relative to a d0 Ti oxide's: 1 for LATP/LASGTP, 0 without "
         "open 3d states (LAGP, Li2O, LiFePO4), physics-seed-systems.md §D.1",
     )
+    valence_oscillators: list[tuple[float, float, float]] = Field(
+        default_factory=list,
+        description="interband peaks of the loss function: (energy eV, width eV, height / plasmon height), "
+                    "e.g. the 5 eV peak of FePO4 (physics-seed-systems.md B.1)",
+    )
 
     @property
     def molar_mass_g_mol(self) -> float:
@@ -250,10 +255,27 @@ class ColumnState:
     plasmon_energy_eV: np.ndarray
     plasmon_width_eV: np.ndarray
     layer_materials: tuple[Material, ...] = field(default=())
+    # -- the phases each column crosses (structured samples: simulators/silicon.py, lamella.py) --
+    #: path length of every phase of ``layer_materials`` along the beam in each row, m, shape
+    #: (n_rows, n_phases); rows sum to ``thickness_m``; ``layer_index`` is the longest one (or the
+    #: only one for a layer stack). Each phase's Material carries its actual composition (inserted Li
+    #: included) and density, so a row's valence loss is sum_p (L_p / lambda_p) x that phase's shape.
+    phase_path_m: np.ndarray | None = None
+    #: Li atoms per m^3 averaged over the column (areal Li / thickness; 0 in vacuum): the one
+    #: concentration of the structured samples (c/c0 has no meaning in c-Si, which holds no Li)
+    li_per_m3: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
         return int(self.y_m.shape[0])
+
+    def phase_paths(self) -> np.ndarray:
+        """``phase_path_m``, or for a plain layer stack the thickness in each row's own layer."""
+        if self.phase_path_m is not None:
+            return self.phase_path_m
+        out = np.zeros((self.n_rows, max(len(self.layer_materials), int(self.layer_index.max(initial=0)) + 1)))
+        out[np.arange(self.n_rows), self.layer_index] = self.thickness_m
+        return out
 
 
 def o_o_distance_nm(li_ratio: np.ndarray, R0_nm: float = 0.280, R1_nm: float = 0.310, c_sat: float = 8.5) -> np.ndarray:
@@ -393,3 +415,91 @@ class Sample:
         )
 
 
+
+
+# ------------------------------------------------------------------------------------- phase columns
+#: vacuum between and beyond particles: no atoms, no valence loss (its plasmon energy is never used
+#: because its path contributes nothing; the Material needs a positive density and some energy)
+VACUUM = Material(name="vacuum", formula={}, density_g_cm3=1e-9, plasmon_energy_eV=1.0, plasmon_width_eV=1.0)
+
+
+def column_from_phases(
+    y_m: np.ndarray,
+    phase_path_m: np.ndarray,
+    phases: tuple[Material, ...],
+    *,
+    li_retained: float = 1.0,
+    E0_eV: float = 300e3,
+    alpha_rad: float = 0.5e-3,
+    beta_rad: float = 10e-3,
+) -> ColumnState:
+    """Column state of rows that cross several phases (path lengths ``phase_path_m``, m, (rows, phases)).
+
+    Every phase is a :class:`Material` whose formula is its actual composition (Li included) and
+    whose density is its own (so Li insertion with its volume expansion is a change of phase or of
+    path length, never Li added at constant volume). Areal densities are sum_p n_p L_p; density is
+    areal mass / thickness; t/lambda = sum_p L_p / lambda(rho_p) (§1.4 per phase); the plasmon energy
+    and width reported per row are the path-weighted means over the phases with a valence loss
+    (for display and ground truth; the phase paths are the full description). ``li_retained`` scales
+    the Li the beam leaves (knock-on, physics.md §5). No Ti chemistry (f_ti3 = 0, R and pre-peak at
+    their parent values).
+    """
+    y = np.asarray(y_m, dtype=float)
+    L = np.asarray(phase_path_m, dtype=float)
+    if L.shape != (y.size, len(phases)):
+        raise ValueError(f"phase_path_m shape {L.shape} != ({y.size}, {len(phases)})")
+    elements = sorted({el for m in phases for el in m.formula})
+    areal = {el: np.zeros(y.shape) for el in elements}
+    mass = np.zeros(y.shape)  # g/m^2
+    tl = np.zeros(y.shape)
+    tl_all = np.zeros(y.shape)
+    ep_w = np.zeros(y.shape)
+    dep_w = np.zeros(y.shape)
+    w_sum = np.zeros(y.shape)
+    for k, m in enumerate(phases):
+        Lk = L[:, k]
+        if not m.formula or not np.any(Lk > 0):
+            continue
+        fu_per_m3 = m.density_g_cm3 * 1e6 / m.molar_mass_g_mol * AVOGADRO
+        for el, n in m.formula.items():
+            areal[el] += n * fu_per_m3 * Lk * (li_retained if el == "Li" else 1.0)
+        mass += m.density_g_cm3 * 1e6 * Lk
+        lam = float(imfp_m(m.density_g_cm3, E0_eV, alpha_rad, beta_rad))
+        tl += Lk / lam
+        tl_all += Lk / float(imfp_iakoubovskii_m(m.density_g_cm3, E0_eV))
+        w = Lk / lam
+        ep_w += w * m.plasmon_eV
+        dep_w += w * m.plasmon_width_eV
+        w_sum += w
+    t = L.sum(axis=1)
+    rho = np.where(t > 0, mass / np.where(t > 0, t, 1.0) / 1e6, 0.0)
+    idx = np.where(t > 0, np.argmax(L, axis=1), _vacuum_index(phases, L))
+    safe = np.where(w_sum > 0, w_sum, 1.0)
+    li = areal.get("Li", np.zeros(y.shape))
+    return ColumnState(
+        y_m=y,
+        li_ratio=np.ones(y.shape),
+        layer_index=idx.astype(np.intp),
+        layer_names=tuple(m.name for m in phases),
+        areal_density_per_m2=areal,
+        thickness_m=t,
+        density_g_cm3=rho,
+        t_over_lambda=tl,
+        t_over_lambda_all=tl_all,
+        f_ti3=np.zeros(y.shape),
+        R_nm=np.full(y.shape, 0.280),
+        prepeak_amplitude=np.ones(y.shape),
+        plasmon_energy_eV=np.where(w_sum > 0, ep_w / safe, np.nan),
+        plasmon_width_eV=np.where(w_sum > 0, dep_w / safe, np.nan),
+        layer_materials=tuple(phases),
+        phase_path_m=L,
+        li_per_m3=np.where(t > 0, li / np.where(t > 0, t, 1.0), 0.0),
+    )
+
+
+def _vacuum_index(phases: tuple[Material, ...], L: np.ndarray) -> np.ndarray:
+    """Index of the vacuum phase (rows with no matter), else 0."""
+    for k, m in enumerate(phases):
+        if not m.formula:
+            return np.full(L.shape[0], k)
+    return np.zeros(L.shape[0], dtype=int)

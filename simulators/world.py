@@ -29,8 +29,10 @@ from insitem.simulators.drift import DriftParameters, SpecimenDrift
 from insitem.simulators.eels import EELSParameters, EELSSynthesizer, energy_drift_samples
 from insitem.simulators.electrochemistry import FARADAY_C_PER_MOL, Cell, CellParameters
 from insitem.simulators.microscope import PositionState
+from insitem.simulators.lamella import LamellaCell
 from insitem.simulators.optics import MicroscopeState, OpticsParameters
 from insitem.simulators.sample import Sample, SampleParameters
+from insitem.simulators.silicon import SiCluster
 from insitem.simulators.transport import LiTransport
 
 
@@ -61,6 +63,11 @@ PRESETS: dict[str, tuple[Callable[[], CellParameters], Callable[[], SampleParame
     "lfp_lamella": (CellParameters.lfp_lamella, SampleParameters.lfp_lagp_lvp_lamella),
     "si_nanoparticle": (CellParameters.si_nanoparticle, SampleParameters.si_nanoparticles),
 }
+
+
+#: presets whose cell is also the sample: the geometry follows the electrochemical state
+#: (`column_state`), so one object stands in for Cell and Sample
+STRUCTURED_PRESETS: dict[str, Callable[[], Any]] = {"si_nanoparticle": SiCluster, "lfp_lamella": LamellaCell}
 
 
 class SimWorld:
@@ -113,7 +120,10 @@ class SimWorld:
         cell_params_f, sample_params_f = PRESETS[preset]
         rng = np.random.default_rng(params.seed)
         cell_params = cell_params_f()
-        if protocol.sample.initial_state == "cycled" and cell_params.transport is not None:
+        structured = STRUCTURED_PRESETS.get(preset)
+        if structured is not None:
+            cell = structured()  # cell and sample in one model (simulators/silicon.py, lamella.py)
+        elif protocol.sample.initial_state == "cycled" and cell_params.transport is not None:
             cell = Cell(cell_params, transport=LiTransport.paper_profile(cell_params.transport), rng=rng)
             mark_formed(cell, cycles=50)
         else:
@@ -235,6 +245,14 @@ class SimWorld:
             return math.exp(-d0 / dc)
         return dc * (math.exp(-d0 / dc) - math.exp(-d1 / dc)) / (d1 - d0)
 
+    def column_state(self, y_m: np.ndarray, li_ratio: np.ndarray | float, li_retained: float = 1.0) -> Any:
+        """What the beam crosses at sample positions y: from the cell itself when it is a structured
+        model (its geometry is its state), else from the layer stack at Li ratio c/c0."""
+        structured = getattr(self.cell, "column_state", None)
+        if structured is not None:
+            return structured(y_m, li_retained=li_retained)
+        return self.sample.column_state(y_m, li_ratio, li_retained=li_retained)
+
     def binned_row_positions_m(self, settings: CameraSettings, sensor_rows: int) -> np.ndarray:
         """Sample y (m) of the centre of every binned row of a readout."""
         _, _, y_spec = self.optics.row_positions_m(sensor_rows)
@@ -271,10 +289,13 @@ class SimWorld:
             drift_mean, drift_spread = self.drift.mean_and_spread_m(t0_s, t1_s)
             y_seen, li_seen = self._drifted_rows(y_bin, li_ratio_rows, float(drift_mean[0]) + self.position.image_shift_m[1])
             retained = self.li_retained(t0_s, t1_s)
-            column = self.sample.column_state(y_seen, li_seen, li_retained=retained)
+            column = self.column_state(y_seen, li_seen, li_retained=retained)
             pitch = abs(float(y_bin[1] - y_bin[0])) if n > 1 else self.params.ypix_m
-            split, y_sub, li_sub = self._split_pixels(y_seen, li_seen, pitch)
-            column_sub = self.sample.column_state(y_sub, li_sub, li_retained=retained) if split.size else None
+            if hasattr(self.cell, "column_state"):  # structured sample: no layer stack to split pixels at
+                split, y_sub, li_sub = np.zeros(0, dtype=np.intp), y_seen[:0], li_seen[:0]
+            else:
+                split, y_sub, li_sub = self._split_pixels(y_seen, li_seen, pitch)
+            column_sub = self.column_state(y_sub, li_sub, li_retained=retained) if split.size else None
             shift = self.energy_shift_samples_eV(t0_s, t1_s)
         electrons_bin = electrons_rows.reshape(n, by).sum(axis=1)
         energy = settings.energy_offset_eV + settings.dispersion_eV_per_px * (np.arange(left, right) + 0.5)
@@ -349,7 +370,9 @@ class SimWorld:
         with self.lock:
             self.advance_to()
             c = self.li_ratio(y_m)
-            column = self.sample.column_state(y_m, c)
+            column = self.column_state(y_m, c)
+            if column.li_per_m3 is not None:
+                c = column.li_per_m3 * 1e-27  # structured samples: Li atoms per nm^3 (no c0 scale)
             gt = self.cell.ground_truth()
             profiles = {"li_fraction": c, "ti3_fraction": np.asarray(column.f_ti3, float), "oo_distance_m": np.asarray(column.R_nm, float) * 1e-9}
             scalars = {
@@ -372,7 +395,11 @@ class SimWorld:
 
     def load_state(self, state: dict[str, Any]) -> None:
         with self.lock:
-            self.cell = Cell.from_state_dict(state["cell"])
+            kind = state["cell"].get("kind")
+            if kind is None:
+                self.cell = Cell.from_state_dict(state["cell"])
+            else:
+                self.cell = type(self.cell).from_state_dict(state["cell"])
             self._t_cell = self.clock.now()
 
 

@@ -1,0 +1,45 @@
+"""Galvanostatic stepping for cell models that are solved in voltage mode (simulators/silicon.py,
+simulators/lamella.py): the terminal voltage that makes the step's current equal the sourced one,
+found by bisection on trial copies of the cell, then committed.
+
+Same contract as `Cell.advance_current`: `voltage_limit_V` bounds the voltage on the side the
+current drives it; at the limit the cell takes what current it draws there and the step reports
+`compliance_tripped`. Slow (a few dozen trial steps per step) but exact, and used only by protocols
+that source current on these presets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scipy.optimize import brentq
+
+SEARCH_SPAN_V = 10.0
+
+
+def advance_current(cell: Any, current_A: float, dt_s: float, voltage_limit_V: float | None = None,
+                    beam_current_A: float = 0.0) -> Any:
+    from insitem.simulators.electrochemistry import CellStep
+
+    state = cell.state_dict()
+
+    def excess(V: float) -> float:
+        trial = type(cell).from_state_dict(state)
+        return trial.advance(dt_s, V, 1.0, beam_current_A).current_A - current_A
+
+    v0 = float(cell.V_term_V)
+    lo, hi = v0 - SEARCH_SPAN_V, v0 + SEARCH_SPAN_V
+    limited = False
+    if voltage_limit_V is not None:
+        if current_A >= 0:
+            hi = min(hi, voltage_limit_V)
+            limited = excess(hi) < 0
+        else:
+            lo = max(lo, voltage_limit_V)
+            limited = excess(lo) > 0
+    if limited:
+        V = hi if current_A >= 0 else lo
+    else:
+        V = brentq(excess, lo, hi, xtol=1e-9, maxiter=200)
+    step = cell.advance(dt_s, V, 1.0, beam_current_A)
+    return CellStep(step.current_A, step.terminal_V, limited, step.charge_C)
