@@ -177,7 +177,7 @@ def _plt() -> Any:
 
 def write_seed_figures(a: SeedAnalysis, out_dir: Path, title: str) -> list[Path]:
     """Figures of a seed analysis: the quantities against time, and a map along the slit."""
-    from insitem.acquisition.figures import current_scale
+    from insitem.acquisition.display_units import current_scale
 
     plt = _plt()
     written: list[Path] = []

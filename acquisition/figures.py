@@ -22,6 +22,7 @@ matplotlib.use("Agg")  # files only: no display on the machines this runs on
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from insitem.acquisition.display_units import current_scale
 from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line  # noqa: E402
 from insitem.drivers.errors import InsitemError  # noqa: E402
 
@@ -180,14 +181,6 @@ def _trace_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def current_scale(max_abs_A: float) -> tuple[float, str]:
-    """(divisor, unit) that puts a current of magnitude `max_abs_A` in pA, nA, µA or mA."""
-    for scale, unit in ((1e-3, "mA"), (1e-6, "µA"), (1e-9, "nA")):
-        if max_abs_A >= scale:
-            return scale, unit
-    return 1e-12, "pA"
 
 
 def is_hold(ec: dict[str, np.ndarray]) -> bool:
