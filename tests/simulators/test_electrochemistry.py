@@ -427,3 +427,37 @@ def test_world_hold_current_sources_until_t_end(cycled_state) -> None:
     assert V2 == pytest.approx(1.65, abs=1e-9) and 0 < i2 < 1e-3
     world.applied_V = 1.0
     assert world.applied_A is None and world.voltage_limit_V is None
+
+
+@pytest.mark.slow
+def test_in_situ_cv_of_the_cycled_cell_stays_within_bounds_and_ti3_follows_li() -> None:
+    """The in-situ protocol's CV (1.0 -> 2.5 -> 0.5 -> 1.0 V at 40 mV/min) on the cell left by 50
+    cycles: c/c0 stays within the site bound at every 50th stair; the charge swings the Li at Pt
+    (reversible sites and further decomposition) and Li is conserved (Faraday); Ti3+ (from the
+    electrons inserted) is more at the 2.5 V vertex than at the 0.5 V one."""
+    from insitem.simulators.sample import Sample
+    from insitem.simulators.world import cycled_cell
+
+    cell = cycled_cell(CellParameters.lasgtp_bulk())
+    tp = cell.transport.params
+    bound = 1 + tp.u_max_over_c0 + cell.params.reversible_sites_over_c0
+    x = cell.transport.x_m[cell.transport.x_m < 1e-6]
+    f0 = cell.faradaic_rev_charge_C + cell.formation_charge_C
+    li0 = cell.transport.excess_mol_per_m2 + cell.n_rev_mol_per_m2
+    sample = Sample()
+    legs = [np.linspace(1.0, 2.5, 1501), np.linspace(2.5, 0.5, 2001), np.linspace(0.5, 1.0, 501)]
+    c_pt, ti3 = [], []
+    for leg in legs:
+        for k in range(0, len(leg) - 1, 50):
+            seg = leg[k : k + 51]
+            cell.advance_sweep(np.arange(len(seg)) * 1.5, seg, 1e-3)
+            c = cell.concentration_ratio(x)
+            assert c.max() <= bound + 1e-9
+            c_pt.append(c[0])
+        ti3.append(float(np.sum(sample.column_state(x, c).f_ti3)))
+    # the swing at Pt: the reversible sites plus what the decomposition adds to the free surface sites
+    assert 0.3 < max(c_pt) - min(c_pt) <= bound - c_pt[0] + cell.params.reversible_sites_over_c0
+    assert ti3[0] > ti3[1]  # 2.5 V vertex vs 0.5 V vertex
+    q_f = cell.faradaic_rev_charge_C + cell.formation_charge_C - f0
+    li = cell.transport.excess_mol_per_m2 + cell.transport.outflow_mol_per_m2 + cell.n_rev_mol_per_m2 - li0
+    assert li * cell.params.area_m2 == pytest.approx(q_f / F, rel=1e-6, abs=1e-15)
