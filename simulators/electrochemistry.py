@@ -847,4 +847,6 @@ class Cell:
         for k, v in state.items():
             if k not in ("params", "transport", "rng"):
                 setattr(cell, k, v)
+        if cell._grows:
+            cell._grow_pending()  # the restored batch's formed Li counts, as it did before the save
         return cell

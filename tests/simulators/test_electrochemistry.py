@@ -1,6 +1,7 @@
 """Cell electrochemistry (physics.md §3.2-3.6, §5): thin-layer voltammetry (§7 check 7), sweep-rate
-and iR laws, the [Y14] bulk cell over 50 cycles with its end Li profile, Faraday's law (§7 check 8),
-compliance, beam-induced current, open circuit, checkpoints."""
+and iR laws, the [Y14] bulk cell's electrode growing over 50 cycles (decision 0020: peaks 1 < 10 < 50,
+formation from kinetics, site bound, end profile), Faraday's law (§7 check 8), compliance,
+galvanostatic control with a voltage limit, beam-induced current, open circuit, checkpoints."""
 
 from __future__ import annotations
 
