@@ -173,8 +173,9 @@ class SampleParameters(BaseModel):
     electrode_thickness_m: float = Field(default=400e-9, ge=0)
     electrode_plasmon_width_eV: float = Field(default=9.0, gt=0)
     # §1.8 maps from c/c0 to ELNES drivers
-    ti3_threshold: float = Field(default=6.0, description="c/c0 where Ti3+ appears (§1.8, [Y14])")
-    ti3_logistic_width: float = Field(default=0.3, gt=0, description="logistic width in c/c0 (§1.8)")
+    ti3_threshold: float = Field(
+        default=6.0, description="c/c0 below which the inserted electrons go to O, not Ti ([Y14]: Ti3+ only above ~6 c0)"
+    )
     R_parent_nm: float = 0.280
     R_electrode_nm: float = 0.310
     R_saturation_ratio: float = Field(default=8.5, description="c/c0 at which R reaches the electrode value")
@@ -283,10 +284,18 @@ def o_o_distance_nm(li_ratio: np.ndarray, R0_nm: float = 0.280, R1_nm: float = 0
     return R0_nm + (R1_nm - R0_nm) * np.clip((np.asarray(li_ratio) - 1.0) / (c_sat - 1.0), 0.0, 1.0)
 
 
-def ti3_fraction(li_ratio: np.ndarray, threshold: float = 6.0, width: float = 0.3) -> np.ndarray:
-    """Ti3+ fraction f3 = 1/(1 + exp(-(c/c0 - 6)/0.3)) (physics.md §1.8: Ti3+ only where c >= 6 c0)."""
-    x = (np.asarray(li_ratio, dtype=float) - threshold) / width
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # = logistic, without overflow
+def ti3_fraction(li_ratio: np.ndarray, threshold: float = 6.0, li_per_fu_at_c0: float = 1.5,
+                 ti_per_fu: float = 1.4) -> np.ndarray:
+    """Ti3+ fraction from the electrons inserted: each Li beyond the parent's brings one electron,
+    n_e = li_per_fu_at_c0 (c/c0 - 1) per formula unit. The first li_per_fu_at_c0 (threshold - 1)
+    of them are taken by O (the O share [Y14] argues for from the O-K peak "a" shift, which starts
+    where Li starts to rise, while Ti stays 4+ up to ~6 c0); each further electron reduces one
+    Ti4+ to Ti3+: f3 = clip((n_e - n_O) / n_Ti, 0, 1). LASGTP: 1.5 Li and 1.4 Ti per formula unit
+    (sample.LASGTP), so f3 rises from 0 at 6.0 c0 to 1 at 6.93 c0; extraction undoes it in reverse
+    order (Ti first), as [Y14] saw Ti go back to 4+ where Li fell below ~6 c0."""
+    n_e = li_per_fu_at_c0 * (np.asarray(li_ratio, dtype=float) - 1.0)
+    n_o = li_per_fu_at_c0 * (threshold - 1.0)
+    return np.clip((n_e - n_o) / ti_per_fu, 0.0, 1.0)
 
 
 def prepeak_amplitude(li_ratio: np.ndarray, k_pre: float = 0.1) -> np.ndarray:
@@ -396,6 +405,13 @@ class Sample:
         dep = np.array([m.plasmon_width_eV for m in self.layer_materials])[idx]
         ti = areal.get("Ti")
         has_ti = ti > 0 if ti is not None else np.zeros(y.shape, bool)
+        f3 = np.zeros(y.shape)
+        for k in range(n_layers):
+            m = self.layer_materials[k]
+            sel = (idx == k) & has_ti
+            if np.any(sel):
+                li0 = m.formula.get("Li", 0.0) if m.li_per_fu_at_c0 is None else m.li_per_fu_at_c0
+                f3[sel] = ti3_fraction(c_eff[sel], p.ti3_threshold, li0, m.formula["Ti"])
         return ColumnState(
             y_m=y,
             li_ratio=c_eff,
@@ -406,7 +422,7 @@ class Sample:
             density_g_cm3=rho,
             t_over_lambda=tl,
             t_over_lambda_all=tl_all,
-            f_ti3=np.where(has_ti, ti3_fraction(c_eff, p.ti3_threshold, p.ti3_logistic_width), 0.0),
+            f_ti3=f3,
             R_nm=o_o_distance_nm(c_eff, p.R_parent_nm, p.R_electrode_nm, p.R_saturation_ratio),
             prepeak_amplitude=prepeak_amplitude(c_eff, p.prepeak_k),
             plasmon_energy_eV=ep,

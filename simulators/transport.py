@@ -38,7 +38,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.linalg import lapack
-from scipy.special import expit
 
 FARADAY_C_PER_MOL = 96485.33212  # physics.md §3.4
 C0_LATP_MOL_PER_M3 = 9.97e3  # 9.97e-3 mol/cm^3, physics.md §3.1 [derived]
@@ -65,8 +64,6 @@ class TransportParameters(BaseModel):
     implicitness: float = Field(
         default=0.5, ge=0.5, le=1.0, description="time-stepping weight: 0.5 Crank-Nicolson, 1 implicit Euler"
     )
-    ti3_threshold_ratio: float = Field(default=6.0, description="Ti3+ where c/c0 >= this (§1.8 [Y14])")
-    ti3_width_ratio: float = Field(default=0.3, ge=0, description="logistic width in c/c0 (0 = sharp step, §1.8)")
 
     @property
     def u_max_mol_per_m3(self) -> float:
@@ -169,19 +166,6 @@ class LiTransport:
         u = np.interp(x, self._x, self.u_mol_per_m3, left=np.nan, right=0.0)
         u = np.where(x < 0, 0.0, u)
         return 1.0 + u / self.params.c0_mol_per_m3
-
-    def ti3_fraction(self, x_m: np.ndarray | float) -> np.ndarray:
-        """Ti3+ fraction f3: 1 where c/c0 >= 6 (§1.8 [Y14]); logistic of width 0.3 in c/c0 if set."""
-        r = self.concentration_ratio(x_m)
-        p = self.params
-        if p.ti3_width_ratio == 0:
-            return (r >= p.ti3_threshold_ratio).astype(float)
-        return expit((r - p.ti3_threshold_ratio) / p.ti3_width_ratio)
-
-    def oo_distance_nm(self, x_m: np.ndarray | float) -> np.ndarray:
-        """O-O distance R(c) = 0.280 + 0.030 clip((c/c0 - 1)/7.5, 0, 1) nm (§1.8 [est] from [Y14])."""
-        r = self.concentration_ratio(x_m)
-        return 0.280 + 0.030 * np.clip((r - 1.0) / 7.5, 0.0, 1.0)
 
     def diffusivity_m2_per_s(self) -> np.ndarray:
         """D_eff(u) at the unknown nodes (m^2/s)."""

@@ -1,6 +1,7 @@
 """Cell electrochemistry (physics.md §3.2-3.6, §5): thin-layer voltammetry (§7 check 7), sweep-rate
-and iR laws, the [Y14] bulk cell over 50 cycles with its end Li profile, Faraday's law (§7 check 8),
-compliance, beam-induced current, open circuit, checkpoints."""
+and iR laws, the [Y14] bulk cell's electrode growing over 50 cycles (decision 0020: peaks 1 < 10 < 50,
+formation from kinetics, site bound, end profile), Faraday's law (§7 check 8), compliance,
+galvanostatic control with a voltage limit, beam-induced current, open circuit, checkpoints."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ def thin_layer_params(**kw: float) -> CellParameters:
     """Reversible thin layer: fast kinetics, no R_s, no C_dl, Omega = 0, constant Gamma, no formation."""
     values = dict(
         name="thin_layer", area_m2=0.2e-4, U_pos_V=3.93, E0_neg_V=2.35, series_resistance_ohm=0.0,
-        R_ct_pos_ohm_m2=1e-8, R_ct_neg_initial_ohm_m2=1e-8, R_ct_neg_final_ohm_m2=1e-8,
+        R_ct_pos_ohm_m2=1e-8, R_ct_neg_ohm_m2=1e-8,
         C_dl_pos_F_per_m2=0.0, C_dl_neg_F_per_m2=0.0, leakage_resistance_ohm=None,
-        gamma_initial_mol_per_m2=1e-4, gamma_final_mol_per_m2=1e-4, initial_open_circuit_V=1.3,
+        gamma_mol_per_m2=1e-4, initial_open_circuit_V=1.3,
     )
     values.update(kw)
     return CellParameters(**values)
@@ -75,7 +76,7 @@ def test_thin_layer_cv_peak_current_width_and_separation_check7() -> None:
     cell = Cell(p)
     ((vm, i),) = run_cv(cell, 1.3, 1.9, V_40MV_MIN, 0.2e-3)
     va, ia, vc, ic = peaks(vm, i)
-    ip_theory = F**2 * V_40MV_MIN * p.area_m2 * p.gamma_final_mol_per_m2 / (4 * RT)
+    ip_theory = F**2 * V_40MV_MIN * p.area_m2 * p.gamma_mol_per_m2 / (4 * RT)
     assert ia == pytest.approx(ip_theory, rel=0.02)
     assert -ic == pytest.approx(ip_theory, rel=0.02)
     assert fwhm_V(vm, i) == pytest.approx(0.0906, rel=0.03)
@@ -113,74 +114,113 @@ def test_peak_separation_grows_with_series_resistance() -> None:
 
 
 @pytest.fixture(scope="module")
-def bulk_run() -> tuple[Cell, list[tuple[np.ndarray, np.ndarray]]]:
-    """The [Y14] protocol: 50 CV cycles 0.5-2.5 V at 40 mV/min, 1 mV steps (dt = 1.5 s)."""
+def bulk_run() -> dict:
+    """The [Y14] protocol on a fresh cell: 50 CV cycles 0.5-2.5 V at 40 mV/min, 1 mV steps (dt =
+    1.5 s); c/c0 recorded at both vertices of every cycle."""
     cell = Cell(CellParameters.lasgtp_bulk())
-    cycles = run_cv(cell, 0.5, 2.5, V_40MV_MIN, 1e-3, cycles=50)
-    return cell, cycles
+    n = 2000
+    up = np.linspace(0.5, 2.5, n + 1)
+    t = np.arange(n + 1) * 1.5
+    cycles, c_max = [], 0.0
+    for _ in range(50):
+        a = cell.advance_sweep(t, up, 1e-3)
+        c_max = max(c_max, float(cell.concentration_ratio(cell.transport.x_m).max()))
+        b = cell.advance_sweep(t, up[::-1], 1e-3)
+        c_max = max(c_max, float(cell.concentration_ratio(cell.transport.x_m).max()))
+        vm = 0.5 * (np.r_[up, up[::-1][1:]][1:] + np.r_[up, up[::-1][1:]][:-1])
+        cycles.append((vm, np.r_[a["current_A"], b["current_A"]]))
+    return {"cell": cell, "cycles": cycles, "c_max": c_max}
 
 
-def test_bulk_cv_peaks_near_1v6_and_grow_higher_and_sharper(bulk_run) -> None:
-    """[Y14] (§0, §3.3): peaks at ~1.6 V (1.58 V equilibrium), higher and sharper after 50 cycles."""
-    cell, cycles = bulk_run
-    va2, ia2, vc2, ic2 = peaks(*cycles[1])
-    va50, ia50, vc50, ic50 = peaks(*cycles[49])
-    for va, vc in ((va2, vc2), (va50, vc50)):
-        assert 1.55 < va < 1.70 and 1.46 < vc < 1.60
-        assert 0.5 * (va + vc) == pytest.approx(1.58, abs=0.02)
-    assert 1e-6 < ia50 < 10e-6  # §3.6: 1-10 uA
-    assert ia50 > 3 * ia2 and -ic50 > 3 * -ic2
-    assert fwhm_V(*cycles[49]) < 0.9 * fwhm_V(*cycles[1])
+def test_bulk_cv_peaks_near_1v6_grow_higher_and_sharper_1_10_50(bulk_run) -> None:
+    """[Y14]: "As the negative electrodes grow with cycling, the charge current peak becomes higher
+    and sharper in the CV" (cycles 1, 10, 50 plotted), peaks around 1.6 V. Here the growth comes
+    out of the formed electrode (its reversible sites and exchange current follow it): peak
+    heights 1 < 10 < 50 with no earlier cycle above cycle 50; the width falls from cycle 1 to 10
+    and does not grow after, so height/width rises 1 < 10 < 50; charge and discharge peaks centre
+    on U_pos - E0_neg = 1.58 V."""
+    cycles = bulk_run["cycles"]
+    pk = [peaks(*c) for c in cycles]
+    ia = [p[1] for p in pk]
+    assert ia[0] < ia[9] < ia[49]
+    assert max(ia[:49]) <= ia[49]
+    assert 1e-6 < ia[49] < 20e-6  # §3.6: 1-10 uA (estimate)
+    w = [fwhm_V(*cycles[k]) for k in (0, 9, 49)]
+    assert w[0] > w[1] and w[2] <= 1.05 * w[1]
+    sharp = [ia[k] / wk for k, wk in zip((0, 9, 49), w)]
+    assert sharp[0] < sharp[1] < sharp[2]
+    for k in (9, 49):
+        va, _, vc, _ = pk[k]
+        assert 1.55 < va < 1.80 and 1.35 < vc < 1.60
+        assert 0.5 * (va + vc) == pytest.approx(1.58, abs=0.03)
 
 
-def test_first_charge_carries_the_irreversible_formation_only_once(bulk_run) -> None:
-    """Formation (irreversible decomposition forming the electrode) passes its charge on the
-    first charge; from cycle 2 on, anodic and cathodic charges balance."""
-    cell, cycles = bulk_run
-    dt = 1.5
-    q1 = cycles[0][1].sum() * dt
-    q2 = cycles[1][1].sum() * dt
-    q50 = cycles[49][1].sum() * dt
-    q_form = 0.161e4 * cell.params.area_m2  # 0.161 C/cm^2 (§3.4)
-    assert q1 == pytest.approx(q_form, rel=0.02)
-    assert abs(q2) < 0.01 * q_form and abs(q50) < 0.01 * q_form
-    assert cell.ground_truth()["formation_remaining_C"] < 1e-9 * q_form
+def test_formation_comes_from_kinetics_self_limits_and_has_no_cliff(bulk_run) -> None:
+    """No prescribed formation charge: the decomposition that forms the electrode runs each charge,
+    its charge per cycle falls as the surface sites fill (1 < 2 < ... net charge shrinking), and the
+    current changes smoothly from stair to stair (no pool that empties within a few mV)."""
+    cycles = bulk_run["cycles"]
+    q = np.array([c[1].sum() * 1.5 for c in cycles])  # net charge per cycle = irreversible part
+    assert np.all(q > 0) and np.all(np.diff(q) < 0)
+    assert q[0] > 3 * q[49]
+    for vm, i in cycles[:3] + cycles[-1:]:
+        jump = np.max(np.abs(np.diff(i)))
+        assert jump < 0.05 * np.max(np.abs(i))  # < 5 % of the peak per 1 mV stair
 
 
-def test_bulk_faradaic_charge_equals_inserted_li_check8(bulk_run) -> None:
-    """§7 check 8 (Faradaic part): ∫ i_F dt / F = A ∫(c - c0) dx within 1e-6 after 50 cycles."""
-    cell, _ = bulk_run
+def test_concentration_stays_within_the_site_bound_over_50_cycles(bulk_run) -> None:
+    """Sites bound the Li: the formed electrode holds at most u_max (the decomposition needs free
+    surface sites), the reversible Li at most r_rev c0 on top: c/c0 <= 1 + u_max/c0 + r_rev at every
+    vertex of every cycle, and the transport never had to clip."""
+    cell = bulk_run["cell"]
+    tp = cell.transport.params
+    bound = 1 + tp.u_max_over_c0 + cell.params.reversible_sites_over_c0
+    assert bulk_run["c_max"] <= bound + 1e-9
+    assert cell.transport.u_mol_per_m3.max() <= tp.u_max_mol_per_m3 * (1 + 1e-9)
+    assert cell.transport.clipped_mol_per_m2 < 1e-12 * cell.transport.excess_mol_per_m2
+
+
+def test_bulk_charge_equals_inserted_li_check8(bulk_run) -> None:
+    """§7 check 8: ∫ i_F dt / F = A (excess Li of the formed electrode + reversible Li) within 1e-6
+    after 50 cycles; the SMU's ∫ i dt equals the Faradaic charge up to the double layers and the
+    leakage (< 1 %)."""
+    cell = bulk_run["cell"]
     gt = cell.ground_truth()
     tr = cell.transport
     q_f = gt["faradaic_reversible_charge_C"] + gt["formation_charge_C"]
-    li_mol = (tr.excess_mol_per_m2 + tr.outflow_mol_per_m2 + tr.deficit_mol_per_m2) * cell.params.area_m2
+    n0 = Cell(CellParameters.lasgtp_bulk()).n_rev_mol_per_m2
+    li_mol = (tr.excess_mol_per_m2 + tr.outflow_mol_per_m2 + cell.n_rev_mol_per_m2 - n0) * cell.params.area_m2
     assert li_mol == pytest.approx(q_f / F, rel=1e-6)
-    assert tr.deficit_mol_per_m2 == 0.0
+    assert cell.charge_passed_C == pytest.approx(q_f, rel=0.01)
 
 
-def test_bulk_50_cycles_end_with_the_paper_profile(bulk_run) -> None:
-    """[Y14] end state (§0, §3.5): ~8.5 c0 at Pt (discharged surface slightly lower), Ti3+ boundary
-    (6 c0) ~160 nm, electrode layer ~400 nm (10 % / 5 % excess points 381 / 435 nm)."""
-    cell, _ = bulk_run
+def test_bulk_50_cycles_end_profile_against_the_paper(bulk_run) -> None:
+    """The end of cycling (discharged at 0.5 V), not fitted: ~8 c0 at Pt (paper 8.5), the 6 c0
+    point at ~70 nm (paper ~160 nm: the surface-fed formed electrode has an erfc-like profile, the
+    paper's is closer to a relaxed Gaussian), Li within ~350 nm (paper ~400 nm); numbers and their
+    sensitivities in docs/decisions/0020-growing-electrode.md."""
+    cell = bulk_run["cell"]
     tr = cell.transport
-    assert 7.5 < tr.concentration_ratio(0.0) < 9.0
-    assert crossing_m(tr, 6.0) == pytest.approx(160e-9, abs=10e-9)
-    assert crossing_m(tr, 1 + 0.10 * 7.5) == pytest.approx(381e-9, abs=25e-9)
-    assert crossing_m(tr, 1 + 0.05 * 7.5) == pytest.approx(435e-9, abs=25e-9)
-    assert tr.ti3_fraction(100e-9) > 0.9 and tr.ti3_fraction(250e-9) < 0.01
+    c_pt = float(cell.concentration_ratio(0.0))
+    assert 7.5 < c_pt < 8.5
+    assert 50e-9 < crossing_m(tr, 6.0) < 100e-9
+    x = tr.x_m
+    c = cell.concentration_ratio(x)
+    x5 = x[np.nonzero(c < 1 + 0.05 * (c_pt - 1))[0][0]]
+    assert 300e-9 < x5 < 420e-9
 
 
-def test_history_not_a_cycle_counter(bulk_run) -> None:
-    """Gamma, R_ct and Omega follow the charge actually passed: 50 cycles -> ~100 reversals detected
-    from the current sign; an idle cell (open circuit) does not age."""
-    cell, _ = bulk_run
-    gt = cell.ground_truth()
-    assert gt["reversals"] == pytest.approx(99, abs=1)
-    assert gt["R_ct_neg_ohm_m2"] < 0.2 * cell.params.R_ct_neg_initial_ohm_m2
+def test_growth_follows_what_the_cell_did_not_a_counter() -> None:
+    """An idle cell (open circuit) does not grow; one held charged grows without any cycling."""
     idle = Cell(CellParameters.lasgtp_bulk())
     for _ in range(100):
         idle.advance(60.0, None, 1e-3)
-    assert idle.ground_truth()["equivalent_cycles"] < 1e-6
+    assert idle.formed_thickness_m() < 1e-12  # Tafel at 1 V above E_form: nothing forms
+    held = Cell(CellParameters.lasgtp_bulk())
+    for _ in range(400):
+        held.advance(15.0, 1.8, 1e-3)
+    assert held.formed_thickness_m() > 5e-9
+    assert held.gamma_mol_per_m2 > 2 * CellParameters.lasgtp_bulk().gamma_mol_per_m2
 
 
 def test_compliance_caps_current_and_flags_trip() -> None:
@@ -210,7 +250,7 @@ def test_beam_induced_current_only_with_beam() -> None:
 def test_open_circuit_gives_zero_current_and_relaxes() -> None:
     """Output off (high impedance): no current through the SMU; the double layers discharge through
     the Faradaic reactions so eta -> 0 and the terminal voltage relaxes to U_pos - U_neg(theta)."""
-    cell = Cell(CellParameters.lasgtp_bulk(formation_charge_C_per_m2=0.0))
+    cell = Cell(CellParameters.lasgtp_bulk(formation_rate_per_s=0.0))
     run_cv(cell, 0.5, 1.6, V_40MV_MIN, 1e-3)  # stop on the rising side of the wave
     cell.advance(1.5, 1.6, 1e-3)
     gt = cell.ground_truth()
@@ -310,38 +350,49 @@ def test_isotherm_omega_sharpens_wave() -> None:
 # ---------------------------------------------------------------- current control (galvanostatic)
 
 
-def test_constant_current_charge_equals_i_t_and_inserts_li_faraday() -> None:
-    """Galvanostatic charge: the SMU passes exactly I t; Faraday's law puts (I t - double-layer and
-    leakage charge) / F of Li into the electrode; the voltage rises through the ~1.6 V plateau."""
-    cell = Cell(CellParameters.lasgtp_bulk())
-    I, dt, n = 2e-6, 10.0, 300
+@pytest.fixture(scope="module")
+def cycled_state() -> dict:
+    """The [Y14] cell after its 50 CV cycles (discharged, electrode formed)."""
+    from insitem.simulators.world import cycled_cell
+
+    return cycled_cell(CellParameters.lasgtp_bulk()).state_dict()
+
+
+def test_constant_current_charge_shows_the_1v6_plateau_and_conserves_charge(cycled_state) -> None:
+    """Galvanostatic charge of the formed cell: the SMU passes exactly I t; Faraday's law puts
+    (I t minus double-layer and leakage charge) / F of Li into the electrode; the voltage sits on
+    the plateau near U_pos - E0_neg = 1.58 V while the reversible sites fill."""
+    cell = Cell.from_state_dict(cycled_state)
+    q0, n0, ex0 = cell.charge_passed_C, cell.n_rev_mol_per_m2, cell.transport.excess_mol_per_m2
+    f0 = cell.faradaic_rev_charge_C + cell.formation_charge_C
+    I, dt, n = 1e-6, 10.0, 150
     volts = []
     for _ in range(n):
         step = cell.advance_current(I, dt, voltage_limit_V=3.0)
         assert not step.compliance_tripped
         assert step.current_A == I
         volts.append(step.terminal_V)
-    assert cell.charge_passed_C == pytest.approx(I * dt * n, rel=1e-12)
+    assert cell.charge_passed_C - q0 == pytest.approx(I * dt * n, rel=1e-12)
     gt = cell.ground_truth()
-    q_f = gt["faradaic_reversible_charge_C"] + gt["formation_charge_C"]
-    tr = cell.transport
-    li_mol = (tr.excess_mol_per_m2 + tr.outflow_mol_per_m2) * cell.params.area_m2
-    assert li_mol == pytest.approx(q_f / F, rel=1e-6)
+    q_f = gt["faradaic_reversible_charge_C"] + gt["formation_charge_C"] - f0
+    li_mol = (cell.transport.excess_mol_per_m2 - ex0 + cell.n_rev_mol_per_m2 - n0) * cell.params.area_m2
+    assert li_mol == pytest.approx(q_f / F, rel=1e-5)
     assert q_f == pytest.approx(I * dt * n, rel=0.02)  # the rest charged the double layers / leaked
     assert np.all(np.diff(volts) > -1e-6)  # charging never lowers the voltage
-    assert 1.3 < float(np.median(volts)) < 2.0
+    assert 1.5 < float(np.median(volts)) < 1.75
+    assert volts[-1] - volts[n // 4] < 0.15  # a plateau, not a capacitor ramp
 
 
-def test_current_source_clamps_at_its_voltage_limit() -> None:
+def test_current_source_clamps_at_its_voltage_limit(cycled_state) -> None:
     """A SourceMeter in current mode at its voltage limit: the voltage stops at the limit and the
     current falls to what the cell takes there (below I, same sign); discharging, the limit is a
     floor. Until the limit the charge is I t."""
-    cell = Cell(CellParameters.lasgtp_bulk(formation_charge_C_per_m2=0.0))
+    cell = Cell.from_state_dict(cycled_state)
     I, dt, limit = 5e-6, 10.0, 1.75
     steps = [cell.advance_current(I, dt, voltage_limit_V=limit) for _ in range(400)]
     tripped = [s.compliance_tripped for s in steps]
     k = tripped.index(True)
-    assert all(tripped[k:])
+    assert k > 10 and all(tripped[k:])
     assert all(s.current_A == I for s in steps[:k])
     assert all(s.terminal_V == pytest.approx(limit, abs=1e-9) for s in steps[k:])
     late = [s.current_A for s in steps[k:]]
@@ -354,29 +405,60 @@ def test_current_source_clamps_at_its_voltage_limit() -> None:
     assert abs(down[-1].current_A) < 0.01 * I  # ... until it is empty (leakage is what is left)
 
 
-def test_world_hold_current_sources_until_t_end() -> None:
+def test_world_hold_current_sources_until_t_end(cycled_state) -> None:
     """SimWorld.hold_current: constant current from now to t_end with a voltage limit; returns
     (V, I) at t_end; charge = I t while not limited; setting a voltage ends current sourcing."""
     from insitem.drivers.clock import VirtualClock
-    from insitem.simulators.world import SimWorld
-
-    world = _bulk_world(VirtualClock())
-    q0 = world.cell.charge_passed_C
-    V, i = world.hold_current(2e-6, 600.0, voltage_limit_V=3.0)
-    assert i == 2e-6 and 0.4 < V < 3.0
-    assert world.cell.charge_passed_C - q0 == pytest.approx(2e-6 * 600.0, rel=1e-12)
-    V2, i2 = world.hold_current(1e-3, 1200.0, voltage_limit_V=1.2)
-    assert V2 == pytest.approx(1.2, abs=1e-9) and 0 < i2 < 1e-3
-    world.applied_V = 1.0
-    assert world.applied_A is None and world.voltage_limit_V is None
-    assert isinstance(world, SimWorld)
-
-
-def _bulk_world(clock):  # type: ignore[no-untyped-def]
     from insitem.simulators.detector import CCDDetector, DetectorParameters
     from insitem.simulators.optics import MicroscopeState, OpticsParameters
     from insitem.simulators.sample import Sample
     from insitem.simulators.world import SimWorld
 
-    return SimWorld(clock, Cell(CellParameters.lasgtp_bulk()), Sample(),
-                    MicroscopeState(OpticsParameters(), clock), CCDDetector(DetectorParameters()))
+    clock = VirtualClock()
+    world = SimWorld(clock, Cell.from_state_dict(cycled_state), Sample(),
+                     MicroscopeState(OpticsParameters(), clock), CCDDetector(DetectorParameters()))
+    q0 = world.cell.charge_passed_C
+    V, i = world.hold_current(2e-6, 600.0, voltage_limit_V=3.0)
+    assert i == 2e-6 and 1.4 < V < 1.8
+    assert world.cell.charge_passed_C - q0 == pytest.approx(2e-6 * 600.0, rel=1e-12)
+    clock.sleep_until(700.0)
+    world.advance_to()  # the world keeps sourcing the current
+    assert world.cell.charge_passed_C - q0 == pytest.approx(2e-6 * 700.0, rel=1e-12)
+    V2, i2 = world.hold_current(1e-3, 1200.0, voltage_limit_V=1.65)
+    assert V2 == pytest.approx(1.65, abs=1e-9) and 0 < i2 < 1e-3
+    world.applied_V = 1.0
+    assert world.applied_A is None and world.voltage_limit_V is None
+
+
+@pytest.mark.slow
+def test_in_situ_cv_of_the_cycled_cell_stays_within_bounds_and_ti3_follows_li() -> None:
+    """The in-situ protocol's CV (1.0 -> 2.5 -> 0.5 -> 1.0 V at 40 mV/min) on the cell left by 50
+    cycles: c/c0 stays within the site bound at every 50th stair; the charge swings the Li at Pt
+    (reversible sites and further decomposition) and Li is conserved (Faraday); Ti3+ (from the
+    electrons inserted) is more at the 2.5 V vertex than at the 0.5 V one."""
+    from insitem.simulators.sample import Sample
+    from insitem.simulators.world import cycled_cell
+
+    cell = cycled_cell(CellParameters.lasgtp_bulk())
+    tp = cell.transport.params
+    bound = 1 + tp.u_max_over_c0 + cell.params.reversible_sites_over_c0
+    x = cell.transport.x_m[cell.transport.x_m < 1e-6]
+    f0 = cell.faradaic_rev_charge_C + cell.formation_charge_C
+    li0 = cell.transport.excess_mol_per_m2 + cell.n_rev_mol_per_m2
+    sample = Sample()
+    legs = [np.linspace(1.0, 2.5, 1501), np.linspace(2.5, 0.5, 2001), np.linspace(0.5, 1.0, 501)]
+    c_pt, ti3 = [], []
+    for leg in legs:
+        for k in range(0, len(leg) - 1, 50):
+            seg = leg[k : k + 51]
+            cell.advance_sweep(np.arange(len(seg)) * 1.5, seg, 1e-3)
+            c = cell.concentration_ratio(x)
+            assert c.max() <= bound + 1e-9
+            c_pt.append(c[0])
+        ti3.append(float(np.sum(sample.column_state(x, c).f_ti3)))
+    # the swing at Pt: the reversible sites plus what the decomposition adds to the free surface sites
+    assert 0.3 < max(c_pt) - min(c_pt) <= bound - c_pt[0] + cell.params.reversible_sites_over_c0
+    assert ti3[0] > ti3[1]  # 2.5 V vertex vs 0.5 V vertex
+    q_f = cell.faradaic_rev_charge_C + cell.formation_charge_C - f0
+    li = cell.transport.excess_mol_per_m2 + cell.transport.outflow_mol_per_m2 + cell.n_rev_mol_per_m2 - li0
+    assert li * cell.params.area_m2 == pytest.approx(q_f / F, rel=1e-6, abs=1e-15)

@@ -54,10 +54,15 @@ def test_li_areal_density_scales_with_c_over_c0_only_in_li_hosts(sample):
     assert col.density_g_cm3[1] > col.density_g_cm3[0]  # added Li mass
 
 
-def test_ti3_fraction_logistic_around_6_c0():
-    f = ti3_fraction(np.array([1.0, 5.0, 6.0, 7.0, 8.5]))
-    assert f[2] == pytest.approx(0.5)
-    assert f[1] < 0.05 and f[3] > 0.95 and f[0] < 1e-6 and f[4] > 0.999
+def test_ti3_fraction_follows_the_electrons_inserted():
+    """Each Li beyond the parent's brings one electron (1.5 Li per formula unit at c0): the first
+    7.5 per formula unit go to O (Ti stays 4+ up to 6 c0, [Y14]); each further one reduces one of
+    the 1.4 Ti per formula unit, so f3 = 1 at 6 + 1.4/1.5 = 6.93 c0; linear in between."""
+    f = ti3_fraction(np.array([1.0, 5.0, 6.0, 6.0 + 0.7 / 1.5, 6.0 + 1.4 / 1.5, 8.5]))
+    np.testing.assert_allclose(f, [0.0, 0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-12)
+    c = np.linspace(6.0, 6.9, 10)
+    n_ti3 = 1.4 * ti3_fraction(c)
+    np.testing.assert_allclose(np.diff(n_ti3), 1.5 * np.diff(c), rtol=1e-9)  # one Ti3+ per electron
 
 
 def test_o_o_distance_mapping_endpoints_and_peak_b_law():

@@ -78,19 +78,6 @@ def test_paper_gaussian_crosses_6c0_at_160nm_check9() -> None:
     assert np.allclose(tr.concentration_ratio(x), 1 + paper_profile_excess(x), atol=0.02)
 
 
-def test_ti3_fraction_and_oo_distance_follow_the_profile() -> None:
-    """§1.8: Ti3+ where c >= 6 c0 (logistic width 0.3), R(c) = 0.280 + 0.030 clip((c/c0-1)/7.5) nm."""
-    tr = LiTransport.paper_profile()
-    x6 = crossing_m(tr, 6.0)
-    assert tr.ti3_fraction(x6) == pytest.approx(0.5, abs=0.01)
-    assert tr.ti3_fraction(0.0) > 0.999
-    assert tr.ti3_fraction(x6 + 60e-9) < 0.01
-    assert tr.oo_distance_nm(0.0) == pytest.approx(0.310, abs=1e-6)
-    assert tr.oo_distance_nm(2e-6) == pytest.approx(0.280, abs=1e-6)
-    sharp = LiTransport.paper_profile(TransportParameters(ti3_width_ratio=0.0))
-    assert sharp.ti3_fraction(x6 - 1e-9) == 1.0 and sharp.ti3_fraction(x6 + 1e-9) == 0.0
-
-
 def test_concentration_is_parent_beyond_the_domain() -> None:
     tr = LiTransport.paper_profile()
     assert np.all(tr.concentration_ratio(np.array([3.0e-6, 5e-6, 1.0])) == 1.0)
