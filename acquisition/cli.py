@@ -237,10 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nexus: when the specimen was prepared (NXem requires it; default: the run's start)")
 
     p = add("serve", cmd_serve, "serve emulated instruments over their real wire protocols (one shared simulated world)")
-    p.add_argument("instruments", nargs="+", choices=["keithley2400", "keithley2450", "gif", "tem"], metavar="INSTRUMENT")
+    p.add_argument("instruments", nargs="*", metavar="INSTRUMENT",
+                   help="keithley2400, keithley2450, gif, tem (default: the protocol's potentiostat model, gif and tem)")
     p.add_argument("--bind", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=int, default=0, help="first port (0 = any free port)")
-    p.add_argument("--protocol", default="ex-situ-lasgtp", help="protocol whose sample preset the world uses")
+    p.add_argument("--protocol", default="ex-situ-lasgtp",
+                   help="protocol whose sample and instruments the emulators take (default ex-situ-lasgtp)")
     p.add_argument("--serial", action="store_true", help="also serve the Keithley over a pseudo-terminal")
 
     p = add("bridge", cmd_bridge, "run the TEM command-set bridge on the microscope PC")

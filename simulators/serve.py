@@ -263,9 +263,14 @@ def serve_command(args: argparse.Namespace) -> int:
     Exit 0 after a clean stop; bad input (unknown protocol, port taken) is one line on stderr
     and exit 2.
     """
+    kinds = list(args.instruments)
+    if not kinds:  # the instruments the protocol declares: no hand-matching of models and worlds
+        from insitem.protocols.loader import load
+
+        kinds = [load(args.protocol).instruments.potentiostat.model, "gif", "tem"]
     try:
         servers = start_servers(
-            args.protocol, args.instruments, bind=args.bind, port=args.port, serial=bool(getattr(args, "serial", False))
+            args.protocol, kinds, bind=args.bind, port=args.port, serial=bool(getattr(args, "serial", False))
         )
     except OSError as exc:
         raise ResourceError(f"cannot listen on {args.bind} port {args.port}: {exc.strerror or exc}") from None
@@ -283,6 +288,8 @@ def serve_command(args: argparse.Namespace) -> int:
               f"(protocol {args.protocol}, sample preset {preset}); Ctrl-C stops", file=sys.stderr, flush=True)
         for line in servers.lines():
             print(line, flush=True)
+        resources = " ".join(f"--resource {line}" for line in servers.lines() if not line.startswith("#"))
+        print(f"# then: insitem run {args.protocol} --hardware {resources}", file=sys.stderr, flush=True)
         while not stop.wait(0.2):
             pass
     finally:
