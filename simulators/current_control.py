@@ -43,3 +43,20 @@ def advance_current(cell: Any, current_A: float, dt_s: float, voltage_limit_V: f
         V = brentq(excess, lo, hi, xtol=1e-9, maxiter=200)
     step = cell.advance(dt_s, V, 1.0, beam_current_A)
     return CellStep(step.current_A, step.terminal_V, limited, step.charge_C)
+
+
+class CurrentControlled:
+    """What a voltage-mode cell model (keeping its last current in `i_cell_A`) offers as
+    `Cell` does: the last measured current and the galvanostatic step above."""
+
+    i_cell_A: float
+
+    @property
+    def last_current_A(self) -> float:
+        """Measured current of the last step (the SMU's reading), as `Cell.last_current_A`."""
+        return self.i_cell_A
+
+    def advance_current(self, current_A: float, dt_s: float, voltage_limit_V: float | None = None,
+                        beam_current_A: float = 0.0) -> Any:
+        """Galvanostatic step (`advance_current` above)."""
+        return advance_current(self, current_A, dt_s, voltage_limit_V, beam_current_A)

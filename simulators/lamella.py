@@ -42,7 +42,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import brentq
 
-from insitem.simulators.current_control import advance_current
+from insitem.simulators.current_control import CurrentControlled
 from insitem.simulators.sample import ColumnState, Material, column_from_phases
 from insitem.simulators.transport import FARADAY_C_PER_MOL
 
@@ -123,7 +123,7 @@ def plateau_tail_V(xi: float, theta_t: float, f: float) -> float:
     return (math.log1p(theta_t / (1.0 - xi)) - math.log1p(theta_t / xi)) / f
 
 
-class LamellaCell:
+class LamellaCell(CurrentControlled):
     """The micro-battery as the world's cell and its slit window as the world's sample."""
 
     transport = None
@@ -244,16 +244,6 @@ class LamellaCell:
         self.time_s += dt_s
         self.last_tripped = tripped
         return CellStep(i_meas, V, tripped, i_meas * dt_s)
-
-    @property
-    def last_current_A(self) -> float:
-        """Measured current of the last step (the SMU's reading), as `Cell.last_current_A`."""
-        return self.i_cell_A
-
-    def advance_current(self, current_A: float, dt_s: float, voltage_limit_V: float | None = None,
-                        beam_current_A: float = 0.0) -> Any:
-        """Galvanostatic step (simulators/current_control.py)."""
-        return advance_current(self, current_A, dt_s, voltage_limit_V, beam_current_A)
 
     def advance_sweep(self, t_points_s: np.ndarray, applied_V_points: np.ndarray, compliance_A: float,
                       beam_current_A: float | np.ndarray = 0.0) -> dict[str, np.ndarray]:

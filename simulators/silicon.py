@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from insitem.simulators.current_control import advance_current
+from insitem.simulators.current_control import CurrentControlled
 from insitem.simulators.sample import (
     ATOMIC_MASS_g_mol,
     VACUUM,
@@ -135,7 +135,7 @@ class SiClusterParameters(BaseModel):
         return self.front_velocity_ref_m_per_s / (2.0 * math.sinh(self.alpha * self.f_per_V * self.eta_ref_V))
 
 
-class SiCluster:
+class SiCluster(CurrentControlled):
     """The Si cluster as the world's cell (``advance``/``advance_sweep``) and its sample (``column_state``)."""
 
     transport = None  # no c/c0 field: the state is the front radii
@@ -256,16 +256,6 @@ class SiCluster:
         self.i_cell_A = i
         self.time_s += dt_s
         return i
-
-    @property
-    def last_current_A(self) -> float:
-        """Measured current of the last step (the SMU's reading), as `Cell.last_current_A`."""
-        return self.i_cell_A
-
-    def advance_current(self, current_A: float, dt_s: float, voltage_limit_V: float | None = None,
-                        beam_current_A: float = 0.0) -> Any:
-        """Galvanostatic step (simulators/current_control.py)."""
-        return advance_current(self, current_A, dt_s, voltage_limit_V, beam_current_A)
 
     def advance_sweep(self, t_points_s: np.ndarray, applied_V_points: np.ndarray, compliance_A: float,
                       beam_current_A: float | np.ndarray = 0.0) -> dict[str, np.ndarray]:
