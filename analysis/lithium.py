@@ -350,12 +350,25 @@ def _excess_reference(
     E = energy.values_eV
     ref = np.nanmean(resid[elec], axis=0) - np.nanmean(resid[parent], axis=0)
     ref = np.where(E >= p.parent_scale_eV[1], ref, 0.0)  # zero where the rows were scaled together
+    gamma = _reference_share(energy, m_par, ref, float(np.nanmean(var[parent])), int(parent.sum()), p)
+    if gamma is None:
+        return None
+    return LiReference(level=gamma * excess, ref=ref, parent_minus_pl=np.zeros(energy.size), excess=excess)
+
+
+def _reference_share(energy: EnergyAxis, m_par: np.ndarray, ref: np.ndarray, var_parent: float, n_parent: int,
+                     p: LiParams) -> float | None:
+    """Share gamma of the Li reference `ref` in the parent's mean spectrum over
+    `p.reference_fit_eV`: weighted least squares of exp(quadratic in ln E) + gamma ref + the
+    shallow edges, with Poisson weights of the parent mean; None when the fit fails or gamma <= 0."""
+    E = energy.values_eV
     win = energy.window(*p.reference_fit_eV, min_channels=16)
     x = np.log(E[win] / E[win].mean())
     y, r = m_par[win], ref[win]
-    sd = np.sqrt(np.maximum(np.nanmean(var[parent]) * np.maximum(y, 0.0) / parent.sum(), 1e-300))
+    sd = np.sqrt(np.maximum(var_parent * np.maximum(y, 0.0) / n_parent, 1e-300))
     if not (np.all(np.isfinite(y)) and np.all(np.isfinite(r)) and np.all(y > 0)):
         return None
+    # weighted least squares of ln y for the starting background (reference share taken as 0)
     start = np.polyfit(x, np.log(y), 2, w=y / sd)
     Ew = E[win]
     edges = [shallow_edge(Ew, onset, p.reference_fit_edge_rise_eV) for onset in p.reference_fit_edges_eV]
@@ -369,9 +382,7 @@ def _excess_reference(
 
     fit = least_squares(res, np.r_[start, 0.0, np.zeros(len(edges))], x_scale="jac")
     gamma = float(fit.x[3])
-    if not (fit.success and gamma > 0):
-        return None
-    return LiReference(level=gamma * excess, ref=ref, parent_minus_pl=np.zeros(energy.size), excess=excess)
+    return gamma if fit.success and gamma > 0 else None
 
 
 def _pt_unmix_excess(
@@ -455,28 +466,8 @@ def li_reference(
     m_el, m_par = np.nanmean(spec[elec], axis=0), np.nanmean(spec[parent], axis=0)
     ref = np.zeros(energy.size)
     ref[above] = minus_power_law(m_el) - minus_power_law(m_par)  # Li-K of (c_el - c0): non-Li features cancel
-    win = energy.window(*p.reference_fit_eV, min_channels=16)
-    x = np.log(E[win] / E[win].mean())
-    y, r = m_par[win], ref[win]
-    sd = np.sqrt(np.maximum(np.nanmean(var[parent]) * np.maximum(y, 0.0) / parent.sum(), 1e-300))
-    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(r)) and np.all(y > 0)):
-        return None
-    # weighted least squares of ln y for the starting background (reference share taken as 0)
-    start = np.polyfit(x, np.log(y), 2, w=y / sd)
-
-    Ew = E[win]
-    edges = [shallow_edge(Ew, onset, p.reference_fit_edge_rise_eV) for onset in p.reference_fit_edges_eV]
-    scale = [float(np.max(y)) / max(float(np.max(g)), 1e-300) for g in edges]
-
-    def resid(q: np.ndarray) -> np.ndarray:
-        model = np.exp(np.polyval(q[:3], x)) + q[3] * r
-        for k, g in enumerate(edges):
-            model = model + q[4 + k] * scale[k] * g
-        return (model - y) / sd
-
-    fit = least_squares(resid, np.r_[start, 0.0, np.zeros(len(edges))], x_scale="jac")
-    gamma = float(fit.x[3])
-    if not (fit.success and gamma > 0):
+    gamma = _reference_share(energy, m_par, ref, float(np.nanmean(var[parent])), int(parent.sum()), p)
+    if gamma is None:
         return None
     par = np.zeros(energy.size)
     par[above] = minus_power_law(m_par)
