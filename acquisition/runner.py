@@ -325,23 +325,7 @@ class Runner:
         if acc is None or acc.data is None:
             self.file.log(t_safe, "WARNING", what + "; no sub-exposure read out, no image stored")
             return
-        pot_V = float(np.mean([r[0] for r in acc.readings])) if acc.readings else math.nan
-        cur_A = float(np.mean([r[1] for r in acc.readings])) if acc.readings else math.nan
-        self._runfile.append_exposure(
-            exp.window,
-            acc.data,
-            t_start_s=acc.t_start_s,
-            exposure_s=acc.exposure_s,
-            potential_V=pot_V,
-            current_A=cur_A,
-            cycle=exp.cycle,
-            step=exp.step_index,
-            dose_e_per_m2=img.dose_e_per_m2,
-            energy_offset_eV=acc.energy_offset_eV,
-            saturated_px=acc.saturated_px,
-            partial=True,
-            beam_on_s=img.beam_on_s,
-        )
+        self._append_image(exp, acc, img.dose_e_per_m2, math.nan, partial=True, beam_on_s=img.beam_on_s)
         self._exposures += 1
         self.file.log(t_safe, "WARNING", what + f"; stored as partial: {acc.exposure_s:g} s of "
                       f"{exp.exposure_s * exp.n_subframes:g} s read out")
@@ -649,6 +633,27 @@ class Runner:
         # read-out and write on the I/O thread (real time) or here (virtual clock)
         self._io.submit_readout(self.rig.camera.read_frame, lambda frame: self._store_frame(exp, frame, readings, dose))
 
+    def _append_image(self, exp: PlannedExposure, acc: "_ImageSum", dose_e_per_m2: float, potential_if_unread_V: float,
+                      **extra: Any) -> int | None:
+        """Write a summed image with its record: the mean potential and current of the readings
+        taken while it was exposed (`potential_if_unread_V` and NaN when there were none)."""
+        pot_V = float(np.mean([r[0] for r in acc.readings])) if acc.readings else potential_if_unread_V
+        cur_A = float(np.mean([r[1] for r in acc.readings])) if acc.readings else math.nan
+        return self._runfile.append_exposure(
+            exp.window,
+            acc.data,
+            t_start_s=acc.t_start_s,
+            exposure_s=acc.exposure_s,
+            potential_V=pot_V,
+            current_A=cur_A,
+            cycle=exp.cycle,
+            step=exp.step_index,
+            dose_e_per_m2=dose_e_per_m2,
+            energy_offset_eV=acc.energy_offset_eV,
+            saturated_px=acc.saturated_px,
+            **extra,
+        )
+
     def _store_frame(self, exp: PlannedExposure, frame: Frame, readings: list[tuple[float, float]], dose: float) -> None:
         """Add a read-out frame to its spectrum image; write the image after its last sub-exposure.
         Runs on the I/O thread on a real-time run: writes go to the run file directly."""
@@ -660,22 +665,9 @@ class Runner:
         acc.add(frame.data, frame.saturated_px, dose, exp.exposure_s, readings)
         if exp.subframe == exp.n_subframes - 1:
             self._image = None
-            pot_V = float(np.mean([r[0] for r in acc.readings])) if acc.readings else (exp.potential_V if exp.potential_V is not None else math.nan)
-            cur_A = float(np.mean([r[1] for r in acc.readings])) if acc.readings else math.nan
             assert acc.data is not None
-            image_index = self._runfile.append_exposure(
-                exp.window,
-                acc.data,
-                t_start_s=acc.t_start_s,
-                exposure_s=acc.exposure_s,
-                potential_V=pot_V,
-                current_A=cur_A,
-                cycle=exp.cycle,
-                step=exp.step_index,
-                dose_e_per_m2=acc.dose,
-                energy_offset_eV=acc.energy_offset_eV,
-                saturated_px=acc.saturated_px,
-            )
+            planned_V = exp.potential_V if exp.potential_V is not None else math.nan
+            image_index = self._append_image(exp, acc, acc.dose, planned_V)
             self._exposures += 1
             if self._drift_control is not None and image_index is not None:
                 self._drift_control.observe(exp.window, int(image_index), acc.t_start_s, acc.data)
