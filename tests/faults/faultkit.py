@@ -293,7 +293,10 @@ def file_record(path: Path) -> dict[str, Any]:
 
         s = hs.load(path, file_format="hspy", swmr=True)
         assert s.metadata.Signal.signal_type == "EELS"
-        assert s.data.shape[0] == rec["exposures"]
+        # a writer killed between growing the image dataset and filling it leaves one row that
+        # HyperSpy shows (the dataset's length) but the reader does not count (no record was
+        # committed; --resume drops it): at most one such row
+        assert rec["exposures"] <= s.data.shape[0] <= rec["exposures"] + 1
     return rec
 
 
