@@ -373,15 +373,16 @@ class SimWorld:
                 c = column.li_per_m3 * 1e-27  # structured samples: Li atoms per nm^3 (no c0 scale)
             gt = self.cell.ground_truth()
             profiles = {"li_fraction": c, "ti3_fraction": np.asarray(column.f_ti3, float), "oo_distance_m": np.asarray(column.R_nm, float) * 1e-9}
+            drift_y, drift_x = self.specimen_drift_m()
             scalars = {
                 "total_dose_e_per_m2": float(self.optics.total_dose_e_per_m2()),
                 "li_retained_fraction": self.li_retained(self.clock.now(), self.clock.now()),
                 "state_of_charge": float(gt.get("theta", math.nan)),
                 "charge_C": float(self.cell.charge_passed_C),
                 "cell_voltage_V": float(self.cell.V_term_V),
-                "specimen_drift_y_m": self.specimen_drift_m()[0],
-                "specimen_drift_x_m": self.specimen_drift_m()[1],
-                "image_displacement_y_m": self.image_displacement_m()[0],
+                "specimen_drift_y_m": drift_y,
+                "specimen_drift_x_m": drift_x,
+                "image_displacement_y_m": drift_y + self.position.image_shift_m[1],
             }
             return profiles, scalars
 
