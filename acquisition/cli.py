@@ -107,6 +107,8 @@ def render_plan(plan: Plan) -> Table:
     )
     table.add_row("potentiostat points", f"{s['ec_points']}")
     table.add_row("data volume", format_bytes(plan.data_bytes()))
+    for note in s["notes"]:  # type: ignore[attr-defined]
+        table.add_row("note", note)
     return table
 
 

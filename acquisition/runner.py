@@ -41,6 +41,7 @@ from insitem.acquisition.windows import camera_settings  # noqa: F401 - importab
 from insitem.acquisition.supervisor import LeaseLapsed, SupervisorLost
 from insitem.drivers.interfaces import CameraSettings, Frame, PotentiostatConfig, Reading, Rig
 from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
+from insitem.protocols.timeline import CurrentLeg
 from insitem.protocols.schema import Protocol
 from insitem.protocols.units import E_PER_A2
 
@@ -192,6 +193,7 @@ class Runner:
         self._image: _ImageSum | None = None  # sub-exposures read so far (the I/O thread's side)
         self._open_image: _OpenImage | None = None  # the image being exposed (the runner's side)
         self._open_step: int | None = None  # index of the step begun and not yet ended
+        self._voltage_config: PotentiostatConfig | None = None  # the source settings of _setup
         self._drift_control: DriftController | None = None  # protocol `drift`: tracking and correction
         # -- safety lease (hardware runs; acquisition/supervisor.py) --
         #: the run's end of the supervisor's lease (`Lease`), or None (dry runs, in-process tests)
@@ -360,6 +362,7 @@ class Runner:
             voltage_range_V=max(abs(p.safety.voltage_min), abs(p.safety.voltage_max)),
         )
         pot.configure(config)
+        self._voltage_config = config  # restored after each current-sourcing step
         pot.set_output(False)
         self._output_on = False
         if not self.clock.is_virtual:
@@ -386,6 +389,9 @@ class Runner:
 
     # -- steps ------------------------------------------------------------------------------------
     def _run_step(self, step: PlannedStep) -> None:
+        if step.current is not None:
+            self._run_current_step(step)
+            return
         t_now = self.clock.now()
         self.file.begin_step(step.index, step.kind, t_now)
         self._open_step = step.index
@@ -558,7 +564,10 @@ class Runner:
             self._measure_lead_s = max(self._measure_times) + 5e-4
         self._record([reading], np.array([cycle]), step_index)
 
-    def _record(self, readings: list[Reading], cycles: np.ndarray, step_index: int) -> None:
+    def _record(self, readings: list[Reading], cycles: np.ndarray, step_index: int, count_trips: bool = True) -> None:
+        """Write readings to the electrochemical record; compliance trips count against
+        safety.max_compliance_trips (`count_trips` False: a current source at its voltage limit,
+        the expected end of a galvanostatic half-cycle, is recorded but not counted)."""
         if not readings:
             return
         ts = np.fromiter((r.t_s for r in readings), float, len(readings))
@@ -571,7 +580,7 @@ class Runner:
         if self._exposure_readings is not None:
             self._exposure_readings.extend(zip(vs.tolist(), cs.tolist()))
         self.progress.readings(ts, vs, cs, int(cyc[-1]), step_index)
-        n_trips = int(trips.sum())
+        n_trips = int(trips.sum()) if count_trips else 0
         if n_trips:
             self._compliance_trips += n_trips
             limit = self.protocol.safety.max_compliance_trips
@@ -581,6 +590,128 @@ class Runner:
                     f"current compliance {self.protocol.safety.current_compliance:g} A tripped "
                     f"{self._compliance_trips} times, more than safety.max_compliance_trips = {limit}"
                 )
+
+    # -- current-sourcing steps (galvanostatic, ocv) ---------------------------------------------------
+    def _run_current_step(self, step: PlannedStep) -> None:
+        """Source the step's constant-current legs (`CurrentProgram`, protocols/timeline.py): the
+        SourceMeter as a current source with a voltage limit, the voltage read every reading
+        interval and recorded with the leg's cycle and the step index. A leg ends at the first
+        reading at or beyond its voltage limit (or at the source's limit), or after its max time.
+
+        Leg times in a plan that ends on limits are estimates: the schedule (`_offset`) is re-based
+        at each leg's start, so an exposure keeps its planned offset from the start of its leg, and
+        one whose leg ended first is skipped (the sub-exposures of an image already begun still
+        run). After the last leg the source stays at 0 A (open circuit, voltage still read) until
+        the step's planned end, where its `at_end` exposures are. Then the output goes off and the
+        source returns to voltage mode for the steps after."""
+        prog = step.current
+        assert prog is not None
+        pot = self.rig.potentiostat
+        safety = self.protocol.safety
+        t_now = self.clock.now()
+        self.file.begin_step(step.index, step.kind, t_now)
+        self._open_step = step.index
+        self.progress.step_started(step, t_now)
+        self._log("INFO", f"step {step.index} ({step.kind}) started")
+        limit = prog.voltage_limit_V if prog.voltage_limit_V is not None else max(abs(safety.voltage_min), abs(safety.voltage_max))
+        self._ensure_output(False)
+        assert self._voltage_config is not None
+        pot.configure(PotentiostatConfig(**{**self._voltage_config.model_dump(), "source_mode": "current", "voltage_limit_V": limit}))
+        exposures = deque(step.exposures)
+        active: tuple[PlannedExposure, float] | None = None
+        ended_early = 0
+        for leg in prog.legs:
+            if self._stopping:
+                break
+            if prog.ends_on_limits:
+                self._offset = self.clock.now() - leg.t0_s
+            pot.set_current(leg.current_A)
+            self._ensure_output(True)
+            active, reached = self._run_leg(step, leg, exposures, active)
+            if reached:
+                ended_early += 1
+                self._log("INFO", f"step {step.index} ({step.kind}) cycle {leg.cycle}: {leg.current_A:+.4g} A half-cycle "
+                          f"reached its voltage limit after {self.clock.now() - (leg.t0_s + self._offset):.6g} s")
+        last = prog.legs[-1]
+        if not self._stopping:
+            if prog.ends_on_limits:
+                self._offset = self.clock.now() - last.t1_s
+            if step.t_end_s > last.t1_s or exposures or active is not None:
+                if last.current_A != 0.0:
+                    pot.set_current(0.0)
+                tail = CurrentLeg(last.t1_s, math.inf, 0.0, last.cycle, max_s=max(0.0, step.t_end_s - last.t1_s))
+                active, _ = self._run_leg(step, tail, exposures, active)
+        if active is not None:
+            self._finish_exposure(*active)
+        self._ensure_output(False)
+        assert self._voltage_config is not None
+        pot.configure(self._voltage_config)
+        if prog.ends_on_limits and not self._stopping:
+            self._offset = self.clock.now() - step.t_end_s  # the next step starts now
+        self._check_potentiostat_errors(f"step {step.index}")
+        t_end = self.clock.now()
+        self.file.end_step(step.index, t_end, "interrupted" if self.stop_requested else "completed")
+        self._open_step = None
+        self._write_ground_truth(t_end)
+        self._log("INFO", f"step {step.index} ({step.kind}) {'stopped' if self.stop_requested else 'completed'}")
+
+    def _run_leg(self, step: PlannedStep, leg: CurrentLeg, exposures: "deque[PlannedExposure]",
+                 active: tuple[PlannedExposure, float] | None) -> tuple[tuple[PlannedExposure, float] | None, bool]:
+        """One constant-current leg: readings every reading interval and the exposures planned
+        in it (plan times in [leg.t0_s, leg.t1_s)). Returns the exposure still running and
+        whether the leg ended on its voltage limit."""
+        assert step.current is not None
+        pot = self.rig.potentiostat
+        interval = step.current.reading_interval_s
+        t_leg0 = leg.t0_s + self._offset
+        t_max = t_leg0 + leg.max_s if leg.max_s is not None else math.inf
+        k = 1
+        while not self._stopping:
+            t_read = min(t_leg0 + k * interval, t_max)
+            if active is not None and active[1] + active[0].exposure_s <= t_read:
+                self._finish_exposure(*active)
+                active = None
+                continue
+            exp = self._due_exposure(step, exposures, leg) if active is None else None
+            if exp is not None and exp.t_start_s + self._offset <= t_read:
+                while not self._io.wait_camera_free(0.05):  # the last read-out (real time only)
+                    self._renew()
+                exposures.popleft()
+                active = (exp, self._start_exposure(exp))
+                continue
+            if t_read <= t_leg0:  # a leg of no time (a tail with nothing left to wait for)
+                break
+            self.clock.sleep_until(t_read)
+            self._io.check()
+            self._renew()
+            reading = pot.measure()
+            self._record([reading], np.array([leg.cycle]), step.index, count_trips=False)
+            if leg.current_A != 0.0 and (leg.reached(reading.voltage_V) or reading.compliance_tripped):
+                return active, True
+            if t_read >= t_max:
+                break
+            k += 1
+        return active, False
+
+    def _due_exposure(self, step: PlannedStep, exposures: "deque[PlannedExposure]", leg: CurrentLeg) -> PlannedExposure | None:
+        """The next exposure of this leg, after dropping those planned in a leg that ended before
+        them (the remaining sub-exposures of an image already begun are kept)."""
+        skipped = 0
+        while exposures:
+            exp = exposures[0]
+            if exp.subframe > 0 and self._open_image is not None:
+                return exp
+            if exp.t_start_s >= leg.t0_s - 1e-9:
+                if skipped:
+                    self._log("WARNING", f"step {step.index} ({step.kind}): {skipped} exposure(s) planned in a half-cycle "
+                              "that ended at its voltage limit before them were skipped")
+                return exp if exp.t_start_s < leg.t1_s else None
+            exposures.popleft()
+            skipped += 1
+        if skipped:
+            self._log("WARNING", f"step {step.index} ({step.kind}): {skipped} exposure(s) planned in a half-cycle "
+                      "that ended at its voltage limit before them were skipped")
+        return None
 
     # -- exposures ----------------------------------------------------------------------------------
     def _start_exposure(self, exp: PlannedExposure) -> float:

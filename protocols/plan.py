@@ -83,6 +83,7 @@ class Plan:
             "dose_e_per_A2": self.dose_e_per_m2 / E_PER_A2,
             "ec_points": self.n_ec_points(),
             "data_bytes": self.data_bytes(),
+            "notes": [s.note for s in self.steps if s.note],
         }
 
 

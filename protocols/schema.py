@@ -2,7 +2,8 @@
 
 A protocol file (YAML) holds: name and description; the sample/cell; the instruments; safety
 limits; the beam; the spectrometer windows; and ordered steps (the kinds registered in
-protocols/steps.py: `cv`, `hold`, `rest`), each with exposures attached. Quantities are written
+protocols/steps.py: `cv`, `hold`, `rest`,
+`galvanostatic`, `ocv`), each with exposures attached. Quantities are written
 with units and stored in SI (protocols/units.py); every number has physical bounds, and the
 source limits must lie within the declared potentiostat's range. Unknown keys are errors
 everywhere. The format reference (docs/protocol-format.md) is generated from this module.
@@ -30,6 +31,7 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from insitem.protocols.units import (
+    CHARGE,
     CURRENT,
     DISPERSION,
     DOSE,
@@ -102,6 +104,11 @@ _I_MIN = min(e.i_min_A for e in POTENTIOSTATS.values())
 Potential = quantity(VOLTAGE, Bounds(ge=-_V_MAX, le=_V_MAX, why="the widest source range of the supported potentiostats"))
 Compliance = quantity(CURRENT, Bounds(ge=_I_MIN, le=_I_MAX, why="the current limits the supported potentiostats accept"))
 StepDuration = quantity(TIME, Bounds(ge=MIN_STEP_S, le=MAX_STEP_S, why="one reading to 30 days"))
+SourceCurrent = quantity(
+    CURRENT, Bounds(ge=-_I_MAX, le=_I_MAX, why="the supported potentiostats source up to +-1.05 A (sign: + charges)")
+)
+Capacity = quantity(CHARGE, Bounds(ge=1e-12, le=1e5, why="1 pC (a FIB lamella) to 1e5 C (28 Ah, a large cell)"))
+ReadingInterval = quantity(TIME, Bounds(ge=MIN_STEP_S, le=3600.0, why="one reading (~1-30 ms) to an hour"))
 Interval = quantity(
     TIME,
     Bounds(ge=MIN_STEP_S, le=MAX_STEP_S, why="one reading to 30 days"),
@@ -352,7 +359,7 @@ class Spectrometer(Strict):
 # Exposures and steps
 
 TRIGGERS = ("every", "at_start", "at_end", "at_vertices", "after_cycles", "at_potentials")
-CV_ONLY_TRIGGERS = ("at_vertices", "after_cycles", "at_potentials")
+CV_ONLY_TRIGGERS = ("at_vertices", "at_potentials")
 
 #: one exposure entry per trigger, for the format reference (a test plans each one)
 TRIGGER_EXAMPLES: dict[str, str] = {
@@ -374,7 +381,7 @@ class Exposures(Strict):
     at_end: bool = Field(default=False, strict=True, description="once, at the step end")
     at_vertices: bool = Field(default=False, strict=True, description="cv only: at every vertex")
     after_cycles: list[_count(1, 100_000)] | None = Field(
-        default=None, max_length=100_000, description="cv only: at the end of these cycles (1-based)"
+        default=None, max_length=100_000, description="cv and galvanostatic: at the end of these cycles (1-based)"
     )
     at_potentials: list[Potential] | None = Field(
         default=None, max_length=1000, description="cv only: whenever the sweep crosses these"
@@ -584,6 +591,6 @@ class Protocol(Strict):
 
 
 # the built-in step kinds register themselves (steps.py imports this module's field types)
-from insitem.protocols.steps import CV, STEP_KINDS, Hold, Rest, StepKind  # noqa: E402
+from insitem.protocols.steps import CV, OCV, STEP_KINDS, Galvanostatic, Hold, Rest, StepKind  # noqa: E402
 
-__all__ = ["CV", "STEP_KINDS", "Hold", "Protocol", "Rest", "StepKind"]
+__all__ = ["CV", "OCV", "STEP_KINDS", "Galvanostatic", "Hold", "Protocol", "Rest", "StepKind"]

@@ -16,7 +16,9 @@ kind, rebuilt from the registry, so a new kind (from any module, a test included
 change to insitem's files. The runner walks the PlannedStep (its staircase points and
 exposures) and never sees the kind. A kind that needs the runner to source something other than
 a potential (a current, for galvanostatic cycling) also needs that in the potentiostat
-interface and the runner; see docs/decisions/0015-step-registry.md.
+interface and the runner: its PlannedStep carries a `CurrentProgram` (constant-current legs
+ending on voltage limits) that the runner sources instead of the staircase
+(`galvanostatic`, `ocv`; docs/decisions/0024-galvanostatic-and-ocv-steps.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ from pydantic import Field, model_validator
 from insitem.protocols.schema import (
     MAX_STEP_S,
     MIN_DWELL_S,
+    Capacity,
     Potential,
+    ReadingInterval,
+    SourceCurrent,
     StepDuration,
     StepExposures,
     StepHeight,
@@ -40,8 +45,8 @@ from insitem.protocols.schema import (
     register_step_kind,
     unregister_step_kind,
 )
-from insitem.protocols.timeline import PlannedStep, Segment
-from insitem.protocols.units import TIME, show
+from insitem.protocols.timeline import CurrentLeg, CurrentProgram, PlannedStep, Segment
+from insitem.protocols.units import CHARGE, CURRENT, TIME, VOLTAGE, show
 
 if TYPE_CHECKING:
     from insitem.protocols.schema import Exposures, Protocol
@@ -234,3 +239,141 @@ class Rest(StepKind):
     def timeline(self, index: int, t0_s: float) -> PlannedStep:
         t1 = t0_s + self.duration
         return PlannedStep(index, self.kind, t0_s, t1, [Segment(t0_s, t1, None, None)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Current-sourcing kinds: the SourceMeter as a current source with a voltage limit
+
+
+def _source_current_problems(protocol: "Protocol", field: str, current_A: float) -> list[str]:
+    """A sourced current within the declared model's current limits and the protocol's compliance."""
+    s, src = protocol.safety, protocol.instruments.source
+    out = []
+    if abs(current_A) > s.current_compliance * (1 + 1e-12):
+        out.append(f"{field}: {show(current_A, CURRENT)} exceeds safety.current_compliance "
+                   f"{show(s.current_compliance, CURRENT)} (the source refuses more)")
+    if abs(current_A) < src.i_min_A:
+        out.append(f"{field}: {show(current_A, CURRENT)} is below the {src.label}'s smallest current {show(src.i_min_A, CURRENT)} ({src.source})")
+    return out
+
+
+@register_step
+class Galvanostatic(StepKind):
+    """Galvanostatic cycling: a constant current between a lower and an upper voltage limit, charge then discharge, `cycles` times.
+
+    Sign convention: a positive current flows out of the SourceMeter's HI terminal into the
+    working electrode (the cell's positive electrode, wired to HI) and oxidises it; that charges
+    the cell (for LiCoO2 | LASGTP | Pt: Li leaves LiCoO2 for the Pt-side electrode) and the
+    voltage rises towards `upper_limit`. A cycle is a charge half-cycle then a discharge
+    half-cycle at the same magnitude, as battery cyclers do; a negative `current` starts with
+    the discharge. A half-cycle ends at the first reading at or beyond its limit (upper when
+    charging, lower when discharging), or after `max_time`. The SourceMeter's own voltage limit
+    (compliance) is the larger magnitude of the two limits, so the charge stops in hardware at
+    `upper_limit` between readings; the discharge cut-off at `lower_limit` is the reading's.
+    The plan assumes each half-cycle lasts `capacity / |current|` (at most `max_time`): times,
+    dose and data volume of the plan are estimates, and the run re-bases its schedule at each
+    half-cycle.
+    """
+
+    kind: ClassVar[str] = "galvanostatic"
+    example: ClassVar[str] = (
+        "galvanostatic:\n  current: 1 uA\n  lower_limit: 1.0 V\n  upper_limit: 2.2 V\n  cycles: 2\n"
+        "  capacity: 1 mC\n  max_time: 1 h\n  reading_interval: 1 s\n  exposures:\n    - windows: [li-k]\n      after_cycles: [1, 2]"
+    )
+    triggers: ClassVar[tuple[str, ...]] = (*BASIC_TRIGGERS, "after_cycles")
+    current: SourceCurrent = Field(description="constant current; + charges (oxidises the working electrode on HI), - starts with the discharge")
+    lower_limit: Potential = Field(description="a discharge half-cycle ends when the voltage falls to this")
+    upper_limit: Potential = Field(description="a charge half-cycle ends when the voltage reaches this")
+    cycles: _count(1, 100_000) = Field(default=1, description="number of cycles (charge + discharge each)")
+    capacity: Capacity | None = Field(
+        default=None, description="expected charge of one half-cycle: the plan's estimate of its time is capacity/|current|")
+    max_time: StepDuration | None = Field(default=None, description="longest half-cycle (ends it when the limit is not reached)")
+    reading_interval: ReadingInterval = Field(default=1.0, description="time between voltage readings")
+    exposures: StepExposures = Field(default_factory=list, description="spectrum images taken during the step")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Galvanostatic":
+        problems = []
+        if self.current == 0:
+            problems.append("current: a galvanostatic step needs a non-zero current (an open-circuit rest is the ocv step)")
+        if not self.lower_limit < self.upper_limit:
+            problems.append(f"lower_limit: {show(self.lower_limit, VOLTAGE)} must be below upper_limit {show(self.upper_limit, VOLTAGE)}")
+        if self.capacity is None and self.max_time is None:
+            problems.append("max_time: give max_time (the longest half-cycle) or capacity (expected charge per half-cycle): "
+                            "the plan needs one to know how long a half-cycle lasts")
+        elif self.current != 0 and self.duration_s > MAX_STEP_S:
+            problems.append(f"cycles: {2 * self.cycles} half-cycles of {show(self.half_cycle_s, TIME)} take "
+                            f"{show(self.duration_s, TIME)}, beyond the {show(MAX_STEP_S, TIME)} a step may last")
+        if problems:
+            raise problems_error(problems)
+        return self
+
+    @property
+    def half_cycle_s(self) -> float:
+        """The plan's time for one half-cycle: capacity / |current|, at most max_time."""
+        times = [t for t in (self.capacity / abs(self.current) if self.capacity is not None else None, self.max_time) if t is not None]
+        return min(times)
+
+    @property
+    def duration_s(self) -> float:
+        return 2 * self.cycles * self.half_cycle_s
+
+    def applied_potentials(self) -> list[tuple[str, float]]:
+        return [("lower_limit", self.lower_limit), ("upper_limit", self.upper_limit)]
+
+    def safety_problems(self, protocol: "Protocol") -> list[str]:
+        out = super().safety_problems(protocol) + _source_current_problems(protocol, "current", self.current)
+        for k, ex in enumerate(self.exposures):
+            if ex.after_cycles and max(ex.after_cycles) > self.cycles:
+                out.append(f"exposures[{k}].after_cycles: cycle {max(ex.after_cycles)} > cycles {self.cycles}")
+        return out
+
+    def timeline(self, index: int, t0_s: float) -> PlannedStep:
+        legs: list[CurrentLeg] = []
+        segments: list[Segment] = []
+        t, dt, first = t0_s, self.half_cycle_s, math.copysign(1.0, self.current)
+        for cycle in range(1, self.cycles + 1):
+            for direction in (first, -first):
+                i = direction * abs(self.current)
+                legs.append(CurrentLeg(t, t + dt, i, cycle, stop_above_V=self.upper_limit if i > 0 else None,
+                                       stop_below_V=self.lower_limit if i < 0 else None, max_s=self.max_time))
+                segments.append(Segment(t, t + dt, None, None, cycle))
+                t += dt
+        program = CurrentProgram(tuple(legs), max(abs(self.lower_limit), abs(self.upper_limit)), self.reading_interval,
+                                 ends_on_limits=True)
+        basis = (f"capacity {show(self.capacity, CHARGE)} / {show(abs(self.current), CURRENT)}"
+                 if self.capacity is not None and self.half_cycle_s < (self.max_time or math.inf) else "max_time")
+        note = (f"step {index} galvanostatic {show(self.current, CURRENT)} between {show(self.lower_limit, VOLTAGE)} and "
+                f"{show(self.upper_limit, VOLTAGE)}: {2 * self.cycles} half-cycles end at the voltage limits; "
+                f"planned {show(dt, TIME)} each ({basis}), so its time, exposures, dose and data are estimates")
+        return PlannedStep(index, self.kind, t0_s, t, segments, dwell_s=self.reading_interval, cycles=self.cycles,
+                           current=program, note=note)
+
+    def trigger_times(self, step: PlannedStep, ex: "Exposures") -> list[float]:
+        if ex.after_cycles:
+            assert step.current is not None
+            legs = step.current.legs
+            return [legs[2 * c - 1].t1_s for c in sorted(set(ex.after_cycles))]
+        return super().trigger_times(step, ex)
+
+
+@register_step
+class OCV(StepKind):
+    """Open-circuit rest that records the voltage: the source at 0 A (high impedance), the voltage read every `reading_interval`.
+
+    On a SourceMeter the open circuit is current sourcing at 0 A with a voltage limit (the
+    safety window's larger magnitude): the cell relaxes undisturbed while its voltage is
+    measured. A `rest` instead opens the output relay and records nothing.
+    """
+
+    kind: ClassVar[str] = "ocv"
+    example: ClassVar[str] = "ocv:\n  duration: 10 min\n  reading_interval: 5 s\n  exposures:\n    - windows: [li-k]\n      at_end: true"
+    duration: StepDuration = Field(description="how long")
+    reading_interval: ReadingInterval = Field(default=1.0, description="time between voltage readings")
+    exposures: StepExposures = Field(default_factory=list, description="spectrum images taken during the step")
+
+    def timeline(self, index: int, t0_s: float) -> PlannedStep:
+        t1 = t0_s + self.duration
+        leg = CurrentLeg(t0_s, t1, 0.0, 0, max_s=self.duration)
+        return PlannedStep(index, self.kind, t0_s, t1, [Segment(t0_s, t1, None, None)], dwell_s=self.reading_interval,
+                           current=CurrentProgram((leg,), None, self.reading_interval))

@@ -36,6 +36,41 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class CurrentLeg:
+    """One constant-current leg of a current-sourcing step (a half-cycle of galvanostatic
+    cycling, or an open-circuit rest at 0 A): planned from `t0_s` to `t1_s` (an estimate when the
+    leg ends on a voltage limit), run until the measured voltage reaches `stop_above_V` (or falls
+    to `stop_below_V`) or `max_s` has passed."""
+
+    t0_s: float
+    t1_s: float
+    current_A: float  # > 0 charges the cell (see protocols/steps.py, Galvanostatic)
+    cycle: int = 0
+    stop_above_V: float | None = None
+    stop_below_V: float | None = None
+    max_s: float | None = None  # None: the leg ends on its voltage limit only
+
+    def reached(self, voltage_V: float) -> bool:
+        """Whether a measured voltage ends the leg."""
+        return ((self.stop_above_V is not None and voltage_V >= self.stop_above_V)
+                or (self.stop_below_V is not None and voltage_V <= self.stop_below_V))
+
+
+@dataclass(frozen=True)
+class CurrentProgram:
+    """What the runner sources in a current-sourcing step: its legs in order, each read every
+    `reading_interval_s`, with the SourceMeter's voltage limit (compliance) `voltage_limit_V`
+    (a magnitude: the source holds |V| at most there; None: the protocol's safety window's larger
+    magnitude). After the last leg the step's remaining
+    time (exposures planned at its end) is spent at 0 A, the open circuit."""
+
+    legs: tuple[CurrentLeg, ...]
+    voltage_limit_V: float | None
+    reading_interval_s: float
+    ends_on_limits: bool = False  # leg times are estimates: the run re-bases the schedule per leg
+
+
+@dataclass(frozen=True)
 class PlannedExposure:
     index: int
     t_start_s: float
@@ -65,6 +100,8 @@ class PlannedStep:
     cycles: int = 0
     exposures: list[PlannedExposure] = field(default_factory=list)
     staircase: bool = False  # ramps are walked in steps of step_V (cv); otherwise one reading per dwell_s
+    current: CurrentProgram | None = None  # set: the step sources current (its segments carry no potential)
+    note: str = ""  # what the plan's summary should say about this step (e.g. estimated times)
 
     @property
     def duration_s(self) -> float:

@@ -69,6 +69,7 @@ class UnitKind:
 
 VOLTAGE = UnitKind("voltage", "V", "1.5 V")
 CURRENT = UnitKind("current", "A", "1 mA")
+CHARGE = UnitKind("charge", "C", "100 uC")
 TIME = UnitKind("time", "s", "30 s")
 LENGTH = UnitKind("length", "m", "1880 nm")
 SWEEP_RATE = UnitKind("sweep rate", "V/s", "40 mV/min")
