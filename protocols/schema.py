@@ -105,7 +105,7 @@ Potential = quantity(VOLTAGE, Bounds(ge=-_V_MAX, le=_V_MAX, why="the widest sour
 Compliance = quantity(CURRENT, Bounds(ge=_I_MIN, le=_I_MAX, why="the current limits the supported potentiostats accept"))
 StepDuration = quantity(TIME, Bounds(ge=MIN_STEP_S, le=MAX_STEP_S, why="one reading to 30 days"))
 SourceCurrent = quantity(
-    CURRENT, Bounds(ge=-_I_MAX, le=_I_MAX, why="the supported potentiostats source up to +-1.05 A (sign: + charges)")
+    CURRENT, Bounds(ge=-_I_MAX, le=_I_MAX, why="the supported potentiostats source up to +-1.05 A; + charges")
 )
 Capacity = quantity(CHARGE, Bounds(ge=1e-12, le=1e5, why="1 pC (a FIB lamella) to 1e5 C (28 Ah, a large cell)"))
 ReadingInterval = quantity(TIME, Bounds(ge=MIN_STEP_S, le=3600.0, why="one reading (~1-30 ms) to an hour"))

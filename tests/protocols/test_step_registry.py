@@ -109,5 +109,5 @@ def test_registering_is_undone_and_a_kind_cannot_be_taken_twice(ramp: type[Ramp]
 
 def test_without_the_kind_a_ramp_is_unknown() -> None:
     assert "ramp" not in STEP_KINDS
-    with pytest.raises(ProtocolError, match=r"steps\[0\]: unknown step kind 'ramp' \(kinds: cv, hold, rest\)"):
+    with pytest.raises(ProtocolError, match=r"steps\[0\]: unknown step kind 'ramp' \(kinds: cv, hold, rest, galvanostatic, ocv\)"):
         loads(protocol_with(RAMP))
