@@ -619,17 +619,22 @@ class Runner:
         pot.configure(PotentiostatConfig(**{**self._voltage_config.model_dump(), "source_mode": "current", "voltage_limit_V": limit}))
         exposures = deque(step.exposures)
         active: tuple[PlannedExposure, float] | None = None
-        ended_early = 0
+        # the voltage the step starts from, at 0 A: a half-cycle already at its limit is skipped
+        pot.set_current(0.0)
+        self._ensure_output(True)
+        last_V = self._read_current_step(step, prog.legs[0].cycle)
         for leg in prog.legs:
             if self._stopping:
                 break
             if prog.ends_on_limits:
                 self._offset = self.clock.now() - leg.t0_s
+            if leg.current_A != 0.0 and leg.reached(last_V):
+                self._log("INFO", f"step {step.index} ({step.kind}) cycle {leg.cycle}: {leg.current_A:+.4g} A half-cycle "
+                          f"skipped, the cell is at its voltage limit already ({last_V:.4g} V)")
+                continue
             pot.set_current(leg.current_A)
-            self._ensure_output(True)
-            active, reached = self._run_leg(step, leg, exposures, active)
+            active, reached, last_V = self._run_leg(step, leg, exposures, active, last_V)
             if reached:
-                ended_early += 1
                 self._log("INFO", f"step {step.index} ({step.kind}) cycle {leg.cycle}: {leg.current_A:+.4g} A half-cycle "
                           f"reached its voltage limit after {self.clock.now() - (leg.t0_s + self._offset):.6g} s")
         last = prog.legs[-1]
@@ -640,7 +645,7 @@ class Runner:
                 if last.current_A != 0.0:
                     pot.set_current(0.0)
                 tail = CurrentLeg(last.t1_s, math.inf, 0.0, last.cycle, max_s=max(0.0, step.t_end_s - last.t1_s))
-                active, _ = self._run_leg(step, tail, exposures, active)
+                active, _, _ = self._run_leg(step, tail, exposures, active, last_V)
         if active is not None:
             self._finish_exposure(*active)
         self._ensure_output(False)
@@ -656,12 +661,14 @@ class Runner:
         self._log("INFO", f"step {step.index} ({step.kind}) {'stopped' if self.stop_requested else 'completed'}")
 
     def _run_leg(self, step: PlannedStep, leg: CurrentLeg, exposures: "deque[PlannedExposure]",
-                 active: tuple[PlannedExposure, float] | None) -> tuple[tuple[PlannedExposure, float] | None, bool]:
+                 active: tuple[PlannedExposure, float] | None, last_V: float
+                 ) -> tuple[tuple[PlannedExposure, float] | None, bool, float]:
         """One constant-current leg: readings every reading interval and the exposures planned
-        in it (plan times in [leg.t0_s, leg.t1_s)). Returns the exposure still running and
-        whether the leg ended on its voltage limit."""
+        in it (plan times in [leg.t0_s, leg.t1_s)); an exposure shorter than the interval gets a
+        reading at its end, so its record carries the voltage and current it was taken at.
+        Returns the exposure still running, whether the leg ended on its voltage limit, and the
+        last voltage read."""
         assert step.current is not None
-        pot = self.rig.potentiostat
         interval = step.current.reading_interval_s
         t_leg0 = leg.t0_s + self._offset
         t_max = t_leg0 + leg.max_s if leg.max_s is not None else math.inf
@@ -669,6 +676,9 @@ class Runner:
         while not self._stopping:
             t_read = min(t_leg0 + k * interval, t_max)
             if active is not None and active[1] + active[0].exposure_s <= t_read:
+                if self._exposure_readings is not None and not self._exposure_readings:
+                    self.clock.sleep_until(active[1] + active[0].exposure_s)
+                    last_V = self._read_current_step(step, leg.cycle)
                 self._finish_exposure(*active)
                 active = None
                 continue
@@ -684,14 +694,21 @@ class Runner:
             self.clock.sleep_until(t_read)
             self._io.check()
             self._renew()
-            reading = pot.measure()
+            reading = self.rig.potentiostat.measure()
             self._record([reading], np.array([leg.cycle]), step.index, count_trips=False)
+            last_V = reading.voltage_V
             if leg.current_A != 0.0 and (leg.reached(reading.voltage_V) or reading.compliance_tripped):
-                return active, True
+                return active, True, last_V
             if t_read >= t_max:
                 break
             k += 1
-        return active, False
+        return active, False, last_V
+
+    def _read_current_step(self, step: PlannedStep, cycle: int) -> float:
+        """One reading now, recorded; its voltage."""
+        reading = self.rig.potentiostat.measure()
+        self._record([reading], np.array([cycle]), step.index, count_trips=False)
+        return reading.voltage_V
 
     def _due_exposure(self, step: PlannedStep, exposures: "deque[PlannedExposure]", leg: CurrentLeg) -> PlannedExposure | None:
         """The next exposure of this leg, after dropping those planned in a leg that ended before
