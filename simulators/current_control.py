@@ -10,6 +10,7 @@ that source current on these presets.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from scipy.optimize import brentq
@@ -60,3 +61,18 @@ class CurrentControlled:
                         beam_current_A: float = 0.0) -> Any:
         """Galvanostatic step (`advance_current` above)."""
         return advance_current(self, current_A, dt_s, voltage_limit_V, beam_current_A)
+
+
+def couple_source(world: Any, smu: Any) -> None:
+    """Copy an emulated SourceMeter's source state (simulators/emulators/smu.py `SmuModel`) into
+    the world: a current source (output on, source function CURR) holds the world's cell at the
+    programmed current with the voltage limit on the side the current drives towards, as
+    `SimWorld.hold_current`; otherwise the applied voltage (None: output off) and compliance.
+    The SMU model advanced the world to now before its state changed, so nothing is stepped here."""
+    if smu.output_on and smu.source_function == "CURR":
+        world.applied_V = None
+        world.applied_A = float(smu.source_I)
+        world.voltage_limit_V = math.copysign(float(smu.voltage_limit_V), float(smu.source_I))
+    else:
+        world.applied_V = smu._applied_V()
+    world.compliance_A = smu._effective_compliance()

@@ -29,6 +29,7 @@ emulators themselves (for read-back of the instruments' state and fault injectio
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -40,6 +41,7 @@ from insitem.drivers.clock import Clock, RealClock
 from insitem.drivers.errors import ProtocolError, ResourceError
 from insitem.protocols.schema import Protocol
 from insitem.simulators.emulators import LineServer, PtyServer
+from insitem.simulators.current_control import couple_source
 from insitem.simulators.emulators.smu import SmuModel, Step
 from insitem.simulators.world import SimWorld
 
@@ -85,6 +87,17 @@ class WorldLoad:
                 return Step(0.0, float(cell.V_term_V), False, None)
             return Step(q / dt_s if dt_s > 0 else 0.0, float(cell.V_term_V), bool(cell.last_tripped), q)
 
+    def advance_current(self, current_A: float, dt_s: float, voltage_limit_V: float | None = None,
+                        beam_current_A: float = 0.0) -> Step:
+        """`advance` for a current source: the world's cell held at `current_A` with the voltage limit."""
+        w = self.world
+        with w.lock:
+            limit = math.copysign(210.0, current_A) if voltage_limit_V is None else voltage_limit_V  # 210 V: the widest source range
+            w.hold_current(current_A, w.clock.now(), limit)
+            q = w.cell.charge_passed_C - self._charge_C
+            self._charge_C = w.cell.charge_passed_C
+            return Step(q / dt_s if dt_s > 0 else 0.0, float(w.cell.V_term_V), bool(w.cell.last_tripped), q)
+
 
 class CoupledSmuInstrument:
     """A SourceMeter emulator whose source state is copied into the world after every line.
@@ -105,8 +118,7 @@ class CoupledSmuInstrument:
             return self.instrument.handle(line)
         finally:
             with self.smu._lock, self.world.lock:
-                self.world.applied_V = self.smu._applied_V()
-                self.world.compliance_A = self.smu._effective_compliance()
+                couple_source(self.world, self.smu)
 
     def push_error(self, code: int, message: str | None = None) -> None:
         self.instrument.push_error(code, message)

@@ -127,3 +127,34 @@ def test_bdf_export_counts_the_galvanostatic_cycles(run: dict[str, Any], tmp_pat
     assert {int(float(r["Cycle Count / 1"])) for r in galv} == {1, 2}
     assert {int(float(r["Cycle Count / 1"])) for r in rows if int(float(r["Step Index / 1"])) != 1} == {0}
     assert len({r["Step Count / 1"] for r in rows}) == 3  # ocv, galvanostatic, ocv
+
+
+@pytest.mark.wire
+def test_galvanostatic_and_ocv_through_the_drivers_and_emulators(tmp_path: Path) -> None:
+    """The real Keithley 2450 driver sources the current through the emulator's :SOUR:FUNC CURR
+    with the voltage limit (:SOUR:CURR:VLIM), and leaves the output off; real time, ~8 s."""
+    from insitem.acquisition.cli import main
+    from insitem.simulators.serve import start_servers
+
+    protocol = Path(__file__).parent / "galvanostatic-loopback.yaml"
+    out = tmp_path / "hw.h5"
+    with start_servers(str(protocol), ["keithley2450", "gif", "tem"]) as servers:
+        argv = ["run", str(protocol), "--hardware", "--out", str(out), "--no-progress", "--no-figures"]
+        for role, resource in servers.resources.items():
+            argv += ["--resource", f"{role}={resource}"]
+        assert main(argv) == 0
+        smu = servers.smu
+        assert smu is not None and smu.output_on is False  # read from the emulator, not the runner
+    with h5py.File(out, "r") as f:
+        ec = f["insitem/electrochemistry"][:]
+        assert f["Experiments/li-k/data"].shape[0] == 1
+    galv = ec[ec["step"] == 1]
+    charge, discharge = galv[galv["current_A"] > 1e-6], galv[galv["current_A"] < -1e-6]
+    # 2 uA both ways for ~3 s each (max_time: the limits are not reached), read every 0.25 s
+    assert len(charge) >= 8 and len(discharge) >= 8
+    assert np.allclose(charge["current_A"], 2e-6, rtol=1e-2) and np.allclose(discharge["current_A"], -2e-6, rtol=1e-2)
+    assert charge["voltage_V"][-1] > charge["voltage_V"][0] and discharge["voltage_V"][-1] < discharge["voltage_V"][0]
+    assert set(galv["cycle"]) == {1}
+    for step in (0, 2):
+        rest = ec[ec["step"] == step]
+        assert len(rest) >= 6 and np.all(np.isfinite(rest["voltage_V"])) and np.all(np.abs(rest["current_A"]) < 1e-8)
