@@ -46,7 +46,7 @@ from insitem.protocols.schema import (
     unregister_step_kind,
 )
 from insitem.protocols.timeline import CurrentLeg, CurrentProgram, PlannedStep, Segment
-from insitem.protocols.units import CHARGE, CURRENT, TIME, VOLTAGE, show
+from insitem.protocols.units import CURRENT, TIME, VOLTAGE, show
 
 if TYPE_CHECKING:
     from insitem.protocols.schema import Exposures, Protocol
@@ -245,6 +245,14 @@ class Rest(StepKind):
 # Current-sourcing kinds: the SourceMeter as a current source with a voltage limit
 
 
+def _eng(value: float, unit: str) -> str:
+    """A value with an SI prefix: 2e-06 A -> '2 uA', 0.0005 C -> '500 uC'."""
+    for scale, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g} {prefix}{unit}"
+    return f"{value:.4g} {unit}"
+
+
 def _source_current_problems(protocol: "Protocol", field: str, current_A: float) -> list[str]:
     """A sourced current within the declared model's current limits and the protocol's compliance."""
     s, src = protocol.safety, protocol.instruments.source
@@ -341,10 +349,10 @@ class Galvanostatic(StepKind):
                 t += dt
         program = CurrentProgram(tuple(legs), max(abs(self.lower_limit), abs(self.upper_limit)), self.reading_interval,
                                  ends_on_limits=True)
-        basis = (f"capacity {show(self.capacity, CHARGE)} / {show(abs(self.current), CURRENT)}"
+        basis = (f"capacity {_eng(self.capacity, 'C')} / {_eng(abs(self.current), 'A')}"
                  if self.capacity is not None and self.half_cycle_s < (self.max_time or math.inf) else "max_time")
-        note = (f"step {index} galvanostatic {show(self.current, CURRENT)} between {show(self.lower_limit, VOLTAGE)} and "
-                f"{show(self.upper_limit, VOLTAGE)}: {2 * self.cycles} half-cycles end at the voltage limits; "
+        note = (f"step {index} galvanostatic {_eng(self.current, 'A')} between {self.lower_limit:g} V and "
+                f"{self.upper_limit:g} V: {2 * self.cycles} half-cycles end at the voltage limits; "
                 f"planned {show(dt, TIME)} each ({basis}), so its time, exposures, dose and data are estimates")
         return PlannedStep(index, self.kind, t0_s, t, segments, dwell_s=self.reading_interval, cycles=self.cycles,
                            current=program, note=note)

@@ -84,3 +84,13 @@ def test_the_ocv_plan_reads_at_0_A_for_its_duration() -> None:
 def test_galvanostatic_mistakes_are_named(change: tuple[str, str], message: str) -> None:
     found = errors(protocol_with(GALV.replace(*change)))
     assert re.search(r"steps\[0\]\.galvanostatic\." + message, found), found
+
+
+def test_the_docs_example_plans_with_its_estimate_said() -> None:
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "docs" / "examples" / "galvanostatic-lasgtp.yaml"
+    plan = make_plan(loads(path.read_text(encoding="utf-8")))
+    assert [s.kind for s in plan.steps] == ["ocv", "galvanostatic", "ocv"]
+    (note,) = plan.summary()["notes"]
+    assert "planned 1250 s each (capacity 2.5 mC / 2 uA)" in note
