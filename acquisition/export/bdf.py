@@ -10,7 +10,7 @@ the rest recommended or optional. insitem writes:
 | Voltage / V             | `voltage_V` (working vs counter electrode, as the SourceMeter sees) |
 | Current / A             | `current_A` (positive = charge: Li driven into the Pt-side electrode) |
 | Unix Time / s           | `t_s` placed on the wall clock (see `timebase`)                     |
-| Cycle Count / 1         | `cycle`: insitem's CV cycle number within its step, 1-based; 0 outside cycling |
+| Cycle Count / 1         | `cycle`: the CV or galvanostatic cycle within its step, 1-based; 0 outside cycling |
 | Step Count / 1          | running count of step changes, 1-based (increments each time the step changes) |
 | Step Index / 1          | `step`: the protocol step's index, 0-based as in the protocol file  |
 | Cumulative Capacity / Ah | running integral of |I| dt (trapezoid rule)                       |
