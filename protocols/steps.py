@@ -229,7 +229,7 @@ class Hold(StepKind):
 
 @register_step
 class Rest(StepKind):
-    """Open circuit (potentiostat output off) for a duration."""
+    """Open circuit (potentiostat output off, relay open) for a duration; nothing is read (`ocv` reads the voltage)."""
 
     kind: ClassVar[str] = "rest"
     example: ClassVar[str] = "rest:\n  duration: 2 min\n  exposures:\n    - windows: [li-k]\n      at_start: true"
