@@ -202,7 +202,9 @@ class ScpiSourceMeter(Potentiostat):
         self.check_errors("reset")
 
     def _reset_lines(self) -> Sequence[str]:
-        return ("*RST", "*CLS")
+        """`*RST` leaves the output-off state NORMAL, which clamps a connected cell at 0 V while the
+        output is off; the off state goes back to HIMP (relay open) in the very next command."""
+        return ("*RST", ":OUTP:SMOD HIMP", "*CLS")
 
     def _configure(self, config: PotentiostatConfig) -> None:
         self.clear_stale_errors("configure")
@@ -338,7 +340,7 @@ class Keithley2400(ScpiSourceMeter):
     source_delay_s = Setting(":SOUR:DEL {}", ":SOUR:DEL?", "delay between source change and measurement, s")
 
     def _reset_lines(self) -> Sequence[str]:
-        return ("*RST", "*CLS", ":STAT:PRES", ":SYST:TIME:RES")
+        return ("*RST", ":OUTP:SMOD HIMP", "*CLS", ":STAT:PRES", ":SYST:TIME:RES")
 
     compliance_V = Setting(":SENS:VOLT:PROT {}", ":SENS:VOLT:PROT?", "voltage compliance in V while sourcing current (0.2 to 210)")
 

@@ -72,7 +72,7 @@ class Keithley2450(ScpiSourceMeter):
     _rel_origin_s: float | None = None  # rig time of REL = 0 in defbuffer1; None until its first reading
 
     def _reset_lines(self) -> Sequence[str]:
-        return ("*RST", "*CLS", f":TRAC:CLE {BUFFER}")
+        return ("*RST", ":OUTP:SMOD HIMP", "*CLS", f":TRAC:CLE {BUFFER}")
 
     def reset(self) -> None:
         super().reset()

@@ -250,3 +250,25 @@ def test_current_source_into_the_battery_cell_passes_exactly_i_t() -> None:
     v2, i2, stat2 = (float(x) for x in emu.handle(":READ?").split(","))
     assert int(stat2) & 8 and v2 == pytest.approx(limit, abs=1e-6) and i2 < 1e-3
     assert emu.handle(":SENS:VOLT:PROT:TRIP?;:SYST:ERR?") == '1;0,"No error"'
+
+
+@pytest.mark.parametrize(("emulator", "driver"), [(Keithley2400Emulator, "Keithley2400"), (Keithley2450Emulator, "Keithley2450")])
+def test_driver_reset_leaves_a_connected_cell_charged(emulator: type, driver: str) -> None:
+    """`*RST` sets the NORMAL output-off state (0 V source behind the open output): the driver's reset
+    puts HIMP back at once, so a cell on the terminals keeps its charge through reset and setup."""
+    from insitem.drivers import keithley
+
+    lines = object.__new__(getattr(keithley, driver))._reset_lines()
+    load = RCLoad(resistance_ohm=1e3, capacitance_F=1e-5, capacitor_V=1.0)
+    clock = VirtualClock()
+    e = emulator(load, clock)
+    for line in lines:
+        e.handle(line)
+    clock.advance(1.0)
+    e.smu.sync()
+    assert e.smu.off_mode == "HIMP"
+    assert load.capacitor_V == 1.0
+    e.handle("*RST")  # without the driver's second line the off state drains the cell
+    clock.advance(1.0)
+    e.smu.sync()
+    assert load.capacitor_V < 0.99

@@ -167,9 +167,9 @@ def test_2450_measure_is_one_round_trip_with_trip_query(mocker: Any) -> None:
 def test_reset_sequence(mocker: Any, model: str) -> None:
     drv, s = make(mocker, model)
     if model == "2400":
-        s.add(("q", ":SYST:ERR?", OK), ("w", "*RST"), ("w", "*CLS"), ("w", ":STAT:PRES"), ("w", ":SYST:TIME:RES"), ("q", ":SYST:ERR?", OK))
+        s.add(("q", ":SYST:ERR?", OK), ("w", "*RST"), ("w", ":OUTP:SMOD HIMP"), ("w", "*CLS"), ("w", ":STAT:PRES"), ("w", ":SYST:TIME:RES"), ("q", ":SYST:ERR?", OK))
     else:
-        s.add(("q", ":SYST:ERR:NEXT?", OK), ("w", "*RST"), ("w", "*CLS"), ("w", ':TRAC:CLE "defbuffer1"'), ("q", ":SYST:ERR:NEXT?", OK))
+        s.add(("q", ":SYST:ERR:NEXT?", OK), ("w", "*RST"), ("w", ":OUTP:SMOD HIMP"), ("w", "*CLS"), ("w", ':TRAC:CLE "defbuffer1"'), ("q", ":SYST:ERR:NEXT?", OK))
     drv.reset()
     s.done()
 
