@@ -61,7 +61,7 @@ from insitem.simulators.cross_sections import (
     sigma_integrated,
     theta_E_rad,
 )
-from insitem.simulators.sample import ColumnState, Material
+from insitem.simulators.sample import AVOGADRO, ColumnState, Material
 
 #: Hydrogenic core edges per element: (shell, onset eV, L1 onset eV). Onsets: physics.md §1.6 table
 #: (Elam [S:XRDB]) where given; Li-K 55 eV (exspy DB), Ti L3 456 / L1 560.9 eV; others Elam [est].
@@ -308,6 +308,32 @@ def drude_ssd(E: np.ndarray, Ep: float, dEp: float, E0_eV: float, beta_rad: floa
     return out
 
 
+def lorentz_ssd(E: np.ndarray, E_osc: float, width: float, E0_eV: float, beta_rad: float) -> np.ndarray:
+    """Single-scattering shape of one interband (Lorentz) oscillator of the loss function,
+    ELF = E G E_osc^2 / ((E^2 - E_osc^2)^2 + (E G)^2) (physics-seed-systems.md B.1), times the angular
+    factor ln(1 + beta^2/theta_E^2) as the Drude term; arbitrary scale."""
+    return drude_ssd(E, E_osc, width, E0_eV, beta_rad)
+
+
+def valence_ssd(E: np.ndarray, m: Material, E0_eV: float, beta_rad: float,
+                E_ref: np.ndarray | None = None) -> np.ndarray:
+    """Valence single scattering of a phase without its shallow edges, arbitrary scale: the Drude
+    plasmon plus each of ``m.valence_oscillators`` (energy, width, height), an oscillator whose
+    maximum in the single-scattering distribution is ``height`` x the plasmon's maximum (the
+    FePO4 5 eV peak: 0.25, B.1). Maxima are taken on ``E_ref`` (default ``E``)."""
+    E = np.asarray(E, dtype=float)
+    Er = E if E_ref is None else np.asarray(E_ref, dtype=float)
+    out = drude_ssd(E, m.plasmon_eV, m.plasmon_width_eV, E0_eV, beta_rad)
+    if not m.valence_oscillators:
+        return out
+    d_max = float(drude_ssd(Er, m.plasmon_eV, m.plasmon_width_eV, E0_eV, beta_rad).max())
+    for e_osc, width, height in m.valence_oscillators:
+        o_max = float(lorentz_ssd(Er, e_osc, width, E0_eV, beta_rad).max())
+        if o_max > 0:
+            out = out + height * d_max / o_max * lorentz_ssd(E, e_osc, width, E0_eV, beta_rad)
+    return out
+
+
 def zlp_channel_contents(k: np.ndarray, d: float, p: EELSParameters) -> np.ndarray:
     """ZLP (unit area) integrated over channels centred at loss k*d (width d), §1.2.
 
@@ -384,6 +410,9 @@ class _Cache:
     templates: np.ndarray         # (n_templates, n_ext) fourier-ratio templates (per unit I0)
     template_index: list[tuple[int, int]]  # (layer, component or -1 = valence)
     bank_eV: np.ndarray
+    #: per layer/phase: core-edge scattering per metre of its path at its own composition (1/m), so
+    #: that a phase's valence share of t/lambda is L_p/lambda_p - L_p x this
+    edge_per_m: np.ndarray
 
 
 class EELSSynthesizer:
@@ -439,6 +468,10 @@ class EELSSynthesizer:
         contains_zlp = E[0] < 0.5 < E[-1]
         if method == "auto":
             method = "fourier_log" if contains_zlp else "fourier_ratio"
+        if column.phase_t_over_lambda is not None:
+            # columns of several phases (structured samples): exact per row; the Fourier-ratio
+            # templates would give every row its longest phase's low-loss
+            method = "fourier_log"
         atoms = self._component_weights(cache, column)  # (n_rows, n_comp): areal density x modifiers
         if method == "fourier_ratio":
             ext = self._fourier_ratio(cache, column, atoms, I0)
@@ -484,6 +517,8 @@ class EELSSynthesizer:
         cache = self._cache(E[0], float(E[1] - E[0]), E.size, 16, column)
         atoms = self._component_weights(cache, column)
         in_grid = np.array([float(v[0].real) for v in cache.valence_hat])  # valence area on the grid
+        if column.phase_t_over_lambda is not None:
+            return self._phase_kappa(cache, column) @ in_grid + atoms @ cache.comp_integral
         return cache.kappa[column.layer_index] * in_grid[column.layer_index] + atoms @ cache.comp_integral
 
     def nonisochromaticity_eV(self, y_m: np.ndarray) -> np.ndarray:
@@ -576,10 +611,14 @@ class EELSSynthesizer:
 
     def _fourier_log(self, cache: _Cache, col: ColumnState, atoms: np.ndarray, I0: np.ndarray) -> np.ndarray:
         s_hat = atoms @ cache.comp_hat
-        for layer, vh in enumerate(cache.valence_hat):
-            rows = col.layer_index == layer
-            if np.any(rows):
-                s_hat[rows] += cache.kappa[layer] * vh[None, :]
+        if col.phase_t_over_lambda is not None:
+            # every phase of a row contributes its own valence shape, weighted by its path
+            s_hat += self._phase_kappa(cache, col) @ np.array(cache.valence_hat)
+        else:
+            for layer, vh in enumerate(cache.valence_hat):
+                rows = col.layer_index == layer
+                if np.any(rows):
+                    s_hat[rows] += cache.kappa[layer] * vh[None, :]
         # in place: one complex (rows x P/2) array alive instead of three
         np.exp(s_hat, out=s_hat)
         s_hat *= cache.zhat[None, :]
@@ -663,7 +702,8 @@ class EELSSynthesizer:
         # Fourier-ratio templates: valence spectrum B = Z ⊗ exp*(kappa p_v) per layer, edges ⊗ B
         idx = (k_lo + np.arange(n_ext)) % P
         rows_t, index = [], []
-        for li in range(len(mats)):
+        # phase columns are always evaluated exactly per row (`_fourier_log`): no templates
+        for li in range(len(mats) if col.phase_t_over_lambda is None else 0):
             # the layer's parent composition is inside the exponent (exact Fourier-log there); rows
             # differ from it to first order (Fourier-ratio on the difference of edge weights)
             bhat = zhat * np.exp(kappa_arr[li] * valence_hat[li] + parent_w[li] @ comp_hat)
@@ -675,16 +715,17 @@ class EELSSynthesizer:
                 rows_t.extend(list(T))
                 index.extend((li, j) for j in present)
         bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
+        edge_per_m = np.array([self._edge_scattering_per_m(m, long_edges) for m in mats])
         return _Cache(d, k_lo, n_ext, P, support_k, zhat, comps, comp_hat, comp_integral, valence_hat,
-                      kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank)
+                      kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank, edge_per_m)
 
     def _valence_channels(self, E: np.ndarray, m: Material, d: float, E_long: np.ndarray) -> np.ndarray:
-        """Valence single scattering (Drude + shallow edges) per channel of width d at losses E,
+        """Valence single scattering (Drude + interband oscillators + shallow edges) per channel of width d at losses E,
         with unit area over the loss range of E_long (see `_build`); 0 where E <= 0."""
         p = self.params
         h = float(E_long[1] - E_long[0])
-        drude = drude_ssd(E, m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad)
-        norm = float(drude_ssd(E_long, m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad).sum()) * h
+        drude = valence_ssd(E, m, p.E0_eV, p.beta_rad, E_long)
+        norm = float(valence_ssd(E_long, m, p.E0_eV, p.beta_rad).sum()) * h
         w_sh = sum(w for _, _, w in m.shallow_edges)
         out = (1.0 - w_sh) * drude * d / norm
         rise = p.shallow_edge_rise_eV
@@ -723,15 +764,37 @@ class EELSSynthesizer:
     def _parent_weight(self, col: ColumnState, r: int, c: _Component | _EdgeIntegral) -> float:
         nd = col.areal_density_per_m2.get(c.element, np.zeros(1))[r]
         f_pre = col.layer_materials[col.layer_index[r]].o_k_prepeak if col.layer_materials else 1.0
+        return nd * self._parent_weight_per_atom(c, f_pre)
+
+    def _parent_weight_per_atom(self, c: _Component | _EdgeIntegral, f_pre: float) -> float:
+        """Weight of a component per atom of its element at a parent composition (Ti4+, R = 0.280 nm,
+        the full pre-peak scaled by the material's ``o_k_prepeak`` = f_pre)."""
         if c.name in ("O pre", "O main"):
-            return nd * f_pre
+            return f_pre
         if c.name == "O main 0":
-            return nd * (1.0 - f_pre)
-        if c.name == "Ti4":
-            return nd
-        if c.name in ("Ti3",) or c.name.startswith("O b "):
-            return 0.0 if c.name == "Ti3" else nd * self._bank_weight_parent(c)
-        return nd
+            return 1.0 - f_pre
+        if c.name == "Ti3":
+            return 0.0
+        if c.name.startswith("O b "):
+            return self._bank_weight_parent(c)
+        return 1.0
+
+    def _edge_scattering_per_m(self, m: Material, long_edges: list[_EdgeIntegral]) -> float:
+        """Core-edge single scattering per metre of path through phase ``m`` (1/m): atoms per m^3 of
+        each element x its edge integral over the normalisation range."""
+        if not m.formula:
+            return 0.0
+        fu_per_m3 = m.density_g_cm3 * 1e6 / m.molar_mass_g_mol * AVOGADRO
+        return float(sum(m.formula[c.element] * fu_per_m3 * self._parent_weight_per_atom(c, m.o_k_prepeak) * c.integral
+                         for c in long_edges if c.element in m.formula))
+
+    def _phase_kappa(self, cache: _Cache, col: ColumnState) -> np.ndarray:
+        """Valence single-scattering strength of every phase in every row (rows x phases): the
+        phase's L_p/lambda_p less the core-edge scattering of its atoms, so that a row's valence and
+        edges together equal its t/lambda and each phase's valence shape is weighted by its path."""
+        tl = col.phase_t_over_lambda
+        L = col.phase_paths()
+        return np.clip(tl - L * cache.edge_per_m[None, : tl.shape[1]], 0.0, None)
 
     def _bank_weight_parent(self, c: _Component | _EdgeIntegral) -> float:
         return float(self._parent_bank_weights()[int(c.name.split()[-1])])

@@ -262,6 +262,10 @@ class ColumnState:
     #: only one for a layer stack). Each phase's Material carries its actual composition (inserted Li
     #: included) and density, so a row's valence loss is sum_p (L_p / lambda_p) x that phase's shape.
     phase_path_m: np.ndarray | None = None
+    #: L_p / lambda_p of every phase in each row (rows x phases, beta-limited mean free path of the
+    #: phase's own density): how a row's valence scattering divides among its phases; rows sum to
+    #: ``t_over_lambda``. Set with ``phase_path_m``.
+    phase_t_over_lambda: np.ndarray | None = None
     #: Li atoms per m^3 averaged over the column (areal Li / thickness; 0 in vacuum): the one
     #: concentration of the structured samples (c/c0 has no meaning in c-Si, which holds no Li)
     li_per_m3: np.ndarray | None = None
@@ -472,6 +476,7 @@ def column_from_phases(
     ep_w = np.zeros(y.shape)
     dep_w = np.zeros(y.shape)
     w_sum = np.zeros(y.shape)
+    tl_phase = np.zeros(L.shape)
     for k, m in enumerate(phases):
         Lk = L[:, k]
         if not m.formula or not np.any(Lk > 0):
@@ -484,6 +489,7 @@ def column_from_phases(
         tl += Lk / lam
         tl_all += Lk / float(imfp_iakoubovskii_m(m.density_g_cm3, E0_eV))
         w = Lk / lam
+        tl_phase[:, k] = w
         ep_w += w * m.plasmon_eV
         dep_w += w * m.plasmon_width_eV
         w_sum += w
@@ -509,6 +515,7 @@ def column_from_phases(
         plasmon_width_eV=np.where(w_sum > 0, dep_w / safe, np.nan),
         layer_materials=tuple(phases),
         phase_path_m=L,
+        phase_t_over_lambda=tl_phase,
         li_per_m3=np.where(t > 0, li / np.where(t > 0, t, 1.0), 0.0),
     )
 
