@@ -4,9 +4,13 @@ Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.Co
 
 1. Zero-loss peak Z (§1.2; cold-FEG Fowler-Nordheim shape or Schottky EMG, broadened to the effective
    FWHM, unit area), I0 = N exp(-t/lambda_all) (electrons that lost no energy; N incident electrons).
-2. Valence single scattering p_v (Drude loss function x ln(1 + beta^2/theta_E^2), §1.3, plus the shallow
+2. Valence single scattering p_v (Drude loss function x ln(1 + beta^2/theta_E^2), §1.3, plus the
+   material's interband oscillators (`valence_ssd`: the FePO4 5 eV peak, seed §B.1) and the shallow
    M/N/O edges of §1.3/§1.6 as saw-tooth shapes), unit area, scaled to kappa = t/lambda - (core-edge
    integrals at the parent composition) so that the total single scattering equals t/lambda (§1.4).
+   Columns of several phases (``ColumnState.phase_t_over_lambda``: the Si cluster, the lamella) sum
+   every phase's p_v in every row with kappa_rp = L_rp/lambda_p - (core edges of p's atoms on that
+   path) (`_phase_kappa`; seed §A.5 line profile, two-phase rule [S:LAF06]; decision 0027).
 3. Core edges (§1.5, §1.8): hydrogenic K/L cross sections (m^2/eV per atom) of every element present,
    with ELNES for Li-K, Ti-L2,3 (Ti4+ four white lines, Ti3+ merged and shifted) and O-K (pre-peak,
    peaks a and b), multiplied by areal densities (atoms/m^2). Near-edge structure follows the Bethe
@@ -15,8 +19,9 @@ Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.Co
    empty 3d states (10 for Ti4+, 9 for Ti3+) relative to the hydrogenic continuum 50-100 eV above
    L3 (Pearson et al. 1993). Sources: docs/physics-sources.md.
 4. Plural scattering by the Fourier-log relation J = I0 Z ⊗ exp*(s) (§1.4). Two evaluations:
-   * ``method="fourier_log"`` (default when the window contains the ZLP): exact per-row
-     J_hat = I0 Z_hat exp(s_hat); the sum over a window that contains everything is I0 exp(t/lambda).
+   * ``method="fourier_log"`` (default when the window contains the ZLP, and always for columns of
+     several phases): exact per-row J_hat = I0 Z_hat exp(s_hat); the sum over a window that contains
+     everything is I0 exp(t/lambda). Rows with the same s (a uniform layer, vacuum) are computed once.
    * ``method="fourier_ratio"`` (default for core-loss windows): each edge is convolved with the unit
      low-loss spectrum of its layer, J_K = s_K ⊗ J_v (§1.4 Fourier-ratio form), and the valence
      spectrum J_v of the layer's parent composition (valence and all its edges, exact Fourier-log) is

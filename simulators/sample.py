@@ -74,8 +74,9 @@ class Material(BaseModel):
     )
     valence_oscillators: list[tuple[float, float, float]] = Field(
         default_factory=list,
-        description="interband peaks of the loss function: (energy eV, width eV, height / plasmon height), "
-                    "e.g. the 5 eV peak of FePO4 (physics-seed-systems.md B.1)",
+        description="interband peaks of the loss function: (energy eV, width eV, height), a Lorentz oscillator "
+                    "whose single-scattering maximum is height x the Drude plasmon's (simulators/eels.py "
+                    "valence_ssd), e.g. the 5 eV peak of FePO4 (physics-seed-systems.md B.1)",
     )
 
     @property
