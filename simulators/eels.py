@@ -93,6 +93,57 @@ ATOMIC_NUMBER = {"Li": 3, "C": 6, "O": 8, "Al": 13, "Si": 14, "P": 15, "Ti": 22,
 #: rise as saw-tooth steps.
 DELAYED_SHALLOW_EDGES_eV: dict[str, float] = {"Ti M2,3": 47.0}
 
+
+
+@dataclass(frozen=True)
+class WhiteLines:
+    """L2,3 white lines of one 3d metal in one formal oxidation state: lines as (centre eV, FWHM eV,
+    share of its L3 or L2 area); their total area follows the Ti rule (`ti_white_line_per_hole` x
+    d holes x the hydrogenic L continuum 50-100 eV above L3, Pearson et al. 1993, seed §D.2)."""
+
+    d_holes: float
+    L3: tuple[tuple[float, float, float], ...]
+    L2: tuple[tuple[float, float, float], ...]
+    L3_over_L2: float
+
+
+#: White lines by metal and formal oxidation state (the row's mean state interpolates linearly between
+#: the two nearest; outside the table the nearest). Fe (physics-seed-systems.md B.1): Fe2+ (d6, 4 holes)
+#: L3 sharp maximum 707.8 eV + weaker 710.5 eV, Fe3+ (d5, 5 holes) maximum 709.5 eV with a preceding
+#: 708.0 eV peak [S:VAK98]; shares, widths, L2 positions 720.5 / 722.5 eV and L3/L2 4.0 / 5.2 (the trend
+#: of [S:VAK98], higher for Fe3+) [est]. V3+ (d2, 8 holes; B.2): L3 maximum 515.5 eV [est], L2 ~522-524 eV
+#: [est]; L3/L2 1.0 [est]. No shipped protocol's window holds Fe-L or V-L; these shapes matter only to
+#: a protocol that adds one.
+TM_WHITE_LINES: dict[str, dict[int, WhiteLines]] = {
+    "Fe": {
+        2: WhiteLines(4.0, ((707.8, 1.3, 0.75), (710.5, 2.0, 0.25)), ((720.5, 2.5, 1.0),), 4.0),
+        3: WhiteLines(5.0, ((708.0, 1.2, 0.25), (709.5, 1.6, 0.75)), ((722.5, 2.5, 1.0),), 5.2),
+    },
+    "V": {
+        3: WhiteLines(8.0, ((515.5, 2.0, 1.0),), ((522.8, 2.5, 1.0),), 1.0),
+    },
+}
+
+
+def white_line_state_weights(states: list[int], ox: np.ndarray) -> dict[int, np.ndarray]:
+    """Weight of each tabulated oxidation state for mean states ``ox`` (NaN: the lowest state): linear
+    between the two nearest, clipped to the table's range (a two-phase Fe2+/Fe3+ row is the
+    path-weighted mix of the two end members)."""
+    st = sorted(states)
+    x = np.clip(np.nan_to_num(np.asarray(ox, dtype=float), nan=float(st[0])), st[0], st[-1])
+    out = {s: np.zeros(x.shape) for s in st}
+    if len(st) == 1:
+        out[st[0]][:] = 1.0
+        return out
+    k = np.clip(np.searchsorted(st, x, side="right") - 1, 0, len(st) - 2)
+    lo, hi = np.array(st)[k], np.array(st)[k + 1]
+    f = (x - lo) / (hi - lo)
+    for i, s in enumerate(st[:-1]):
+        out[s] += np.where(k == i, 1.0 - f, 0.0)
+        out[st[i + 1]] += np.where(k == i, f, 0.0)
+    return out
+
+
 #: The element that electrochemistry inserts into host layers whatever their parent formula.
 INSERTED_ELEMENT = "Li"
 
@@ -559,13 +610,17 @@ class EELSSynthesizer:
         ib = np.floor(pos).astype(int)
         fb = pos - ib
         f_pre = np.array([m.o_k_prepeak for m in col.layer_materials])[col.layer_index] if col.layer_materials else np.ones(n)
+        tm = {el: white_line_state_weights(list(t), col.oxidation_state.get(el, np.full(n, np.nan)))
+              for el, t in TM_WHITE_LINES.items()}
         for j, c in enumerate(cache.components):
             if c.element is None:
                 continue
             nd = col.areal_density_per_m2.get(c.element)
             if nd is None:
                 continue
-            if c.name == "Ti4":
+            if c.element in tm and c.name[len(c.element):].isdigit():
+                W[:, j] = nd * tm[c.element][int(c.name[len(c.element):])]
+            elif c.name == "Ti4":
                 W[:, j] = nd * (1 - col.f_ti3)
             elif c.name == "Ti3":
                 W[:, j] = nd * col.f_ti3
@@ -784,11 +839,17 @@ class EELSSynthesizer:
     def _parent_weight(self, col: ColumnState, r: int, c: _Component | _EdgeIntegral) -> float:
         nd = col.areal_density_per_m2.get(c.element, np.zeros(1))[r]
         f_pre = col.layer_materials[col.layer_index[r]].o_k_prepeak if col.layer_materials else 1.0
-        return nd * self._parent_weight_per_atom(c, f_pre)
+        ox = col.oxidation_state.get(c.element) if c.element else None
+        return nd * self._parent_weight_per_atom(c, f_pre, float(ox[r]) if ox is not None else None)
 
-    def _parent_weight_per_atom(self, c: _Component | _EdgeIntegral, f_pre: float) -> float:
+    def _parent_weight_per_atom(self, c: _Component | _EdgeIntegral, f_pre: float, ox: float | None = None) -> float:
         """Weight of a component per atom of its element at a parent composition (Ti4+, R = 0.280 nm,
-        the full pre-peak scaled by the material's ``o_k_prepeak`` = f_pre)."""
+        the full pre-peak scaled by the material's ``o_k_prepeak`` = f_pre, 3d white lines of the
+        mean oxidation state ``ox``)."""
+        el = c.element or ""
+        if el in TM_WHITE_LINES and c.name[len(el):].isdigit():
+            w = white_line_state_weights(list(TM_WHITE_LINES[el]), np.array([np.nan if ox is None else ox]))
+            return float(w[int(c.name[len(el):])][0])
         if c.name in ("O pre", "O main"):
             return f_pre
         if c.name == "O main 0":
@@ -805,7 +866,8 @@ class EELSSynthesizer:
         if not m.formula:
             return 0.0
         fu_per_m3 = m.density_g_cm3 * 1e6 / m.molar_mass_g_mol * AVOGADRO
-        return float(sum(m.formula[c.element] * fu_per_m3 * self._parent_weight_per_atom(c, m.o_k_prepeak) * c.integral
+        return float(sum(m.formula[c.element] * fu_per_m3 * c.integral
+                         * self._parent_weight_per_atom(c, m.o_k_prepeak, m.valence_states.get(c.element))
                          for c in long_edges if c.element in m.formula))
 
     def _phase_kappa(self, cache: _Cache, col: ColumnState) -> np.ndarray:
@@ -856,6 +918,9 @@ class EELSSynthesizer:
             elif el == "Ti":
                 for name, shape in self._ti_l_shapes(Ep):
                     out.append(_Component(name, el, np.where(pos, shape, 0.0) * d))
+            elif el in TM_WHITE_LINES:
+                for state, lines in TM_WHITE_LINES[el].items():
+                    out.append(_Component(f"{el}{state}", el, np.where(pos, self._tm_l_shape(el, lines, Ep), 0.0) * d))
             else:
                 out.append(_Component(f"{el} {shell}", el, self._hydro(el, Ep) * pos * d))
         return out
@@ -997,6 +1062,33 @@ class EELSSynthesizer:
             Hs = self._hydro("Ti", E, onset + shift) if shift else self._hydro("Ti", E)
             out.append((name, (w * steps + (1 - w) * Hs + wl) * (E > 0)))
         return out
+
+
+    def white_line_area(self, el: str, d_holes: float) -> float:
+        """White-line area (L3 + L2) per atom of 3d metal ``el``, m^2: the Ti rule
+        (`ti_white_line_area`) with its own hydrogenic L continuum 50-100 eV above L3."""
+        on = CORE_EDGES[el][1]
+        h = 0.05
+        Eg = np.arange(on + 50.0, on + 100.0, h) + h / 2
+        return self.params.ti_white_line_per_hole * d_holes * float(self._hydro(el, Eg).sum() * h)
+
+    def _tm_l_shape(self, el: str, lines: WhiteLines, E: np.ndarray) -> np.ndarray:
+        """L2,3 of a 3d metal per atom: the white lines of ``lines`` on arctan steps 2:1 at the first
+        L3 and L2 line, joined to the hydrogenic L continuum over ti_join_eV above the onset."""
+        p = self.params
+        onset = CORE_EDGES[el][1]
+        a_wl = self.white_line_area(el, lines.d_holes)
+        a3 = a_wl * lines.L3_over_L2 / (1.0 + lines.L3_over_L2)
+        a2 = a_wl - a3
+        wl = sum(a3 * share * _gauss(E, c, fw) for c, fw, share in lines.L3)
+        wl = wl + sum(a2 * share * _gauss(E, c, fw) for c, fw, share in lines.L2)
+        L3_on, L2_on = lines.L3[0][0], lines.L2[0][0]
+        j0, j1 = onset + p.ti_join_eV[0], onset + p.ti_join_eV[1]
+        Hj = float(self._hydro(el, np.array([j1]))[0])
+        steps = Hj * ((2 / 3) * _arctan_step(E, L3_on, p.ti_step_width_eV)
+                      + (1 / 3) * _arctan_step(E, L2_on, p.ti_step_width_eV)) * (E > L3_on - 3.0)
+        w = _taper(E, j0, j1)
+        return (w * steps + (1 - w) * self._hydro(el, E) + wl) * (E > 0)
 
 
 _default: EELSSynthesizer | None = None
