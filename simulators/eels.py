@@ -125,7 +125,26 @@ TM_WHITE_LINES: dict[str, dict[int, WhiteLines]] = {
 }
 
 
-def white_line_state_weights(states: list[int], ox: np.ndarray) -> dict[int, np.ndarray]:
+#: Si-L2,3 by formal oxidation state of Si (physics-seed-systems.md A.5): L3 onset 99.8 eV in c-Si
+#: (state 0) [est, commonly quoted; Elam binding energy 99.2 eV], shifted down 0.8 eV in Li3.75Si
+#: (state -3.75, the Zintl anion; "shift ~0.5-1 eV", linear in x) [est]; L2 0.6 eV above L3 [S:XRDB].
+SI_L_ONSETS_eV: dict[float, float] = {0.0: 99.8, -3.75: 99.0}
+SI_L_SPIN_ORBIT_eV = 0.6
+
+#: Elements whose L edge depends on the row's mean oxidation state: the tabulated states per element.
+STATE_EDGES: dict[str, list[float]] = {el: sorted(float(k) for k in t) for el, t in TM_WHITE_LINES.items()}
+STATE_EDGES["Si"] = sorted(SI_L_ONSETS_eV)
+
+
+def state_component(name: str, element: str | None) -> float | None:
+    """The oxidation state of a component named "<element> L <state>", else None."""
+    parts = name.split()
+    if element in STATE_EDGES and len(parts) == 3 and parts[0] == element and parts[1] == "L":
+        return float(parts[2])
+    return None
+
+
+def white_line_state_weights(states: list[float], ox: np.ndarray) -> dict[float, np.ndarray]:
     """Weight of each tabulated oxidation state for mean states ``ox`` (NaN: the lowest state): linear
     between the two nearest, clipped to the table's range (a two-phase Fe2+/Fe3+ row is the
     path-weighted mix of the two end members)."""
@@ -199,6 +218,7 @@ class EELSParameters(BaseModel):
         default=50.0, gt=10.0, description="K edges: ELNES + continuum integrate to the hydrogenic edge up to onset + this"
     )
     ti_step_width_eV: float = 1.0
+    si_step_width_eV: float = Field(default=0.5, gt=0, description="Si-L2,3 arctan step width (A.5) [est]")
     ti_join_eV: tuple[float, float] = Field(default=(30.0, 40.0), description="continuum join above onset")
     # O-K (§1.8)
     o_threshold_eV: float = 529.0
@@ -610,16 +630,20 @@ class EELSSynthesizer:
         ib = np.floor(pos).astype(int)
         fb = pos - ib
         f_pre = np.array([m.o_k_prepeak for m in col.layer_materials])[col.layer_index] if col.layer_materials else np.ones(n)
-        tm = {el: white_line_state_weights(list(t), col.oxidation_state.get(el, np.full(n, np.nan)))
-              for el, t in TM_WHITE_LINES.items()}
+        # elements with state-dependent L edges: rows that declare no state keep the hydrogenic edge
+        ox = {el: col.oxidation_state.get(el, np.full(n, np.nan)) for el in STATE_EDGES}
+        tm = {el: white_line_state_weights(st, ox[el]) for el, st in STATE_EDGES.items()}
         for j, c in enumerate(cache.components):
             if c.element is None:
                 continue
             nd = col.areal_density_per_m2.get(c.element)
             if nd is None:
                 continue
-            if c.element in tm and c.name[len(c.element):].isdigit():
-                W[:, j] = nd * tm[c.element][int(c.name[len(c.element):])]
+            state = state_component(c.name, c.element)
+            if state is not None:
+                W[:, j] = np.where(np.isnan(ox[c.element]), 0.0, nd * tm[c.element][state])
+            elif c.element in ox and c.name == f"{c.element} L":
+                W[:, j] = np.where(np.isnan(ox[c.element]), nd, 0.0)
             elif c.name == "Ti4":
                 W[:, j] = nd * (1 - col.f_ti3)
             elif c.name == "Ti3":
@@ -846,10 +870,12 @@ class EELSSynthesizer:
         """Weight of a component per atom of its element at a parent composition (Ti4+, R = 0.280 nm,
         the full pre-peak scaled by the material's ``o_k_prepeak`` = f_pre, 3d white lines of the
         mean oxidation state ``ox``)."""
-        el = c.element or ""
-        if el in TM_WHITE_LINES and c.name[len(el):].isdigit():
-            w = white_line_state_weights(list(TM_WHITE_LINES[el]), np.array([np.nan if ox is None else ox]))
-            return float(w[int(c.name[len(el):])][0])
+        state = state_component(c.name, c.element)
+        declared = ox is not None and not math.isnan(ox)
+        if state is not None:
+            return float(white_line_state_weights(STATE_EDGES[c.element], np.array([ox]))[state][0]) if declared else 0.0
+        if c.element in STATE_EDGES and c.name == f"{c.element} L":
+            return 0.0 if declared else 1.0
         if c.name in ("O pre", "O main"):
             return f_pre
         if c.name == "O main 0":
@@ -918,9 +944,13 @@ class EELSSynthesizer:
             elif el == "Ti":
                 for name, shape in self._ti_l_shapes(Ep):
                     out.append(_Component(name, el, np.where(pos, shape, 0.0) * d))
-            elif el in TM_WHITE_LINES:
-                for state, lines in TM_WHITE_LINES[el].items():
-                    out.append(_Component(f"{el}{state}", el, np.where(pos, self._tm_l_shape(el, lines, Ep), 0.0) * d))
+            elif el in STATE_EDGES:
+                # the hydrogenic edge for rows that declare no oxidation state, and one shape per state
+                out.append(_Component(f"{el} {shell}", el, self._hydro(el, Ep) * pos * d))
+                for state in STATE_EDGES[el]:
+                    shape = (self._si_l_shape(SI_L_ONSETS_eV[state], Ep) if el == "Si"
+                             else self._tm_l_shape(el, TM_WHITE_LINES[el][int(state)], Ep))
+                    out.append(_Component(f"{el} L {state:g}", el, np.where(pos, shape, 0.0) * d))
             else:
                 out.append(_Component(f"{el} {shell}", el, self._hydro(el, Ep) * pos * d))
         return out
@@ -1089,6 +1119,26 @@ class EELSSynthesizer:
                       + (1 / 3) * _arctan_step(E, L2_on, p.ti_step_width_eV)) * (E > L3_on - 3.0)
         w = _taper(E, j0, j1)
         return (w * steps + (1 - w) * self._hydro(el, E) + wl) * (E > 0)
+
+
+    def _si_l_shape(self, L3_on: float, E: np.ndarray) -> np.ndarray:
+        """Si-L2,3 per atom (seed §A.5): arctan steps 2:1 at L3 and L3 + 0.6 eV (width
+        ``si_step_width_eV``) tapered into the hydrogenic L edge over onset + ti_join_eV, their height
+        set by the Bethe sum rule of seed §D.2 for Si L2,3: the integral from the onset - 5 eV to
+        onset + 80 eV equals the hydrogenic one over the same losses."""
+        p = self.params
+        onset = CORE_EDGES["Si"][1]
+        w = _taper(E, onset + p.ti_join_eV[0], onset + p.ti_join_eV[1])
+        steps = ((2 / 3) * _arctan_step(E, L3_on, p.si_step_width_eV)
+                 + (1 / 3) * _arctan_step(E, L3_on + SI_L_SPIN_ORBIT_eV, p.si_step_width_eV)) * (E > L3_on - 3.0)
+        h = 0.02
+        Eg = np.arange(min(L3_on, onset) - 5.0, onset + 80.0, h) + h / 2
+        wg = _taper(Eg, onset + p.ti_join_eV[0], onset + p.ti_join_eV[1])
+        sg = ((2 / 3) * _arctan_step(Eg, L3_on, p.si_step_width_eV)
+              + (1 / 3) * _arctan_step(Eg, L3_on + SI_L_SPIN_ORBIT_eV, p.si_step_width_eV)) * (Eg > L3_on - 3.0)
+        Hg = self._hydro("Si", Eg)
+        a = float((wg * Hg).sum() / (wg * sg).sum())
+        return (w * a * steps + (1 - w) * self._hydro("Si", E)) * (E > 0)
 
 
 _default: EELSSynthesizer | None = None

@@ -4,7 +4,9 @@ Each row crosses up to three phases (Li2O, c-Si core, a-LixSi shell) with its ow
 valence loss is the sum of the phases' Drude losses weighted by L_p/lambda_p (physics-seed-systems.md
 A.5 line profile), so (i) the row's total scattering is its own t/lambda (Fourier-log: all counts /
 unscattered = exp(t/lambda)) whatever the other rows of its phase hold, and (ii) its plasmon sits at
-the energy of the phase there: 16.7 eV in c-Si, Ep(x) in a-LixSi (A.4), 22.6 eV in Li2O.
+the energy of the phase there: 16.7 eV in c-Si, Ep(x) in a-LixSi (A.4), 22.6 eV in Li2O. The Si-L2,3
+edge starts at 99.8 eV in c-Si and ~0.8 eV lower in Li3.75Si (A.5 [est]), its steps normalised by the
+Bethe sum rule over 80 eV (D.2).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from insitem.simulators.eels import EELSParameters, EELSSynthesizer
+from insitem.simulators.eels import CORE_EDGES, SI_L_ONSETS_eV, EELSParameters, EELSSynthesizer
+from insitem.simulators.sample import Sample
 from insitem.simulators.silicon import SiCluster, li_si_plasmon_eV
 
 Y = np.arange(-150e-9, 700e-9, 5e-9)
@@ -69,3 +72,37 @@ def test_the_plasmon_of_each_row_is_the_plasmon_of_the_phases_there() -> None:
     mean_loss = (J[:, sel] * E[sel]).sum(axis=1) / J[:, sel].sum(axis=1)
     share = L[mixed, 3] / t[mixed]
     assert np.corrcoef(share, mean_loss[mixed])[0, 1] < -0.9
+
+
+def test_si_l23_onset_moves_down_in_the_lithiated_shell_and_keeps_the_sum_rule() -> None:
+    synth = EELSSynthesizer(EELSParameters(Cc_m=0.0))
+    # per atom: steps + continuum integrate to the hydrogenic edge over onset - 5 .. onset + 80 eV (D.2)
+    on = CORE_EDGES["Si"][1]
+    Eg = np.arange(on - 6.0, on + 80.0, 0.01)
+    for L3 in SI_L_ONSETS_eV.values():
+        assert synth._si_l_shape(L3, Eg).sum() == pytest.approx(synth._hydro("Si", Eg).sum(), rel=1e-3)
+    E = 80.0 + 0.05 * np.arange(1200)
+    rise = []
+    for seconds in (0, 600):
+        c = SiCluster()
+        for _ in range(seconds):
+            c.advance(1.0, -0.2, 1e-6)
+        J = synth.synthesize(E, c.column_state(np.array([50e-9])), 1e8)[0]
+        sel = (E > 95) & (E < 105)
+        rise.append(float(E[sel][np.argmax(np.gradient(J)[sel])]))
+    assert rise[0] == pytest.approx(SI_L_ONSETS_eV[0.0] + 0.1, abs=0.2)  # c-Si: between the L3 and L2 steps
+    shift = 0.8 * c.params.shell_x / 3.75  # A.5 [est]: -0.8 eV at x = 3.75, linear in x
+    assert rise[0] - rise[1] == pytest.approx(shift, abs=0.15)
+
+
+def test_phases_without_a_declared_si_state_keep_the_hydrogenic_si_l_edge() -> None:
+    # LASGTP's Si (a phosphate, Si4+) declares no state: its Si-L stays the hydrogenic edge
+    synth = EELSSynthesizer()
+    col = Sample().column_state(np.array([1e-6]))
+    E = 60.0 + 0.1 * np.arange(800)
+    synth.synthesize(E, col, 1e6)
+    cache = next(iter(synth._caches.values()))
+    W = synth._component_weights(cache, col)
+    names = [c.name for c in cache.components]
+    assert W[0, names.index("Si L")] == pytest.approx(col.areal_density_per_m2["Si"][0])
+    assert W[0, names.index("Si L 0")] == 0.0 and W[0, names.index("Si L -3.75")] == 0.0
