@@ -819,8 +819,8 @@ class EELSSynthesizer:
                       kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank, edge_per_m)
 
     def _valence_channels(self, E: np.ndarray, m: Material, d: float, E_long: np.ndarray) -> np.ndarray:
-        """Valence single scattering (Drude + interband oscillators + shallow edges) per channel of width d at losses E,
-        with unit area over the loss range of E_long (see `_build`); 0 where E <= 0."""
+        """Valence single scattering (Drude + interband oscillators + shallow edges) per channel of
+        width d at losses E, with unit area over the loss range of E_long (see `_build`); 0 where E <= 0."""
         p = self.params
         h = float(E_long[1] - E_long[0])
         drude = valence_ssd(E, m, p.E0_eV, p.beta_rad, E_long)
@@ -1093,7 +1093,6 @@ class EELSSynthesizer:
             out.append((name, (w * steps + (1 - w) * Hs + wl) * (E > 0)))
         return out
 
-
     def white_line_area(self, el: str, d_holes: float) -> float:
         """White-line area (L3 + L2) per atom of 3d metal ``el``, m^2: the Ti rule
         (`ti_white_line_area`) with its own hydrogenic L continuum 50-100 eV above L3."""
@@ -1119,7 +1118,6 @@ class EELSSynthesizer:
                       + (1 / 3) * _arctan_step(E, L2_on, p.ti_step_width_eV)) * (E > L3_on - 3.0)
         w = _taper(E, j0, j1)
         return (w * steps + (1 - w) * self._hydro(el, E) + wl) * (E > 0)
-
 
     def _si_l_shape(self, L3_on: float, E: np.ndarray) -> np.ndarray:
         """Si-L2,3 per atom (seed §A.5): arctan steps 2:1 at L3 and L3 + 0.6 eV (width
