@@ -4,9 +4,13 @@ Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.Co
 
 1. Zero-loss peak Z (§1.2; cold-FEG Fowler-Nordheim shape or Schottky EMG, broadened to the effective
    FWHM, unit area), I0 = N exp(-t/lambda_all) (electrons that lost no energy; N incident electrons).
-2. Valence single scattering p_v (Drude loss function x ln(1 + beta^2/theta_E^2), §1.3, plus the shallow
+2. Valence single scattering p_v (Drude loss function x ln(1 + beta^2/theta_E^2), §1.3, plus the
+   material's interband oscillators (`valence_ssd`: the FePO4 5 eV peak, seed §B.1) and the shallow
    M/N/O edges of §1.3/§1.6 as saw-tooth shapes), unit area, scaled to kappa = t/lambda - (core-edge
    integrals at the parent composition) so that the total single scattering equals t/lambda (§1.4).
+   Columns of several phases (``ColumnState.phase_t_over_lambda``: the Si cluster, the lamella) sum
+   every phase's p_v in every row with kappa_rp = L_rp/lambda_p - (core edges of p's atoms on that
+   path) (`_phase_kappa`; seed §A.5 line profile, two-phase rule [S:LAF06]; decision 0027).
 3. Core edges (§1.5, §1.8): hydrogenic K/L cross sections (m^2/eV per atom) of every element present,
    with ELNES for Li-K, Ti-L2,3 (Ti4+ four white lines, Ti3+ merged and shifted) and O-K (pre-peak,
    peaks a and b), multiplied by areal densities (atoms/m^2). Near-edge structure follows the Bethe
@@ -15,8 +19,9 @@ Pipeline (physics.md §1.10), per row of a :class:`~insitem.simulators.sample.Co
    empty 3d states (10 for Ti4+, 9 for Ti3+) relative to the hydrogenic continuum 50-100 eV above
    L3 (Pearson et al. 1993). Sources: docs/physics-sources.md.
 4. Plural scattering by the Fourier-log relation J = I0 Z ⊗ exp*(s) (§1.4). Two evaluations:
-   * ``method="fourier_log"`` (default when the window contains the ZLP): exact per-row
-     J_hat = I0 Z_hat exp(s_hat); the sum over a window that contains everything is I0 exp(t/lambda).
+   * ``method="fourier_log"`` (default when the window contains the ZLP, and always for columns of
+     several phases): exact per-row J_hat = I0 Z_hat exp(s_hat); the sum over a window that contains
+     everything is I0 exp(t/lambda). Rows with the same s (a uniform layer, vacuum) are computed once.
    * ``method="fourier_ratio"`` (default for core-loss windows): each edge is convolved with the unit
      low-loss spectrum of its layer, J_K = s_K ⊗ J_v (§1.4 Fourier-ratio form), and the valence
      spectrum J_v of the layer's parent composition (valence and all its edges, exact Fourier-log) is
@@ -61,7 +66,7 @@ from insitem.simulators.cross_sections import (
     sigma_integrated,
     theta_E_rad,
 )
-from insitem.simulators.sample import ColumnState, Material
+from insitem.simulators.sample import AVOGADRO, ColumnState, Material
 
 #: Hydrogenic core edges per element: (shell, onset eV, L1 onset eV). Onsets: physics.md §1.6 table
 #: (Elam [S:XRDB]) where given; Li-K 55 eV (exspy DB), Ti L3 456 / L1 560.9 eV; others Elam [est].
@@ -87,6 +92,76 @@ ATOMIC_NUMBER = {"Li": 3, "C": 6, "O": 8, "Al": 13, "Si": 14, "P": 15, "Ti": 22,
 #: measured and computed in Vast et al., Phys. Rev. Lett. 88 (2002) 037601). Other shallow edges
 #: rise as saw-tooth steps.
 DELAYED_SHALLOW_EDGES_eV: dict[str, float] = {"Ti M2,3": 47.0}
+
+
+
+@dataclass(frozen=True)
+class WhiteLines:
+    """L2,3 white lines of one 3d metal in one formal oxidation state: lines as (centre eV, FWHM eV,
+    share of its L3 or L2 area); their total area follows the Ti rule (`ti_white_line_per_hole` x
+    d holes x the hydrogenic L continuum 50-100 eV above L3, Pearson et al. 1993, seed §D.2)."""
+
+    d_holes: float
+    L3: tuple[tuple[float, float, float], ...]
+    L2: tuple[tuple[float, float, float], ...]
+    L3_over_L2: float
+
+
+#: White lines by metal and formal oxidation state (the row's mean state interpolates linearly between
+#: the two nearest; outside the table the nearest). Fe (physics-seed-systems.md B.1): Fe2+ (d6, 4 holes)
+#: L3 sharp maximum 707.8 eV + weaker 710.5 eV, Fe3+ (d5, 5 holes) maximum 709.5 eV with a preceding
+#: 708.0 eV peak [S:VAK98]; shares, widths, L2 positions 720.5 / 722.5 eV and L3/L2 4.0 / 5.2 (the trend
+#: of [S:VAK98], higher for Fe3+) [est]. V3+ (d2, 8 holes; B.2): L3 maximum 515.5 eV [est], L2 ~522-524 eV
+#: [est]; L3/L2 1.0 [est]. No shipped protocol's window holds Fe-L or V-L; these shapes matter only to
+#: a protocol that adds one.
+TM_WHITE_LINES: dict[str, dict[int, WhiteLines]] = {
+    "Fe": {
+        2: WhiteLines(4.0, ((707.8, 1.3, 0.75), (710.5, 2.0, 0.25)), ((720.5, 2.5, 1.0),), 4.0),
+        3: WhiteLines(5.0, ((708.0, 1.2, 0.25), (709.5, 1.6, 0.75)), ((722.5, 2.5, 1.0),), 5.2),
+    },
+    "V": {
+        3: WhiteLines(8.0, ((515.5, 2.0, 1.0),), ((522.8, 2.5, 1.0),), 1.0),
+    },
+}
+
+
+#: Si-L2,3 by formal oxidation state of Si (physics-seed-systems.md A.5): L3 onset 99.8 eV in c-Si
+#: (state 0) [est, commonly quoted; Elam binding energy 99.2 eV], shifted down 0.8 eV in Li3.75Si
+#: (state -3.75, the Zintl anion; "shift ~0.5-1 eV", linear in x) [est]; L2 0.6 eV above L3 [S:XRDB].
+SI_L_ONSETS_eV: dict[float, float] = {0.0: 99.8, -3.75: 99.0}
+SI_L_SPIN_ORBIT_eV = 0.6
+
+#: Elements whose L edge depends on the row's mean oxidation state: the tabulated states per element.
+STATE_EDGES: dict[str, list[float]] = {el: sorted(float(k) for k in t) for el, t in TM_WHITE_LINES.items()}
+STATE_EDGES["Si"] = sorted(SI_L_ONSETS_eV)
+
+
+def state_component(name: str, element: str | None) -> float | None:
+    """The oxidation state of a component named "<element> L <state>", else None."""
+    parts = name.split()
+    if element in STATE_EDGES and len(parts) == 3 and parts[0] == element and parts[1] == "L":
+        return float(parts[2])
+    return None
+
+
+def white_line_state_weights(states: list[float], ox: np.ndarray) -> dict[float, np.ndarray]:
+    """Weight of each tabulated oxidation state for mean states ``ox`` (NaN: the lowest state): linear
+    between the two nearest, clipped to the table's range (a two-phase Fe2+/Fe3+ row is the
+    path-weighted mix of the two end members)."""
+    st = sorted(states)
+    x = np.clip(np.nan_to_num(np.asarray(ox, dtype=float), nan=float(st[0])), st[0], st[-1])
+    out = {s: np.zeros(x.shape) for s in st}
+    if len(st) == 1:
+        out[st[0]][:] = 1.0
+        return out
+    k = np.clip(np.searchsorted(st, x, side="right") - 1, 0, len(st) - 2)
+    lo, hi = np.array(st)[k], np.array(st)[k + 1]
+    f = (x - lo) / (hi - lo)
+    for i, s in enumerate(st[:-1]):
+        out[s] += np.where(k == i, 1.0 - f, 0.0)
+        out[st[i + 1]] += np.where(k == i, f, 0.0)
+    return out
+
 
 #: The element that electrochemistry inserts into host layers whatever their parent formula.
 INSERTED_ELEMENT = "Li"
@@ -143,6 +218,7 @@ class EELSParameters(BaseModel):
         default=50.0, gt=10.0, description="K edges: ELNES + continuum integrate to the hydrogenic edge up to onset + this"
     )
     ti_step_width_eV: float = 1.0
+    si_step_width_eV: float = Field(default=0.5, gt=0, description="Si-L2,3 arctan step width (A.5) [est]")
     ti_join_eV: tuple[float, float] = Field(default=(30.0, 40.0), description="continuum join above onset")
     # O-K (§1.8)
     o_threshold_eV: float = 529.0
@@ -308,6 +384,32 @@ def drude_ssd(E: np.ndarray, Ep: float, dEp: float, E0_eV: float, beta_rad: floa
     return out
 
 
+def lorentz_ssd(E: np.ndarray, E_osc: float, width: float, E0_eV: float, beta_rad: float) -> np.ndarray:
+    """Single-scattering shape of one interband (Lorentz) oscillator of the loss function,
+    ELF = E G E_osc^2 / ((E^2 - E_osc^2)^2 + (E G)^2) (physics-seed-systems.md B.1), times the angular
+    factor ln(1 + beta^2/theta_E^2) as the Drude term; arbitrary scale."""
+    return drude_ssd(E, E_osc, width, E0_eV, beta_rad)
+
+
+def valence_ssd(E: np.ndarray, m: Material, E0_eV: float, beta_rad: float,
+                E_ref: np.ndarray | None = None) -> np.ndarray:
+    """Valence single scattering of a phase without its shallow edges, arbitrary scale: the Drude
+    plasmon plus each of ``m.valence_oscillators`` (energy, width, height), an oscillator whose
+    maximum in the single-scattering distribution is ``height`` x the plasmon's maximum (the
+    FePO4 5 eV peak: 0.25, B.1). Maxima are taken on ``E_ref`` (default ``E``)."""
+    E = np.asarray(E, dtype=float)
+    Er = E if E_ref is None else np.asarray(E_ref, dtype=float)
+    out = drude_ssd(E, m.plasmon_eV, m.plasmon_width_eV, E0_eV, beta_rad)
+    if not m.valence_oscillators:
+        return out
+    d_max = float(drude_ssd(Er, m.plasmon_eV, m.plasmon_width_eV, E0_eV, beta_rad).max())
+    for e_osc, width, height in m.valence_oscillators:
+        o_max = float(lorentz_ssd(Er, e_osc, width, E0_eV, beta_rad).max())
+        if o_max > 0:
+            out = out + height * d_max / o_max * lorentz_ssd(E, e_osc, width, E0_eV, beta_rad)
+    return out
+
+
 def zlp_channel_contents(k: np.ndarray, d: float, p: EELSParameters) -> np.ndarray:
     """ZLP (unit area) integrated over channels centred at loss k*d (width d), §1.2.
 
@@ -349,6 +451,18 @@ def zlp_channel_contents(k: np.ndarray, d: float, p: EELSParameters) -> np.ndarr
     return F / F.sum()
 
 
+def _real_times_complex(W: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """W @ H for a real W (rows x k) and a complex H (k x F), k small (components and phases): a sum
+    of k scaled rows, which is several times faster than numpy's mixed real-complex product and
+    does not wake a multi-threaded BLAS for a few million flops."""
+    out = np.zeros((W.shape[0], H.shape[1]), np.complex128)
+    for j in range(W.shape[1]):
+        w = W[:, j]
+        if np.any(w != 0.0):
+            out += w[:, None] * H[j][None, :]
+    return out
+
+
 # ------------------------------------------------------------------------------------------ the cache
 
 
@@ -384,6 +498,9 @@ class _Cache:
     templates: np.ndarray         # (n_templates, n_ext) fourier-ratio templates (per unit I0)
     template_index: list[tuple[int, int]]  # (layer, component or -1 = valence)
     bank_eV: np.ndarray
+    #: per layer/phase: core-edge scattering per metre of its path at its own composition (1/m), so
+    #: that a phase's valence share of t/lambda is L_p/lambda_p - L_p x this
+    edge_per_m: np.ndarray
 
 
 class EELSSynthesizer:
@@ -439,6 +556,10 @@ class EELSSynthesizer:
         contains_zlp = E[0] < 0.5 < E[-1]
         if method == "auto":
             method = "fourier_log" if contains_zlp else "fourier_ratio"
+        if column.phase_t_over_lambda is not None:
+            # columns of several phases (structured samples): exact per row; the Fourier-ratio
+            # templates would give every row its longest phase's low-loss
+            method = "fourier_log"
         atoms = self._component_weights(cache, column)  # (n_rows, n_comp): areal density x modifiers
         if method == "fourier_ratio":
             ext = self._fourier_ratio(cache, column, atoms, I0)
@@ -484,6 +605,8 @@ class EELSSynthesizer:
         cache = self._cache(E[0], float(E[1] - E[0]), E.size, 16, column)
         atoms = self._component_weights(cache, column)
         in_grid = np.array([float(v[0].real) for v in cache.valence_hat])  # valence area on the grid
+        if column.phase_t_over_lambda is not None:
+            return self._phase_kappa(cache, column) @ in_grid + atoms @ cache.comp_integral
         return cache.kappa[column.layer_index] * in_grid[column.layer_index] + atoms @ cache.comp_integral
 
     def nonisochromaticity_eV(self, y_m: np.ndarray) -> np.ndarray:
@@ -507,13 +630,21 @@ class EELSSynthesizer:
         ib = np.floor(pos).astype(int)
         fb = pos - ib
         f_pre = np.array([m.o_k_prepeak for m in col.layer_materials])[col.layer_index] if col.layer_materials else np.ones(n)
+        # elements with state-dependent L edges: rows that declare no state keep the hydrogenic edge
+        ox = {el: col.oxidation_state.get(el, np.full(n, np.nan)) for el in STATE_EDGES}
+        tm = {el: white_line_state_weights(st, ox[el]) for el, st in STATE_EDGES.items()}
         for j, c in enumerate(cache.components):
             if c.element is None:
                 continue
             nd = col.areal_density_per_m2.get(c.element)
             if nd is None:
                 continue
-            if c.name == "Ti4":
+            state = state_component(c.name, c.element)
+            if state is not None:
+                W[:, j] = np.where(np.isnan(ox[c.element]), 0.0, nd * tm[c.element][state])
+            elif c.element in ox and c.name == f"{c.element} L":
+                W[:, j] = np.where(np.isnan(ox[c.element]), nd, 0.0)
+            elif c.name == "Ti4":
                 W[:, j] = nd * (1 - col.f_ti3)
             elif c.name == "Ti3":
                 W[:, j] = nd * col.f_ti3
@@ -575,18 +706,25 @@ class EELSSynthesizer:
         return Wt[:, used] @ cache.templates[used]
 
     def _fourier_log(self, cache: _Cache, col: ColumnState, atoms: np.ndarray, I0: np.ndarray) -> np.ndarray:
-        s_hat = atoms @ cache.comp_hat
-        for layer, vh in enumerate(cache.valence_hat):
-            rows = col.layer_index == layer
-            if np.any(rows):
-                s_hat[rows] += cache.kappa[layer] * vh[None, :]
+        """Exact J = I0 Z ⊗ exp*(s) per row; s = edges + valence, where the valence of a row is its
+        layer's kappa x the layer's shape, or for columns of several phases the sum over its phases
+        (`_phase_kappa`). Rows with the same single scattering (a uniform layer, vacuum) are
+        evaluated once."""
+        if col.phase_t_over_lambda is not None:
+            # every phase of a row contributes its own valence shape, weighted by its path
+            V = self._phase_kappa(cache, col)
+        else:
+            V = np.zeros((col.n_rows, len(cache.valence_hat)))
+            V[np.arange(col.n_rows), col.layer_index] = cache.kappa[col.layer_index]
+        W, inverse = np.unique(np.hstack([atoms, V]), axis=0, return_inverse=True)
+        s_hat = _real_times_complex(W, np.vstack([cache.comp_hat, np.array(cache.valence_hat)]))
         # in place: one complex (rows x P/2) array alive instead of three
         np.exp(s_hat, out=s_hat)
         s_hat *= cache.zhat[None, :]
         J = sfft.irfft(s_hat, n=cache.P, axis=1, overwrite_x=True)
         del s_hat
         idx = (cache.k_lo + np.arange(cache.n_ext)) % cache.P
-        out = J[:, idx]
+        out = J[np.ix_(inverse.ravel(), idx)]
         out *= I0[:, None]
         return out
 
@@ -663,7 +801,8 @@ class EELSSynthesizer:
         # Fourier-ratio templates: valence spectrum B = Z ⊗ exp*(kappa p_v) per layer, edges ⊗ B
         idx = (k_lo + np.arange(n_ext)) % P
         rows_t, index = [], []
-        for li in range(len(mats)):
+        # phase columns are always evaluated exactly per row (`_fourier_log`): no templates
+        for li in range(len(mats) if col.phase_t_over_lambda is None else 0):
             # the layer's parent composition is inside the exponent (exact Fourier-log there); rows
             # differ from it to first order (Fourier-ratio on the difference of edge weights)
             bhat = zhat * np.exp(kappa_arr[li] * valence_hat[li] + parent_w[li] @ comp_hat)
@@ -675,16 +814,17 @@ class EELSSynthesizer:
                 rows_t.extend(list(T))
                 index.extend((li, j) for j in present)
         bank = np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
+        edge_per_m = np.array([self._edge_scattering_per_m(m, long_edges) for m in mats])
         return _Cache(d, k_lo, n_ext, P, support_k, zhat, comps, comp_hat, comp_integral, valence_hat,
-                      kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank)
+                      kappa_arr, layer_comps, np.array(parent_w), np.array(rows_t), index, bank, edge_per_m)
 
     def _valence_channels(self, E: np.ndarray, m: Material, d: float, E_long: np.ndarray) -> np.ndarray:
-        """Valence single scattering (Drude + shallow edges) per channel of width d at losses E,
-        with unit area over the loss range of E_long (see `_build`); 0 where E <= 0."""
+        """Valence single scattering (Drude + interband oscillators + shallow edges) per channel of
+        width d at losses E, with unit area over the loss range of E_long (see `_build`); 0 where E <= 0."""
         p = self.params
         h = float(E_long[1] - E_long[0])
-        drude = drude_ssd(E, m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad)
-        norm = float(drude_ssd(E_long, m.plasmon_eV, m.plasmon_width_eV, p.E0_eV, p.beta_rad).sum()) * h
+        drude = valence_ssd(E, m, p.E0_eV, p.beta_rad, E_long)
+        norm = float(valence_ssd(E_long, m, p.E0_eV, p.beta_rad).sum()) * h
         w_sh = sum(w for _, _, w in m.shallow_edges)
         out = (1.0 - w_sh) * drude * d / norm
         rise = p.shallow_edge_rise_eV
@@ -723,15 +863,46 @@ class EELSSynthesizer:
     def _parent_weight(self, col: ColumnState, r: int, c: _Component | _EdgeIntegral) -> float:
         nd = col.areal_density_per_m2.get(c.element, np.zeros(1))[r]
         f_pre = col.layer_materials[col.layer_index[r]].o_k_prepeak if col.layer_materials else 1.0
+        ox = col.oxidation_state.get(c.element) if c.element else None
+        return nd * self._parent_weight_per_atom(c, f_pre, float(ox[r]) if ox is not None else None)
+
+    def _parent_weight_per_atom(self, c: _Component | _EdgeIntegral, f_pre: float, ox: float | None = None) -> float:
+        """Weight of a component per atom of its element at a parent composition (Ti4+, R = 0.280 nm,
+        the full pre-peak scaled by the material's ``o_k_prepeak`` = f_pre, 3d white lines of the
+        mean oxidation state ``ox``)."""
+        state = state_component(c.name, c.element)
+        declared = ox is not None and not math.isnan(ox)
+        if state is not None:
+            return float(white_line_state_weights(STATE_EDGES[c.element], np.array([ox]))[state][0]) if declared else 0.0
+        if c.element in STATE_EDGES and c.name == f"{c.element} L":
+            return 0.0 if declared else 1.0
         if c.name in ("O pre", "O main"):
-            return nd * f_pre
+            return f_pre
         if c.name == "O main 0":
-            return nd * (1.0 - f_pre)
-        if c.name == "Ti4":
-            return nd
-        if c.name in ("Ti3",) or c.name.startswith("O b "):
-            return 0.0 if c.name == "Ti3" else nd * self._bank_weight_parent(c)
-        return nd
+            return 1.0 - f_pre
+        if c.name == "Ti3":
+            return 0.0
+        if c.name.startswith("O b "):
+            return self._bank_weight_parent(c)
+        return 1.0
+
+    def _edge_scattering_per_m(self, m: Material, long_edges: list[_EdgeIntegral]) -> float:
+        """Core-edge single scattering per metre of path through phase ``m`` (1/m): atoms per m^3 of
+        each element x its edge integral over the normalisation range."""
+        if not m.formula:
+            return 0.0
+        fu_per_m3 = m.density_g_cm3 * 1e6 / m.molar_mass_g_mol * AVOGADRO
+        return float(sum(m.formula[c.element] * fu_per_m3 * c.integral
+                         * self._parent_weight_per_atom(c, m.o_k_prepeak, m.valence_states.get(c.element))
+                         for c in long_edges if c.element in m.formula))
+
+    def _phase_kappa(self, cache: _Cache, col: ColumnState) -> np.ndarray:
+        """Valence single-scattering strength of every phase in every row (rows x phases): the
+        phase's L_p/lambda_p less the core-edge scattering of its atoms, so that a row's valence and
+        edges together equal its t/lambda and each phase's valence shape is weighted by its path."""
+        tl = col.phase_t_over_lambda
+        L = col.phase_paths()
+        return np.clip(tl - L * cache.edge_per_m[None, : tl.shape[1]], 0.0, None)
 
     def _bank_weight_parent(self, c: _Component | _EdgeIntegral) -> float:
         return float(self._parent_bank_weights()[int(c.name.split()[-1])])
@@ -773,6 +944,13 @@ class EELSSynthesizer:
             elif el == "Ti":
                 for name, shape in self._ti_l_shapes(Ep):
                     out.append(_Component(name, el, np.where(pos, shape, 0.0) * d))
+            elif el in STATE_EDGES:
+                # the hydrogenic edge for rows that declare no oxidation state, and one shape per state
+                out.append(_Component(f"{el} {shell}", el, self._hydro(el, Ep) * pos * d))
+                for state in STATE_EDGES[el]:
+                    shape = (self._si_l_shape(SI_L_ONSETS_eV[state], Ep) if el == "Si"
+                             else self._tm_l_shape(el, TM_WHITE_LINES[el][int(state)], Ep))
+                    out.append(_Component(f"{el} L {state:g}", el, np.where(pos, shape, 0.0) * d))
             else:
                 out.append(_Component(f"{el} {shell}", el, self._hydro(el, Ep) * pos * d))
         return out
@@ -914,6 +1092,51 @@ class EELSSynthesizer:
             Hs = self._hydro("Ti", E, onset + shift) if shift else self._hydro("Ti", E)
             out.append((name, (w * steps + (1 - w) * Hs + wl) * (E > 0)))
         return out
+
+    def white_line_area(self, el: str, d_holes: float) -> float:
+        """White-line area (L3 + L2) per atom of 3d metal ``el``, m^2: the Ti rule
+        (`ti_white_line_area`) with its own hydrogenic L continuum 50-100 eV above L3."""
+        on = CORE_EDGES[el][1]
+        h = 0.05
+        Eg = np.arange(on + 50.0, on + 100.0, h) + h / 2
+        return self.params.ti_white_line_per_hole * d_holes * float(self._hydro(el, Eg).sum() * h)
+
+    def _tm_l_shape(self, el: str, lines: WhiteLines, E: np.ndarray) -> np.ndarray:
+        """L2,3 of a 3d metal per atom: the white lines of ``lines`` on arctan steps 2:1 at the first
+        L3 and L2 line, joined to the hydrogenic L continuum over ti_join_eV above the onset."""
+        p = self.params
+        onset = CORE_EDGES[el][1]
+        a_wl = self.white_line_area(el, lines.d_holes)
+        a3 = a_wl * lines.L3_over_L2 / (1.0 + lines.L3_over_L2)
+        a2 = a_wl - a3
+        wl = sum(a3 * share * _gauss(E, c, fw) for c, fw, share in lines.L3)
+        wl = wl + sum(a2 * share * _gauss(E, c, fw) for c, fw, share in lines.L2)
+        L3_on, L2_on = lines.L3[0][0], lines.L2[0][0]
+        j0, j1 = onset + p.ti_join_eV[0], onset + p.ti_join_eV[1]
+        Hj = float(self._hydro(el, np.array([j1]))[0])
+        steps = Hj * ((2 / 3) * _arctan_step(E, L3_on, p.ti_step_width_eV)
+                      + (1 / 3) * _arctan_step(E, L2_on, p.ti_step_width_eV)) * (E > L3_on - 3.0)
+        w = _taper(E, j0, j1)
+        return (w * steps + (1 - w) * self._hydro(el, E) + wl) * (E > 0)
+
+    def _si_l_shape(self, L3_on: float, E: np.ndarray) -> np.ndarray:
+        """Si-L2,3 per atom (seed §A.5): arctan steps 2:1 at L3 and L3 + 0.6 eV (width
+        ``si_step_width_eV``) tapered into the hydrogenic L edge over onset + ti_join_eV, their height
+        set by the Bethe sum rule of seed §D.2 for Si L2,3: the integral from the onset - 5 eV to
+        onset + 80 eV equals the hydrogenic one over the same losses."""
+        p = self.params
+        onset = CORE_EDGES["Si"][1]
+        w = _taper(E, onset + p.ti_join_eV[0], onset + p.ti_join_eV[1])
+        steps = ((2 / 3) * _arctan_step(E, L3_on, p.si_step_width_eV)
+                 + (1 / 3) * _arctan_step(E, L3_on + SI_L_SPIN_ORBIT_eV, p.si_step_width_eV)) * (E > L3_on - 3.0)
+        h = 0.02
+        Eg = np.arange(min(L3_on, onset) - 5.0, onset + 80.0, h) + h / 2
+        wg = _taper(Eg, onset + p.ti_join_eV[0], onset + p.ti_join_eV[1])
+        sg = ((2 / 3) * _arctan_step(Eg, L3_on, p.si_step_width_eV)
+              + (1 / 3) * _arctan_step(Eg, L3_on + SI_L_SPIN_ORBIT_eV, p.si_step_width_eV)) * (Eg > L3_on - 3.0)
+        Hg = self._hydro("Si", Eg)
+        a = float((wg * Hg).sum() / (wg * sg).sum())
+        return (w * a * steps + (1 - w) * self._hydro("Si", E)) * (E > 0)
 
 
 _default: EELSSynthesizer | None = None

@@ -72,10 +72,16 @@ class Material(BaseModel):
         description="O-K pre-peak (O 2p - empty TM 3d) relative to a d0 Ti oxide's: 1 for LATP/LASGTP, 0 without "
         "open 3d states (LAGP, Li2O, LiFePO4), physics-seed-systems.md §D.1",
     )
+    valence_states: dict[str, float] = Field(
+        default_factory=dict,
+        description="formal oxidation state of its 3d transition metals (e.g. {'Fe': 2}): selects their L2,3 "
+                    "white lines (simulators/eels.py TM_WHITE_LINES); Ti follows the Ti3+ fraction instead",
+    )
     valence_oscillators: list[tuple[float, float, float]] = Field(
         default_factory=list,
-        description="interband peaks of the loss function: (energy eV, width eV, height / plasmon height), "
-                    "e.g. the 5 eV peak of FePO4 (physics-seed-systems.md B.1)",
+        description="interband peaks of the loss function: (energy eV, width eV, height), a Lorentz oscillator "
+                    "whose single-scattering maximum is height x the Drude plasmon's (simulators/eels.py "
+                    "valence_ssd), e.g. the 5 eV peak of FePO4 (physics-seed-systems.md B.1)",
     )
 
     @property
@@ -145,11 +151,11 @@ TUNGSTEN = Material(
 # O-K pre-peak per material (physics-seed-systems.md §D.1): none in LiFePO4 (Mott-Hubbard Fe2+; the FePO4
 # pre-edge at 528.5 eV that grows on delithiation is not modelled), LAGP (Ge4+ d10) and Li2O (no d states);
 # weak in LVP (V3+ d2) [est 0.3].
-LFP = Material(name="LiFePO4", formula={"Li": 1, "Fe": 1, "P": 1, "O": 4}, density_g_cm3=3.6,
+LFP = Material(name="LiFePO4", formula={"Li": 1, "Fe": 1, "P": 1, "O": 4}, density_g_cm3=3.6, valence_states={"Fe": 2},
                shallow_edges=[("Fe M2,3", 52.7, 0.04)], o_k_prepeak=0.0)
 LAGP = Material(name="LAGP", formula={"Li": 1.5, "Al": 0.5, "Ge": 1.5, "P": 3, "O": 12}, density_g_cm3=3.4,
                 shallow_edges=[("Ge M4,5", 29.2, 0.04), ("Ge M3", 120.8, 0.004)], o_k_prepeak=0.0)
-LVP = Material(name="Li3V2(PO4)3", formula={"Li": 3, "V": 2, "P": 3, "O": 12}, density_g_cm3=2.8,
+LVP = Material(name="Li3V2(PO4)3", formula={"Li": 3, "V": 2, "P": 3, "O": 12}, density_g_cm3=2.8, valence_states={"V": 3},
                shallow_edges=[("V M2,3", 37.2, 0.05)], o_k_prepeak=0.3)
 SILICON = Material(name="Si", formula={"Si": 1}, density_g_cm3=2.33, li_per_fu_at_c0=0.1)
 LI2O = Material(name="Li2O", formula={"Li": 2, "O": 1}, density_g_cm3=2.01, o_k_prepeak=0.0)
@@ -262,9 +268,16 @@ class ColumnState:
     #: only one for a layer stack). Each phase's Material carries its actual composition (inserted Li
     #: included) and density, so a row's valence loss is sum_p (L_p / lambda_p) x that phase's shape.
     phase_path_m: np.ndarray | None = None
+    #: L_p / lambda_p of every phase in each row (rows x phases, beta-limited mean free path of the
+    #: phase's own density): how a row's valence scattering divides among its phases; rows sum to
+    #: ``t_over_lambda``. Set with ``phase_path_m``.
+    phase_t_over_lambda: np.ndarray | None = None
     #: Li atoms per m^3 averaged over the column (areal Li / thickness; 0 in vacuum): the one
     #: concentration of the structured samples (c/c0 has no meaning in c-Si, which holds no Li)
     li_per_m3: np.ndarray | None = None
+    #: mean formal oxidation state per row of each 3d metal whose phases declare one
+    #: (``Material.valence_states``), weighted by that metal's atoms in each phase of the row
+    oxidation_state: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -412,6 +425,10 @@ class Sample:
             if np.any(sel):
                 li0 = m.formula.get("Li", 0.0) if m.li_per_fu_at_c0 is None else m.li_per_fu_at_c0
                 f3[sel] = ti3_fraction(c_eff[sel], p.ti3_threshold, li0, m.formula["Ti"])
+        ox: dict[str, np.ndarray] = {}
+        for k, m in enumerate(self.layer_materials):
+            for el, state in m.valence_states.items():
+                ox.setdefault(el, np.full(y.shape, np.nan))[idx == k] = state
         return ColumnState(
             y_m=y,
             li_ratio=c_eff,
@@ -428,6 +445,7 @@ class Sample:
             plasmon_energy_eV=ep,
             plasmon_width_eV=dep,
             layer_materials=self.layer_materials,
+            oxidation_state=ox,
         )
 
 
@@ -472,6 +490,9 @@ def column_from_phases(
     ep_w = np.zeros(y.shape)
     dep_w = np.zeros(y.shape)
     w_sum = np.zeros(y.shape)
+    tl_phase = np.zeros(L.shape)
+    ox_sum: dict[str, np.ndarray] = {}
+    ox_atoms: dict[str, np.ndarray] = {}
     for k, m in enumerate(phases):
         Lk = L[:, k]
         if not m.formula or not np.any(Lk > 0):
@@ -479,11 +500,16 @@ def column_from_phases(
         fu_per_m3 = m.density_g_cm3 * 1e6 / m.molar_mass_g_mol * AVOGADRO
         for el, n in m.formula.items():
             areal[el] += n * fu_per_m3 * Lk * (li_retained if el == "Li" else 1.0)
+        for el, state in m.valence_states.items():
+            a = m.formula[el] * fu_per_m3 * Lk
+            ox_sum[el] = ox_sum.get(el, 0.0) + a * state
+            ox_atoms[el] = ox_atoms.get(el, 0.0) + a
         mass += m.density_g_cm3 * 1e6 * Lk
         lam = float(imfp_m(m.density_g_cm3, E0_eV, alpha_rad, beta_rad))
         tl += Lk / lam
         tl_all += Lk / float(imfp_iakoubovskii_m(m.density_g_cm3, E0_eV))
         w = Lk / lam
+        tl_phase[:, k] = w
         ep_w += w * m.plasmon_eV
         dep_w += w * m.plasmon_width_eV
         w_sum += w
@@ -509,6 +535,9 @@ def column_from_phases(
         plasmon_width_eV=np.where(w_sum > 0, dep_w / safe, np.nan),
         layer_materials=tuple(phases),
         phase_path_m=L,
+        phase_t_over_lambda=tl_phase,
+        oxidation_state={el: np.where(ox_atoms[el] > 0, ox_sum[el] / np.where(ox_atoms[el] > 0, ox_atoms[el], 1.0),
+                                      np.nan) for el in ox_sum},
         li_per_m3=np.where(t > 0, li / np.where(t > 0, t, 1.0), 0.0),
     )
 

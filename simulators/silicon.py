@@ -91,11 +91,13 @@ def li_si_material(x: float) -> Material:
         density_g_cm3=li_si_density_g_cm3(x),
         plasmon_energy_eV=li_si_plasmon_eV(x),
         plasmon_width_eV=3.7 + (5.0 - 3.7) * x / 3.75,
+        valence_states={"Si": -x},  # the Zintl anion: selects the shifted Si-L2,3 (eels.SI_L_ONSETS_eV)
     )
 
 
 #: c-Si: 2.329 g/cm^3, Ep 16.7 eV [S:ABTEM295], FWHM 3.7 eV [est] (A.4)
-C_SI = Material(name="c-Si", formula={"Si": 1.0}, density_g_cm3=2.329, plasmon_energy_eV=16.7, plasmon_width_eV=3.7)
+C_SI = Material(name="c-Si", formula={"Si": 1.0}, density_g_cm3=2.329, plasmon_energy_eV=16.7, plasmon_width_eV=3.7,
+                valence_states={"Si": 0.0})
 #: LiOx electrolyte as Li2O: 2.013 g/cm^3, Ep 22.6 eV (A.4 [derived]), width 7 eV [est]
 LI2O = Material(name="Li2O", formula={"Li": 2.0, "O": 1.0}, density_g_cm3=2.013, plasmon_energy_eV=22.6,
                 plasmon_width_eV=7.0, o_k_prepeak=0.0)

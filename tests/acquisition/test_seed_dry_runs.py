@@ -9,7 +9,7 @@ simulator's own state only at the end.
   sourced expansion (A.1) and most of the growth comes early.
 * micro-battery-lagp ([P2]): no clear redox peaks in the CV because of the polarisation (the same run
   with the lamella's resistance lowered shows them), a current step while the beam is on, and Li
-  leaving the LFP rows.
+  leaving the LFP rows: their 5 eV FePO4 peak grows and their Li-K falls.
 """
 
 from __future__ import annotations
@@ -154,9 +154,20 @@ def test_micro_battery_current_steps_at_every_exposure_and_li_leaves_the_lfp_row
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="the FePO4 5 eV interband peak is drawn by simulators/eels.py from "
-                   "Material.valence_oscillators (spectra branch); without it the peak does not appear")
-def test_micro_battery_5ev_peak_appears_in_the_lfp_rows(lamella_run: Path) -> None:
+def test_micro_battery_5ev_peak_appears_in_the_lfp_rows_as_li_leaves_them(lamella_run: Path) -> None:
     a = analyze_seed_file(lamella_run, window_axes)
-    assert a.peak5_ratio is not None
-    assert a.peak5_ratio[-1] > a.peak5_ratio[0] + 0.01
+    assert a.peak5_ratio is not None and a.li_k_ratio is not None
+    # from the spectra alone: no 5 eV peak in the pristine LiFePO4 rows, then one that grows as the
+    # electrode is charged (FePO4 forms) and shrinks on discharge
+    assert abs(a.peak5_ratio[0]) < 0.002
+    assert a.peak5_ratio.max() > a.peak5_ratio[0] + 0.015
+    # only now the truth: the peak follows the FePO4 fraction of the electrode, exposure by exposure
+    with RunFileReader(lamella_run) as r:
+        truth = r.ground_truth()
+    assert truth is not None
+    # (the ground truth is recorded at each exposure's end and at the end of the run)
+    fepo4 = np.interp(a.t_s, np.asarray(truth["t_s"]), np.asarray(truth["state_of_charge"]))
+    assert np.ptp(fepo4) > 0.5
+    assert np.corrcoef(fepo4, a.peak5_ratio)[0, 1] > 0.98
+    # and the Li-K of the same rows falls where the peak rises (Li leaves them)
+    assert np.corrcoef(a.peak5_ratio, a.li_k_ratio)[0, 1] < -0.8
