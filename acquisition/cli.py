@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--hardware", action="store_true", help="real instruments from the protocol's resource strings")
     p.add_argument("--realtime", action="store_true", help="pace a simulation at wall-clock speed")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: simulated seconds per wall second")
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="K",
+                   help="with --hardware: K simulated seconds per wall second, only against insitem emulators served "
+                   "with the same --time-scale (default 1: real time)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="output folder or .h5 path (default: runs/)")
     p.add_argument("--resume", type=Path, metavar="RUN.h5", help="continue an interrupted run file")
     p.add_argument(
@@ -246,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="ex-situ-lasgtp",
                    help="protocol whose sample and instruments the emulators take (default ex-situ-lasgtp)")
     p.add_argument("--serial", action="store_true", help="also serve the Keithley over a pseudo-terminal")
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="K",
+                   help="K simulated seconds per wall second for the emulated world (default 1); the emulators "
+                   "announce K and accept only insitem run --hardware --time-scale K")
 
     p = add("bridge", cmd_bridge, "run the TEM command-set bridge on the microscope PC")
     p.add_argument("target", choices=["tem"])

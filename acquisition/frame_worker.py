@@ -25,8 +25,11 @@ _STOP = object()
 class IoWorker:
     """Runs jobs in submission order on one thread (`threaded`) or at once in the caller's."""
 
-    def __init__(self, threaded: bool, max_queued: int = 256) -> None:
+    def __init__(self, threaded: bool, max_queued: int = 256, while_full: Callable[[], None] | None = None) -> None:
+        """`while_full`: called every 0.2 s while a submit waits for room in a full queue (the
+        runner renews its safety lease there: the run is alive, held back by a long read-out)."""
         self.threaded = threaded
+        self._while_full = while_full
         # set while no camera read-out is queued or running: the camera may be configured/started
         self.camera_free = threading.Event()
         self.camera_free.set()
@@ -78,6 +81,13 @@ class IoWorker:
                         self._pending -= 1
                     self.check()
                     raise RuntimeError("the run-file I/O thread stopped") from None
+                if self._while_full is not None:
+                    try:
+                        self._while_full()
+                    except BaseException:
+                        with self._idle:
+                            self._pending -= 1
+                        raise
 
     # -- the runner's side --------------------------------------------------------------------------
     def check(self) -> None:

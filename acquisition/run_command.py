@@ -40,8 +40,9 @@ from insitem.acquisition.runfile import RunFile, RunFileConfig, RunFileError, Wi
 from insitem.acquisition.runner import Runner, RunResult, StopNow, camera_settings
 from insitem.acquisition.signal_gate import GATE, signal_name
 from insitem.acquisition.supervisor import Lease, LeasedClock, LeaseLapsed, SupervisorLost
-from insitem.drivers.clock import Clock, PacedClock, RealClock, VirtualClock
-from insitem.drivers.errors import InsitemError, ProtocolError
+from insitem.acquisition.time_scale import check_rig_time_scale, hardware_clock, parse_time_scale
+from insitem.drivers.clock import Clock, PacedClock, VirtualClock
+from insitem.drivers.errors import InsitemError, ProtocolError, UsageError
 from insitem.drivers.interfaces import InstrumentIdentity
 from insitem.protocols.loader import load_and_plan, loads
 from insitem.protocols.plan import Plan, make_plan
@@ -106,7 +107,9 @@ def runfile_config(plan: Plan, bundle: RigBundle, protocol_text: str, instrument
 def make_clock(args: argparse.Namespace, hardware: bool, t0_s: float = 0.0) -> Clock:
     """The run's clock, reading `t0_s` now (0 for a new run; where a resumed run continues)."""
     if hardware:
-        return RealClock(t0_s)
+        return hardware_clock(parse_time_scale(getattr(args, "time_scale", 1.0)), t0_s)
+    if getattr(args, "time_scale", 1.0) != 1.0:
+        raise UsageError("run --time-scale: paces a --hardware run against emulators; pace a dry run with --realtime --speed")
     if args.realtime:
         return PacedClock(args.speed, t0_s)
     return VirtualClock(t0_s)
@@ -281,6 +284,8 @@ def _execute(
         _renew(lease)
         stop_pending("while connecting to the instruments", f"instruments put in their safe state, {state}")
         identities = bundle.identify()
+        if hardware:  # a paced clock only against emulators paced the same (acquisition/time_scale.py)
+            check_rig_time_scale(bundle.rig, identities, parse_time_scale(getattr(args, "time_scale", 1.0)))
         if runfile is None:
             config = runfile_config(plan, bundle, protocol_text, identities)
             _renew(lease)

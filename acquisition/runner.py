@@ -162,7 +162,7 @@ class Runner:
         self.clock = rig.clock
         self._runfile = runfile
         threaded = (not self.clock.is_virtual) if background_io is None else background_io
-        self._io = IoWorker(threaded)
+        self._io = IoWorker(threaded, while_full=self._renew)  # a queue full behind a long read-out holds the run, alive
         # the runner's thread writes through the I/O worker; read-out jobs use the file directly
         self.file: RunFileSink = QueuedRunFile(self._io, runfile) if threaded else runfile  # type: ignore[assignment]
         self._measure_lead_s = 0.0  # how long before a stair's end its reading starts (real time)

@@ -304,8 +304,9 @@ class LeasedClock:
         self.sleep_until(self.now() + dt_s)
 
     def rig_time_of(self, mono_s: float) -> float:
-        """Rig-clock time of a `time.monotonic()` reading (NaN stays NaN)."""
-        return self.now() - (time.monotonic() - mono_s)
+        """Rig-clock time of a `time.monotonic()` reading (NaN stays NaN); a paced clock
+        (`speed` simulated s per wall s) scales the wall interval."""
+        return self.now() - float(getattr(self._clock, "speed", 1.0)) * (time.monotonic() - mono_s)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,11 @@ clock bookkeeping (it advances its load by the time elapsed between commands); t
 the microscope advance the world by the same clock, so the cell is stepped over every interval
 exactly once whichever device asks first (see `WorldLoad`).
 
+``--time-scale K`` (K != 1) puts the world on a `PacedClock`: K simulated seconds pass per wall
+second, so an exposure, an integration and the cell's chemistry take 1/K of their wall time, and
+every emulator announces K (drivers/emulated.py) so that only ``insitem run --hardware
+--time-scale K`` runs against them (docs/decisions/0021-paced-clock-hardware-runs.md).
+
 Tests use `start_servers(...)` directly: a context manager with `.resources`, `.world` and the
 emulators themselves (for read-back of the instruments' state and fault injection).
 """
@@ -37,7 +42,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from insitem.drivers.clock import Clock, RealClock
+from insitem.drivers.clock import Clock, PacedClock, RealClock
+from insitem.drivers.emulated import DM_TIME_SCALE_FUNCTION, announcement, check_time_scale
 from insitem.drivers.errors import ProtocolError, ResourceError
 from insitem.protocols.schema import Protocol
 from insitem.simulators.emulators import LineServer, PtyServer
@@ -203,13 +209,16 @@ def start_servers(
     *,
     serial: bool = False,
     gif_options: dict[str, Any] | None = None,
+    time_scale: float = 1.0,
 ) -> ServerSet:
     """Start the emulators for `kinds` over one world built from `protocol`'s sample preset.
 
     `protocol`: a `Protocol` or a protocol file/shipped name. `port` 0 gives every server a free
     port; otherwise the servers take port, port+1, ... in the order of `kinds`. `clock` defaults
     to a `RealClock` (real drivers talk in real time). `serial` also serves the SourceMeter on a
-    pseudo-terminal (same instrument). `gif_options` go to `GifEmulator`.
+    pseudo-terminal (same instrument). `gif_options` go to `GifEmulator`. `time_scale` K != 1:
+    the world runs on a `PacedClock(K)` (K simulated seconds per wall second; not with `clock`)
+    and every emulator announces K (drivers/emulated.py).
     Raises ResourceError for bad kinds, ProtocolError for a protocol without a sample preset,
     OSError when a port is taken (servers already started are stopped first).
     """
@@ -229,7 +238,14 @@ def start_servers(
         raise ResourceError("serve --serial: serves the SourceMeter on a pseudo-terminal; name keithley2400 or keithley2450 too")
     if not 0 <= port <= 65535 - len(kinds):
         raise ResourceError(f"serve --port {port}: out of range")
-    clock = clock or RealClock()
+    try:
+        time_scale = check_time_scale(time_scale, "serve --time-scale")
+    except ValueError as exc:
+        raise ResourceError(str(exc)) from None
+    paced = time_scale != 1.0
+    if paced and clock is not None:
+        raise ValueError("start_servers: give a clock or a time_scale, not both")
+    clock = clock or (PacedClock(time_scale) if paced else RealClock())
     world = SimWorld.from_protocol(protocol, clock)
     out = ServerSet(world, protocol, t0_s=world.clock.now())
     try:
@@ -239,6 +255,8 @@ def start_servers(
             if role == "potentiostat":
                 maker = Keithley2400Emulator if kind == "keithley2400" else Keithley2450Emulator
                 emulator = maker(WorldLoad(world), clock, seed=protocol.sample.seed)
+                if paced:
+                    _announce_in_idn(emulator, time_scale)
                 instrument = CoupledSmuInstrument(emulator, emulator.smu, world)
                 server: Any = LineServer(instrument, host=bind, port=p).start()
                 out._stoppers.append(server.stop)
@@ -250,12 +268,17 @@ def start_servers(
                     out.servers[kind + "-serial"] = pty
                     out.extra_resources.append((role, pty.resource_string))
             elif kind == "gif":
-                gif = GifEmulator(SimCamera(world, resource="emulated GIF"), host=bind, port=p, **(gif_options or {})).start()
+                gif = GifEmulator(SimCamera(world, resource="emulated GIF"), host=bind, port=p, **(gif_options or {}))
+                if paced:
+                    gif.script.define(DM_TIME_SCALE_FUNCTION, 0, lambda: time_scale)
+                gif.start()
                 out._stoppers.append(gif.stop)
                 out.servers[kind] = gif
                 out.resources[role] = gif.visa_resource
             else:
-                tem = TemEmulator(TemInstrument(SimMicroscope(world.optics, resource="emulated TEM", position=world.position)), host=bind, port=p).start()
+                scope = SimMicroscope(world.optics, resource="emulated TEM", position=world.position)
+                instrument_tem = TemInstrument(scope, announcement(time_scale)) if paced else TemInstrument(scope)
+                tem = TemEmulator(instrument_tem, host=bind, port=p).start()
                 out._stoppers.append(tem.stop)
                 out.servers[kind] = tem
                 out.resources[role] = tem.resource
@@ -263,6 +286,17 @@ def start_servers(
         out.stop()
         raise
     return out
+
+
+def _announce_in_idn(emulator: Any, time_scale: float) -> None:
+    """Put the paced clock's announcement in the serial-number field of a SCPI emulator's *IDN?
+    (the 2450 also answers *IDN? from its 2400-language front end)."""
+    fields = emulator.identity.split(",")
+    fields[2] = announcement(time_scale)
+    emulator.identity = ",".join(fields)
+    inner = getattr(emulator, "_emulation", None)
+    if inner is not None:
+        inner.identity = emulator.identity
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,8 +315,10 @@ def serve_command(args: argparse.Namespace) -> int:
 
         kinds = [load(args.protocol).instruments.potentiostat.model, "gif", "tem"]
     try:
+        time_scale = float(getattr(args, "time_scale", 1.0))
         servers = start_servers(
-            args.protocol, kinds, bind=args.bind, port=args.port, serial=bool(getattr(args, "serial", False))
+            args.protocol, kinds, bind=args.bind, port=args.port, serial=bool(getattr(args, "serial", False)),
+            time_scale=time_scale,
         )
     except OSError as exc:
         raise ResourceError(f"cannot listen on {args.bind} port {args.port}: {exc.strerror or exc}") from None
@@ -296,12 +332,14 @@ def serve_command(args: argparse.Namespace) -> int:
     old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         preset = servers.protocol.sample.preset if servers.protocol else "?"
+        pace = f", {time_scale:.12g} simulated s per wall s" if time_scale != 1.0 else ""
         print(f"# insitem serve: {', '.join(servers.servers)} over one simulated world "
-              f"(protocol {args.protocol}, sample preset {preset}); Ctrl-C stops", file=sys.stderr, flush=True)
+              f"(protocol {args.protocol}, sample preset {preset}{pace}); Ctrl-C stops", file=sys.stderr, flush=True)
         for line in servers.lines():
             print(line, flush=True)
         resources = " ".join(f"--resource {line}" for line in servers.lines() if not line.startswith("#"))
-        print(f"# then: insitem run {args.protocol} --hardware {resources}", file=sys.stderr, flush=True)
+        scale = f" --time-scale {time_scale:.12g}" if time_scale != 1.0 else ""
+        print(f"# then: insitem run {args.protocol} --hardware{scale} {resources}", file=sys.stderr, flush=True)
         while not stop.wait(0.2):
             pass
     finally:

@@ -58,6 +58,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from insitem.drivers.clock import Clock, RealClock
+from insitem.drivers.emulated import DM_TIME_SCALE_FUNCTION, check_time_scale
 from insitem.drivers.errors import CommunicationError, DeviceTimeoutError, InstrumentError
 from insitem.drivers.gif import protocol as P
 from insitem.drivers.gif.channel import BinaryChannel, ConnectionClosedError, open_channel
@@ -493,6 +494,14 @@ class GifCamera(Camera):
             value = self.execute_script(f'if ( DoesFunctionExist("{name}") ) {{ Exit(1.0); }} else {{ Exit(-1.0); }}')
             self._exists[name] = value > 0
         return self._exists[name]
+
+    def emulated_time_scale(self) -> float | None:
+        """The paced clock an insitem emulator announces through its DM-script function
+        `DM_TIME_SCALE_FUNCTION`; None for a real DigitalMicrograph, which lacks the function
+        (asked with DoesFunctionExist, so a real DM runs no failing script; drivers/emulated.py)."""
+        if not self.function_exists(DM_TIME_SCALE_FUNCTION):
+            return None
+        return check_time_scale(self.execute_script(f"Exit({DM_TIME_SCALE_FUNCTION}())"), "the emulator's time scale")
 
     @property
     def gif_family(self) -> Literal["IF", "IFC"]:

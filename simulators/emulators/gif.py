@@ -260,6 +260,11 @@ class DMScript:
         reg("AF", "AFSetSlitWidth", 1, set_slit_width)
         reg("AF", "AFDoAlignZeroLoss", 0, align_zlp)
 
+    def define(self, name: str, arity: int, fn: Callable[..., Any]) -> None:
+        """Offer one more core function to scripts (e.g. the time scale a paced emulator
+        announces, drivers/emulated.py)."""
+        self.functions[name.lower()] = (None, arity, fn)
+
     # -- built-ins ----------------------------------------------------------------------------
     @staticmethod
     def _exit(value: Any) -> None:
