@@ -109,7 +109,7 @@ def make_clock(args: argparse.Namespace, hardware: bool, t0_s: float = 0.0) -> C
     if hardware:
         return hardware_clock(parse_time_scale(getattr(args, "time_scale", 1.0)), t0_s)
     if getattr(args, "time_scale", 1.0) != 1.0:
-        raise UsageError("run --time-scale: paces a --hardware run against emulators; pace a dry run with --realtime --speed")
+        raise UsageError("--time-scale paces a --hardware run against emulators; pace a dry run with --realtime --speed")
     if args.realtime:
         return PacedClock(args.speed, t0_s)
     return VirtualClock(t0_s)

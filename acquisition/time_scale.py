@@ -26,9 +26,9 @@ ROLES = ("potentiostat", "camera", "microscope")
 def parse_time_scale(value: Any) -> float:
     """The `--time-scale` value as a float; UsageError (one line, exit 2) when not positive."""
     try:
-        return check_time_scale(value, "run --time-scale")
+        return check_time_scale(value, "--time-scale")
     except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc) if isinstance(exc, ValueError) else f"run --time-scale {value!r}: not a number") from None
+        raise UsageError(str(exc) if isinstance(exc, ValueError) else f"--time-scale {value!r}: not a number") from None
 
 
 def hardware_clock(time_scale: float, t0_s: float = 0.0) -> Clock:
@@ -57,12 +57,12 @@ def check_rig_time_scale(rig: Any, identities: dict[str, Any], time_scale: float
         if announced is None:
             if time_scale != 1.0:
                 raise ResourceError(
-                    f"run --time-scale {time_scale:.12g}: the {role} at {resource} is not an insitem emulator; a time "
+                    f"--time-scale {time_scale:.12g}: the {role} at {resource} is not an insitem emulator; a time "
                     f"scale other than 1 runs only against emulators started with insitem serve --time-scale {time_scale:.12g}"
                 )
         elif announced != time_scale:
             raise ResourceError(
-                f"run --time-scale {time_scale:.12g}: the {role} at {resource} is an insitem emulator paced at "
+                f"--time-scale {time_scale:.12g}: the {role} at {resource} is an insitem emulator paced at "
                 f"{announced:.12g} simulated s per wall s; give run and serve the same --time-scale"
             )
 

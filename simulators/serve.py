@@ -239,7 +239,7 @@ def start_servers(
     if not 0 <= port <= 65535 - len(kinds):
         raise ResourceError(f"serve --port {port}: out of range")
     try:
-        time_scale = check_time_scale(time_scale, "serve --time-scale")
+        time_scale = check_time_scale(time_scale, "--time-scale")
     except ValueError as exc:
         raise ResourceError(str(exc)) from None
     paced = time_scale != 1.0

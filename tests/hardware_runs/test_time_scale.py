@@ -146,9 +146,9 @@ def test_only_the_camera_unpaced_is_refused(tmp_path: Path, capsys: pytest.Captu
 
 
 @pytest.mark.parametrize(("argv", "says"), [
-    (["--hardware", "--time-scale", "0"], "run --time-scale 0.0: give a positive number"),
-    (["--hardware", "--time-scale", "-3"], "run --time-scale -3.0: give a positive number"),
-    (["--hardware", "--time-scale", "inf"], "run --time-scale inf: give a positive number"),
+    (["--hardware", "--time-scale", "0"], "insitem run: --time-scale 0.0: give a positive number"),
+    (["--hardware", "--time-scale", "-3"], "insitem run: --time-scale -3.0: give a positive number"),
+    (["--hardware", "--time-scale", "inf"], "insitem run: --time-scale inf: give a positive number"),
     (["--sim", "--time-scale", "10"], "pace a dry run with --realtime --speed"),
 ])
 def test_bad_time_scale_is_one_line(argv: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,3 +190,11 @@ def test_serve_prints_the_paced_run_line_and_the_run_completes(tmp_path: Path) -
         serve.send_signal(signal.SIGTERM)
         serve.communicate(timeout=120)
     assert serve.returncode == 0
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "nan"])
+def test_serve_refuses_a_bad_time_scale_in_one_line(k: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--protocol", PROTOCOL, "--time-scale", k]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("insitem serve: --time-scale ") and "give a positive number" in err
+    assert len(err.splitlines()) == 1
