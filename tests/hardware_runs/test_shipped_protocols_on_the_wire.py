@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from insitem.acquisition.runfile_read import RunFileReader
@@ -77,6 +78,11 @@ def _assert_completed_and_safe(run: PacedRun) -> None:
             rec = r.exposure_records(w)
             if "partial" in rec:
                 assert not rec["partial"].any()
+            planned = [e for e in run.plan.images if e.window == w]
+            # exposure times and the schedule are simulated seconds (the paced clock), never early
+            np.testing.assert_allclose(rec["exposure_s"], [e.exposure_s * e.n_subframes for e in planned], rtol=1e-6)
+            span = rec["t_start_s"][-1] - rec["t_start_s"][0]
+            assert span >= (planned[-1].t_start_s - planned[0].t_start_s) - 0.1
         # one reading per stair with the output on, at the instruments' own times
         ec = r.electrochemistry()
         assert len(ec["t_s"]) == planned_readings(run.plan) > 0
