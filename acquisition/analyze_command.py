@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from insitem.acquisition.drift_report import drift_line, drift_summary
 from insitem.acquisition.analyze_seeds import analyze_seed_file, seed_headline, seed_summary_json, write_seed_figures
 from insitem.acquisition.runfile import RunFileError
 from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
@@ -209,6 +210,7 @@ def summary_json(a: Analysis, run_file: Path) -> dict[str, Any]:
             }
             for s in a.series
         ]
+    out.update(drift_summary(run_file))
     return out
 
 
@@ -355,7 +357,8 @@ def analyze_command(args: argparse.Namespace) -> int:
         console.print(f"summary.json and {len(figs)} figures in {out}", soft_wrap=True, highlight=False)
         return EXIT_OK
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary_json(a, run_file), indent=1))
+    summary = summary_json(a, run_file)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     figs = write_figures(a, out, run_file.stem)
     s = a.summary
     shift = f"{s.ti3_shift_eV:.2f} eV" if math.isfinite(s.ti3_shift_eV) else "-"
@@ -366,6 +369,8 @@ def analyze_command(args: argparse.Namespace) -> int:
         soft_wrap=True,
         highlight=False,
     )
+    if (line := drift_line(summary)) is not None:
+        console.print(line, soft_wrap=True, highlight=False)
     console.print(f"summary.json and {len(figs)} figures in {out}", soft_wrap=True, highlight=False)
     return EXIT_OK
 

@@ -8,9 +8,11 @@ band, the largest image shift allowed and what to do when the microscope refuses
   image's counts-per-row profile is registered against the first tracked image around the
   Pt/electrolyte step (`insitem.analysis.drift`). The result is the displacement of the specimen's
   image over the slit, i.e. drift plus the image shift in force when the image was taken.
-- Correcting (`apply`) runs on the runner's thread just before the next exposure, with the beam
-  still blanked: when |displacement| exceeds the dead band, the image shift (along the slit) is
-  moved by minus the displacement, within +-max_shift. Every estimate and every action is a row of
+- Correcting (`apply`) runs on the runner's thread just before the next exposure that starts a
+  group (one that does not follow the previous exposure back to back: the images of a group, such
+  as a Li-K image and the low-loss image it is deconvolved with, must share one position), with the
+  beam still blanked: when the displacement expected by then exceeds the dead band, the image
+  shift (along the slit) is moved by minus it, within +-max_shift. Every estimate and every action is a row of
   the run file's drift table (`RunFile.append_drift`), so the record says what the microscope was
   asked and what it answered.
 
@@ -97,7 +99,10 @@ class DriftController:
 
     # -- correcting (the runner's thread, beam blanked) --------------------------------------------------
     def apply(self, microscope: Any, t_s: float) -> None:
-        """Before the next exposure: correct the last estimate if it is outside the dead band."""
+        """Before the next exposure: correct the last estimate if it is outside the dead band. The
+        runner calls this only before an exposure that does not follow another back to back, so
+        the images of one group (a Li-K image and the low-loss image it is deconvolved with) are
+        taken at one position."""
         if self.config.mode != "correct" or self.refused:
             return
         with self._lock:
@@ -108,6 +113,8 @@ class DriftController:
         try:
             if self._shift_y_m is None:
                 self._shift_x_m, self._shift_y_m = (float(v) for v in lens.image_shift_m)
+                # the shift the loop starts from: the record's corrections are moves from it
+                self._record(t_s, self.window, est.index, math.nan, math.nan, self._shift_y_m, "shift-read")
             # taken with the shift in force now (older images are skipped); the specimen goes on
             # drifting until the next image, so the correction also takes back the drift expected
             # by then at the velocity of the last two estimates (feed-forward)

@@ -2,7 +2,7 @@
 time with the exposures marked; currents in pA, nA, µA or mA by their size), each spectrum image
 (energy x position, log intensity), the exposures marked on the potential-time trace, and for a
 series of Li-K exposures (in-situ runs) the Li near Pt over the potential trace (the numbers of
-`insitem analyze`'s series).
+`insitem analyze`'s series), and the specimen drift against time (acquisition/drift_report.py).
 
 Reads through acquisition/runfile_read.py, so it works on a live (SWMR) file and on the file a
 crashed run left; `--follow` redraws while the run is live.
@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from insitem.acquisition.display_units import current_scale
+from insitem.acquisition.drift_report import drift_figure
 from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line  # noqa: E402
 from insitem.drivers.errors import InsitemError  # noqa: E402
 
@@ -37,6 +38,7 @@ def write_figures(run_file: Path, out_dir: Path) -> list[Path]:
         ec = with_gaps(r.electrochemistry(), resumed)
         recs = r.exposure_records()
         truth = r.ground_truth()
+        drift = r.drift()
         title = r.title or run_file.stem
         if ec["t_s"].size:
             if is_hold(ec):
@@ -51,6 +53,7 @@ def write_figures(run_file: Path, out_dir: Path) -> list[Path]:
                 written.append(
                     _image_figure(img, r.energy_axis_eV(w), r.position_axis(w), f"{title}: {w} (exposure {n - 1})", out_dir / f"si-{w}.png")
                 )
+    written.extend(drift_figure(drift, ec, title, out_dir / "drift-time.png"))
     if ec["t_s"].size:
         written.extend(_li_series_figure(run_file, ec, truth, title, out_dir / "li-near-pt-time.png"))
     return written

@@ -153,7 +153,7 @@ DRIFT_DTYPE = np.dtype(
         ("measured_m", "<f8"),  # displacement of the specimen's image along the slit since the first image
         ("sigma_m", "<f8"),  # its 1-sigma uncertainty
         ("image_shift_m", "<f8"),  # the image shift (along the slit) in force after this row's action
-        ("action", "S16"),  # measured | corrected | within-dead-band | refused | limited
+        ("action", "S16"),  # measured | shift-read | corrected | within-dead-band | refused | limited
     ]
 )
 STEP_DTYPE = np.dtype(

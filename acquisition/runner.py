@@ -195,6 +195,7 @@ class Runner:
         self._open_step: int | None = None  # index of the step begun and not yet ended
         self._voltage_config: PotentiostatConfig | None = None  # the source settings of _setup
         self._drift_control: DriftController | None = None  # protocol `drift`: tracking and correction
+        self._planned_end_s: float | None = None  # planned end of the last exposure started
         # -- safety lease (hardware runs; acquisition/supervisor.py) --
         #: the run's end of the supervisor's lease (`Lease`), or None (dry runs, in-process tests)
         self.lease: Any = None
@@ -743,8 +744,9 @@ class Runner:
                 f"over safety.max_total_dose {self.protocol.safety.max_total_dose / E_PER_A2:.4g} e/Å²"
             )
         self.clock.sleep_until(exp.t_start_s + self._offset)
-        if self._drift_control is not None and exp.subframe == 0:
+        if self._drift_control is not None and exp.subframe == 0 and not self._follows_back_to_back(exp):
             self._drift_control.apply(self.rig.microscope, self.clock.now())  # beam still blanked
+        self._planned_end_s = exp.t_end_s
         if self.lease is not None:
             self.lease.require_live("to unblank the beam")
         if exp.subframe == 0 or self._open_image is None:
@@ -756,6 +758,12 @@ class Runner:
         self._exposure_readings = []
         self.progress.exposure_started(exp, t0)
         return t0
+
+    def _follows_back_to_back(self, exp: PlannedExposure) -> bool:
+        """True when `exp` starts right after the previous exposure (its window's turn in one
+        trigger's group): drift is not corrected between the images of a group."""
+        prev = self._planned_end_s
+        return prev is not None and exp.t_start_s - prev <= self.protocol.spectrometer.camera.dead_time + 1e-6
 
     def _finish_exposure(self, exp: PlannedExposure, t0: float) -> None:
         self.clock.sleep_until(t0 + exp.exposure_s)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import uniform_filter1d
-from scipy.special import ndtr
 
 from insitem.analysis.axes import AnalysisError
+from insitem.analysis.step_fit import fit_step, step_rss
 
 
 @dataclass(frozen=True)
@@ -65,36 +65,20 @@ def step_position(
     if sel.sum() < 8:
         raise AnalysisError("step_position: fewer than 8 rows around the step")
     xs, ys = x[sel], v[sel]
-    best = (np.inf, x_start, row_m)
-    x0s = x_start + row_m * np.arange(-3.0, 3.0 + 1e-9, 0.05)
-    for s in row_m * np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]):
-        rss = _step_rss(xs, ys, x0s, s)
-        k = int(np.argmin(rss))
-        if rss[k] < best[0]:
-            best = (float(rss[k]), float(x0s[k]), float(s))
-    rss_min, x0, s = best
+    best = fit_step(xs, ys, x_start, row_m)
+    x0, s = best.x0_m, best.width_m
     # refine x0 on a fine grid at the best width, then read the curvature of the RSS there
     fine = x0 + row_m * np.arange(-0.2, 0.2 + 1e-9, 0.01)
-    rss_fine = _step_rss(xs, ys, fine, s)
+    rss_fine = step_rss(xs, ys, fine, s)
     k = int(np.argmin(rss_fine))
     x0, rss_min = float(fine[k]), float(rss_fine[k])
     h = 0.05 * row_m
-    around = _step_rss(xs, ys, np.array([x0 - h, x0, x0 + h]), s)
+    around = step_rss(xs, ys, np.array([x0 - h, x0, x0 + h]), s)
     curvature = (around[0] - 2.0 * around[1] + around[2]) / (h * h)
     dof = max(xs.size - 4, 1)
     noise_var = rss_min / dof
     sigma = float(np.sqrt(2.0 * noise_var / curvature)) if curvature > 0 else float("inf")
     return StepPosition(position_m=x0, sigma_m=sigma, width_m=s)
-
-
-def _step_rss(xs: np.ndarray, ys: np.ndarray, x0s: np.ndarray, s: float) -> np.ndarray:
-    """Residual sum of squares of the best a + b Phi((x - x0)/s) for each candidate x0."""
-    phi = ndtr((xs[None, :] - x0s[:, None]) / s)
-    pm, ym = phi.mean(axis=1), ys.mean()
-    dp = phi - pm[:, None]
-    b = (dp @ (ys - ym)) / np.maximum((dp * dp).sum(axis=1), 1e-300)
-    a = ym - b * pm
-    return (((a[:, None] + b[:, None] * phi) - ys[None, :]) ** 2).sum(axis=1)
 
 
 def register_shift(profile: np.ndarray, reference: np.ndarray, position_m: np.ndarray, centre_m: float,

@@ -12,9 +12,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import median_filter
-from scipy.special import ndtr
 
 from insitem.analysis.axes import AnalysisError, PositionAxis
+from insitem.analysis.step_fit import fit_step
 
 
 class SlitGeometry(BaseModel):
@@ -119,23 +119,8 @@ def locate_interface(
 
 
 def _fit_step(x: np.ndarray, v: np.ndarray, x_start: float, half_width_m: float, row_m: float) -> float:
-    """Midpoint x0 of the least-squares blurred step a + b Phi((x - x0)/s) near x_start."""
+    """Midpoint x0 of the least-squares blurred step a + b Phi((x - x0)/s) near x_start (a rising one)."""
     sel = (np.abs(x - x_start) <= half_width_m) & np.isfinite(v)
     if sel.sum() < 6:
         return x_start
-    xs, ys = x[sel], v[sel]
-    x0s = x_start + row_m * np.arange(-3.0, 3.0 + 1e-9, 0.05)
-    best, best_x0 = np.inf, x_start
-    for s in row_m * np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]):
-        phi = ndtr((xs[None, :] - x0s[:, None]) / s)  # (candidates, rows)
-        # linear least squares for a, b per candidate: y = a + b phi
-        pm, ym = phi.mean(axis=1), ys.mean()
-        dp = phi - pm[:, None]
-        b = (dp @ (ys - ym)) / np.maximum((dp * dp).sum(axis=1), 1e-300)
-        a = ym - b * pm
-        rss = (((a[:, None] + b[:, None] * phi) - ys[None, :]) ** 2).sum(axis=1)
-        rss = np.where(b > 0, rss, np.inf)  # a rising step only
-        k = int(np.argmin(rss))
-        if rss[k] < best:
-            best, best_x0 = float(rss[k]), float(x0s[k])
-    return best_x0
+    return fit_step(x[sel], v[sel], x_start, row_m, rising_only=True).x0_m

@@ -1,115 +1,14 @@
-"""Closed-loop drift correction on the simulated rig (acquisition/drift_control.py).
-
-A specimen drifting ~1 nm/min along the slit (a typical biasing holder: settling drift, creep,
-random walk, jumps) is imaged for an hour. The runner measures the drift from the low-loss images
-and, in `correct` mode, takes it back with the image shift between exposures. The run file's
-drift table is what the runner believed; the world's ground truth (where the specimen's image
-really sat over the slit) is compared with it only at the end.
+"""The drift correction loop (acquisition/drift_control.py) against a fake microscope: dead band,
+limit at max_shift, refusal. Whole runs: tests/acquisition/test_drift_in_situ.py (in-situ-lasgtp
+with and without correction, slow) and tests/faults/test_drift_refusal.py (a refusal over the wire).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import pytest
 
-from insitem.acquisition.runfile_read import open_run
-from insitem.simulators.drift import NM
-
 PIXEL_M = 5.70e-9
-
-PROTOCOL = """
-name: drift-hour
-description: an hour at rest with a low-loss image every 5 min, the specimen drifting
-sample:
-  preset: lasgtp_bulk
-  initial_state: cycled
-  seed: 4
-  drift_rate: 1 nm/min
-instruments:
-  potentiostat: {{model: keithley2400}}
-safety:
-  voltage_min: 0 V
-  voltage_max: 3 V
-  current_compliance: 1 mA
-  max_dose_rate: 10 e/Å^2/s
-  max_total_dose: 50000 e/Å^2
-  max_exposure: 60 s
-beam:
-  current: 0.5 nA
-  illuminated_diameter: 2 um
-spectrometer:
-  slit: {{length: 1880 nm, width: 200 nm}}
-  windows:
-    - name: low-loss
-      edges: [Zero-loss]
-      energy_offset: -10 eV
-      channels: 1024
-      exposure: 0.05 s
-      binning: [6, 1]
-      readout_rows: [34, 2014]
-drift:
-  mode: {mode}
-  window: low-loss
-steps:
-  - rest:
-      duration: 3600 s
-      exposures:
-        - windows: [low-loss]
-          every: 300 s
-"""
-
-
-def _run(sim_run: Callable, mode: str) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    bundle, runner, path = sim_run(PROTOCOL.format(mode=mode))
-    result = runner.run()
-    assert result.status == "completed"
-    with open_run(path) as r:
-        drift = r.drift()
-        gt = r.ground_truth()
-    assert gt is not None
-    return path, drift, gt
-
-
-def _truth_at(gt: dict[str, np.ndarray], t_s: np.ndarray) -> np.ndarray:
-    """The image's displacement over the slit at the ground-truth row written after each image."""
-    idx = np.searchsorted(gt["t_s"], t_s)
-    return gt["image_displacement_y_m"][np.minimum(idx, gt["t_s"].size - 1)]
-
-
-@pytest.mark.slow
-def test_drift_measured_from_the_images_agrees_with_the_world(sim_run: Callable) -> None:
-    _, drift, gt = _run(sim_run, "measure")
-    measured = drift["action"] == "measured"
-    t, d, sigma = drift["t_s"][measured], drift["measured_m"][measured], drift["sigma_m"][measured]
-    assert t.size == 12  # every 300 s over the 3600 s rest
-    truth = _truth_at(gt, t)
-    truth = truth - truth[0]
-    assert abs(truth[-1]) > 10 * PIXEL_M, "uncorrected, the interface walks off by many pixels in an hour"
-    err = d - truth
-    assert np.all(np.abs(err[1:]) <= 3 * sigma[1:] + 0.6 * PIXEL_M), err / NM
-    # measuring only: the image shift was never touched, the image moved with the specimen
-    np.testing.assert_array_equal(gt["image_displacement_y_m"], gt["specimen_drift_y_m"])
-
-
-@pytest.mark.slow
-def test_correction_keeps_the_interface_within_a_pixel(sim_run: Callable) -> None:
-    _, drift, gt = _run(sim_run, "correct")
-    actions = [a.decode() if isinstance(a, bytes) else str(a) for a in drift["action"]]
-    assert actions.count("corrected") >= 5
-    assert "refused" not in actions and "limited" not in actions
-    measured = np.array([a == "measured" for a in actions])
-    truth = _truth_at(gt, drift["t_s"][measured])
-    specimen = gt["specimen_drift_y_m"]
-    assert abs(specimen[-1] - specimen[0]) > 10 * PIXEL_M  # the specimen did drift
-    residual = truth - truth[0]
-    # the second image shows the first interval's drift uncorrected (one image gives no velocity;
-    # 14 nm here, the settling drift at its fastest); from the third image on the loop holds the
-    # interface within a pixel (measured: at most 4.0 nm, against 89 nm of specimen drift)
-    assert np.all(np.abs(residual[2:]) <= PIXEL_M), residual / NM
-
 
 # -- the controller against a fake microscope: dead band, limit, refusal -----------------------------
 

@@ -1,0 +1,153 @@
+"""The run file's drift record read back: the specimen's drift, the correction and the residual
+against time, as numbers (`insitem analyze`'s summary) and as a figure beside the potential
+(`insitem show`'s ``drift-time.png``).
+
+The drift table (`RunFileReader.drift()`, docs/drift.md) holds one ``measured`` row per tracked
+image - the displacement of the specimen's image over the slit since the first tracked image, which
+includes the image shift moved since - and one row per action of the correction loop
+(``shift-read``: the image shift the loop started from; ``corrected``/``limited``: the shift set;
+``within-dead-band``, ``refused``). From them, per tracked image:
+
+- residual: where the image sat relative to the first image (what the analysis of that image sees);
+- correction: how far the image shift in force had taken the image back (minus its move since
+  the loop started);
+- specimen drift: residual + correction (the drift that would have been seen uncorrected).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MOVES = ("corrected", "limited")
+
+
+@dataclass(frozen=True)
+class DriftSeries:
+    window: str
+    t_s: np.ndarray  # start of each tracked image (rig clock)
+    residual_m: np.ndarray  # displacement of the image over the slit since the first tracked image
+    sigma_m: np.ndarray  # its 1-sigma uncertainty (0 for the first image: the reference)
+    correction_m: np.ndarray  # drift taken back by the image shift in force when the image was taken
+    actions: dict[str, int]  # count of each action of the correction loop
+
+    @property
+    def drift_m(self) -> np.ndarray:
+        """The specimen's own drift along the slit since the first tracked image."""
+        return self.residual_m + self.correction_m
+
+    def summary(self) -> dict[str, Any]:
+        """Numbers for a JSON summary (m; None where there is no value)."""
+        later = self.residual_m[1:]
+        return {
+            "window": self.window,
+            "tracked_images": int(self.t_s.size),
+            "specimen_drift_m": _num(self.drift_m[-1]),
+            "max_specimen_drift_m": _num(np.max(np.abs(self.drift_m))),
+            "correction_m": _num(self.correction_m[-1]),
+            "residual_rms_m": _num(math.sqrt(float(np.mean(later**2)))) if later.size else None,
+            "residual_max_m": _num(float(np.max(np.abs(later)))) if later.size else None,
+            "median_sigma_m": _num(float(np.median(self.sigma_m[1:]))) if later.size else None,
+            "actions": self.actions,
+        }
+
+
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def drift_series(table: dict[str, np.ndarray]) -> DriftSeries | None:
+    """The drift record as a series per tracked image; None without any measured row."""
+    if "action" not in table or table["action"].size == 0:
+        return None
+    actions = np.array([_text(a) for a in table["action"]])
+    measured = actions == "measured"
+    if not measured.any():
+        return None
+    t_all = np.asarray(table["t_s"], float)
+    shift_all = np.asarray(table["image_shift_m"], float)
+    start = np.flatnonzero(actions == "shift-read")
+    s0 = float(shift_all[start[0]]) if start.size else 0.0
+    moves = np.flatnonzero(np.isin(actions, MOVES))
+    t = t_all[measured]
+    # the shift in force when each image started: the last move at or before it (moves happen
+    # with the beam blanked just before an exposure starts)
+    k = np.searchsorted(t_all[moves], t, side="right") - 1
+    set_to = np.append(shift_all[moves], s0)  # index -1: no move yet, the start shift
+    shift = set_to[np.where(k >= 0, k, -1)]
+    counts = {a: int(np.count_nonzero(actions == a)) for a in ("corrected", "limited", "within-dead-band", "refused")}
+    return DriftSeries(
+        window=_text(table["window"][measured][0]),
+        t_s=t,
+        residual_m=np.asarray(table["measured_m"], float)[measured],
+        sigma_m=np.asarray(table["sigma_m"], float)[measured],
+        correction_m=-(shift - s0),
+        actions=counts,
+    )
+
+
+def drift_summary(run_file: Path) -> dict[str, Any]:
+    """``{"drift": {...}}`` for a run that tracked drift, else ``{}`` (for `insitem analyze`)."""
+    from insitem.acquisition.runfile_read import RunFileReader
+
+    with RunFileReader(run_file) as r:
+        series = drift_series(r.drift())
+    return {} if series is None else {"drift": series.summary()}
+
+
+def drift_line(summary: dict[str, Any]) -> str | None:
+    """One line of `insitem analyze`'s text output for `drift_summary`'s numbers, or None."""
+    d = summary.get("drift")
+    if not d:
+        return None
+
+    def nm(v: float | None) -> str:
+        return "-" if v is None else f"{v * 1e9:.1f} nm"
+
+    return (f"drift ({d['window']}, {d['tracked_images']} images): specimen {nm(d['specimen_drift_m'])}, "
+            f"corrected {nm(d['correction_m'])}, residual rms {nm(d['residual_rms_m'])} (max {nm(d['residual_max_m'])})"
+            + (f"; {d['actions']['refused']} correction refused" if d["actions"].get("refused") else ""))
+
+
+def drift_figure(table: dict[str, np.ndarray], ec: dict[str, np.ndarray], title: str, path: Path) -> list[Path]:
+    """``drift-time.png``: the potential over time above the specimen's drift, the correction and
+    the residual (with its 1-sigma bars); nothing for a run without a drift record."""
+    series = drift_series(table)
+    if series is None:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only
+    import matplotlib.pyplot as plt
+
+    fig, (ax_v, ax_d) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
+    if ec["t_s"].size:
+        ax_v.plot(ec["t_s"] / 3600, ec["voltage_V"], lw=0.7, color="0.4")
+    ax_v.set_ylabel("cell potential (V)")
+    t_h = series.t_s / 3600
+    ax_d.plot(t_h, series.drift_m * 1e9, "o-", ms=3, lw=0.8, color="tab:blue", label="specimen drift (measured)")
+    if np.any(series.correction_m != 0):
+        ax_d.step(t_h, series.correction_m * 1e9, where="post", lw=0.9, color="tab:orange", label="taken back by image shift")
+    ax_d.errorbar(t_h, series.residual_m * 1e9, yerr=series.sigma_m * 1e9, fmt="s", ms=3, lw=0.8, color="k",
+                  label="residual (image over the slit)")
+    ax_d.axhline(0.0, color="0.6", lw=0.6, ls=":")
+    ax_d.set_xlabel("time (h)")
+    ax_d.set_ylabel("along the slit (nm)")
+    ax_d.legend(loc="best", fontsize=8)
+    refused = series.actions.get("refused", 0)
+    ax_v.set_title(f"{title}: specimen drift tracked in {series.window}" + (" (a correction was refused)" if refused else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+__all__ = ["DriftSeries", "drift_figure", "drift_line", "drift_series", "drift_summary"]
