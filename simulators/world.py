@@ -36,6 +36,12 @@ from insitem.simulators.sample import Sample, SampleParameters
 from insitem.simulators.silicon import SiCluster
 
 
+#: A change of the cell's bias by this much at once counts as a bias step that restarts the
+#: specimen's thermal drift [est: two orders of magnitude above a CV's 1 mV stairs, so a sweep never
+#: counts and a jump to a hold or a CV's start does; no measured threshold was found]
+BIAS_STEP_V = 0.1
+
+
 class WorldParameters(BaseModel):
     """Run-level settings of the world that are not physics of one module."""
 
@@ -153,10 +159,25 @@ class SimWorld:
 
     @applied_V.setter
     def applied_V(self, value: float | None) -> None:
-        """Source a voltage (None: output off); this ends current sourcing."""
+        """Source a voltage (None: output off); this ends current sourcing. A bias step (see
+        `_bias_step`) disturbs the specimen's thermal drift."""
+        self._bias_step(value, self.clock.now())
+        self._set_source_V(value)
+
+    def _set_source_V(self, value: float | None) -> None:
         self._applied_V = value
         self.applied_A = None
         self.voltage_limit_V = None
+
+    def _bias_step(self, new_V: float | None, t_s: float) -> None:
+        """The specimen's thermal drift starts again (`SpecimenDrift.disturb`) when the cell's bias
+        changes at once by `BIAS_STEP_V` or more: from the level sourced before, or from the cell's
+        open-circuit voltage when the output was off. Switching the output off is not counted."""
+        if new_V is None:
+            return
+        old = self._applied_V if self._applied_V is not None else float(self.cell.V_term_V)
+        if abs(float(new_V) - old) >= BIAS_STEP_V:
+            self.drift.disturb(t_s)
 
     def advance_to(self, t_s: float | None = None) -> None:
         """Advance the cell to `t_s` (default: now) at the present source (applied voltage, or
@@ -207,13 +228,15 @@ class SimWorld:
             self.advance_to()
             t0 = self._t_cell
             n = len(points_V)
+            if n:
+                self._bias_step(float(points_V[0]), t0)  # the stairs after the first are small steps
             t = t0 + dwell_s * np.arange(n + 1)
             v = np.concatenate([[np.nan], np.asarray(points_V, float)])
             beam = 0.0 if self.optics.blanked else self.optics.beam_current_A
             out = self.cell.advance_sweep(t, v, self.compliance_A, beam)
             out["time_s"] = t[1:]
             self._t_cell = float(t[-1])
-            self.applied_V = float(points_V[-1])
+            self._set_source_V(float(points_V[-1]))
             return out
 
     # -- spectrum images --------------------------------------------------------------------------

@@ -135,3 +135,33 @@ def test_a_long_exposure_smears_the_interface(drifting_world: tuple[SimWorld, fl
     prof_long = long_[:-1].sum(axis=1) / long_[:-1].sum()
     # smeared over 4 pixels: the steepest row-to-row change is smaller
     assert np.abs(np.diff(prof_long)).max() < 0.7 * np.abs(np.diff(prof_short)).max()
+
+
+def test_a_bias_step_restarts_the_thermal_drift_and_cv_stairs_do_not() -> None:
+    """`SimWorld` calls `SpecimenDrift.disturb` when the bias jumps by `BIAS_STEP_V` or more: switching
+    the output on at a level away from the open-circuit voltage, or jumping to a hold; the 1 mV
+    stairs of a sweep never count (simulators/world.py `_bias_step`)."""
+    from insitem.simulators.world import BIAS_STEP_V
+
+    protocol = load("ex-situ-lasgtp")
+    clock = VirtualClock()
+    params = WorldParameters(seed=protocol.sample.seed, drift=DriftParameters(settling_velocity_m_per_s=(1 * NM, 0.0),
+                                                                           settling_time_s=600.0))
+    world = SimWorld.from_protocol(protocol, clock, params)
+    ocv = float(world.cell.V_term_V)
+    clock.sleep_until(100.0)
+    world.run_staircase(ocv + 1e-3 * np.arange(1, 51), 1.0)  # a sweep of 1 mV stairs from the OCV on
+    assert world.drift._disturbances == [0.0]
+    clock.sleep_until(200.0)
+    world.applied_V = world.applied_V + 0.5 * BIAS_STEP_V  # below the threshold
+    assert world.drift._disturbances == [0.0]
+    clock.sleep_until(300.0)
+    world.applied_V = world.applied_V + 2.0 * BIAS_STEP_V  # a jump to a hold
+    assert world.drift._disturbances == [0.0, 300.0]
+    # after it the drift runs at the full settling velocity again (1 nm/s at first)
+    d = world.drift.displacement_m(np.array([300.0, 301.0]))[:, 0]
+    assert d[1] - d[0] == pytest.approx(1 * NM * (1 + math.exp(-300.0 / 600.0)), rel=0.01)
+    world.applied_V = None  # output off: not a step
+    clock.sleep_until(400.0)
+    world.applied_V = ocv + 2.0 * BIAS_STEP_V  # output on away from the open-circuit voltage
+    assert world.drift._disturbances[-1] == 400.0
