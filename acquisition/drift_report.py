@@ -110,7 +110,7 @@ def drift_line(summary: dict[str, Any]) -> str | None:
         return None
 
     def nm(v: float | None) -> str:
-        return "-" if v is None else f"{v * 1e9:.1f} nm"
+        return "-" if v is None else f"{round(v * 1e9, 1) + 0.0:.1f} nm"  # + 0.0: no "-0.0"
 
     return (f"drift ({d['window']}, {d['tracked_images']} images): specimen {nm(d['specimen_drift_m'])}, "
             f"corrected {nm(d['correction_m'])}, residual rms {nm(d['residual_rms_m'])} (max {nm(d['residual_max_m'])})"
