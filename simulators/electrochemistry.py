@@ -523,6 +523,22 @@ class Cell:
         dts = np.diff(t)
         if np.any(dts <= 0):
             raise ValueError("t_points_s must increase")
+        dt_list = dts.tolist()
+        # quadratic predictor where the step and the two before have equal stairs
+        same = np.abs(np.diff(dts)) < 1e-9 * dts[1:]  # same[j]: dts[j + 1] == dts[j]
+        quad = np.zeros(n, dtype=bool)
+        quad[3:] = same[2:] & same[1:-1]
+        sweep = self._sweep_thin_layer if self._thin_layer else self._sweep_steps
+        cur, vt, trip, times = sweep(dt_list, v.tolist(), beam.tolist(), quad.tolist(), compliance_A)
+        cur_a = np.array(cur, dtype=float)
+        if cur:
+            self.last_current_A = cur[-1]
+        return {"time_s": np.array(times, dtype=float), "current_A": cur_a, "terminal_V": np.array(vt, dtype=float),
+                "compliance_tripped": np.array(trip, dtype=bool), "charge_C": cur_a * dts}
+
+    def _sweep_steps(self, dt_list: list[float], v_list: list[float], beam_list: list[float],
+                     quad_list: list[bool], compliance_A: float) -> tuple[list[float], list[float], list[bool], list[float]]:
+        """`advance_sweep`'s stairs through `_solve` and `_commit` (any isotherm source)."""
         cur: list[float] = []
         vt: list[float] = []
         trip: list[bool] = []
@@ -532,19 +548,11 @@ class Cell:
         Cs = self.params.stray_capacitance_F
         beam_yield = self.params.beam_induced_yield
         g_leak = self._g_leak
-        dt_list = dts.tolist()
-        # quadratic predictor where the step and the two before have equal stairs
-        same = np.abs(np.diff(dts)) < 1e-9 * dts[1:]  # same[j]: dts[j + 1] == dts[j]
-        quad = np.zeros(n, dtype=bool)
-        quad[3:] = same[2:] & same[1:-1]
-        quad_list = quad.tolist()
-        v_list = v.tolist()
-        beam_list = beam.tolist()
         guess: tuple[float, float, float] | None = None
         Epm = Enm = thm = 0.0  # the solution three steps back
         Ep0 = En0 = th0 = 0.0  # the solution two steps back
         Ep1 = En1 = th1 = dt1 = 0.0  # the previous step's solution and interval
-        for k in range(n):
+        for k in range(len(dt_list)):
             dt = dt_list[k]
             if quad_list[k]:
                 th_g = 3.0 * (th1 - th0) + thm
@@ -576,11 +584,245 @@ class Cell:
             vt.append(V)
             trip.append(tr)
             times.append(self.time_s)
-        cur_a = np.array(cur, dtype=float)
-        if cur:
-            self.last_current_A = cur[-1]
-        return {"time_s": np.array(times, dtype=float), "current_A": cur_a, "terminal_V": np.array(vt, dtype=float),
-                "compliance_tripped": np.array(trip, dtype=bool), "charge_C": cur_a * dts}
+        return cur, vt, trip, times
+
+    def _sweep_thin_layer(self, dt_list: list[float], v_list: list[float], beam_list: list[float],
+                          quad_list: list[bool], compliance_A: float) -> tuple[list[float], list[float], list[bool], list[float]]:
+        """`advance_sweep`'s stairs for the thin-layer isotherm, with `_solve` (voltage mode) and
+        `_commit` written out in one loop over local variables.
+
+        The arithmetic is that of `_solve` and `_commit` expression for expression (with the
+        voltage-mode constants a_par = 1, b_par = 0, and form_in_theta = 0 substituted), so the
+        states and currents are bit-identical to `_sweep_steps`. The state lives in locals between
+        stairs and is written back to the cell before every call that reads it (a transport
+        batch, a compliance trip, a Newton that does not converge from the guess) and at the end.
+        """
+        cur: list[float] = []
+        vt: list[float] = []
+        trip: list[bool] = []
+        times: list[float] = []
+        p = self.params
+        (f, Rs, alpha, beta, hj0p, hj0p_f, twoA, RT_over_F, CpA, CnA, Up, E0, FA, kf, af, Ef) = self._solve_k
+        Cs = p.stray_capacitance_F
+        beam_yield = p.beam_induced_yield
+        g_leak = self._g_leak
+        ks = p.exchange_rate_per_s
+        rct_fixed = p.R_ct_neg_ohm_m2
+        w = p.omega_RT
+        grows = self._grows
+        has_transport = self.transport is not None
+        T_batch = p.transport_dt_s - 1e-9
+        hyst = self._rev_hysteresis_C
+        exp = math.exp
+        cap = _EXP_CAP
+        aw = alpha * w
+        bw = beta * w
+        af_n = alpha * f
+        bf_n = beta * f
+        two_aw = 2.0 * aw
+        two_bw = 2.0 * bw
+        FKs = FARADAY_C_PER_MOL * ks
+
+        # the cell's state in locals (written back by `store`, read again by `load`)
+        Ep_o = En_o = V_old = n_rev = pend_flux = pend_dt = gamma = form_L = 0.0
+        gamma_base = gamma_per_mol = form_L_base = u_max_form = 0.0
+        us0 = u_hom = w_T = T = 0.0
+        q_form = q_rev = q_thr = q_smu = time_s = rev_since = 0.0
+        rev_sign = reversals = 0
+        i_cell = i_rev = i_form = th = 0.0
+        tripped = False
+
+        def load() -> None:
+            nonlocal Ep_o, En_o, V_old, n_rev, pend_flux, pend_dt, gamma, form_L, gamma_base, gamma_per_mol
+            nonlocal form_L_base, u_max_form, us0, u_hom, w_T, T, q_form, q_rev, q_thr, q_smu, time_s
+            nonlocal rev_since, rev_sign, reversals
+            Ep_o, En_o, V_old = self.E_pos_V, self.E_neg_V, self.V_term_V
+            n_rev, pend_flux, pend_dt = self.n_rev_mol_per_m2, self._pending_flux_mol, self._pending_dt
+            gamma, form_L = self._gamma, self._form_L
+            if grows:
+                gamma_base, gamma_per_mol, form_L_base = self._gamma_base, self._gamma_per_mol, self._form_L_base
+                u_max_form = self._u_max_form
+                us0, u_hom, w_T, T = self._batch
+            q_form, q_rev, q_thr = self.formation_charge_C, self.faradaic_rev_charge_C, self.throughput_C
+            q_smu, time_s = self.charge_passed_C, self.time_s
+            rev_since, rev_sign, reversals = self._rev_since, self._rev_sign, self.reversals
+
+        def store(th_solved: float) -> None:
+            self.E_pos_V, self.E_neg_V, self.V_term_V = Ep_o, En_o, V_old
+            self.n_rev_mol_per_m2, self._pending_flux_mol, self._pending_dt = n_rev, pend_flux, pend_dt
+            self._gamma, self._form_L = gamma, form_L
+            self.formation_charge_C, self.faradaic_rev_charge_C, self.throughput_C = q_form, q_rev, q_thr
+            self.charge_passed_C, self.time_s = q_smu, time_s
+            self._rev_since, self._rev_sign, self.reversals = rev_since, rev_sign, reversals
+            self.i_cell_A, self.i_rev_A, self.i_form_A = i_cell, i_rev, i_form
+            self._theta_solved = th_solved
+            self.last_tripped = tripped
+
+        load()
+        th = self._theta_solved
+        have_guess = False
+        Epg = Eng = thg = 0.0
+        Epm = Enm = thm = 0.0  # the solution three steps back
+        Ep0 = En0 = th0 = 0.0  # the solution two steps back
+        Ep1 = En1 = th1 = dt1 = 0.0  # the previous step's solution and interval
+        for k in range(len(dt_list)):
+            dt = dt_list[k]
+            if quad_list[k]:
+                thg = 3.0 * (th1 - th0) + thm
+                if not 0.0 < thg < 1.0:
+                    thg = th1
+                Epg, Eng = 3.0 * (Ep1 - Ep0) + Epm, 3.0 * (En1 - En0) + Enm
+                have_guess = True
+            elif k >= 2:
+                r = dt / dt1
+                thg = th1 + (th1 - th0) * r
+                if not 0.0 < thg < 1.0:
+                    thg = th1
+                Epg, Eng = Ep1 + (Ep1 - Ep0) * r, En1 + (En1 - En0) * r
+                have_guess = True
+            V_app = v_list[k + 1]
+            # ---- `_solve` in voltage mode (a_par = 1, b_par = 0, c_par = V_app), thin layer
+            j0n2 = twoA * (RT_over_F / (RT_over_F / (FKs * gamma) if ks > 0.0 else rct_fixed))
+            Cp = CpA / dt
+            Cn = CnA / dt
+            theta_star = n_rev / gamma
+            k_theta = dt / (FA * gamma)
+            if grows:
+                tau = pend_dt + dt
+                form_free = u_max_form - (us0 + (u_hom - us0) * (tau / T) + w_T * pend_flux)
+                form_b = w_T * dt / FA
+                form_k = FA * kf * form_L if form_free > 0.0 else 0.0
+            else:
+                form_free = form_b = form_k = 0.0
+            if have_guess:
+                Ep, En, th = Epg, Eng, thg
+            else:
+                Ep, En = Ep_o, En_o
+                th = min(max(theta_star, 0.0), 1.0)
+            converged = False
+            for _ in range(200):
+                eta = (Ep - Up) * f
+                xa = alpha * eta
+                xc = -beta * eta
+                ea = exp(cap if xa > cap else xa)
+                ec = exp(cap if xc > cap else xc)
+                Ip = hj0p * (ea - ec) + Cp * (Ep - Ep_o)
+                dIp = hj0p_f * (alpha * ea + beta * ec) + Cp
+                phi = (E0 - En) * f
+                s = 1.0 - 2.0 * th
+                xf = alpha * phi - aw * s
+                xb = -beta * phi + bw * s
+                ef = exp(cap if xf > cap else xf)
+                eb = exp(cap if xb > cap else xb)
+                om = 1.0 - th
+                i_rev = j0n2 * (om * ef - th * eb)
+                di_dE = -j0n2 * (om * ef * af_n + th * eb * bf_n)
+                di_dth = j0n2 * (ef * (om * two_aw - 1.0) - eb * (1.0 + th * two_bw))
+                if form_k > 0.0:
+                    xe = -af * (En - Ef)
+                    g = form_k * exp(cap if xe > cap else xe)
+                    den = 1.0 + g * form_b
+                    i_form = g * form_free / den
+                    dform_dE = -af * i_form / den
+                else:
+                    i_form = 0.0
+                    dform_dE = 0.0
+                In = i_rev + i_form - Cn * (En - En_o)
+                r1 = (Ep - En + Rs * Ip) - V_app
+                r2 = Ip - In
+                r3 = th - theta_star - k_theta * i_rev
+                a11 = 1.0 + Rs * dIp
+                X = di_dE
+                a32 = -k_theta * X
+                a33 = 1.0 - k_theta * di_dth
+                den = -X / a33 - dform_dE + Cn + dIp / a11
+                dEn = (-r2 + dIp * r1 / a11 - di_dth * r3 / a33) / den
+                dEp = (dEn - r1) / a11
+                dth = (-r3 - a32 * dEn) / a33
+                if dEp > 0.1 or dEp < -0.1 or dEn > 0.1 or dEn < -0.1:
+                    sc = 0.1 / max(abs(dEp), abs(dEn))
+                    dEp *= sc
+                    dEn *= sc
+                    dth *= sc
+                Ep += dEp
+                En += dEn
+                th_new = th + dth
+                if th_new < 0.0:
+                    th_new = 0.5 * th
+                elif th_new > 1.0:
+                    th_new = 0.5 * (th + 1.0)
+                dth = th_new - th
+                th = th_new
+                if -1e-11 < dEp < 1e-11 and -1e-11 < dEn < 1e-11 and -1e-13 < dth < 1e-13:
+                    converged = True
+                    break
+            if converged:
+                Ip += dIp * dEp
+                i_rev += di_dE * dEn + di_dth * dth
+                i_form += dform_dE * dEn
+                V = Ep - En + Rs * Ip
+                i_cell = Ip
+                i_meas = i_cell + V * (g_leak + Cs / dt) - Cs * V_old / dt + beam_yield * beam_list[k + 1]
+            if not converged or abs(i_meas) > compliance_A:
+                # the general path: a cold-start Newton (`_solve` from the present state) or a
+                # compliance trip (`_advance`), on the cell's own attributes
+                store(self._theta_solved if k == 0 else th1)
+                if converged:
+                    i_meas, tripped = self._advance(dt, V_app, compliance_A, beam_list[k + 1])
+                else:
+                    sol = self._solve(dt, V_app, 0.0, 0.0)
+                    i_meas = sol[3] + sol[6] * (g_leak + Cs / dt) - Cs * V_old / dt + beam_yield * beam_list[k + 1]
+                    if abs(i_meas) > compliance_A:
+                        i_meas, tripped = self._advance(dt, V_app, compliance_A, beam_list[k + 1])
+                    else:
+                        tripped = False
+                        self._commit(dt, *sol)
+                        self.charge_passed_C += i_meas * dt
+                        self.last_tripped = False
+                i_cell, i_rev, i_form = self.i_cell_A, self.i_rev_A, self.i_form_A
+                Ep, En, th, V = self.E_pos_V, self.E_neg_V, self._theta_solved, self.V_term_V
+                load()
+            else:
+                tripped = False
+                # ---- `_commit`, thin layer
+                n_new = n_rev + dt * i_rev / FA
+                n_rev = 0.0 if n_new < 0.0 else n_new
+                if has_transport:
+                    pend_flux += dt * i_form / FA
+                    pend_dt += dt
+                    if grows:
+                        gamma = gamma_base + gamma_per_mol * pend_flux
+                        form_L = form_L_base + pend_flux / u_max_form
+                q_form += i_form * dt
+                q_rev += i_rev * dt
+                q_abs = (i_rev if i_rev >= 0.0 else -i_rev) * dt
+                q_thr += q_abs
+                sgn = 1 if i_rev > 0 else -1
+                if sgn != rev_sign:
+                    rev_since += q_abs
+                    if rev_since > hyst:
+                        if rev_sign != 0:
+                            reversals += 1
+                        rev_sign = sgn
+                        rev_since = 0.0
+                else:
+                    rev_since = 0.0
+                Ep_o, En_o, V_old = Ep, En, V
+                time_s += dt
+                q_smu += i_meas * dt
+                if has_transport and pend_dt >= T_batch:
+                    store(th)
+                    self.sync_transport()
+                    load()
+            Epm, Enm, thm = Ep0, En0, th0
+            Ep0, En0, th0 = Ep1, En1, th1
+            Ep1, En1, th1, dt1 = Ep, En, th, dt
+            cur.append(i_meas)
+            vt.append(V)
+            trip.append(tripped)
+            times.append(time_s)
+        store(th1 if dt_list else self._theta_solved)
+        return cur, vt, trip, times
 
     def _advance(self, dt: float, applied_V: float | None, compliance_A: float, beam_A: float) -> tuple[float, bool]:
         p = self.params

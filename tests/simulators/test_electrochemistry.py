@@ -337,6 +337,36 @@ def test_sweep_predictor_agrees_with_cold_start_steps() -> None:
     assert sweep_cell.throughput_C == pytest.approx(step_cell.throughput_C, rel=1e-10)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"formation_rate_per_s": 0.0}, {"transport": None, "formation_rate_per_s": 0.0}],
+                         ids=["growing", "no-growth", "no-transport"])
+def test_thin_layer_sweep_loop_is_bit_identical_to_solve_and_commit(overrides: dict) -> None:
+    """The thin-layer sweep writes `_solve` and `_commit` out in one loop over locals; it must give
+    the same numbers as the stairs through `_solve` and `_commit` (`_sweep_steps`), bit for bit:
+    a CV with the formation peak, one starting at an odd time offset (transport batches that do not
+    end on 15 s), a 2 uA compliance stretch on an uneven grid (trips through `_advance`), then the
+    whole state, transport included."""
+    params = CellParameters.lasgtp_bulk(**overrides)
+    fast, steps = Cell(params), Cell(params)
+    steps._sweep_thin_layer = steps._sweep_steps  # type: ignore[method-assign]
+    up = np.linspace(0.5, 2.5, 2001)
+    v = np.r_[up, up[::-1][1:]]
+    t = np.arange(len(v)) * 1.5
+    v2 = np.r_[np.nan, np.linspace(0.5, 2.0, 200)]
+    t2 = np.cumsum(np.r_[0.0, np.where(np.arange(200) % 3 == 0, 0.5, 2.0)])
+    tripped = 0
+    for tt, vv, comp in ((t, v, 1e-3), (t[:700] + 1234.567, v[:700], 1e-3), (t2, v2, 2e-6)):
+        a, b = fast.advance_sweep(tt, vv, comp), steps.advance_sweep(tt, vv, comp)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(a[key], b[key]), key
+        tripped += int(a["compliance_tripped"].sum())
+    assert tripped > 0
+    assert fast.state_dict() == steps.state_dict()
+    assert (fast._theta_solved, fast.last_current_A, fast.last_tripped) == (steps._theta_solved, steps.last_current_A, steps.last_tripped)
+    if fast._grows:
+        assert fast._batch == steps._batch and fast._gamma == steps._gamma
+
+
 def test_isotherm_omega_sharpens_wave() -> None:
     """Frumkin isotherm (§3.2): dU/dtheta at theta = 1/2 is -(RT/F)(4 - 2 Omega/RT); Omega > 0 flattens it."""
     f = F / RT
