@@ -2,7 +2,9 @@
 ex-situ-lasgtp, about 83 h of experiment, in <= 10 s; peak RSS <= 300 MB however many exposures).
 
 Each repeat runs in a fresh process (as a user would), without figures, and reports the wall
-time of the run command, the resident memory after the imports and the child's peak RSS.
+time of the run command, its CPU time (user + system of the child after the imports: less
+sensitive than the wall time to other work on a shared machine, but it counts both cores when
+the detector draws on two threads), the resident memory after the imports and the child's peak RSS.
 
     .venv/bin/python bench/bench_dry_run.py [--repeats 3] [PROTOCOL ...]
 
@@ -10,6 +12,10 @@ time of the run command, the resident memory after the imports and the child's p
 peak (VmHWM) around the rig set-up, the detector construction, the first exposure, and the
 calls that set a new peak (camera read-out, world image, EELS synthesis, detector exposure,
 gain reference, live analysis, run-file writes): how far the peak rose above the RSS at entry.
+
+`--old REV` alternates runs of the whole repository at git revision REV (exported to a temporary
+folder and put first on PYTHONPATH) with the working tree's, and prints the medians of wall and
+CPU time of both and their ratios.
 
 `--old-detector REV` alternates runs with the detector module of git revision REV (loaded in
 place of the working tree's) and the current one, and prints both medians and the ratio old/new.
@@ -22,6 +28,7 @@ exit status 1 if the 4N run peaks more than `--tolerance-mb` (default 8 MB) abov
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -43,11 +50,14 @@ if len(sys.argv) > 3:  # an older detector module (file path) in place of the in
 t0 = time.perf_counter()
 from insitem.acquisition.cli import main
 t1 = time.perf_counter()
+_ru = resource.getrusage(resource.RUSAGE_SELF)
+cpu0 = _ru.ru_utime + _ru.ru_stime
 rss_import = rss_mb()
 rc = main(["run", sys.argv[1], "--sim", "--out", sys.argv[2], "--no-progress", "--no-figures"])
 t2 = time.perf_counter()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"RESULT {rc} {t1 - t0:.3f} {t2 - t1:.3f} {rss_import:.1f} {peak:.1f}")
+ru = resource.getrusage(resource.RUSAGE_SELF)
+peak = ru.ru_maxrss / 1024
+print(f"RESULT {rc} {t1 - t0:.3f} {t2 - t1:.3f} {rss_import:.1f} {peak:.1f} {ru.ru_utime + ru.ru_stime - cpu0:.3f}")
 """
 
 STAGES = """
@@ -105,18 +115,65 @@ print(f"end of run: RSS {s['VmRSS']:.0f} MB, peak {s['VmHWM']:.0f} MB")
 """
 
 
-def one(protocol: str, detector_file: str | None = None) -> tuple[float, float, float, float]:
+def one(protocol: str, detector_file: str | None = None, old_tree: Path | None = None) -> tuple[float, float, float, float, float]:
+    """(import s, run s, import RSS MB, peak RSS MB, run CPU s) of one dry run in a fresh process;
+    `old_tree`: a folder that holds an `insitem` package of another revision (`old_tree_of`)."""
+    env = dict(os.environ)
+    if old_tree is not None:
+        env["PYTHONPATH"] = str(old_tree)
     with tempfile.TemporaryDirectory() as d:
         out = str(Path(d) / "run.h5")
         extra = [detector_file] if detector_file else []
-        r = subprocess.run([sys.executable, "-c", CHILD, protocol, out, *extra], capture_output=True, text=True, timeout=900)
+        r = subprocess.run([sys.executable, "-c", CHILD, protocol, out, *extra], capture_output=True, text=True,
+                           timeout=1800, env=env)
         line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT")), None)
         if line is None:
             raise SystemExit(f"{protocol}: run failed: {r.stderr[-500:]}")
-        _, rc, t_import, t_run, rss_import, rss = line.split()
+        _, rc, t_import, t_run, rss_import, rss, cpu = line.split()
         if rc != "0":
             raise SystemExit(f"{protocol}: run failed: {r.stderr[-500:]}")
-        return float(t_import), float(t_run), float(rss_import), float(rss)
+        return float(t_import), float(t_run), float(rss_import), float(rss), float(cpu)
+
+
+def old_tree_of(rev: str, directory: Path) -> Path:
+    """The repository at git revision `rev` as an importable `insitem` package under `directory`
+    (put first on PYTHONPATH it comes before the editable install, whose finder follows sys.path)."""
+    root = Path(__file__).resolve().parent.parent
+    src = directory / "src"
+    src.mkdir()
+    archive = subprocess.run(["git", "archive", rev], cwd=root, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    pkg = directory / "pkg" / "insitem"
+    pkg.mkdir(parents=True)
+    for top in ("drivers", "simulators", "acquisition", "protocols", "analysis", "api"):
+        if (src / top).is_dir():
+            (pkg / top).symlink_to(src / top)
+    check = subprocess.run([sys.executable, "-c", "import insitem.simulators.world as w; print(w.__file__)"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(pkg.parent)})
+    if not Path(check.stdout.strip()).resolve().is_relative_to(src.resolve()):
+        raise SystemExit(f"the old tree is not the one imported: {check.stdout or check.stderr}")
+    return pkg.parent
+
+
+def compare_tree(protocols: list[str], rev: str, repeats: int) -> None:
+    """Old/new pairs: the whole tree of `rev` and the working tree, alternating in the same minutes."""
+    with tempfile.TemporaryDirectory() as d:
+        tree = old_tree_of(rev, Path(d))
+        print(f"{'protocol':24} {'old run s':>10} {'new run s':>10} {'new/old':>8} {'old CPU s':>10} {'new CPU s':>10} "
+              f"{'new/old':>8} {'old peak MB':>12} {'new peak MB':>12}  (medians of {repeats} pairs; old = {rev})")
+        for p in protocols:
+            old, new = [], []
+            for _ in range(repeats):
+                old.append(one(p, old_tree=tree))
+                new.append(one(p))
+            med = statistics.median
+            to, tn = med(r[1] for r in old), med(r[1] for r in new)
+            co, cn = med(r[4] for r in old), med(r[4] for r in new)
+            print(f"{p:24} {to:10.2f} {tn:10.2f} {tn / to:8.2f} {co:10.2f} {cn:10.2f} {cn / co:8.2f} "
+                  f"{max(r[3] for r in old):12.0f} {max(r[3] for r in new):12.0f}")
+            print(f"{'':24} old runs {[round(r[1], 2) for r in old]} CPU {[round(r[4], 2) for r in old]}")
+            print(f"{'':24} new runs {[round(r[1], 2) for r in new]} CPU {[round(r[4], 2) for r in new]}", flush=True)
+    print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
 
 
 def stages(protocol: str) -> None:
@@ -168,9 +225,14 @@ def main() -> None:
     ap.add_argument("--stages", action="store_true", help="also print the memory breakdown of one run per protocol")
     ap.add_argument("--scaling", type=int, metavar="N", help="only compare the peak RSS of N and 4N images")
     ap.add_argument("--tolerance-mb", type=float, default=8.0)
+    ap.add_argument("--old", metavar="REV", help="alternate runs of the whole tree of git revision REV and the "
+                    "working tree (old, new, old, ...) and print both medians of wall and CPU time and their ratios")
     ap.add_argument("--old-detector", metavar="REV", help="alternate runs with simulators/detector.py of git revision REV "
                     "(old, new, old, ... in the same minutes) and print both medians and their ratio")
     args = ap.parse_args()
+    if args.old:
+        compare_tree(args.protocols, args.old, args.repeats)
+        return
     if args.old_detector:
         compare_detector(args.protocols, args.old_detector, args.repeats)
         return
@@ -187,11 +249,12 @@ def main() -> None:
               f"({'within' if ok else 'OVER'} the {args.tolerance_mb:g} MB tolerance)")
         print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
         raise SystemExit(0 if ok else 1)
-    print(f"{'protocol':24} {'run s (median)':>15} {'min':>7} {'import s':>9} {'import RSS MB':>14} {'peak RSS MB':>12}")
+    print(f"{'protocol':24} {'run s (median)':>15} {'min':>7} {'CPU s':>7} {'import s':>9} {'import RSS MB':>14} {'peak RSS MB':>12}")
     for p in args.protocols:
         rows = [one(p) for _ in range(args.repeats)]
         runs = [r[1] for r in rows]
-        print(f"{p:24} {statistics.median(runs):15.2f} {min(runs):7.2f} {statistics.median(r[0] for r in rows):9.2f} "
+        print(f"{p:24} {statistics.median(runs):15.2f} {min(runs):7.2f} {statistics.median(r[4] for r in rows):7.2f} "
+              f"{statistics.median(r[0] for r in rows):9.2f} "
               f"{statistics.median(r[2] for r in rows):14.0f} {max(r[3] for r in rows):12.0f}")
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
     if args.stages:
