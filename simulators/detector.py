@@ -544,6 +544,9 @@ class CCDDetector:
         self._h = [np.float32(v) for v in self.noise_kernel_1d[2:]]  # b, a, c
         self._lattice_kernels: dict[int, np.ndarray | None] = {}
         self._lattice_gain: dict[tuple, np.ndarray] = {}
+        # `correct`: the full-sensor gain reference cut to an area and averaged over its bins, per
+        # (area, binning), with the reference it was made from
+        self._binned_gain_ref: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
         self._n_threads = max(1, min(int(n_threads), _N_CHUNKS))
         self._pool = ThreadPoolExecutor(self._n_threads) if self._n_threads > 1 else None
@@ -769,7 +772,10 @@ class CCDDetector:
         """gain_normalized processing: (raw - dark_ref) / gain_ref, float32 (physics.md 2.4).
 
         `gain_ref` may be the unbinned full-sensor reference: it is then cut to the readout area
-        and averaged over each on-chip bin (the binned pixel sums gain_i * S_i).
+        and averaged over each on-chip bin (the binned pixel sums gain_i * S_i); that binned
+        reference is kept for the next frame of the same area and binning while the same array
+        is given (a reference must therefore not be changed in place; `gain_reference(refresh=True)`
+        makes a new array).
         """
         if gain_ref.shape != raw.shape:
             area = self._area(readout_area)
@@ -777,9 +783,18 @@ class CCDDetector:
             ny, nx = self._frame_shape(area, (by, bx))
             if (ny, nx) != raw.shape or gain_ref.shape != self.params.shape_px:
                 raise ValueError(f"gain_ref {gain_ref.shape} does not fit raw {raw.shape}")
-            top, left, _, _ = area
-            g = gain_ref[top : top + ny * by, left : left + nx * bx]
-            gain_ref = g.reshape(ny, by, nx, bx).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+            key = (area, (by, bx))
+            made = self._binned_gain_ref.get(key)
+            if made is not None and made[0] is gain_ref:
+                gain_ref = made[1]
+            else:
+                top, left, _, _ = area
+                g = gain_ref[top : top + ny * by, left : left + nx * bx]
+                binned = g.reshape(ny, by, nx, bx).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+                if len(self._binned_gain_ref) > 8:
+                    self._binned_gain_ref.clear()
+                self._binned_gain_ref[key] = (gain_ref, binned)
+                gain_ref = binned
         out = raw.astype(np.float32)
         out -= dark_ref
         out /= gain_ref
@@ -1177,12 +1192,13 @@ class CCDDetector:
                 flat += (2 * _PAD) * (flat // nx) + (i0 + _PAD) * (nx + 2 * _PAD) + _PAD
                 return flat, mu
 
-            counts = []
+            counts, drawn = [], []
             for i0, i1 in blocks:
-                n_e = self._gen.poisson(cells(i0, i1)[1])
-                counts.append(n_e.astype(np.min_scalar_type(n_e.max())) if n_e.size else n_e)
-            for (i0, i1), n_e in zip(blocks, counts):
                 idx, mu = cells(i0, i1)
+                n_e = self._gen.poisson(mu)
+                counts.append(n_e.astype(np.min_scalar_type(n_e.max())) if n_e.size else n_e)
+                drawn.append((idx, mu))  # kept for the pulse heights (16 bytes per exact cell)
+            for (idx, mu), n_e in zip(drawn, counts):
                 x = self._gen.standard_gamma(n_e / p.nu2) * (g * p.nu2) if p.nu2 > 0 else n_e * g
                 z.reshape(-1)[idx] = x - g * mu
         b, a, c = (np.float32(v) for v in self._lattice_kernel(binning[1])[2:])  # type: ignore[index]

@@ -299,6 +299,28 @@ def test_gain_reference_corrects_the_gain_map_to_the_0_27_percent_residual() -> 
     assert out.mean() == pytest.approx(4 * G * 2000, rel=0.005)
 
 
+def test_correct_bins_the_reference_it_is_given_each_time() -> None:
+    """`correct` keeps the binned reference between frames of one area and binning: a second frame
+    gets the same numbers as the first, and a new reference (`refresh=True`) is binned anew."""
+    det = CCDDetector(SMALL, rng=14)
+    area, binning = (8, 0, 128, 256), (2, 2)
+    raw = det.expose(flat(det, 2000.0), 1.0, binning=binning, readout_area=area).data
+    dref = det.dark_reference(1.0, 2, binning=binning, area=area)
+
+    def by_hand(ref: np.ndarray) -> np.ndarray:
+        g = ref[8:128, :256].reshape(60, 2, 128, 2).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+        return (raw.astype(np.float32) - dref) / g
+
+    old = det.gain_reference()
+    first = det.correct(raw, dref, old, binning=binning, readout_area=area)
+    assert np.array_equal(first, by_hand(old))
+    assert np.array_equal(det.correct(raw, dref, old, binning=binning, readout_area=area), first)
+    new = det.gain_reference(refresh=True)
+    assert not np.array_equal(new, old)
+    again = det.correct(raw, dref, new, binning=binning, readout_area=area)
+    assert np.array_equal(again, by_hand(new)) and not np.array_equal(again, first)
+
+
 def test_dark_reference_noise_falls_as_one_over_sqrt_n() -> None:
     det = CCDDetector(SMALL, rng=13)
     t = 1.0
