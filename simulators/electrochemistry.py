@@ -701,6 +701,7 @@ class Cell:
                 th = min(max(theta_star, 0.0), 1.0)
             converged = False
             for _ in range(200):
+                # positive interface, negative interface, formation, residuals and the eliminated Jacobian as in `_solve`
                 eta = (Ep - Up) * f
                 xa = alpha * eta
                 xc = -beta * eta
