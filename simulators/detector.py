@@ -544,8 +544,8 @@ class CCDDetector:
         self._h = [np.float32(v) for v in self.noise_kernel_1d[2:]]  # b, a, c
         self._lattice_kernels: dict[int, np.ndarray | None] = {}
         self._lattice_gain: dict[tuple, np.ndarray] = {}
-        # `correct`: the full-sensor gain reference cut to an area and averaged over its bins, per
-        # (area, binning), with the reference it was made from
+        # `correct`: the full-sensor gain reference cut to the last area and averaged over its bins,
+        # with that (area, binning) and the reference it was made from
         self._binned_gain_ref: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
         self._n_threads = max(1, min(int(n_threads), _N_CHUNKS))
@@ -791,8 +791,7 @@ class CCDDetector:
                 top, left, _, _ = area
                 g = gain_ref[top : top + ny * by, left : left + nx * bx]
                 binned = g.reshape(ny, by, nx, bx).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
-                if len(self._binned_gain_ref) > 8:
-                    self._binned_gain_ref.clear()
+                self._binned_gain_ref.clear()  # one kept (a window's frames come in runs): 1.4-2.7 MB
                 self._binned_gain_ref[key] = (gain_ref, binned)
                 gain_ref = binned
         out = raw.astype(np.float32)

@@ -315,6 +315,9 @@ def test_correct_bins_the_reference_it_is_given_each_time() -> None:
     first = det.correct(raw, dref, old, binning=binning, readout_area=area)
     assert np.array_equal(first, by_hand(old))
     assert np.array_equal(det.correct(raw, dref, old, binning=binning, readout_area=area), first)
+    other = det.correct(raw[:, :64], dref[:, :64], old, binning=binning, readout_area=(8, 0, 128, 128))
+    assert np.array_equal(other, by_hand(old)[:, :64])  # another area in between
+    assert np.array_equal(det.correct(raw, dref, old, binning=binning, readout_area=area), first)
     new = det.gain_reference(refresh=True)
     assert not np.array_equal(new, old)
     again = det.correct(raw, dref, new, binning=binning, readout_area=area)
