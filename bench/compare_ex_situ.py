@@ -11,12 +11,14 @@ paper's value ([Y14] via ../shared/reference/physics.md §0 and §3.5).
 
     .venv/bin/python bench/compare_ex_situ.py [--seeds 0 1 2 3 4] [--out DIR] [--markdown]
 
-Run files and summaries go to DIR (default: a temporary folder, removed at the end).
+Run files and summaries go to DIR (default: a temporary folder, removed at the end); `--reuse`
+analyses the run files already in DIR again.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -27,6 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 import yaml
+from scipy.ndimage import uniform_filter1d
 
 import insitem.api as ins
 from insitem.analysis.lithium import LiParams
@@ -35,17 +38,17 @@ from insitem.protocols.loader import resolve
 
 PROTOCOL = "ex-situ-lasgtp"
 
-#: quantity -> (label, unit, scale from SI, paper value, paper text)
-QUANTITIES: dict[str, tuple[str, str, float, float, str]] = {
-    "c_max": ("Li max", "x parent", 1.0, 8.5, "~8.5"),
-    "width_nm": ("electrode width (10 % of max excess)", "nm", 1.0, 400.0,
-                 "~400 (the Gaussian fit to the paper's profile: 381 at 10 %)"),
-    "ti3_boundary_nm": ("Ti3+/Ti4+ boundary", "nm", 1.0, 160.0, "~160"),
-    "ti3_shift_eV": ("Ti-L3 shift, Ti3+ rows", "eV", 1.0, -1.7, "-1.7"),
-    "oo_parent_nm": ("O-O, parent rows", "nm", 1.0, 0.280, "0.280"),
-    "oo_electrode_nm": ("O-O, electrode rows", "nm", 1.0, 0.310, "0.310"),
-    "l2l3_ti3": ("L2/L3, Ti3+ rows (median)", "", 1.0, 1.25, "1.25"),
-    "l2l3_ti4": ("L2/L3, Ti4+ rows (median)", "", 1.0, 1.30, "1.30"),
+#: quantity -> (label, unit, the paper's value as physics.md gives it)
+QUANTITIES: dict[str, tuple[str, str, str]] = {
+    "c_max": ("Li max (3-row mean, >= 30 nm from Pt)", "x parent", "~8.5"),
+    "c_pt": ("Li at Pt (model only)", "x parent", "~8.5"),
+    "width_nm": ("electrode width (10 % of max excess)", "nm", "~400 (the Gaussian fit to the paper's profile: 381 at 10 %)"),
+    "ti3_boundary_nm": ("Ti3+/Ti4+ boundary", "nm", "~160"),
+    "ti3_shift_eV": ("Ti-L3 shift, Ti3+ rows", "eV", "-1.7"),
+    "oo_parent_nm": ("O-O, parent rows", "nm", "0.280"),
+    "oo_electrode_nm": ("O-O, electrode rows", "nm", "0.310"),
+    "l2l3_ti3": ("L2/L3, Ti3+ rows (median)", "", "1.25"),
+    "l2l3_ti4": ("L2/L3, Ti4+ rows (median)", "", "1.30"),
 }
 
 
@@ -67,6 +70,7 @@ def from_summary(s: dict[str, Any]) -> dict[str, float]:
     has_ti = np.array([x is not None for x in s["ti_l2_l3"]])
     return {
         "c_max": float(s["c_max"]),
+        "c_pt": math.nan,
         "width_nm": float(s["electrode_width_m"]) * 1e9,
         "ti3_boundary_nm": float(s["ti3_boundary_m"]) * 1e9,
         "ti3_shift_eV": math.nan if s["ti3_shift_eV"] is None else float(s["ti3_shift_eV"]),
@@ -79,8 +83,9 @@ def from_summary(s: dict[str, Any]) -> dict[str, float]:
 
 def ground_truth(run_file: Path) -> dict[str, float]:
     """The world's last ground-truth sample, reduced the way the analysis reduces its profile
-    (width at 10 % of the maximum excess, the Ti3+ boundary where the Ti3+ fraction falls below
-    1/2, O-O far from Pt and at Pt)."""
+    (`LiParams`: the maximum of the 3-row running mean at >= 30 nm from Pt, the width where the
+    excess falls below 10 % of that maximum's; the Ti3+ boundary where the Ti3+ fraction falls
+    below 1/2; O-O far from Pt and its maximum), and c/c0 in the row next to Pt."""
     with h5py.File(run_file, "r") as f:
         g = f["insitem/ground_truth"]
         y = g["position_m"][()]
@@ -88,10 +93,12 @@ def ground_truth(run_file: Path) -> dict[str, float]:
         f3 = g["ti3_fraction"][-1]
         oo = g["oo_distance_m"][-1]
     el = y >= 0
-    c_max = float(np.max(c[el]))
     p = LiParams()
+    smooth = uniform_filter1d(c, p.max_smooth_rows, mode="nearest")
+    c_max = float(np.max(smooth[el & (y >= p.max_min_distance_m)]))
     return {
         "c_max": c_max,
+        "c_pt": float(c[el][np.argmin(y[el])]),
         "width_nm": crossing_from_pt(y, c, 1.0 + p.width_threshold * (c_max - 1.0)) * 1e9,
         "ti3_boundary_nm": crossing_from_pt(y, f3, 0.5) * 1e9,
         "ti3_shift_eV": math.nan,
@@ -105,13 +112,14 @@ def ground_truth(run_file: Path) -> dict[str, float]:
 def fmt(x: float, key: str) -> str:
     if not math.isfinite(x):
         return "-"
-    return f"{x:.3f}" if key.startswith(("oo_", "l2l3")) else f"{x:.2f}" if key in ("c_max", "ti3_shift_eV") else f"{x:.0f}"
+    return f"{x:.3f}" if key.startswith(("oo_", "l2l3")) else f"{x:.2f}" if key in ("c_max", "c_pt", "ti3_shift_eV") else f"{x:.0f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--out", type=Path, help="keep run files and summaries here")
+    ap.add_argument("--reuse", action="store_true", help="with --out: analyse run files already there instead of running again")
     args = ap.parse_args()
     tmp = None
     if args.out is None:
@@ -125,17 +133,19 @@ def main() -> None:
     for seed in args.seeds:
         t0 = time.perf_counter()
         path = out / f"{PROTOCOL}-seed{seed}.h5"
-        outcome = ins.dry_run(seeded_protocol(seed), path)
+        if not (args.reuse and path.exists()):
+            path = Path(ins.dry_run(seeded_protocol(seed), path).path)
         t1 = time.perf_counter()
-        summary = ins.analyze(outcome.path)
+        summary = ins.analyze(path)
+        (out / f"{PROTOCOL}-seed{seed}-summary.json").write_text(json.dumps(summary), encoding="utf-8")
         rows[seed] = from_summary(summary)
-        truth = ground_truth(Path(outcome.path))
+        truth = ground_truth(path)
         print(f"seed {seed}: dry run {t1 - t0:.1f} s, analysis {time.perf_counter() - t1:.1f} s", flush=True)
     seeds = list(rows)
     print()
     print("| quantity | " + " | ".join(f"seed {s}" for s in seeds) + " | median | range | model truth | paper [Y14] |")
     print("|---|" + "---|" * (len(seeds) + 4))
-    for key, (label, unit, _, _, paper) in QUANTITIES.items():
+    for key, (label, unit, paper) in QUANTITIES.items():
         vals = [rows[s][key] for s in seeds]
         finite = [v for v in vals if math.isfinite(v)]
         med = statistics.median(finite) if finite else math.nan
