@@ -108,11 +108,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import fft as sfft
 from scipy.optimize import fsolve
 from scipy.special import erf, ndtr, ndtri
+
+from insitem.simulators.blas import one_blas_thread
 
 __all__ = [
     "DetectorParameters",
@@ -323,14 +324,6 @@ def _scaled_normals(gen: np.random.Generator, scale: Callable[[int, int], np.nda
     for i0 in range(0, n, _BLOCK_ROWS):
         i1 = min(i0 + _BLOCK_ROWS, n)
         np.multiply(_normals(gen, (i1 - i0,) + out.shape[1:]), scale(i0, i1), out=out[i0:i1])
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> ThreadpoolController:
-    """The process's thread pools (BLAS), found once: `threadpool_limits(...)` searches the
-    loaded libraries on every call (~5 ms, once per camera read-out), `controller.limit` does
-    not. Made at first use, after numpy's and scipy's BLAS are loaded by this module's imports."""
-    return ThreadpoolController()
 
 
 def _fft_convolve_valid(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
@@ -943,7 +936,7 @@ class CCDDetector:
             # distinct rows whose runs lie within r of it
             # small matrix products: BLAS threads only add hand-off cost here (4-5x slower on a
             # busy 2-core machine), so run them single-threaded
-            with _blas_controller().limit(limits=1, user_api="blas"):
+            with one_blas_thread():
                 self._banded_products(self._psf_tail, starts, ends, ux, out, r, n_rows, sink)
             return out if sink is None else None
         full = ux[np.cumsum(new_run) - 1]

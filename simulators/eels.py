@@ -67,6 +67,7 @@ from insitem.simulators.cross_sections import (
     theta_E_rad,
 )
 from insitem.simulators.sample import AVOGADRO, ColumnState, Material
+from insitem.simulators.blas import one_blas_thread
 
 #: Hydrogenic core edges per element: (shell, onset eV, L1 onset eV). Onsets: physics.md §1.6 table
 #: (Elam [S:XRDB]) where given; Li-K 55 eV (exspy DB), Ti L3 456 / L1 560.9 eV; others Elam [est].
@@ -452,15 +453,15 @@ def zlp_channel_contents(k: np.ndarray, d: float, p: EELSParameters) -> np.ndarr
 
 
 def _real_times_complex(W: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """W @ H for a real W (rows x k) and a complex H (k x F), k small (components and phases): a sum
-    of k scaled rows, which is several times faster than numpy's mixed real-complex product and
-    does not wake a multi-threaded BLAS for a few million flops."""
-    out = np.zeros((W.shape[0], H.shape[1]), np.complex128)
-    for j in range(W.shape[1]):
-        w = W[:, j]
-        if np.any(w != 0.0):
-            out += w[:, None] * H[j][None, :]
-    return out
+    """W @ H for a real W (rows x k) and a complex H (k x F), k small (components and phases).
+
+    The product is real-linear, so it is W times H's interleaved (real, imaginary) float64 view:
+    one dgemm on one BLAS thread, 10-20x faster than numpy's mixed real-complex product or a sum
+    of k scaled rows; it differs from them by rounding only (~3e-16 relative)."""
+    H = np.ascontiguousarray(H, dtype=np.complex128)
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    with one_blas_thread():
+        return (W @ H.view(np.float64)).view(np.complex128)
 
 
 # ------------------------------------------------------------------------------------------ the cache
