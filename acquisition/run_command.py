@@ -81,7 +81,8 @@ def window_specs(plan: Plan, bundle: RigBundle) -> tuple[WindowSpec, ...]:
         scale_nm, offset_nm = bundle.position_axis_nm(settings)
         specs.append(
             WindowSpec.from_camera_settings(
-                w.name, settings, shape, position_scale=scale_nm, position_offset=offset_nm, position_units="nm", title=f"{plan.protocol.name} {w.name}"
+                w.name, settings, shape, position_scale=scale_nm, position_offset=offset_nm, position_units="nm", title=f"{plan.protocol.name} {w.name}",
+                frames=w.frames,
             )
         )
     return tuple(specs)

@@ -11,9 +11,13 @@ Layout (design.md §7; decision record docs/decisions/0002-run-file-layout.md)::
                                     dataset `axis` = exposure start times (non-uniform axis)
     /Experiments/<window>/axis-1    position along the slit: scale, offset, units (e.g. nm)
     /Experiments/<window>/axis-2    energy loss: eV, navigate=False, is_binned=True
-    /Experiments/<window>/metadata  Signal/signal_type="EELS", General/title,
+    /Experiments/<window>/metadata  Signal/signal_type="EELS", General/{title, date, time,
+                                    time_zone} (the run's start, UTC),
                                     Acquisition_instrument/TEM/{beam_energy keV,
-                                    convergence_angle mrad, Detector/EELS/collection_angle mrad}
+                                    convergence_angle mrad, Detector/EELS/{collection_angle mrad,
+                                    exposure s, dwell_time s, frame_number}},
+                                    Acquisition_instrument/Potentiostat/{potential V, current A}:
+                                    datasets, one value per exposure, growing with axis-0
     /Experiments/<window>/original_metadata   attrs: the window declaration
     /insitem/exposures              table: one row per completed exposure (all windows)
     /insitem/electrochemistry       table: t, voltage, current, cycle, step, compliance
@@ -30,11 +34,11 @@ run only extends datasets, writes rows and modifies existing attributes in place
 the file with ``h5py.File(path, "r", swmr=True)`` (or `insitem.acquisition.runfile_read`) or
 ``hyperspy.api.load(path, file_format="hspy", swmr=True)`` at any time.
 
-Order of writes for one exposure: frame into `data` → its start time into `axis-0/axis` →
-`axis-0.size` → flush → the exposure record → flush. The exposure record is the commit marker,
+Order of writes for one exposure: frame into `data` → its start time into `axis-0/axis` and its
+potential and current into the metadata's Potentiostat arrays → `axis-0.size` → flush → the exposure record → flush. The exposure record is the commit marker,
 written only once the image is on disk: a reader counts an exposure as complete only when its
 record exists (`runfile_read` trims to min(data, axis, records)); `RunFile.reopen_for_append`
-trims a crashed file back to that count, and drops trailing images that hold NaN (never written).
+trims a crashed file (images, time axis, per-exposure metadata) back to that count, and drops trailing images that hold NaN (never written).
 An exposure cut short (an immediate stop, a stall) is recorded with ``partial = 1`` and its true
 beam-on time `beam_on_s` (its `exposure_s` is the time summed into its image).
 
@@ -197,6 +201,8 @@ class WindowSpec(BaseModel):
     position_offset: float = Field(default=0.0, description="position of row 0, in position_units")
     position_units: str = Field(default="nm", max_length=16)
     title: str = Field(default="", description="metadata/General/title; defaults to the name")
+    exposure_s: float | None = Field(default=None, gt=0, description="time summed into one image, s (metadata EELS exposure)")
+    frames: int = Field(default=1, ge=1, description="sub-exposures summed into one image (metadata EELS frame_number)")
 
     @classmethod
     def from_camera_settings(
@@ -209,8 +215,10 @@ class WindowSpec(BaseModel):
         position_offset: float = 0.0,
         position_units: str = "nm",
         title: str = "",
+        frames: int = 1,
     ) -> "WindowSpec":
-        """The window a camera configured with `settings` produces (binning and readout area applied)."""
+        """The window a camera configured with `settings` produces (binning and readout area
+        applied); one image sums `frames` frames of `settings.exposure_s` each."""
         rows, cols = settings.frame_shape(sensor_shape)
         energies = settings.energy_axis_eV(sensor_shape)
         return cls(
@@ -223,6 +231,8 @@ class WindowSpec(BaseModel):
             position_offset=position_offset,
             position_units=position_units,
             title=title,
+            exposure_s=settings.exposure_s * frames,
+            frames=frames,
         )
 
 
@@ -461,6 +471,8 @@ class RunFile:
         self._data = {w.name: h5[f"Experiments/{w.name}/data"] for w in config.windows}
         self._taxis = {w.name: h5[f"Experiments/{w.name}/axis-0/axis"] for w in config.windows}
         self._tgroup = {w.name: h5[f"Experiments/{w.name}/axis-0"] for w in config.windows}
+        # per-exposure metadata (absent in files made before it existed)
+        self._per_exposure = {w.name: _per_exposure_datasets(h5[f"Experiments/{w.name}"]) for w in config.windows}
         self._exposures: h5py.Dataset = root["exposures"]
         self._ec: h5py.Dataset = root["electrochemistry"]
         self._events: h5py.Dataset = root["events"]
@@ -635,6 +647,10 @@ class RunFile:
             ds[n] = frame.astype(np.float32, copy=False)
             taxis.resize((n + 1,))
             taxis[n] = t_start_s
+            for key, value in (("potential", potential_V), ("current", current_A)):
+                if key in self._per_exposure[spec.name]:
+                    self._per_exposure[spec.name][key].resize((n + 1,))
+                    self._per_exposure[spec.name][key][n] = value
             self._tgroup[spec.name].attrs.modify("size", np.int64(n + 1))
             self._f.flush()  # the image is on disk before its record says it is complete
         total = self._total_dose + (0.0 if math.isnan(dose_e_per_m2) else dose_e_per_m2)
@@ -1061,12 +1077,13 @@ def _append_rows(ds: h5py.Dataset, rows: np.ndarray) -> int:
 
 
 def _lay_out(h5: h5py.File, config: RunFileConfig) -> None:
+    start = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     h5.attrs["file_format"] = HYPERSPY_FORMAT
     h5.attrs["file_format_version"] = HYPERSPY_FORMAT_VERSION
     h5.attrs["insitem_layout"] = LAYOUT_NAME
     h5.attrs["insitem_layout_version"] = np.int64(LAYOUT_VERSION)
     h5.attrs["software_version"] = config.software_version or _package_version()
-    h5.attrs["created_utc"] = _utc_now()
+    h5.attrs["created_utc"] = start.isoformat()
     h5.attrs["title"] = config.title
     _set_fixed_attr(h5, "status", "running", _STATUS_BYTES)
     _set_fixed_attr(h5, "status_reason", "", _REASON_BYTES)
@@ -1076,7 +1093,7 @@ def _lay_out(h5: h5py.File, config: RunFileConfig) -> None:
     # Creation order tracked so HyperSpy lists the windows in declared order (not by name).
     exps = h5.create_group("Experiments", track_order=True)
     for spec in config.windows:
-        _lay_out_window(exps.create_group(spec.name), spec, config)
+        _lay_out_window(exps.create_group(spec.name), spec, config, start)
 
     root = h5.create_group(INSITEM_GROUP)
     root.attrs["config_json"] = config.model_dump_json()
@@ -1112,7 +1129,17 @@ def _lay_out(h5: h5py.File, config: RunFileConfig) -> None:
         gt.create_dataset("scalars", shape=(0,), maxshape=(None,), chunks=(256,), dtype=sc_dtype)
 
 
-def _lay_out_window(g: h5py.Group, spec: WindowSpec, config: RunFileConfig) -> None:
+#: metadata/Acquisition_instrument/Potentiostat datasets: one value per exposure, along axis-0
+PER_EXPOSURE_METADATA = ("potential", "current")
+_PER_EXPOSURE_GROUP = "metadata/Acquisition_instrument/Potentiostat"
+
+
+def _per_exposure_datasets(window: h5py.Group) -> dict[str, h5py.Dataset]:
+    group = window.get(_PER_EXPOSURE_GROUP)
+    return {} if group is None else {k: group[k] for k in PER_EXPOSURE_METADATA if k in group}
+
+
+def _lay_out_window(g: h5py.Group, spec: WindowSpec, config: RunFileConfig, start: _dt.datetime) -> None:
     shape = (spec.n_rows, spec.n_channels)
     g.attrs["package"] = ""
     g.attrs["package_version"] = ""
@@ -1153,14 +1180,31 @@ def _lay_out_window(g: h5py.Group, spec: WindowSpec, config: RunFileConfig) -> N
     # Non-uniform time axis: exposure start times on the rig clock (HyperSpy makes a DataAxis).
     g["axis-0"].create_dataset("axis", shape=(0,), maxshape=(None,), chunks=(1024,), dtype="<f8")
 
+    # HyperSpy's metadata conventions: General.date/time (ISO 8601) of the acquisition start,
+    # the EELS detector's exposure (s per image), dwell_time (every position of the slit is
+    # exposed for the whole image) and frame_number (frames summed per image)
     md = g.create_group("metadata")
-    md.create_group("General").attrs["title"] = spec.title or spec.name
+    general = md.create_group("General")
+    general.attrs["title"] = spec.title or spec.name
+    general.attrs["date"] = start.date().isoformat()
+    general.attrs["time"] = start.time().isoformat()
+    general.attrs["time_zone"] = "UTC"
     sig = md.create_group("Signal")
     sig.attrs["signal_type"] = "EELS"
-    tem = md.create_group("Acquisition_instrument").create_group("TEM")
+    instrument = md.create_group("Acquisition_instrument")
+    tem = instrument.create_group("TEM")
     tem.attrs["beam_energy"] = config.beam_energy_keV
     tem.attrs["convergence_angle"] = config.convergence_angle_mrad
-    tem.create_group("Detector").create_group("EELS").attrs["collection_angle"] = config.collection_angle_mrad
+    eels = tem.create_group("Detector").create_group("EELS")
+    eels.attrs["collection_angle"] = config.collection_angle_mrad
+    if spec.exposure_s is not None:
+        eels.attrs["exposure"] = spec.exposure_s
+        eels.attrs["dwell_time"] = spec.exposure_s
+    eels.attrs["frame_number"] = np.int64(spec.frames)
+    # the potential applied and the current read at each exposure (V, A), index = axis-0 index
+    potentiostat = instrument.create_group("Potentiostat")
+    for key in PER_EXPOSURE_METADATA:
+        potentiostat.create_dataset(key, shape=(0,), maxshape=(None,), chunks=(1024,), dtype="<f8")
     om = g.create_group("original_metadata")
     om.attrs["insitem_window_json"] = spec.model_dump_json()
 
@@ -1194,8 +1238,9 @@ def _trim_to_committed(h5: h5py.File, config: RunFileConfig) -> None:
         committed = min(recorded, g["data"].shape[0], g["axis-0/axis"].shape[0])
         if g["data"].shape[0] != committed:
             g["data"].resize(committed, axis=0)
-        if g["axis-0/axis"].shape[0] != committed:
-            g["axis-0/axis"].resize((committed,))
+        for ds in (g["axis-0/axis"], *_per_exposure_datasets(g).values()):
+            if ds.shape[0] != committed:
+                ds.resize((committed,))
         g["axis-0"].attrs.modify("size", np.int64(committed))
     if config.ground_truth is not None:
         gt = h5[f"{INSITEM_GROUP}/ground_truth"]

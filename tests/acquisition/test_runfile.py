@@ -483,6 +483,8 @@ def test_reopen_trims_a_frame_written_without_its_record(tmp_path: Path, hs) -> 
     with h5py.File(path, "r+") as f:  # a crash between frame and record: data and time ahead by one
         f["Experiments/low/data"].resize(3, axis=0)
         f["Experiments/low/axis-0/axis"].resize((3,))
+        for key in ("potential", "current"):
+            f[f"Experiments/low/metadata/Acquisition_instrument/Potentiostat/{key}"].resize((3,))
     with RunFileReader(path) as r:
         assert r.n_exposures("low") == 2  # the reader never counts the uncommitted frame
     RunFile.reopen_for_append(path).close("interrupted", "test")
@@ -491,6 +493,8 @@ def test_reopen_trims_a_frame_written_without_its_record(tmp_path: Path, hs) -> 
         assert f["Experiments/low/axis-0"].attrs["size"] == 2
     low, _ = hs.load(path, file_format="hspy")
     assert low.data.shape[0] == 2
+    assert low.metadata.Acquisition_instrument.Potentiostat.potential.shape == (2,)
+    assert low.metadata.Acquisition_instrument.Potentiostat.current.shape == (2,)
 
 
 def test_reopen_refuses_a_file_its_writer_still_holds(tmp_path: Path) -> None:
