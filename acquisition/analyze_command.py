@@ -36,6 +36,7 @@ import numpy as np
 
 from insitem.acquisition.drift_report import drift_line, drift_summary
 from insitem.acquisition.analyze_seeds import analyze_seed_file, seed_headline, seed_summary_json, write_seed_figures
+from insitem.acquisition.plotting import pyplot, save_figure
 from insitem.acquisition.runfile import RunFileError
 from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
 from insitem.analysis import (
@@ -218,15 +219,6 @@ def summary_json(a: Analysis, run_file: Path) -> dict[str, Any]:
 # figures
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _shade_ti(ax: Any, s: Fig6Summary) -> None:
     d = s.ti.distance_m * 1e9
     step = float(np.median(np.abs(np.diff(d)))) if d.size > 1 else 1.0
@@ -235,7 +227,7 @@ def _shade_ti(ax: Any, s: Fig6Summary) -> None:
 
 
 def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
-    plt = _plt()
+    plt = pyplot()
     s = a.summary
     written: list[Path] = []
     d_nm = s.li.distance_m * 1e9
@@ -253,20 +245,14 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
     ax.set_xlabel("distance from Pt (nm)")
     ax.set_ylabel("Li c/c0")
     ax.set_title(f"{title}: Li profile (orange: Ti3+, blue: Ti4+); max {s.c_max:.2f} c0, width {s.electrode_width_m * 1e9:.0f} nm", fontsize=9)
-    fig.tight_layout()
-    written.append(out_dir / "fig6-li-profile.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(save_figure(fig, out_dir / "fig6-li-profile.png"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(d_nm, s.o.oo_distance_m * 1e9, ".-", ms=3, lw=0.7)
     ax.set_xlabel("distance from Pt (nm)")
     ax.set_ylabel("O-O distance (nm)")
     ax.set_title(f"{title}: O-O distance from O-K peak b")
-    fig.tight_layout()
-    written.append(out_dir / "fig6-oo-distance.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(save_figure(fig, out_dir / "fig6-oo-distance.png"))
 
     regions = {
         "parent electrolyte": s.li.parent_rows,
@@ -292,10 +278,7 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
     axes[0].set_ylabel("counts (normalised)")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{title}: spectra of chosen regions")
-    fig.tight_layout()
-    written.append(out_dir / "fig6-spectra.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(save_figure(fig, out_dir / "fig6-spectra.png"))
 
     if a.series:
         t_h = np.array([p.t_s for p in a.series]) / 3600
@@ -306,10 +289,7 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
         ax.set_xlabel("distance from Pt (nm)")
         ax.set_ylabel("time (h)")
         ax.set_title(f"{title}: Li profile against time")
-        fig.tight_layout()
-        written.append(out_dir / "li-vs-time.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(save_figure(fig, out_dir / "li-vs-time.png"))
 
         fig, ax = plt.subplots(figsize=(6, 4.5))
         v = np.array([p.potential_V for p in a.series])
@@ -318,10 +298,7 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
         ax.set_xlabel("cell potential (V)")
         ax.set_ylabel(f"Li near Pt ({NEAR_PT_M[1] * 1e9:.0f} nm), c/c0")
         ax.set_title(f"{title}: Li near Pt vs potential")
-        fig.tight_layout()
-        written.append(out_dir / "li-near-pt-vs-potential.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(save_figure(fig, out_dir / "li-near-pt-vs-potential.png"))
     return written
 
 

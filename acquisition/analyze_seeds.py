@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from insitem.acquisition.plotting import pyplot, save_figure
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.analysis.axes import AnalysisError, EnergyAxis
 from insitem.analysis.background import edge_intensity
@@ -166,40 +167,35 @@ def seed_headline(a: SeedAnalysis) -> str:
 # figures
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-
-    return plt
+def _against_time(plt: Any, t: np.ndarray, title: str, panels: list[tuple[np.ndarray, str, dict[str, Any]]]) -> tuple[Any, Any]:
+    """One panel per (values, y label, line style) against time from the first exposure, stacked."""
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 8), sharex=True)
+    for ax, (values, label, style) in zip(axes, panels):
+        ax.plot(t, values, lw=0.8, **style)
+        ax.set_ylabel(label)
+    axes[0].set_title(title)
+    axes[-1].set_xlabel("time from the first exposure (s)")
+    return fig, axes
 
 
 def write_seed_figures(a: SeedAnalysis, out_dir: Path, title: str) -> list[Path]:
     """Figures of a seed analysis: the quantities against time, and a map along the slit."""
     from insitem.acquisition.display_units import current_scale
 
-    plt = _plt()
+    plt = pyplot()
     written: list[Path] = []
     t = a.t_s - (a.t_s[0] if a.t_s.size else 0.0)
 
     def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        written.append(out_dir / name)
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(save_figure(fig, out_dir / name))
 
     if a.particles is not None:
         ps = a.particles
-        fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
-        axes[0].plot(t, ps.width_m * 1e9, "o-", ms=3, lw=0.8)
-        axes[0].set_ylabel("width along slit (nm)")
-        axes[0].set_title(f"{title}: particle cluster against time (from the spectra)")
-        axes[1].plot(t, ps.plasmon_eV, "o-", ms=3, lw=0.8, color="tab:purple")
-        axes[1].set_ylabel("plasmon of particle rows (eV)")
-        axes[2].plot(t, ps.li_k_per_row, "o-", ms=3, lw=0.8, color="tab:green")
-        axes[2].set_ylabel("Li-K counts per particle row")
-        axes[2].set_xlabel("time from the first exposure (s)")
+        fig, axes = _against_time(plt, t, f"{title}: particle cluster against time (from the spectra)", [
+            (ps.width_m * 1e9, "width along slit (nm)", dict(marker="o", ms=3)),
+            (ps.plasmon_eV, "plasmon of particle rows (eV)", dict(marker="o", ms=3, color="tab:purple")),
+            (ps.li_k_per_row, "Li-K counts per particle row", dict(marker="o", ms=3, color="tab:green")),
+        ])
         ax_v = axes[0].twinx()
         ax_v.plot(t, a.potential_V, color="0.6", lw=0.8, ls="--")
         ax_v.set_ylabel("potential (V)", color="0.5")
@@ -215,15 +211,11 @@ def write_seed_figures(a: SeedAnalysis, out_dir: Path, title: str) -> list[Path]
         save(fig, "plasmon-map.png")
 
     if a.kind == "valence" and a.peak5_ratio is not None and a.li_k_ratio is not None:
-        fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
-        axes[0].plot(t, a.potential_V, color="0.4", lw=0.8, marker=".")
-        axes[0].set_ylabel("potential (V)")
-        axes[0].set_title(f"{title}: electrode rows against time (from the spectra)")
-        axes[1].plot(t, a.peak5_ratio, "o-", ms=3, lw=0.8, color="tab:red")
-        axes[1].set_ylabel("5 eV peak / plasmon counts")
-        axes[2].plot(t, a.li_k_ratio, "o-", ms=3, lw=0.8, color="tab:green")
-        axes[2].set_ylabel("Li-K / plasmon counts")
-        axes[2].set_xlabel("time from the first exposure (s)")
+        fig, axes = _against_time(plt, t, f"{title}: electrode rows against time (from the spectra)", [
+            (a.potential_V, "potential (V)", dict(marker=".", color="0.4")),
+            (a.peak5_ratio, "5 eV peak / plasmon counts", dict(marker="o", ms=3, color="tab:red")),
+            (a.li_k_ratio, "Li-K / plasmon counts", dict(marker="o", ms=3, color="tab:green")),
+        ])
         save(fig, "electrode-vs-time.png")
 
         if a.first_image is not None and a.last_image is not None and a.energy_eV is not None and a.electrode_rows is not None:

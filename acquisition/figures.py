@@ -16,16 +16,15 @@ import time
 from typing import Any
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on the machines this runs on
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 from insitem.acquisition.display_units import current_scale
 from insitem.acquisition.drift_report import drift_figure
-from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line  # noqa: E402
-from insitem.drivers.errors import InsitemError  # noqa: E402
+from insitem.acquisition.plotting import pyplot, save_figure
+from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
+from insitem.drivers.errors import InsitemError
+
+plt = pyplot()
 
 MAX_EC_POINTS_PLOTTED = 200_000
 
@@ -90,10 +89,7 @@ def _li_series_figure(
         ax_c.legend(loc="upper left", fontsize=8)
     ax_c.set_ylabel(f"Li near Pt (0-{NEAR_PT_M[1] * 1e9:.0f} nm), c/c0", color="tab:green")
     ax_v.set_title(f"{title}: Li near Pt at each Li-K exposure, over the potential")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, path)]
 
 
 GAP_FACTOR = 10.0  # a pause longer than this many median reading intervals is drawn as a gap
@@ -154,10 +150,7 @@ def _cv_figure(ec: dict[str, np.ndarray], title: str, path: Path) -> Path:
     ax.set_xlabel("cell voltage (V)")
     ax.set_ylabel(f"current ({unit})")
     ax.set_title(f"{title}: cyclic voltammograms")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _trace_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title: str, path: Path) -> Path:
@@ -180,10 +173,7 @@ def _trace_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title:
     ax_i.set_ylabel(f"current ({unit})")
     ax_i.set_xlabel("time (h)")
     ax_v.set_title(f"{title}: potential, current and exposures")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def is_hold(ec: dict[str, np.ndarray]) -> bool:
@@ -229,10 +219,7 @@ def _hold_figure(ec: dict[str, np.ndarray], recs: dict[str, np.ndarray], title: 
     ax_i.set_ylabel(f"current ({unit})")
     ax_i.set_xlabel("time (s)")
     ax_v.set_title(f"{title}: potentiostatic hold, current against time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _image_figure(img: np.ndarray, energy_eV: np.ndarray, position: np.ndarray, title: str, path: Path) -> Path:
@@ -244,10 +231,7 @@ def _image_figure(img: np.ndarray, energy_eV: np.ndarray, position: np.ndarray, 
     ax.set_xlabel("energy loss (eV)")
     ax.set_ylabel("position along the slit (nm)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 class FigureFolderError(InsitemError):

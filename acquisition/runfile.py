@@ -69,7 +69,7 @@ import time
 from dataclasses import asdict
 from importlib import metadata as _importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -104,6 +104,8 @@ SPACE_CHECK = True
 # larger and goes straight to the file. HDF5 2.0's default (8 MiB per dataset) kept every
 # window's last exposure in memory: ~24 MB of resident memory for nothing (docs/performance/dry-run.md).
 WRITER_CHUNK_CACHE_BYTES = 1 << 20
+
+_T = TypeVar("_T")
 
 RunStatus = Literal["running", "completed", "stopped", "failed", "interrupted"]
 FINAL_STATUSES: tuple[str, ...] = ("completed", "stopped", "failed", "interrupted")
@@ -502,13 +504,7 @@ class RunFile:
         if path.exists() and not overwrite:
             raise RunFileError(f"{path} exists; refusing to overwrite a run file")
         h5 = h5py.File(path, "w", libver="latest", rdcc_nbytes=WRITER_CHUNK_CACHE_BYTES)
-        try:
-            _lay_out(h5, config)
-            h5.flush()
-            h5.swmr_mode = True
-        except BaseException:
-            h5.close()
-            raise
+        _into_swmr(h5, lambda f: _lay_out(f, config))
         return cls(h5, config, wall_clock=wall_clock)
 
     @classmethod
@@ -554,14 +550,7 @@ class RunFile:
             h5 = h5py.File(path, "r+", libver="latest", rdcc_nbytes=WRITER_CHUNK_CACHE_BYTES)
         except OSError as exc:
             raise RunFileUnreadable(f"{path}: cannot open the run file for appending: {_short(exc)}") from None
-        try:
-            config = _read_config(h5)
-            _trim_to_committed(h5, config)
-            h5.flush()
-            h5.swmr_mode = True
-        except BaseException:
-            h5.close()
-            raise
+        config = _into_swmr(h5, _read_and_trim)
         rf = cls(h5, config, wall_clock=wall_clock)
         previous = h5.attrs["status"].decode()
         reason = h5.attrs["status_reason"].decode()
@@ -1207,6 +1196,26 @@ def _lay_out_window(g: h5py.Group, spec: WindowSpec, config: RunFileConfig, star
         potentiostat.create_dataset(key, shape=(0,), maxshape=(None,), chunks=(1024,), dtype="<f8")
     om = g.create_group("original_metadata")
     om.attrs["insitem_window_json"] = spec.model_dump_json()
+
+
+def _into_swmr(h5: h5py.File, prepare: Callable[[h5py.File], _T]) -> _T:
+    """`prepare` the writer's file (everything SWMR cannot create later), flush and switch to
+    SWMR mode; the file is closed if any of it fails."""
+    try:
+        result = prepare(h5)
+        h5.flush()
+        h5.swmr_mode = True
+    except BaseException:
+        h5.close()
+        raise
+    return result
+
+
+def _read_and_trim(h5: h5py.File) -> RunFileConfig:
+    """The configuration of a file reopened for append, trimmed to its committed exposures."""
+    config = _read_config(h5)
+    _trim_to_committed(h5, config)
+    return config
 
 
 def _read_config(h5: h5py.File) -> RunFileConfig:

@@ -177,14 +177,7 @@ class Lease:
         `ttl_s`: the run is about to start its first step. SupervisorLost if it does not start."""
         if self._released or self._armed:
             return
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.renew(force=True)
-            if self._ready:
-                break
-            if time.monotonic() > deadline:
-                raise SupervisorLost(f"the safety supervisor did not start within {timeout_s:g} s; nothing was switched on")
-            select.select([self._sock], [], [], 0.05)
+        self._wait_ready(timeout_s, after="; nothing was switched on")
         try:
             self._sock.send(b"ARM\n")
         except OSError:
@@ -198,13 +191,18 @@ class Lease:
         SupervisorLost otherwise."""
         if self._released or not self._armed:
             raise SupervisorLost(f"refusing {what}: the safety lease is not armed")
+        self._wait_ready(timeout_s, before=f"refusing {what}: ")
+
+    def _wait_ready(self, timeout_s: float, before: str = "", after: str = "") -> None:
+        """Renew until the supervisor has answered; after `timeout_s`, SupervisorLost saying it did
+        not start (between `before` and `after`)."""
         deadline = time.monotonic() + timeout_s
         while True:
             self.renew(force=True)
             if self._ready:
                 return
             if time.monotonic() > deadline:
-                raise SupervisorLost(f"refusing {what}: the safety supervisor did not start within {timeout_s:g} s")
+                raise SupervisorLost(f"{before}the safety supervisor did not start within {timeout_s:g} s{after}")
             select.select([self._sock], [], [], 0.05)
 
     def _receive(self) -> None:

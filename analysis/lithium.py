@@ -242,12 +242,7 @@ def li_profile(
                 mix = pt_unmix(spec, ss.energy, d, fitted, p, v * per_i0) if p.pt_unmix else None
                 if mix is not None:
                     pt_share = mix.beta
-                    c = 1.0 + mix.alpha * fitted.excess / level
-                    cs = mix.alpha_sigma * fitted.excess / level
-                    # the counts alone understate the scatter (channel correlations, power-law
-                    # extrapolation): sigma is scaled up to the parent rows' measured scatter
-                    scatter = float(np.nanstd(c[parent], ddof=1) / np.sqrt(np.nanmean(cs[parent] ** 2)))
-                    cs = cs * max(1.0, scatter)
+                    c, cs = mix.li_concentration(fitted.excess, level, parent)
     electrolyte = d >= 0
     smooth = uniform_filter1d(c, p.max_smooth_rows, mode="nearest") if p.max_smooth_rows > 1 else c
     masked = np.where(electrolyte & (d >= p.max_min_distance_m), smooth, -np.inf)
@@ -319,10 +314,7 @@ def _parent_scaled(
         mix = _pt_unmix_excess(energy, resid, spec, d, ref, p, var)
         if mix is not None:
             pt_share = mix.beta
-            c = 1.0 + mix.alpha * ref.excess / level
-            cs = mix.alpha_sigma * ref.excess / level
-            scatter = float(np.nanstd(c[parent], ddof=1) / np.sqrt(np.nanmean(cs[parent] ** 2)))
-            cs = cs * max(1.0, scatter)
+            c, cs = mix.li_concentration(ref.excess, level, parent)
     return edge, c, cs, "reference_fit", level_pl / level - 1.0, pt_share, level
 
 
@@ -482,6 +474,16 @@ class PtUnmix:
     alpha: np.ndarray
     beta: np.ndarray
     alpha_sigma: np.ndarray
+
+    def li_concentration(self, excess: float, level: float, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Relative Li concentration c/c0 per row and its 1-sigma, from the Li-K share of the
+        reference's `excess` over the parent's edge `level`. The counts alone understate the
+        scatter (channel correlations, power-law extrapolation): sigma is scaled up to the
+        `parent` rows' measured scatter."""
+        c = 1.0 + self.alpha * excess / level
+        cs = self.alpha_sigma * excess / level
+        scatter = float(np.nanstd(c[parent], ddof=1) / np.sqrt(np.nanmean(cs[parent] ** 2)))
+        return c, cs * max(1.0, scatter)
 
 
 def pt_unmix(

@@ -233,24 +233,14 @@ class RunResult:
 
 
 def _run(plan: Any, protocol: Any, text: str, bundle: Any, path: Path, use_sweeps: bool) -> RunResult:
-    from insitem.acquisition.run_command import window_specs
-    from insitem.acquisition.runfile import RunFile, RunFileConfig
+    from insitem.acquisition.run_command import runfile_config
+    from insitem.acquisition.runfile import RunFile
     from insitem.acquisition.runner import Runner
 
     spans = Intervals(bundle.rig.clock)
     timed = TimedPotentiostat(bundle.rig.potentiostat, spans)
     bundle.rig.potentiostat = timed
-    config = RunFileConfig(
-        title=protocol.name,
-        windows=window_specs(plan, bundle),
-        beam_energy_keV=protocol.beam.high_tension / 1e3,
-        convergence_angle_mrad=protocol.spectrometer.convergence_semiangle,
-        collection_angle_mrad=protocol.spectrometer.collection_semiangle,
-        protocol_text=text,
-        instruments=bundle.identify(),
-        ground_truth=bundle.ground_truth_spec,
-    )
-    rf = RunFile.create(path, config)
+    rf = RunFile.create(path, runfile_config(plan, bundle, text, bundle.identify()))
     rf.append_exposure = spans.wrap(rf.append_exposure, "write")  # type: ignore[method-assign]
     rf.append_electrochemistry = spans.wrap(rf.append_electrochemistry, "write-ec")  # type: ignore[method-assign]
     restore = instrument_camera(bundle.rig.camera, spans) if hasattr(bundle.rig.camera, "_receive_image") else None

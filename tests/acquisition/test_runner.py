@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from run_checks import assert_ended_safely
 from shipped_protocol import variant
 
 from insitem.acquisition.cli import main
@@ -38,10 +39,8 @@ def _assert_safe(bundle: SimRigBundle) -> None:
 def test_graceful_stop_finishes_the_exposure_and_leaves_the_rig_safe(sim_run: SimRun) -> None:
     bundle, runner, path = sim_run(HOLD, stop_after=3)
     result = runner.run()
-    assert result.status == "stopped"
-    _assert_safe(bundle)
+    assert_ended_safely(result, bundle, path, "stopped")
     with RunFileReader(path) as r:
-        assert r.status == "stopped"
         assert r.n_exposures("li-k") == 3
         assert r.n_electrochemistry > 0
         messages = [e.message for e in r.events()]
@@ -51,11 +50,8 @@ def test_graceful_stop_finishes_the_exposure_and_leaves_the_rig_safe(sim_run: Si
 def test_device_fault_mid_exposure_stops_safe_and_keeps_the_data(sim_run: SimRun) -> None:
     bundle, runner, path = sim_run(HOLD, camera_fails_on=3)  # the third read-out raises
     result = runner.run()
-    assert result.status == "failed"
-    assert "DeviceTimeoutError" in result.reason and "sim://camera" in result.reason
-    _assert_safe(bundle)
+    assert_ended_safely(result, bundle, path, "failed", ("DeviceTimeoutError", "sim://camera"), "no answer")
     with RunFileReader(path) as r:
-        assert r.status == "failed" and "no answer" in r.status_reason
         assert r.n_exposures("li-k") == 2
         frames = [r.exposure("li-k", i) for i in range(2)]
     assert all(np.isfinite(f).all() and f.mean() > 0 for f in frames)
@@ -238,9 +234,6 @@ def test_a_potentiostat_error_queue_entry_stops_the_run_safely(sim_run: SimRun, 
     progress.potentiostat = bundle.rig.potentiostat
     runner.use_sweeps = use_sweeps
     result = runner.run()
-    assert result.status == "failed"
-    assert "InstrumentError" in result.reason and "-300 Device-specific error; injected" in result.reason
-    _assert_safe(bundle)
+    assert_ended_safely(result, bundle, path, "failed", ("InstrumentError", "-300 Device-specific error; injected"), "-300")
     with RunFileReader(path) as r:
-        assert r.status == "failed" and "-300" in r.status_reason
         assert 2 <= r.n_exposures("li-k") <= 3

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from run_checks import assert_ended_safely
 from shipped_protocol import variant
 
 from insitem.acquisition.rig import SimRigBundle
@@ -76,11 +77,9 @@ def test_realtime_run_writes_every_exposure_and_reading_in_order(sim_run: SimRun
 def test_a_read_out_fault_on_the_io_thread_stops_the_run_safely(sim_run: SimRun) -> None:
     bundle, runner, path = _setup(sim_run, camera_fails_on=3)  # the third read-out raises
     result = runner.run()
-    assert result.status == "failed"
-    assert "DeviceTimeoutError" in result.reason and "sim://camera" in result.reason
+    assert_ended_safely(result, bundle, path, "failed", ("DeviceTimeoutError", "sim://camera"), "no answer")
     _assert_safe_and_no_io_thread(bundle)
     with RunFileReader(path) as r:
-        assert r.status == "failed" and "no answer" in r.status_reason
         assert r.n_exposures("li-k") == 2
         assert all(np.isfinite(r.exposure("li-k", i)).all() for i in range(2))
         ec = r.electrochemistry()
@@ -119,10 +118,9 @@ def test_stop_now_on_a_realtime_run_closes_the_file_with_what_was_written(sim_ru
 def test_graceful_stop_on_a_realtime_run_keeps_the_running_exposure(sim_run: SimRun) -> None:
     bundle, runner, path = _setup(sim_run, stop_after=3)
     result = runner.run()
-    assert result.status == "stopped"
+    assert_ended_safely(result, bundle, path, "stopped")
     _assert_safe_and_no_io_thread(bundle)
     with RunFileReader(path) as r:
-        assert r.status == "stopped"
         # the stop arrives while the stepping thread may already expose the fourth image: it is
         # finished and written, never dropped
         assert r.n_exposures("li-k") in (3, 4)
