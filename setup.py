@@ -9,7 +9,7 @@ their data without warning.
 
 from setuptools import find_namespace_packages, setup
 
-TOP_LEVEL = ["drivers", "simulators", "acquisition", "protocols", "analysis", "api"]
+TOP_LEVEL = ["drivers", "simulators", "acquisition", "protocols", "analysis", "api", "cli"]
 
 packages: list[str] = []
 for top in TOP_LEVEL:

@@ -66,7 +66,7 @@ class SeedAnalysis:
 def analyze_seed_file(path: Path, window_axes: Any) -> SeedAnalysis:
     """The analysis of a run without LASGTP Fig. 6 windows (see module docstring).
 
-    ``window_axes(reader, name)`` gives a window's calibrated axes (analyze_command.window_axes)."""
+    ``window_axes(reader, name)`` gives a window's calibrated axes (analyze_run.window_axes)."""
     with RunFileReader(path) as r:
         candidates = []
         for name in r.windows:

@@ -1,18 +1,15 @@
-"""`insitem show`: PNG figures of a run file — CV curves coloured by cycle (a hold: current against
+"""The PNG figures of a run file (`insitem show`, and `insitem run` at its end) — CV curves coloured by cycle (a hold: current against
 time with the exposures marked; currents in pA, nA, µA or mA by their size), each spectrum image
 (energy x position, log intensity), the exposures marked on the potential-time trace, and for a
 series of Li-K exposures (in-situ runs) the Li near Pt over the potential trace (the numbers of
 `insitem analyze`'s series), and the specimen drift against time (acquisition/drift_report.py).
 
 Reads through acquisition/runfile_read.py, so it works on a live (SWMR) file and on the file a
-crashed run left; `--follow` redraws while the run is live.
+crashed run left.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import time
 from typing import Any
 from pathlib import Path
 
@@ -21,8 +18,7 @@ import numpy as np
 from insitem.acquisition.display_units import current_scale
 from insitem.acquisition.drift_report import drift_figure
 from insitem.acquisition.plotting import pyplot, save_figure
-from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
-from insitem.drivers.errors import InsitemError
+from insitem.acquisition.runfile_read import RunFileReader
 
 plt = pyplot()
 
@@ -64,7 +60,7 @@ def _li_series_figure(
     """Li near Pt of every Li-K exposure (`insitem analyze`'s series) over the potential trace, and for
     a simulated run the simulator's truth at the same instants; nothing for runs with fewer than two
     Li-K exposures or without the windows the analysis needs."""
-    from insitem.acquisition.analyze_command import NEAR_PT_M, AnalyzeInputError, analyze_file, near_pt
+    from insitem.acquisition.analyze_run import NEAR_PT_M, AnalyzeInputError, analyze_file, near_pt
     from insitem.analysis.axes import AnalysisError
 
     try:
@@ -232,37 +228,3 @@ def _image_figure(img: np.ndarray, energy_eV: np.ndarray, position: np.ndarray, 
     ax.set_ylabel("position along the slit (nm)")
     ax.set_title(title)
     return save_figure(fig, path)
-
-
-class FigureFolderError(InsitemError):
-    """The folder for the figures cannot be made or written (bad --out: exit 2)."""
-
-    bad_input = True
-
-
-def show_command(args: argparse.Namespace) -> int:
-    """Figures of a run file; a missing, damaged or foreign file is one line and exit 2 (raised as
-    `RunFileUnreadable`, reported by the CLI)."""
-    run_file: Path = args.run_file
-    out = args.out or run_file.parent / (run_file.stem + "-figures")
-    with unreadable_as_one_line(run_file):
-        RunFileReader(run_file).close()  # checks the file before anything is written
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK):
-            raise PermissionError(13, "Permission denied")
-    except OSError as exc:
-        raise FigureFolderError(f"cannot write figures to {out}: {exc.strerror or exc}; give --out DIR") from None
-    while True:
-        try:
-            with unreadable_as_one_line(run_file):
-                figs = write_figures(run_file, out)
-        except OSError as exc:
-            raise FigureFolderError(f"cannot write figures to {out}: {exc.strerror or exc}; give --out DIR") from None
-        print(f"{len(figs)} figures in {out}")
-        if not args.follow:
-            return 0
-        with unreadable_as_one_line(run_file), RunFileReader(run_file) as r:
-            if r.status != "running":
-                return 0
-        time.sleep(args.interval)

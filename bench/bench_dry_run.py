@@ -48,7 +48,7 @@ if len(sys.argv) > 3:  # an older detector module (file path) in place of the in
     sys.modules["insitem.simulators.detector"] = mod
     spec.loader.exec_module(mod)
 t0 = time.perf_counter()
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 t1 = time.perf_counter()
 _ru = resource.getrusage(resource.RUSAGE_SELF)
 cpu0 = _ru.ru_utime + _ru.ru_stime
@@ -68,7 +68,7 @@ def status():
         if line.startswith(("VmRSS", "VmHWM")):
             d[line[:5]] = int(line.split()[1]) / 1024
     return d
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 import insitem.acquisition.live_analysis as la, insitem.acquisition.runfile as rf
 import insitem.simulators.detector as det, insitem.simulators.devices as dev
 import insitem.simulators.eels as eels, insitem.simulators.world as world

@@ -233,7 +233,7 @@ class RunResult:
 
 
 def _run(plan: Any, protocol: Any, text: str, bundle: Any, path: Path, use_sweeps: bool) -> RunResult:
-    from insitem.acquisition.run_command import runfile_config
+    from insitem.acquisition.launch import runfile_config
     from insitem.acquisition.runfile import RunFile
     from insitem.acquisition.runner import Runner
 
@@ -273,7 +273,7 @@ def run_sim(use_sweeps: bool, workdir: Path, frames: bool = True, **_: Any) -> R
 
 
 def _start_serve(kinds: tuple[str, ...], proto_path: Path, nice: int, cpu: int | None) -> tuple[subprocess.Popen[str], list[str]]:
-    cmd = [sys.executable, "-m", "insitem.acquisition.cli", "serve", *kinds, "--protocol", str(proto_path)]
+    cmd = [sys.executable, "-m", "insitem.cli", "serve", *kinds, "--protocol", str(proto_path)]
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
     if cpu is not None:

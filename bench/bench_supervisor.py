@@ -34,7 +34,7 @@ PROTOCOL = "loopback-hold"
 
 def _command(*argv: str) -> list[str]:
     script = Path(sys.executable).with_name("insitem")
-    return [str(script), *argv] if script.exists() else [sys.executable, "-m", "insitem.acquisition.cli", *argv]
+    return [str(script), *argv] if script.exists() else [sys.executable, "-m", "insitem.cli", *argv]
 
 
 def _start_run(servers: Any, out: Path) -> subprocess.Popen[bytes]:

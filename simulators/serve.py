@@ -1,4 +1,4 @@
-"""`insitem serve`: emulated instruments over their real wire protocols, sharing one SimWorld.
+"""Emulated instruments over their real wire protocols, sharing one SimWorld (`insitem serve`, insitem/cli/serve.py).
 
 ``insitem serve keithley2450 gif tem [--bind 127.0.0.1] [--port N] [--protocol NAME] [--serial]``
 builds one `SimWorld` from the protocol's sample preset and puts every requested instrument on
@@ -33,18 +33,13 @@ emulators themselves (for read-back of the instruments' state and fault injectio
 
 from __future__ import annotations
 
-import argparse
 import math
-import signal
-import sys
-import threading
-import types
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from insitem.drivers.clock import Clock, PacedClock, RealClock
 from insitem.drivers.emulated import DM_TIME_SCALE_FUNCTION, announcement, check_time_scale
-from insitem.drivers.errors import ProtocolError, ResourceError
+from insitem.drivers.errors import ResourceError
 from insitem.protocols.schema import Protocol
 from insitem.simulators.emulators import LineServer, PtyServer
 from insitem.simulators.current_control import couple_source
@@ -299,55 +294,4 @@ def _announce_in_idn(emulator: Any, time_scale: float) -> None:
         inner.identity = emulator.identity
 
 
-# ---------------------------------------------------------------------------------------------
-# The command
-
-
-def serve_command(args: argparse.Namespace) -> int:
-    """`insitem serve ...`: start the servers, print the resources, serve until Ctrl-C/SIGTERM.
-
-    Exit 0 after a clean stop; bad input (unknown protocol, port taken) is one line on stderr
-    and exit 2.
-    """
-    kinds = list(args.instruments)
-    if not kinds:  # the instruments the protocol declares: no hand-matching of models and worlds
-        from insitem.protocols.loader import load
-
-        kinds = [load(args.protocol).instruments.potentiostat.model, "gif", "tem"]
-    try:
-        time_scale = float(getattr(args, "time_scale", 1.0))
-        servers = start_servers(
-            args.protocol, kinds, bind=args.bind, port=args.port, serial=bool(getattr(args, "serial", False)),
-            time_scale=time_scale,
-        )
-    except OSError as exc:
-        raise ResourceError(f"cannot listen on {args.bind} port {args.port}: {exc.strerror or exc}") from None
-    except ProtocolError:
-        raise
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: types.FrameType | None) -> None:
-        stop.set()
-
-    old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        preset = servers.protocol.sample.preset if servers.protocol else "?"
-        pace = f", {time_scale:.12g} simulated s per wall s" if time_scale != 1.0 else ""
-        print(f"# insitem serve: {', '.join(servers.servers)} over one simulated world "
-              f"(protocol {args.protocol}, sample preset {preset}{pace}); Ctrl-C stops", file=sys.stderr, flush=True)
-        for line in servers.lines():
-            print(line, flush=True)
-        resources = " ".join(f"--resource {line}" for line in servers.lines() if not line.startswith("#"))
-        scale = f" --time-scale {time_scale:.12g}" if time_scale != 1.0 else ""
-        print(f"# then: insitem run {args.protocol} --hardware{scale} {resources}", file=sys.stderr, flush=True)
-        while not stop.wait(0.2):
-            pass
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        servers.stop()
-    print("# insitem serve: stopped", file=sys.stderr, flush=True)
-    return 0
-
-
-__all__ = ["CoupledSmuInstrument", "ROLE_OF_KIND", "SERVE_KINDS", "ServerSet", "WorldLoad", "serve_command", "start_servers"]
+__all__ = ["CoupledSmuInstrument", "ROLE_OF_KIND", "SERVE_KINDS", "ServerSet", "WorldLoad", "start_servers"]

@@ -1,7 +1,8 @@
 """The import graph against the layers of shared/design.md §3.
 
 Layers, bottom to top: `drivers`, `protocols` and `analysis` (analysis pure: it imports nothing of
-insitem but itself), `simulators`, `acquisition`, then the public API and the commands. A module
+insitem but itself), `simulators`, `acquisition`, then the public API and the commands (`cli`,
+which nothing imports). A module
 may import its own package and the packages below it, never above; and no two modules may import
 each other, directly or through others, even from inside functions (an import inside a function
 hides a cycle from the interpreter, not from a reader).
@@ -156,4 +157,5 @@ def test_the_graph_is_read() -> None:
     """The scan sees the imports it must judge (a broken scan would pass everything above)."""
     assert "insitem.drivers.interfaces" in GRAPH["insitem.acquisition.runner"]
     assert "insitem.analysis.axes" in GRAPH["insitem.analysis.drift"]
+    assert "insitem.api" in GRAPH["insitem.cli.main"] and "insitem.acquisition.launch" in GRAPH["insitem.cli.run"]
     assert len(GRAPH) > 60

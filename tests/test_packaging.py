@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["drivers", "simulators", "acquisition", "protocols", "analysis", "api"]
+SUBPACKAGES = ["drivers", "simulators", "acquisition", "protocols", "analysis", "api", "cli"]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pytest
 
 from insitem.acquisition.rig import SimRigBundle
-from insitem.acquisition.run_command import window_specs
+from insitem.acquisition.launch import window_specs
 from insitem.acquisition.runfile import RunFile, RunFileConfig
 from insitem.acquisition.runner import NullProgress, Runner
 from insitem.drivers.clock import Clock, VirtualClock

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.live_analysis import LiveLiProfile
 from insitem.protocols.loader import load
 

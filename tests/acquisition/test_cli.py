@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-INSITEM = [sys.executable, "-m", "insitem.acquisition.cli"]
+INSITEM = [sys.executable, "-m", "insitem.cli"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 import insitem.api as api
-from insitem.acquisition.analyze_command import analyze_file, near_pt
+from insitem.acquisition.analyze_run import analyze_file, near_pt
 from insitem.acquisition.drift_report import drift_line, drift_series, drift_summary
 from insitem.protocols.loader import resolve
 

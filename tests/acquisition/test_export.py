@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.export import BDF_COLUMNS, export_run
 from insitem.acquisition.runfile_read import open_run
 

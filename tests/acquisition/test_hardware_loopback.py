@@ -21,8 +21,10 @@ from typing import Iterator
 
 import numpy as np
 import pytest
+from shipped_protocol import variant
 
-from insitem.acquisition.cli import main
+from insitem.api import Progress
+from insitem.cli.main import main
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.simulators.serve import ServerSet, start_servers
 
@@ -177,3 +179,37 @@ def test_six_by_one_crossed_the_socket_at_binning_one(hardware_run: tuple[Path, 
     for s in acquisitions:
         top, _, bottom, _ = s.area((2048, 2048))
         assert s.binning == (1, 1) and (top, bottom) == (400, 718)
+
+
+class _Counts(Progress):
+    """Progress callbacks that count what the runner reports."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.exposures = 0
+
+    def step_started(self, step, t_s) -> None:  # noqa: ANN001
+        self.steps += 1
+
+    def exposure_done(self, exposure, data, t_s) -> None:  # noqa: ANN001
+        self.exposures += 1
+
+
+def test_the_api_runs_the_hardware_path_with_progress_callbacks(tmp_path: Path) -> None:
+    """`insitem.api.run(..., hardware=True)`: the real drivers and the safety supervisor, the rig
+    built from resources, progress reported to callbacks; the safe state read from the emulators."""
+    import insitem.api as ins
+
+    text = variant(PROTOCOL, ("duration: 15 s", "duration: 4 s"), ("every: 5 s", "every: 2 s"))  # 2 images
+    counts = _Counts()
+    with start_servers(PROTOCOL, ["keithley2450", "gif", "tem"]) as servers:
+        outcome = ins.run(text, tmp_path / "api-hw.h5", hardware=True, resources=servers.resources, progress=counts)
+        assert servers.smu is not None and servers.smu.output_on is False
+        assert servers.servers["tem"].microscope.beam.blanked is True
+    assert (outcome.status, outcome.exposures) == ("completed", 2), outcome.reason
+    assert (counts.steps, counts.exposures) == (1, 2)
+    with ins.open_run(outcome.path) as run:
+        assert run.n_exposures("li-k") == 2
+        assert run.instruments["potentiostat"].resource == servers.resources["potentiostat"]
+        np.testing.assert_allclose(run.exposure_records("li-k")["potential_V"], -0.2)
+    assert outcome.path.with_name(outcome.path.name + ".supervisor.log").is_file()  # the supervisor ran

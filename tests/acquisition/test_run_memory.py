@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.protocols.loader import resolve
 
 IMAGE_BYTES = 330 * 2048 * 4

@@ -20,7 +20,7 @@ import pytest
 from run_checks import assert_ended_safely
 from shipped_protocol import variant
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.rig import SimRigBundle
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.acquisition.runner import NullProgress, Runner
@@ -96,7 +96,7 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     out = tmp_path / "run.h5"
     with open(tmp_path / "stderr.txt", "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "insitem.acquisition.cli", "run", HOLD, "--sim", "--out", str(out), "--no-progress", "--no-figures"],
+            [sys.executable, "-m", "insitem.cli", "run", HOLD, "--sim", "--out", str(out), "--no-progress", "--no-figures"],
             stdout=subprocess.DEVNULL,
             stderr=err,
         )

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insitem.acquisition.analyze_command import window_axes
+from insitem.acquisition.analyze_run import window_axes
 from insitem.acquisition.analyze_seeds import analyze_seed_file
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.analysis.voltammetry import redox_peaks, sweeps
 from insitem.simulators import world as world_module

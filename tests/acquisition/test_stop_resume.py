@@ -26,7 +26,7 @@ import pytest
 from rich.console import Console
 from shipped_protocol import variant
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.figures import _thin, with_gaps
 from insitem.acquisition.progress import LiveProgress
 from insitem.acquisition.rig import SimRigBundle
@@ -249,7 +249,7 @@ def _paced_run(tmp_path: Path, *extra: str) -> tuple[Any, Path]:
     proto = tmp_path / "summed.yaml"
     proto.write_text(PROTOCOL, encoding="utf-8")
     out = tmp_path / "run.h5"
-    cmd = [sys.executable, "-m", "insitem.acquisition.cli", "run", str(proto), "--realtime", "--speed", "2",
+    cmd = [sys.executable, "-m", "insitem.cli", "run", str(proto), "--realtime", "--speed", "2",
            "--out", str(out), "--no-figures", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, out

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insitem.acquisition.analyze_command import Analysis, analyze_file, near_pt
-from insitem.acquisition.cli import main
+from insitem.acquisition.analyze_run import Analysis, analyze_file, near_pt
+from insitem.cli.main import main
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.analysis import EnergyAxis, edge_intensity, fit_power_law
 from insitem.analysis.lithium import LiParams

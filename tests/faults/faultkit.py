@@ -24,9 +24,9 @@ from typing import Any, Callable
 import numpy as np
 from shipped_protocol import variant
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.rig import HardwareRigBundle
-from insitem.acquisition.run_command import runfile_config
+from insitem.acquisition.launch import runfile_config
 from insitem.acquisition.runfile import RunFile
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.acquisition.runner import NullProgress, Runner, RunResult

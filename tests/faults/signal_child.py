@@ -24,7 +24,7 @@ import threading
 from typing import Any
 
 from insitem.acquisition import runfile as runfile_module
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.runner import Runner
 from insitem.drivers.gif.camera import GifCamera
 from insitem.drivers.keithley.k2450 import Keithley2450

@@ -163,7 +163,7 @@ class BridgeProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(FAKE_VENDOR), os.environ.get("PYTHONPATH", "")]),
                    FAKE_TEMSCRIPT_STATE=str(self.state))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "insitem.acquisition.cli", "bridge", "tem", "--vendor", "temscript", "--port", "0", *extra],
+            [sys.executable, "-m", "insitem.cli", "bridge", "tem", "--vendor", "temscript", "--port", "0", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -244,7 +244,7 @@ def test_bridge_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path
     env.pop("INSITEM_BRIDGE_TOKEN", None)
     env.pop("INSITEM_BRIDGE_TOKEN_FILE", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "insitem.acquisition.cli", "bridge", "tem", "--vendor", "temscript", "--bind", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "insitem.cli", "bridge", "tem", "--vendor", "temscript", "--bind", "0.0.0.0", "--port", "0"],
         capture_output=True, text=True, env=env, timeout=BOUND_S,
     )
     assert proc.returncode == 2

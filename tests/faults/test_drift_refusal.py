@@ -18,7 +18,7 @@ import pytest
 from faultkit import instruments_safe
 
 from insitem.acquisition.rig import HardwareRigBundle
-from insitem.acquisition.run_command import runfile_config
+from insitem.acquisition.launch import runfile_config
 from insitem.acquisition.runfile import RunFile
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.acquisition.runner import Runner

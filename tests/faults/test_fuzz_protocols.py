@@ -4,7 +4,7 @@ Random mutations of the shipped protocols (protocols/library/*.yaml) - keys dele
 swapped between fields, units changed ("40 mV/min" -> "40 mA/min", "40 m", a bare 40),
 negative/zero/huge/NaN/inf magnitudes, wrong types, unicode and overlong strings, YAML syntax
 broken, keys duplicated, random bytes - are written to a file and given to
-``insitem validate FILE`` and ``insitem plan FILE`` in-process (`insitem.acquisition.cli.main`).
+``insitem validate FILE`` and ``insitem plan FILE`` in-process (`insitem.cli.main.main`).
 
 Property: the command exits 0, or exits non-zero with one line on stderr per error, each naming
 the file (the loader's ``file:line: field: message``); never a traceback, never an exception out
@@ -29,7 +29,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from insitem.acquisition import cli
+from insitem.cli import main as cli
 from insitem.protocols.loader import library_dir
 
 LIBRARY = {p.stem: p.read_text(encoding="utf-8") for p in sorted(library_dir().glob("*.yaml"))}

@@ -909,7 +909,7 @@ class _Touch:
 
 
 SERVER_MODULES = ["drivers/lineserver.py", "drivers/scpi.py", "drivers/gif/protocol.py", "drivers/tem/commands.py",
-                  "drivers/tem/bridge.py", "simulators/serve.py", *sorted(
+                  "drivers/tem/bridge.py", "simulators/serve.py", "cli/bridge.py", "cli/serve.py", *sorted(
                       str(p.relative_to(REPO)) for p in (REPO / "simulators" / "emulators").glob("*.py"))]
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__", "breakpoint"}
 FORBIDDEN_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "subprocess", "code", "codeop"}

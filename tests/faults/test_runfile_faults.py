@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from faultkit import instruments_safe, resource_args, serve, write_protocol
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.runfile import lookup3_checksum
 from insitem.acquisition.runfile_read import RunFileReader
 
@@ -43,7 +43,7 @@ if limit > 0:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 import insitem.acquisition.runfile as runfile
 runfile.SPACE_CHECK = check
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 sys.exit(main(sys.argv[3:]))
 """
 NOISE = ("Traceback", "Exception ignored", "HDF5-DIAG", "Segmentation", "core dumped")
@@ -309,7 +309,7 @@ def test_resume_without_write_permission_is_one_line(corpus: dict[str, Path], tm
             pytest.skip("running as root (permission bits do not apply) and no read-only bind mount")
         subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True)
     try:
-        proc = subprocess.run([sys.executable, "-m", "insitem.acquisition.cli", "run", "--resume", str(view / "run.h5"),
+        proc = subprocess.run([sys.executable, "-m", "insitem.cli", "run", "--resume", str(view / "run.h5"),
                                "--no-progress", "--no-figures"], capture_output=True, text=True, timeout=120)
     finally:
         if view != folder:
@@ -326,7 +326,7 @@ def test_damaged_file_through_the_real_command_answers_in_time(corpus: dict[str,
     used to sleep for hours in h5o.open under SWMR."""
     path = _resolve(corpus, name)
     for command, argv in COMMANDS.items():
-        proc = subprocess.run([sys.executable, "-m", "insitem.acquisition.cli", *argv(path)],
+        proc = subprocess.run([sys.executable, "-m", "insitem.cli", *argv(path)],
                               capture_output=True, text=True, timeout=120)
         _assert_clean(proc, 2)
         assert len(proc.stderr.strip().splitlines()) == 1, (command, proc.stderr)

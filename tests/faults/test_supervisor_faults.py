@@ -40,7 +40,7 @@ def _command(*argv: str) -> list[str]:
     """The installed console script (what a user types), or the module when there is none."""
     if INSITEM.exists():
         return [str(INSITEM), *argv]
-    return [sys.executable, "-m", "insitem.acquisition.cli", *argv]
+    return [sys.executable, "-m", "insitem.cli", *argv]
 
 
 class Run:

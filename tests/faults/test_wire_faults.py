@@ -40,7 +40,7 @@ from faultkit import (
     write_protocol,
 )
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.acquisition.runfile import RunFile
 from insitem.drivers.gif import protocol as P
 from insitem.simulators.serve import ServerSet

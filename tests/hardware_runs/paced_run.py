@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.protocols.loader import load_and_plan
 from insitem.protocols.plan import Plan
 from insitem.simulators.serve import start_servers

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.drivers.clock import PacedClock, RealClock
 from insitem.drivers.emulated import DM_TIME_SCALE_FUNCTION, announced_time_scale, announcement
 from insitem.drivers.gif.camera import GifCamera, GifCameraConfig
@@ -166,7 +166,7 @@ def test_serve_prints_the_paced_run_line_and_the_run_completes(tmp_path: Path) -
     """`insitem serve --protocol loopback-hold --time-scale 5` in its own process, then the run it
     prints in another: the README's two commands, verbatim."""
     serve = subprocess.Popen(
-        [sys.executable, "-m", "insitem.acquisition.cli", "serve", "--protocol", PROTOCOL, "--time-scale", "5"],
+        [sys.executable, "-m", "insitem.cli", "serve", "--protocol", PROTOCOL, "--time-scale", "5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -182,7 +182,7 @@ def test_serve_prints_the_paced_run_line_and_the_run_completes(tmp_path: Path) -
                 break
         assert run_line.startswith(f"insitem run {PROTOCOL} --hardware --time-scale 5 --resource potentiostat=TCPIP0::")
         words = run_line.split()[1:] + ["--out", str(tmp_path / "cli.h5"), "--no-progress", "--no-figures"]
-        done = subprocess.run([sys.executable, "-m", "insitem.acquisition.cli", *words], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "insitem.cli", *words], capture_output=True, text=True,
                               timeout=240)
         assert done.returncode == 0, done.stderr
         assert "run completed - 3 exposures, 15 potentiostat readings" in done.stderr

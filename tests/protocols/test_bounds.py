@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from insitem.acquisition import cli
+from insitem.cli import main as cli
 from insitem.drivers.errors import ProtocolError
 from insitem.protocols.loader import library_dir, loads
 from insitem.protocols.plan import make_plan

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from insitem.acquisition import cli
+from insitem.cli import main as cli
 
 FULL_TEXT = (Path(__file__).parent / "full.yaml").read_text(encoding="utf-8")
 

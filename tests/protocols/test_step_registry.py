@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pydantic import Field
 
-from insitem.acquisition import cli
+from insitem.cli import main as cli
 from insitem.drivers.errors import ProtocolError
 from insitem.protocols.loader import library_dir, loads
 from insitem.protocols.plan import make_plan

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from insitem.acquisition.cli import main
+from insitem.cli.main import main
 from insitem.drivers.clock import VirtualClock
 from insitem.drivers.errors import ResourceError
 from insitem.protocols.loader import load
@@ -221,7 +221,7 @@ def test_serve_command_port_taken_is_one_line_exit_2(capsys: pytest.CaptureFixtu
 
 def _insitem() -> list[str]:
     exe = Path(sys.executable).with_name("insitem")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "insitem.acquisition.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "insitem.cli"]
 
 
 def _read_lines(stream: Any, n: int, timeout_s: float) -> list[str]:
@@ -288,6 +288,7 @@ def test_bridge_without_vendor_package_is_one_line_exit_2(capsys: pytest.Capture
 def test_bridge_command_runs_serve_bridge_with_the_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 
+    from insitem.cli.bridge import bridge_command
     from insitem.drivers.tem import bridge
 
     fake = types.ModuleType("PyJEM")
@@ -301,14 +302,14 @@ def test_bridge_command_runs_serve_bridge_with_the_arguments(monkeypatch: pytest
         raise KeyboardInterrupt  # as Ctrl-C would end it
 
     monkeypatch.setattr(bridge, "serve_bridge", fake_serve)
-    assert bridge.bridge_command(Namespace(vendor="pyjem", bind="0.0.0.0", port=6000)) == 0
+    assert bridge_command(Namespace(vendor="pyjem", bind="0.0.0.0", port=6000)) == 0
     assert calls == [("pyjem", "0.0.0.0", 6000, "a-token-for-the-lan-0123")]
 
 
 def test_bridge_adapter_failure_is_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import types
 
-    from insitem.drivers.tem import bridge
+    from insitem.cli.bridge import bridge_command
 
     fake = types.ModuleType("temscript")
 
@@ -317,6 +318,6 @@ def test_bridge_adapter_failure_is_exit_1(monkeypatch: pytest.MonkeyPatch, capsy
 
     fake.Microscope = no_com  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "temscript", fake)
-    assert bridge.bridge_command(Namespace(vendor="temscript", bind="127.0.0.1", port=0)) == 1
+    assert bridge_command(Namespace(vendor="temscript", bind="127.0.0.1", port=0)) == 1
     err = capsys.readouterr().err.strip()
     assert "COM server not registered" in err and "\n" not in err

@@ -15,7 +15,7 @@ import pytest
 @pytest.mark.parametrize(("protocol", "idn"), [("micro-battery-lagp", "MODEL 2450"), ("in-situ-lasgtp", "MODEL 2400")])
 def test_serve_takes_the_instruments_from_the_protocol(protocol: str, idn: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "insitem.acquisition.cli", "serve", "--protocol", protocol],
+        [sys.executable, "-m", "insitem.cli", "serve", "--protocol", protocol],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

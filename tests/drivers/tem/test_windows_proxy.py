@@ -59,7 +59,7 @@ SCRIPT = textwrap.dedent(
         assert "POSIX" in str(exc), exc
         print("pty refused clearly", flush=True)
 
-    from insitem.acquisition.cli import main
+    from insitem.cli.main import main
     code = main(["run", "loopback-hold", "--sim", "--out", out, "--no-progress", "--no-figures"])
     print(f"dry run exit {code}", flush=True)
     raise SystemExit(code)

@@ -1,4 +1,9 @@
-"""`insitem run`: build the rig, open the run file, run the plan under signal handlers, report.
+"""Starting a run: build the rig, open the run file, run the plan under signal handlers.
+
+`start_run(RunOptions(...))` is the run path of `insitem run` and of `insitem.api.run`: a dry run
+on the simulators (virtual or paced clock) or a hardware run through the real drivers, a new run
+or a resumed one (`resume`). It returns a `RunReport`; the command prints it and maps its status
+to an exit status (insitem/cli/run.py).
 
 A hardware run first starts its safety supervisor (acquisition/supervisor.py) and renews its
 lease from then on; only then does it touch an instrument.
@@ -14,22 +19,27 @@ Signals, from launch on (acquisition/signal_gate.py holds them until the run can
   beam on is never safe (a dry run pauses as usual). Either way the runner puts the rig in its
   safe state and closes the file with the status and the reason.
 
-Exit status: 0 completed, 1 failed (device fault, safety limit, disk full, a lost supervisor, a
-stop signal before the run started), 2 bad input (protocol, resource, a run file that cannot be
-resumed), 3 stopped after Ctrl-C (the running exposure finished), 4 stopped at once (second
-Ctrl-C, SIGTERM, SIGHUP, SIGTSTP, a lapsed safety lease).
+Status of the run: completed; failed (device fault, safety limit, disk full, a lost supervisor);
+stopped after Ctrl-C (the running exposure finished); interrupted (second Ctrl-C, SIGTERM, SIGHUP,
+SIGTSTP, a lapsed safety lease). A stop signal before the run started raises `RunStoppedEarly`;
+bad input (protocol, resource, a run file that cannot be resumed) raises `ProtocolError`,
+`ResourceError` or `RunFileUnreadable`.
+
+Signal handlers can only be installed from the main thread; from another thread the run goes on
+without them (`RunOptions.handle_signals` turns them off anywhere).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import datetime as dt
 import math
 import signal
-import sys
+import threading
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from rich.console import Console
@@ -37,17 +47,57 @@ from rich.console import Console
 from insitem.acquisition.progress import STATUS_INTERVAL_S, LiveProgress
 from insitem.acquisition.rig import RigBundle, build_rig, hardware_resources, parse_resource_overrides
 from insitem.acquisition.runfile import RunFile, RunFileConfig, RunFileError, WindowSpec, check_writable
-from insitem.acquisition.runner import Runner, RunResult, StopNow, camera_settings
+from insitem.acquisition.runner import NullProgress, Runner, RunResult, StopNow, camera_settings
 from insitem.acquisition.signal_gate import GATE, signal_name
 from insitem.acquisition.supervisor import Lease, LeasedClock, LeaseLapsed, SupervisorLost
 from insitem.acquisition.time_scale import check_rig_time_scale, hardware_clock, parse_time_scale
 from insitem.drivers.clock import Clock, PacedClock, VirtualClock
 from insitem.drivers.errors import InsitemError, ProtocolError, UsageError
 from insitem.drivers.interfaces import InstrumentIdentity
-from insitem.protocols.loader import load_and_plan, loads
+from insitem.protocols.loader import loads, resolve
 from insitem.protocols.plan import Plan, make_plan
 
-console = Console(stderr=True, highlight=False)
+
+@dataclass
+class RunOptions:
+    """How `start_run` runs: the `insitem run` options as plain values.
+
+    `protocol`: a shipped name or a file; or `protocol_text`, the protocol itself (YAML), with
+    `protocol` naming where it came from. `out`: a folder (a timestamped file is made in it) or a
+    `.h5` path. `resume`: continue this run file instead (its own protocol). `resource`:
+    ROLE=RESOURCE overrides of the protocol's instruments (hardware). `realtime`: pace a dry run
+    at `speed` simulated seconds per wall second (else a virtual clock). `time_scale`: a hardware
+    run against emulators paced at that many simulated seconds per wall second
+    (acquisition/time_scale.py). `sweeps`: instrument-timed
+    list sweeps in real time too. `progress`: callbacks instead of the live display (which
+    `no_progress` turns into status lines every `status_every` s). `console`: where the run's
+    messages go (none by default).
+    """
+
+    protocol: str | None = None
+    protocol_text: str | None = None
+    out: Path = Path("runs")
+    resume: Path | None = None
+    hardware: bool = False
+    resource: Sequence[str] = ()
+    realtime: bool = False
+    speed: float = 1.0
+    time_scale: float = 1.0
+    sweeps: bool = False
+    no_progress: bool = False
+    status_every: float = STATUS_INTERVAL_S
+    progress: NullProgress | None = None
+    handle_signals: bool = True
+    console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, quiet=True))
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A run that ran: its file, how it ended, and why the file could not be written ("" if it could)."""
+
+    path: Path
+    result: RunResult
+    broken: str
 
 
 def _version() -> str:
@@ -105,22 +155,15 @@ def runfile_config(plan: Plan, bundle: RigBundle, protocol_text: str, instrument
     )
 
 
-def make_clock(args: argparse.Namespace, hardware: bool, t0_s: float = 0.0) -> Clock:
+def make_clock(args: RunOptions, hardware: bool, t0_s: float = 0.0) -> Clock:
     """The run's clock, reading `t0_s` now (0 for a new run; where a resumed run continues)."""
     if hardware:
-        return hardware_clock(parse_time_scale(getattr(args, "time_scale", 1.0)), t0_s)
-    if getattr(args, "time_scale", 1.0) != 1.0:
+        return hardware_clock(parse_time_scale(args.time_scale), t0_s)
+    if args.time_scale != 1.0:
         raise UsageError("--time-scale paces a --hardware run against emulators; pace a dry run with --realtime --speed")
     if args.realtime:
         return PacedClock(args.speed, t0_s)
     return VirtualClock(t0_s)
-
-
-EXIT_COMPLETED = 0
-EXIT_FAILED = 1
-EXIT_STOPPED = 3
-EXIT_INTERRUPTED = 4
-EXIT_BY_STATUS = {"completed": EXIT_COMPLETED, "stopped": EXIT_STOPPED, "interrupted": EXIT_INTERRUPTED}
 
 
 def continue_time_s(path: Path, real_time: bool) -> float:
@@ -158,13 +201,16 @@ SIGTSTP = getattr(signal, "SIGTSTP", None)
 class SignalHandlers:
     """Install the run's SIGINT/SIGTERM/SIGHUP (and, on hardware, SIGTSTP) handlers for its duration."""
 
-    def __init__(self, runner: Runner, hardware: bool = False) -> None:
+    def __init__(self, runner: Runner, hardware: bool = False, console: Console | None = None) -> None:
         self.runner = runner
         self.hardware = hardware
+        self.console = console or Console(stderr=True, highlight=False)
         self._old: dict[int, Any] = {}
         self._sigints = 0
 
     def __enter__(self) -> "SignalHandlers":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may install handlers
         self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
         self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
         if SIGHUP is not None:
@@ -180,7 +226,7 @@ class SignalHandlers:
     def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
         self._sigints += 1
         if self._sigints == 1:
-            console.print("[yellow]Ctrl-C: finishing the running exposure, then stopping (Ctrl-C again to stop now)[/]")
+            self.console.print("[yellow]Ctrl-C: finishing the running exposure, then stopping (Ctrl-C again to stop now)[/]")
             self.runner.request_stop()
         else:
             raise StopNow("second Ctrl-C: stopped at once")
@@ -208,9 +254,11 @@ def supervisor_log_path(path: Path) -> Path:
     return path.with_name(path.name + ".supervisor.log")
 
 
-def run_command(args: argparse.Namespace) -> int:
+def start_run(args: RunOptions) -> RunReport:
+    """Run `args.protocol` (or resume `args.resume`) to a run file: see the module's docstring."""
     hardware = bool(args.hardware)
-    GATE.hold()  # held already when launched from the command line; in-process callers too
+    if args.handle_signals:
+        GATE.hold()  # held already when launched from the command line; in-process callers too
     try:
         if SIGTSTP is not None and not hardware:
             GATE.release_one(SIGTSTP)  # a dry run may pause
@@ -218,12 +266,15 @@ def run_command(args: argparse.Namespace) -> int:
         start_step = 0
         if args.resume is not None:
             return _resume(args, hardware, overrides)
-        if not args.protocol:
+        if args.protocol_text is not None:
+            protocol_text, where = args.protocol_text, args.protocol or "<protocol>"
+        elif args.protocol:
+            file = resolve(args.protocol)
+            protocol_text, where = file.read_text(encoding="utf-8"), str(file)
+        else:
             raise ProtocolError("run: give a protocol file or name (or --resume RUN.h5)")
-        protocol, plan = load_and_plan(args.protocol)
-        from insitem.protocols.loader import resolve
-
-        protocol_text = resolve(args.protocol).read_text(encoding="utf-8")
+        protocol = loads(protocol_text, source=where)
+        plan = make_plan(protocol)
         stop_pending("while loading the protocol", "nothing was touched, no run file written")
         path = run_file_path(args.out, protocol.name)
         return _execute(args, plan, protocol_text, path, hardware, overrides, start_step, runfile=None)
@@ -231,12 +282,12 @@ def run_command(args: argparse.Namespace) -> int:
         GATE.release()  # a signal held after the run (while figures are drawn) acts now
 
 
-def _resume(args: argparse.Namespace, hardware: bool, overrides: dict[str, str]) -> int:
+def _resume(args: RunOptions, hardware: bool, overrides: dict[str, str]) -> RunReport:
     """Continue a run file. Anything that makes the file unusable (missing, damaged, foreign,
     created without its protocol, not writable) is one line and exit 2 (RunFileUnreadable)."""
     from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
 
-    path: Path = args.resume
+    path = Path(args.resume)
     with unreadable_as_one_line(path):
         with RunFileReader(path) as r:
             text = r.protocol_text
@@ -257,7 +308,7 @@ def _resume(args: argparse.Namespace, hardware: bool, overrides: dict[str, str])
 
 
 def _execute(
-    args: argparse.Namespace,
+    args: RunOptions,
     plan: Plan,
     protocol_text: str,
     path: Path,
@@ -266,7 +317,7 @@ def _execute(
     start_step: int,
     runfile: RunFile | None,
     t0_s: float = 0.0,
-) -> int:
+) -> RunReport:
     """Start the supervisor (hardware), build the rig, create the file, run. Until the runner runs,
     a held stop signal, a fault or a lease problem ends here: the rig is put safe, a file already
     open is closed as ``interrupted`` (resumable), the supervisor is released."""
@@ -286,7 +337,7 @@ def _execute(
         stop_pending("while connecting to the instruments", f"instruments put in their safe state, {state}")
         identities = bundle.identify()
         if hardware:  # a paced clock only against emulators paced the same (acquisition/time_scale.py)
-            check_rig_time_scale(bundle.rig, identities, parse_time_scale(getattr(args, "time_scale", 1.0)))
+            check_rig_time_scale(bundle.rig, identities, parse_time_scale(args.time_scale))
         if runfile is None:
             config = runfile_config(plan, bundle, protocol_text, identities)
             _renew(lease)
@@ -334,31 +385,37 @@ def _stop_before_start(exc: BaseException, bundle: RigBundle | None, runfile: Ru
 
 
 def _make_runner(
-    args: argparse.Namespace, plan: Plan, start_step: int, runfile: RunFile, clock: Clock, bundle: RigBundle, lease: Lease | None
-) -> tuple[Runner, LiveProgress]:
-    progress = LiveProgress(plan, clock.now, console=console, live_profile=bundle.live_profile, enabled=not args.no_progress,
-                            status_interval_s=getattr(args, "status_every", STATUS_INTERVAL_S))
-    if not progress.enabled:
-        # the live Li profile is only drawn on the progress display; without one (--no-progress,
-        # output not a terminal) it is not computed (its deconvolution peaks ~40 MB above the
-        # run's working set, docs/performance/dry-run.md)
-        progress.live_profile = None
+    args: RunOptions, plan: Plan, start_step: int, runfile: RunFile, clock: Clock, bundle: RigBundle, lease: Lease | None
+) -> tuple[Runner, NullProgress]:
+    progress = args.progress
+    if progress is None:
+        live = LiveProgress(plan, clock.now, console=args.console, live_profile=bundle.live_profile, enabled=not args.no_progress,
+                            status_interval_s=args.status_every)
+        if not live.enabled:
+            # the live Li profile is only drawn on the progress display; without one (--no-progress,
+            # output not a terminal) it is not computed (its deconvolution peaks ~40 MB above the
+            # run's working set, docs/performance/dry-run.md)
+            live.live_profile = None
+        progress = live
     runner = Runner(plan, bundle.rig, runfile, progress=progress, start_step=start_step, ground_truth=bundle.ground_truth,
-                    use_sweeps=True if getattr(args, "sweeps", False) else None)
+                    use_sweeps=True if args.sweeps else None)
     runner.lease = lease
     bundle.attach_runner(runner)
     return runner, progress
 
 
 def _run(
-    args: argparse.Namespace, plan: Plan, path: Path, hardware: bool, bundle: RigBundle, runner: Runner, progress: LiveProgress,
+    args: RunOptions, plan: Plan, path: Path, hardware: bool, bundle: RigBundle, runner: Runner, progress: NullProgress,
     lease: Lease | None, runfile: RunFile,
-) -> int:
+) -> RunReport:
     mode = "hardware" if hardware else ("simulation, paced at %gx" % args.speed if args.realtime else "dry run on the simulators (virtual clock)")
     if lease is not None:
         mode += f" (safety supervisor pid {lease.pid}, lease {lease.ttl_s:g} s; log {supervisor_log_path(path)})"
+    console = args.console
     console.print(f"insitem run {plan.protocol.name}: {mode}; writing {path}", soft_wrap=True)
-    with SignalHandlers(runner, hardware), progress:
+    handlers = SignalHandlers(runner, hardware, console) if args.handle_signals else contextlib.nullcontext()
+    shown = progress if isinstance(progress, LiveProgress) else contextlib.nullcontext()
+    with handlers, shown:
         # the runner's handlers are in place: a signal held since launch is acted on now
         held = GATE.take()
         if held and held[0] == signal.SIGINT:
@@ -371,21 +428,4 @@ def _run(
             result = runner.run()
     bundle.checkpoint(path)
     bundle.close()
-    console.print(
-        f"run {result.status}{': ' + result.reason if result.reason else ''} - "
-        f"{result.exposures} exposures, {result.ec_points} potentiostat readings",
-        soft_wrap=True,
-        markup=False,
-    )
-    print(f"run file: {path}")
-    if runfile.broken:
-        console.print(f"the run file could not be written ({runfile.broken}); it holds what its last flush wrote", soft_wrap=True, markup=False)
-    elif not args.no_figures and result.exposures + result.ec_points > 0:
-        try:
-            from insitem.acquisition.figures import write_figures
-
-            figs = write_figures(path, path.parent / (path.stem + "-figures"))
-            print(f"figures: {path.parent / (path.stem + '-figures')} ({len(figs)} PNG)")
-        except Exception as exc:  # noqa: BLE001 - figures are a convenience; the data are safe
-            console.print(f"[yellow]figures not written: {exc}[/]")
-    return EXIT_BY_STATUS.get(result.status, EXIT_FAILED)
+    return RunReport(path, result, runfile.broken)

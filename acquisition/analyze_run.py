@@ -1,4 +1,5 @@
-"""`insitem analyze RUN.h5 [--out DIR]`: the paper's Fig. 6 from a run file, as JSON and PNG.
+"""The analysis of a run file (`insitem analyze`, `insitem.api.analyze`): the paper's Fig. 6 as
+numbers (the summary.json dict) and PNG figures.
 
 Reads the run file through `RunFileReader` (works on a live or crashed file), picks the window
 holding the Li-K edge and the one holding Ti-L2,3 + O-K by their energy ranges, and runs
@@ -8,10 +9,9 @@ several exposures (in-situ series) each one is analysed with `li_profile` (geome
 latest core exposure) and a time x position map of c/c0 and the Li near Pt against potential are
 drawn.
 
-Output (in DIR, default ``<run>-analysis`` next to the file): ``summary.json`` and
-``fig6-li-profile.png``, ``fig6-oo-distance.png``, ``fig6-spectra.png``, and for series
-``li-vs-time.png``, ``li-near-pt-vs-potential.png``. Bad input (missing file, not a run file,
-no exposures, windows without the edges) ends in one line on stderr and exit status 2.
+Figures: ``fig6-li-profile.png``, ``fig6-oo-distance.png``, ``fig6-spectra.png``, and for series
+``li-vs-time.png``, ``li-near-pt-vs-potential.png``. A file without what the analysis needs (no
+exposures, windows without the edges) raises `AnalyzeInputError`.
 
 Runs without those two windows (the Si nanoparticle hold, the LFP | LAGP | LVP micro-battery, Li-K-only
 runs) get the analysis of acquisition/analyze_seeds.py instead, chosen from their spectra.
@@ -25,8 +25,6 @@ the analysis reports distances from the Pt interface it locates from the Ti-L2,3
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from insitem.acquisition.drift_report import drift_line, drift_summary
-from insitem.acquisition.analyze_seeds import analyze_seed_file, seed_headline, seed_summary_json, write_seed_figures
+from insitem.acquisition.analyze_seeds import SeedAnalysis, analyze_seed_file, seed_headline, seed_summary_json, write_seed_figures
+from insitem.acquisition.drift_report import drift_summary
 from insitem.acquisition.plotting import pyplot, save_figure
-from insitem.acquisition.runfile import RunFileError
-from insitem.acquisition.runfile_read import RunFileReader, unreadable_as_one_line
+from insitem.acquisition.runfile_read import RunFileReader
 from insitem.analysis import (
     AnalysisError,
     EnergyAxis,
@@ -50,10 +47,6 @@ from insitem.analysis import (
     li_profile,
     summarize,
 )
-
-EXIT_OK = 0
-EXIT_FAULT = 1
-EXIT_BAD_INPUT = 2
 
 NEAR_PT_M = (0.0, 50e-9)  # "Li near Pt": mean c/c0 over the first 50 nm of electrolyte (a stated choice)
 
@@ -302,54 +295,42 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
     return written
 
 
-def analyze_command(args: argparse.Namespace) -> int:
-    from insitem.acquisition.console import console, err_console
-
-    run_file: Path = args.run_file
-    seed = None
+def analyze_any(run_file: Path) -> Analysis | SeedAnalysis:
+    """The Fig. 6 analysis of a run file or, for runs without its two windows (the seed
+    experiments, Li-K-only runs), the analysis of acquisition/analyze_seeds.py chosen from the
+    spectra. AnalyzeInputError (naming both reasons) when neither applies."""
     try:
-        if not run_file.is_file():
-            raise AnalyzeInputError("no such run file")
-        with unreadable_as_one_line(run_file):
-            try:
-                a = analyze_file(run_file)
-            except AnalyzeInputError as fig6_exc:
-                # no LASGTP Fig. 6 windows: the seed experiments and Li-K-only runs (acquisition/analyze_seeds.py)
-                try:
-                    seed = analyze_seed_file(run_file, window_axes)
-                except AnalysisError as exc:
-                    raise AnalyzeInputError(f"{fig6_exc}; {exc}") from exc
-    except (AnalyzeInputError, RunFileError, AnalysisError, IndexError, KeyError) as exc:
-        msg = " ".join(str(exc).split())
-        prefix = f"{run_file}: "
-        msg = msg[len(prefix):] if msg.startswith(prefix) else msg  # the path is named once
-        err_console.print(f"insitem analyze {run_file}: {msg}", soft_wrap=True, highlight=False)
-        return EXIT_BAD_INPUT
-    out: Path = args.out or run_file.parent / (run_file.stem + "-analysis")
-    if seed is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(seed_summary_json(seed, run_file), indent=1))
-        figs = write_seed_figures(seed, out, run_file.stem)
-        console.print(f"{seed.kind} analysis: {seed_headline(seed)}", soft_wrap=True, highlight=False)
-        console.print(f"summary.json and {len(figs)} figures in {out}", soft_wrap=True, highlight=False)
-        return EXIT_OK
-    out.mkdir(parents=True, exist_ok=True)
-    summary = summary_json(a, run_file)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    figs = write_figures(a, out, run_file.stem)
+        return analyze_file(run_file)
+    except AnalyzeInputError as fig6_exc:
+        try:
+            return analyze_seed_file(run_file, window_axes)
+        except AnalysisError as exc:
+            raise AnalyzeInputError(f"{fig6_exc}; {exc}") from exc
+
+
+def summary_of(a: Analysis | SeedAnalysis, run_file: Path) -> dict[str, Any]:
+    """What summary.json holds of either analysis."""
+    return seed_summary_json(a, run_file) if isinstance(a, SeedAnalysis) else summary_json(a, run_file)
+
+
+def figures_of(a: Analysis | SeedAnalysis, out_dir: Path, title: str) -> list[Path]:
+    """Either analysis's PNG figures, written to `out_dir` (made if missing)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_seed_figures(a, out_dir, title) if isinstance(a, SeedAnalysis) else write_figures(a, out_dir, title)
+
+
+def headline(a: Analysis | SeedAnalysis) -> str:
+    """One line of the main numbers."""
+    if isinstance(a, SeedAnalysis):
+        return f"{a.kind} analysis: {seed_headline(a)}"
     s = a.summary
     shift = f"{s.ti3_shift_eV:.2f} eV" if math.isfinite(s.ti3_shift_eV) else "-"
-    console.print(
+    return (
         f"Li max {s.c_max:.2f} c0, electrode width {s.electrode_width_m * 1e9:.0f} nm, Ti3+ boundary "
         f"{s.ti3_boundary_m * 1e9:.0f} nm (shift {shift}), O-O {s.oo_range_m[0] * 1e9:.3f}-{s.oo_range_m[1] * 1e9:.3f} nm"
-        + (f"; {len(a.series)} Li-K exposures in the series" if a.series else ""),
-        soft_wrap=True,
-        highlight=False,
+        + (f"; {len(a.series)} Li-K exposures in the series" if a.series else "")
     )
-    if (line := drift_line(summary)) is not None:
-        console.print(line, soft_wrap=True, highlight=False)
-    console.print(f"summary.json and {len(figs)} figures in {out}", soft_wrap=True, highlight=False)
-    return EXIT_OK
 
 
-__all__ = ["AnalyzeInputError", "Analysis", "LiParams", "analyze_command", "analyze_file", "near_pt", "pick_windows", "summary_json"]
+__all__ = ["AnalyzeInputError", "Analysis", "LiParams", "analyze_any", "analyze_file", "figures_of", "headline", "near_pt",
+           "pick_windows", "summary_json", "summary_of"]

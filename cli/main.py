@@ -1,4 +1,8 @@
-"""The `insitem` command: list, validate, plan, run, show, analyze, serve, bridge.
+"""The `insitem` command: list, validate, plan, run, show, analyze, export, serve, bridge.
+
+Each command is a thin layer over the library (insitem.api, insitem.acquisition): the parser and
+the small commands live here, the others in a module each (run.py, show.py, analyze.py, serve.py,
+bridge.py), imported when their command runs so that `insitem list` starts quickly.
 
 Bad input ends in one line on stderr naming the file, field or command, and exit status 2;
 a run that stops on a device fault exits 1 (its file is closed with the reason). No traceback
@@ -22,7 +26,7 @@ from typing import Callable, Sequence
 
 from rich.table import Table
 
-from insitem.acquisition.console import console, err_console
+from insitem.cli.console import console, err_console
 from insitem.drivers.errors import InsitemError, ProtocolError, ResourceError, UsageError
 from insitem.protocols.loader import library_names, load, load_and_plan, resolve
 from insitem.protocols.plan import Plan
@@ -124,39 +128,39 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from insitem.acquisition.run_command import run_command
+    from insitem.cli.run import run_command
 
     return run_command(args)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from insitem.acquisition.figures import show_command
+    from insitem.cli.show import show_command
 
     return show_command(args)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from insitem.acquisition.analyze_command import analyze_command
+    from insitem.cli.analyze import analyze_command
 
     return analyze_command(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from insitem.acquisition.export import export_run
+    from insitem.api import export
 
-    out = export_run(args.run_file, args.to, args.out, preparation_date=args.prepared)
+    out = export(args.run_file, args.to, args.out, preparation_date=args.prepared)
     console.print(f"{args.to} file: {out}")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from insitem.simulators.serve import serve_command
+    from insitem.cli.serve import serve_command
 
     return serve_command(args)
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
-    from insitem.drivers.tem.bridge import bridge_command
+    from insitem.cli.bridge import bridge_command
 
     return bridge_command(args)
 
