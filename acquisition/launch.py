@@ -54,8 +54,8 @@ from insitem.acquisition.time_scale import check_rig_time_scale, hardware_clock,
 from insitem.drivers.clock import Clock, PacedClock, VirtualClock
 from insitem.drivers.errors import InsitemError, ProtocolError, UsageError
 from insitem.drivers.interfaces import InstrumentIdentity
-from insitem.protocols.loader import loads, resolve
-from insitem.protocols.plan import Plan, make_plan
+from insitem.protocols.loader import loads_and_plan, resolve
+from insitem.protocols.plan import Plan
 
 
 @dataclass
@@ -273,8 +273,7 @@ def start_run(args: RunOptions) -> RunReport:
             protocol_text, where = file.read_text(encoding="utf-8"), str(file)
         else:
             raise ProtocolError("run: give a protocol file or name (or --resume RUN.h5)")
-        protocol = loads(protocol_text, source=where)
-        plan = make_plan(protocol)
+        protocol, plan = loads_and_plan(protocol_text, where)
         stop_pending("while loading the protocol", "nothing was touched, no run file written")
         path = run_file_path(args.out, protocol.name)
         return _execute(args, plan, protocol_text, path, hardware, overrides, start_step, runfile=None)
@@ -297,8 +296,7 @@ def _resume(args: RunOptions, hardware: bool, overrides: dict[str, str]) -> RunR
         if status == "completed":
             raise ProtocolError(f"--resume {path}: the run completed; nothing to resume")
         check_writable(path)
-        protocol = loads(text, source=f"{path}:/insitem/protocol")
-        plan = make_plan(protocol)
+        _, plan = loads_and_plan(text, f"{path}:/insitem/protocol")
         if start_step >= len(plan.steps):
             raise ProtocolError(f"--resume {path}: every step completed; nothing to resume")
         t0_s = continue_time_s(path, real_time=hardware or bool(args.realtime))

@@ -315,17 +315,26 @@ def _line_of(node: Any, path: str) -> int | None:
 
 def load_and_plan(name_or_path: str) -> tuple[Protocol, "Plan"]:
     """Load a protocol and build its plan; plan errors name the file and line as load errors do."""
+    path = resolve(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{path}: cannot read: {exc}") from None
+    return loads_and_plan(text, str(path))
+
+
+def loads_and_plan(text: str, source: str = "<protocol>") -> tuple[Protocol, "Plan"]:
+    """`loads` and the plan; plan errors name `source` and the line as load errors do."""
     from insitem.protocols.plan import make_plan
 
-    path = resolve(name_or_path)
-    protocol = load(name_or_path)
+    protocol = loads(text, source=source)
     try:
         return protocol, make_plan(protocol)
     except ProtocolError as exc:
-        _, node = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        _, node = parse_yaml(text, source)
         lines = []
         for msg in str(exc).split("\n"):
             m = _FIELD_PREFIX.match(msg)
             line = _line_of(node, m.group(1)) if m else None
-            lines.append(f"{path}:{line}: {msg}" if line else f"{path}: {msg}")
+            lines.append(f"{source}:{line}: {msg}" if line else f"{source}: {msg}")
         raise ProtocolErrors(lines) from None

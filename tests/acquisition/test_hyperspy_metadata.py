@@ -1,6 +1,6 @@
 """What HyperSpy shows of a dry run's signals: the acquisition's date and time, the exposure time
 and the potential and current at each exposure, in HyperSpy's metadata conventions
-(docs/data-formats.md)."""
+(docs/data-formats.md); a run file named .hspy loads without naming the reader."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ def test_hyperspy_shows_date_exposure_potential_and_current_of_a_dry_run(tmp_pat
     import hyperspy.api as hs
 
     before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    outcome = ins.dry_run("loopback-hold", tmp_path / "hold.h5")
+    outcome = ins.dry_run("loopback-hold", tmp_path / "hold.hspy")  # HyperSpy's own extension
     after = dt.datetime.now(dt.timezone.utc)
     assert outcome.status == "completed" and outcome.exposures == 3
 
-    s = hs.load(outcome.path, file_format="hspy")
+    s = hs.load(outcome.path)  # the .hspy name picks the reader: no file_format needed
     general = s.metadata.General
     started = dt.datetime.fromisoformat(f"{general.date}T{general.time}").replace(tzinfo=dt.timezone.utc)
     assert general.time_zone == "UTC" and before <= started <= after
