@@ -445,6 +445,11 @@ class Runner:
             self.clock.sleep_until(step.t_end_s + self._offset)
         # the stair set last (not the step's last one when a stop cut the step short)
         self._measure_pending(self._pending_cycle if n else 0, step.index)
+        self._end_step(step)
+
+    def _end_step(self, step: PlannedStep) -> None:
+        """Close a step: the potentiostat's error queue checked, its end recorded (interrupted when
+        a stop cut it short), the ground truth written, one log line."""
         self._check_potentiostat_errors(f"step {step.index}")
         t_end = self.clock.now()
         self.file.end_step(step.index, t_end, "interrupted" if self.stop_requested else "completed")
@@ -654,12 +659,7 @@ class Runner:
         pot.configure(self._voltage_config)
         if prog.ends_on_limits and not self._stopping:
             self._offset = self.clock.now() - step.t_end_s  # the next step starts now
-        self._check_potentiostat_errors(f"step {step.index}")
-        t_end = self.clock.now()
-        self.file.end_step(step.index, t_end, "interrupted" if self.stop_requested else "completed")
-        self._open_step = None
-        self._write_ground_truth(t_end)
-        self._log("INFO", f"step {step.index} ({step.kind}) {'stopped' if self.stop_requested else 'completed'}")
+        self._end_step(step)
 
     def _run_leg(self, step: PlannedStep, leg: CurrentLeg, exposures: "deque[PlannedExposure]",
                  active: tuple[PlannedExposure, float] | None, last_V: float

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from scipy.optimize import brentq
 
 SEARCH_SPAN_V = 10.0
@@ -47,10 +48,12 @@ def advance_current(cell: Any, current_A: float, dt_s: float, voltage_limit_V: f
 
 
 class CurrentControlled:
-    """What a voltage-mode cell model (keeping its last current in `i_cell_A`) offers as
-    `Cell` does: the last measured current and the galvanostatic step above."""
+    """What a voltage-mode cell model (keeping its last current in `i_cell_A` and its clock in
+    `time_s`, stepped by `advance`) offers as `Cell` does: the last measured current, the
+    galvanostatic step above and the staircase sweep, one `advance` per stair."""
 
     i_cell_A: float
+    time_s: float
 
     @property
     def last_current_A(self) -> float:
@@ -61,6 +64,22 @@ class CurrentControlled:
                         beam_current_A: float = 0.0) -> Any:
         """Galvanostatic step (`advance_current` above)."""
         return advance_current(self, current_A, dt_s, voltage_limit_V, beam_current_A)
+
+    def advance_sweep(self, t_points_s: np.ndarray, applied_V_points: np.ndarray, compliance_A: float,
+                      beam_current_A: float | np.ndarray = 0.0) -> dict[str, np.ndarray]:
+        """Step through a staircase (`Cell.advance_sweep`'s contract): stair k holds
+        `applied_V_points[k + 1]` from `t_points_s[k]` to `t_points_s[k + 1]`."""
+        t = np.asarray(t_points_s, dtype=float)
+        v = np.asarray(applied_V_points, dtype=float)
+        beam = np.broadcast_to(np.asarray(beam_current_A, dtype=float), t.shape)
+        n = len(t) - 1
+        cur, vt, times = np.empty(n), np.empty(n), np.empty(n)
+        trip = np.zeros(n, dtype=bool)
+        for k in range(n):
+            step = self.advance(float(t[k + 1] - t[k]), float(v[k + 1]), compliance_A, float(beam[k + 1]))  # type: ignore[attr-defined]
+            cur[k], vt[k], trip[k], times[k] = step.current_A, step.terminal_V, step.compliance_tripped, self.time_s
+        return {"time_s": times, "current_A": cur, "terminal_V": vt, "compliance_tripped": trip,
+                "charge_C": cur * np.diff(t)}
 
 
 def couple_source(world: Any, smu: Any) -> None:

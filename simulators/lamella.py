@@ -245,20 +245,6 @@ class LamellaCell(CurrentControlled):
         self.last_tripped = tripped
         return CellStep(i_meas, V, tripped, i_meas * dt_s)
 
-    def advance_sweep(self, t_points_s: np.ndarray, applied_V_points: np.ndarray, compliance_A: float,
-                      beam_current_A: float | np.ndarray = 0.0) -> dict[str, np.ndarray]:
-        t = np.asarray(t_points_s, dtype=float)
-        v = np.asarray(applied_V_points, dtype=float)
-        beam = np.broadcast_to(np.asarray(beam_current_A, dtype=float), t.shape)
-        n = len(t) - 1
-        cur, vt, times = np.empty(n), np.empty(n), np.empty(n)
-        trip = np.zeros(n, dtype=bool)
-        for k in range(n):
-            s = self.advance(float(t[k + 1] - t[k]), float(v[k + 1]), compliance_A, float(beam[k + 1]))
-            cur[k], vt[k], trip[k], times[k] = s.current_A, s.terminal_V, s.compliance_tripped, self.time_s
-        return {"time_s": times, "current_A": cur, "terminal_V": vt, "compliance_tripped": trip,
-                "charge_C": cur * np.diff(t)}
-
     # ---------------------------------------------------------------------------- sample
     def phase_paths_m(self, y_m: np.ndarray) -> np.ndarray:
         y = np.asarray(y_m, dtype=float)

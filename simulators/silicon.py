@@ -259,22 +259,6 @@ class SiCluster(CurrentControlled):
         self.time_s += dt_s
         return i
 
-    def advance_sweep(self, t_points_s: np.ndarray, applied_V_points: np.ndarray, compliance_A: float,
-                      beam_current_A: float | np.ndarray = 0.0) -> dict[str, np.ndarray]:
-        t = np.asarray(t_points_s, dtype=float)
-        v = np.asarray(applied_V_points, dtype=float)
-        beam = np.broadcast_to(np.asarray(beam_current_A, dtype=float), t.shape)
-        n = len(t) - 1
-        cur = np.empty(n)
-        vt = np.empty(n)
-        trip = np.zeros(n, dtype=bool)
-        times = np.empty(n)
-        for k in range(n):
-            step = self.advance(float(t[k + 1] - t[k]), float(v[k + 1]), compliance_A, float(beam[k + 1]))
-            cur[k], vt[k], trip[k], times[k] = step.current_A, step.terminal_V, step.compliance_tripped, self.time_s
-        return {"time_s": times, "current_A": cur, "terminal_V": vt, "compliance_tripped": trip,
-                "charge_C": cur * np.diff(t)}
-
     # ------------------------------------------------------------------------------- inspection
     def ground_truth(self) -> dict[str, float]:
         xi = self.lithiated_fraction

@@ -133,7 +133,7 @@ def test_bdf_export_counts_the_galvanostatic_cycles(run: dict[str, Any], tmp_pat
 def test_galvanostatic_and_ocv_through_the_drivers_and_emulators(tmp_path: Path) -> None:
     """The real Keithley 2450 driver sources the current through the emulator's :SOUR:FUNC CURR
     with the voltage limit (:SOUR:CURR:VLIM), and leaves the output off; real time, ~8 s."""
-    from insitem.acquisition.cli import main
+    from insitem.cli.main import main
     from insitem.simulators.serve import start_servers
 
     protocol = Path(__file__).parent / "galvanostatic-loopback.yaml"
