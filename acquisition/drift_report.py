@@ -123,11 +123,9 @@ def drift_figure(table: dict[str, np.ndarray], ec: dict[str, np.ndarray], title:
     series = drift_series(table)
     if series is None:
         return []
-    import matplotlib
+    from insitem.acquisition.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax_v, ax_d) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
     if ec["t_s"].size:
         ax_v.plot(ec["t_s"] / 3600, ec["voltage_V"], lw=0.7, color="0.4")
@@ -144,10 +142,7 @@ def drift_figure(table: dict[str, np.ndarray], ec: dict[str, np.ndarray], title:
     ax_d.legend(loc="best", fontsize=8)
     refused = series.actions.get("refused", 0)
     ax_v.set_title(f"{title}: specimen drift tracked in {series.window}" + (" (a correction was refused)" if refused else ""))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, path)]
 
 
 __all__ = ["DriftSeries", "drift_figure", "drift_line", "drift_series", "drift_summary"]
