@@ -180,12 +180,16 @@ def heal(servers: ServerSet) -> None:
 # One in-process run through the real drivers
 
 
-def open_rig(servers: ServerSet, protocol: Any) -> HardwareRigBundle:
+def open_rig(servers: ServerSet, protocol: Any, *, timeout_s: float = 0.5, camera_timeout_s: float = 1.0,
+             readout_timeout_s: float = 3.0) -> HardwareRigBundle:
+    """The real drivers on the served emulators (the Keithley and the TEM with `timeout_s`, the GIF
+    with `camera_timeout_s` and `readout_timeout_s`); short timeouts by default, so faults show fast."""
     clock = RealClock()
     res = servers.resources
-    pot = Keithley2450(res["potentiostat"], timeout_s=0.5, clock=clock)
-    cam = GifCamera(GifCameraConfig(resource=res["camera"], timeout_s=1.0, readout_timeout_s=3.0), clock=clock)
-    scope = TemMicroscope(res["microscope"], timeout_s=0.5)
+    pot = Keithley2450(res["potentiostat"], timeout_s=timeout_s, clock=clock)
+    cam = GifCamera(GifCameraConfig(resource=res["camera"], timeout_s=camera_timeout_s, readout_timeout_s=readout_timeout_s),
+                    clock=clock)
+    scope = TemMicroscope(res["microscope"], timeout_s=timeout_s)
     return HardwareRigBundle(Rig(pot, cam, scope, clock), protocol)
 
 

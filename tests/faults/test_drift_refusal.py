@@ -15,18 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from faultkit import instruments_safe
+from faultkit import instruments_safe, open_rig
 
-from insitem.acquisition.rig import HardwareRigBundle
 from insitem.acquisition.launch import runfile_config
 from insitem.acquisition.runfile import RunFile
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.acquisition.runner import Runner
-from insitem.drivers.clock import RealClock
-from insitem.drivers.gif.camera import GifCamera, GifCameraConfig
-from insitem.drivers.interfaces import Rig
-from insitem.drivers.keithley.k2450 import Keithley2450
-from insitem.drivers.tem.client import TemMicroscope
 from insitem.protocols.loader import load_and_plan
 import insitem.simulators.microscope as sim_microscope
 from insitem.simulators.serve import start_servers
@@ -83,16 +77,6 @@ TINY_RANGE_M = 0.2e-9  # the emulated microscope's image shift range: any correc
 START_SHIFT_M = (0.0, 0.0)
 
 
-def _rig(servers, protocol) -> HardwareRigBundle:  # noqa: ANN001
-    """The real drivers on the served emulators, with timeouts generous for a loaded machine."""
-    clock = RealClock()
-    res = servers.resources
-    pot = Keithley2450(res["potentiostat"], timeout_s=10.0, clock=clock)
-    cam = GifCamera(GifCameraConfig(resource=res["camera"], timeout_s=30.0, readout_timeout_s=30.0), clock=clock)
-    scope = TemMicroscope(res["microscope"], timeout_s=10.0)
-    return HardwareRigBundle(Rig(pot, cam, scope, clock), protocol)
-
-
 @pytest.mark.parametrize("on_refusal", ["continue", "stop"])
 def test_refused_correction_is_recorded_and_the_run_goes_on_or_stops(tmp_path: Path, on_refusal: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +87,8 @@ def test_refused_correction_is_recorded_and_the_run_goes_on_or_stops(tmp_path: P
     planned = sum(len(step.exposures) for step in plan.steps)  # 4: at 0, 1, 2 and 3 s
     with start_servers(str(path), ["keithley2450", "gif", "tem"]) as servers:
         servers.world.position.set_image_shift(*START_SHIFT_M)
-        bundle = _rig(servers, protocol)
+        # timeouts generous for a loaded machine
+        bundle = open_rig(servers, protocol, timeout_s=10.0, camera_timeout_s=30.0, readout_timeout_s=30.0)
         try:
             out = tmp_path / "run.h5"
             rf = RunFile.create(out, runfile_config(plan, bundle, path.read_text(encoding="utf-8"), bundle.identify()))
