@@ -49,6 +49,7 @@ weights (exact for the centroid; FWHM 8 eV >> 0.5 eV).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -503,6 +504,12 @@ class _Cache:
     #: that a phase's valence share of t/lambda is L_p/lambda_p - L_p x this
     edge_per_m: np.ndarray
 
+    @functools.cached_property
+    def single_hat(self) -> np.ndarray:
+        """(n_comp + n_layers, P//2+1): the edge FFTs then the layers' valence FFTs, the basis a row's
+        single scattering is a real combination of (`_fourier_log`), stacked once per cache."""
+        return np.ascontiguousarray(np.vstack([self.comp_hat, np.array(self.valence_hat)]), dtype=np.complex128)
+
 
 class EELSSynthesizer:
     """Expected-electron spectrum images for a sample (see module docstring). Keeps the caches."""
@@ -718,7 +725,7 @@ class EELSSynthesizer:
             V = np.zeros((col.n_rows, len(cache.valence_hat)))
             V[np.arange(col.n_rows), col.layer_index] = cache.kappa[col.layer_index]
         W, inverse = np.unique(np.hstack([atoms, V]), axis=0, return_inverse=True)
-        s_hat = _real_times_complex(W, np.vstack([cache.comp_hat, np.array(cache.valence_hat)]))
+        s_hat = _real_times_complex(W, cache.single_hat)
         # in place: one complex (rows x P/2) array alive instead of three
         np.exp(s_hat, out=s_hat)
         s_hat *= cache.zhat[None, :]
