@@ -69,7 +69,12 @@ class TiParams(BaseModel):
     )
     method: Method = "two_area"
     edge_eV: tuple[float, float] = Field(default=(452.0, 471.0), description="L2,3 white lines (shift, intensity, ratio)")
-    post_edge_eV: tuple[float, float] = Field(default=(472.0, 478.0), description="continuum level after the white lines")
+    post_edge_eV: tuple[float, float] = Field(
+        default=(468.0, 471.0),
+        description="continuum level right after the white lines (L2 eg ~464.4 eV + 3.6 eV); further out, the "
+        "plasmon replica of the white lines (plural scattering, one plasmon above each line) lifts the level "
+        "and reads L2/L3 low (docs/ex-situ-comparison.md)",
+    )
     split_search_eV: tuple[float, float] = Field(
         default=(459.0, 462.4),
         description="L3/L2 split: the valley minimum inside this window (between the Ti4+ L3 eg line, 459.0 eV, "
