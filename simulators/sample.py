@@ -10,7 +10,9 @@ distance R, O-K pre-peak amplitude).
 The Li concentration ratio c/c0 at each position is an input (owned by the Li-transport model);
 :meth:`Sample.reference_li_ratio` gives the paper's end-of-cycling profile for tests and dry runs.
 
-Simplifications (named): uniform specimen thickness, constant volume on Li insertion (Li adds mass
+Across the slit (x) the specimen has its own structure (``across_slit``: interface tilt, wedge, edge;
+simulators/specimen_shape.py), which the world applies where the strip sits. Simplifications (named):
+uniform specimen thickness along y, constant volume on Li insertion (Li adds mass
 and atoms, nothing else changes), Ti and O areal densities independent of Li (§1.8), sharp layer
 boundaries (the microscope's blur is applied by the EELS synthesis and the detector).
 """
