@@ -20,7 +20,12 @@ A window that holds the zero-loss peak, when the run has one, is the low-loss ex
 exposure is spliced onto and deconvolved with (the latest one taken before it; analysis/deconvolution.py).
 
 Positions: the file's position axis is the distance along the slit from its first edge (nm);
-the analysis reports distances from the Pt interface it locates from the Ti-L2,3 counts.
+the analysis reports distances from the Pt interface it locates from the Ti-L2,3 counts. When the
+run tracked drift (its drift table, docs/drift.md), every Li-K image of the series is placed on the
+specimen's own coordinate: the interface found in the latest Ti-L/O-K image is moved by how far the
+specimen's image sat from there when the Li-K image was taken (`image_offset_m`: the measured drift
+interpolated in time, less the correction in force), so "Li near Pt" is read at the same place of
+the specimen in every image, corrected or not.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from insitem.acquisition.analyze_seeds import SeedAnalysis, analyze_seed_file, seed_headline, seed_summary_json, write_seed_figures
-from insitem.acquisition.drift_report import drift_summary
+from insitem.acquisition.drift_report import drift_summary, image_offset_m
 from insitem.acquisition.plotting import pyplot, save_figure
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.analysis import (
@@ -130,6 +135,7 @@ class SeriesPoint:
     near_pt: float
     c_max: float
     electrode_width_m: float
+    interface_m: float  # where the analysis placed the Pt/electrolyte interface in this image (position axis)
 
 
 @dataclass(frozen=True)
@@ -148,8 +154,10 @@ def near_pt(distance_m: np.ndarray, c_rel: np.ndarray, band_m: tuple[float, floa
     return float(np.mean(c_rel[sel])) if sel.any() else float("nan")
 
 
-def analyze_file(path: Path, params: SummaryParams | None = None) -> Analysis:
-    """Fig. 6 summary of the latest exposures plus the Li series of every Li-K exposure."""
+def analyze_file(path: Path, params: SummaryParams | None = None, specimen_coordinate: bool = True) -> Analysis:
+    """Fig. 6 summary of the latest exposures plus the Li series of every Li-K exposure, each image
+    placed on the specimen's own coordinate from the run's drift record when it has one
+    (`specimen_coordinate`; False: every image with the latest Ti-L/O-K image's interface)."""
     p = params or SummaryParams()
     with RunFileReader(path) as r:
         low, core = pick_windows(r, p)
@@ -166,20 +174,28 @@ def analyze_file(path: Path, params: SummaryParams | None = None) -> Analysis:
         series: list[SeriesPoint] = []
         if n_low > 1:
             geometry: SlitGeometry = summary.geometry
+            mid_s = recs["t_start_s"][:n_low] + 0.5 * recs["exposure_s"][:n_low]
+            core_recs = r.exposure_records(core.name)
+            core_mid_s = float(core_recs["t_start_s"][n_core - 1] + 0.5 * core_recs["exposure_s"][n_core - 1])
+            offsets = image_offset_m(r.drift(), mid_s, core_mid_s) if specimen_coordinate else None
+            if offsets is None or not np.all(np.isfinite(offsets)):
+                offsets = np.zeros(n_low)
             for i in range(n_low):
                 img = np.asarray(r.exposure(low.name, i), float)
+                here = SlitGeometry(interface_m=geometry.interface_m + float(offsets[i]), pt_side=geometry.pt_side)
                 with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                    lp = li_profile(img, low.energy, low.position, geometry, p.li,
+                    lp = li_profile(img, low.energy, low.position, here, p.li,
                                     lowloss=_lowloss_before(r, ll, float(recs["t_start_s"][i])))
                 series.append(
                     SeriesPoint(
                         index=i,
-                        t_s=float(recs["t_start_s"][i] + 0.5 * recs["exposure_s"][i]),
+                        t_s=float(mid_s[i]),
                         potential_V=float(recs["potential_V"][i]),
                         c_rel=lp.c_rel,
                         near_pt=near_pt(lp.distance_m, lp.c_rel),
                         c_max=lp.c_max,
                         electrode_width_m=lp.electrode_width_m,
+                        interface_m=here.interface_m,
                     )
                 )
     return Analysis(summary, low, core, low_img, core_img, series)
@@ -201,6 +217,7 @@ def summary_json(a: Analysis, run_file: Path) -> dict[str, Any]:
                 "li_near_pt_c_rel": _num(s.near_pt),
                 "c_max": _num(s.c_max),
                 "electrode_width_m": _num(s.electrode_width_m),
+                "interface_m": _num(s.interface_m),
             }
             for s in a.series
         ]
@@ -217,6 +234,12 @@ def _shade_ti(ax: Any, s: Fig6Summary) -> None:
     step = float(np.median(np.abs(np.diff(d)))) if d.size > 1 else 1.0
     for k in np.flatnonzero(np.isfinite(s.ti.shift_eV)):
         ax.axvspan(d[k] - step / 2, d[k] + step / 2, color="tab:orange" if s.ti.is_ti3[k] else "tab:blue", alpha=0.12, lw=0)
+
+
+def _at_distance(distance_m: np.ndarray, values: np.ndarray, at_m: np.ndarray) -> np.ndarray:
+    """`values` given at `distance_m`, linearly interpolated at `at_m` (NaN outside)."""
+    order = np.argsort(distance_m)
+    return np.interp(at_m, distance_m[order], values[order], left=np.nan, right=np.nan)
 
 
 def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
@@ -275,7 +298,11 @@ def write_figures(a: Analysis, out_dir: Path, title: str) -> list[Path]:
 
     if a.series:
         t_h = np.array([p.t_s for p in a.series]) / 3600
-        c_rel = np.array([np.where(el, p.c_rel, np.nan) for p in a.series])
+        # each image on the specimen's coordinate: its c/c0 at the summary's distances from Pt
+        sign = 1.0 if s.geometry.pt_side == "low" else -1.0
+        x = a.low.position.values_m
+        c_rel = np.array([np.where(el, _at_distance(sign * (x - p.interface_m), p.c_rel, s.li.distance_m), np.nan)
+                          for p in a.series])
         fig, ax = plt.subplots(figsize=(8, 4.5))
         im = ax.pcolormesh(d_nm[el], t_h, c_rel[:, el], shading="nearest", cmap="viridis")
         fig.colorbar(im, ax=ax, label="Li c/c0")

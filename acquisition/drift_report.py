@@ -64,6 +64,25 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def correction_in_force_m(table: dict[str, np.ndarray], t_s: np.ndarray) -> np.ndarray:
+    """At each time of `t_s`: how far the image shift in force had taken the image back along the
+    slit (minus its move since the `shift-read` row; 0 without moves). The shift in force is the one
+    of the last move at or before the time (moves happen with the beam blanked just before an
+    exposure starts)."""
+    t = np.asarray(t_s, float)
+    if "action" not in table or table["action"].size == 0:
+        return np.zeros(t.shape)
+    actions = np.array([_text(a) for a in table["action"]])
+    t_all = np.asarray(table["t_s"], float)
+    shift_all = np.asarray(table["image_shift_m"], float)
+    start = np.flatnonzero(actions == "shift-read")
+    s0 = float(shift_all[start[0]]) if start.size else 0.0
+    moves = np.flatnonzero(np.isin(actions, MOVES))
+    k = np.searchsorted(t_all[moves], t, side="right") - 1
+    set_to = np.append(shift_all[moves], s0)  # index -1: no move yet, the start shift
+    return -(set_to[np.where(k >= 0, k, -1)] - s0)
+
+
 def drift_series(table: dict[str, np.ndarray]) -> DriftSeries | None:
     """The drift record as a series per tracked image; None without any measured row."""
     if "action" not in table or table["action"].size == 0:
@@ -72,24 +91,14 @@ def drift_series(table: dict[str, np.ndarray]) -> DriftSeries | None:
     measured = actions == "measured"
     if not measured.any():
         return None
-    t_all = np.asarray(table["t_s"], float)
-    shift_all = np.asarray(table["image_shift_m"], float)
-    start = np.flatnonzero(actions == "shift-read")
-    s0 = float(shift_all[start[0]]) if start.size else 0.0
-    moves = np.flatnonzero(np.isin(actions, MOVES))
-    t = t_all[measured]
-    # the shift in force when each image started: the last move at or before it (moves happen
-    # with the beam blanked just before an exposure starts)
-    k = np.searchsorted(t_all[moves], t, side="right") - 1
-    set_to = np.append(shift_all[moves], s0)  # index -1: no move yet, the start shift
-    shift = set_to[np.where(k >= 0, k, -1)]
+    t = np.asarray(table["t_s"], float)[measured]
     counts = {a: int(np.count_nonzero(actions == a)) for a in ("corrected", "limited", "within-dead-band", "refused")}
     return DriftSeries(
         window=_text(table["window"][measured][0]),
         t_s=t,
         residual_m=np.asarray(table["measured_m"], float)[measured],
         sigma_m=np.asarray(table["sigma_m"], float)[measured],
-        correction_m=-(shift - s0),
+        correction_m=correction_in_force_m(table, t),
         actions=counts,
     )
 
@@ -145,4 +154,18 @@ def drift_figure(table: dict[str, np.ndarray], ec: dict[str, np.ndarray], title:
     return [save_figure(fig, path)]
 
 
-__all__ = ["DriftSeries", "drift_figure", "drift_line", "drift_series", "drift_summary"]
+def image_offset_m(table: dict[str, np.ndarray], t_s: np.ndarray, reference_s: float) -> np.ndarray | None:
+    """Where the specimen's image sat along the slit at each time of `t_s` relative to where it sat
+    at `reference_s` (m), from the drift record: the specimen's drift interpolated in time between
+    the tracked images, less the correction in force at each time. None without at least two
+    tracked images. Used to place every image's profiles on the specimen's own coordinate."""
+    series = drift_series(table)
+    if series is None or series.t_s.size < 2:
+        return None
+    times = np.append(np.asarray(t_s, float), float(reference_s))
+    at = np.interp(times, series.t_s, series.drift_m) - correction_in_force_m(table, times)
+    return at[:-1] - at[-1]
+
+
+__all__ = ["DriftSeries", "correction_in_force_m", "drift_figure", "drift_line", "drift_series", "drift_summary",
+           "image_offset_m"]

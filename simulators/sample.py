@@ -10,7 +10,9 @@ distance R, O-K pre-peak amplitude).
 The Li concentration ratio c/c0 at each position is an input (owned by the Li-transport model);
 :meth:`Sample.reference_li_ratio` gives the paper's end-of-cycling profile for tests and dry runs.
 
-Simplifications (named): uniform specimen thickness, constant volume on Li insertion (Li adds mass
+Across the slit (x) the specimen has its own structure (``across_slit``: interface tilt, wedge, edge;
+simulators/specimen_shape.py), which the world applies where the strip sits. Simplifications (named):
+uniform specimen thickness along y, constant volume on Li insertion (Li adds mass
 and atoms, nothing else changes), Ti and O areal densities independent of Li (§1.8), sharp layer
 boundaries (the microscope's blur is applied by the EELS synthesis and the detector).
 """
@@ -24,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from insitem.simulators.cross_sections import imfp_iakoubovskii_m, imfp_m
+from insitem.simulators.specimen_shape import AcrossSlit
 
 AVOGADRO = 6.02214076e23
 
@@ -178,6 +181,10 @@ class SampleParameters(BaseModel):
     thickness_m: float = Field(default=100e-9, gt=0, description="specimen thickness t along the beam (§6.1)")
     electrode_thickness_m: float = Field(default=400e-9, ge=0)
     electrode_plasmon_width_eV: float = Field(default=9.0, gt=0)
+    across_slit: AcrossSlit = Field(
+        default_factory=AcrossSlit,
+        description="structure across the slit (x): interface tilt, wedge, edge (simulators/specimen_shape.py)",
+    )
     # §1.8 maps from c/c0 to ELNES drivers
     ti3_threshold: float = Field(
         default=6.0, description="c/c0 below which the inserted electrons go to O, not Ti ([Y14]: Ti3+ only above ~6 c0)"
@@ -205,12 +212,18 @@ class SampleParameters(BaseModel):
 
         Layer widths along y: W 300 nm, Pt 200 nm [est]; electrolyte 90 um ([Y14]; only the first few um
         matter). Electrode 400 nm [Y14].
+
+        Across the slit (docs/drift.md, "Across the slit"; all [est]): a wedge of 3 nm of thickness per um
+        of x (15 nm over a 5 um thinned window), the thinned window's free edge 1 um from the strip, the
+        slit aligned across the layers (tilt 0: the operator rotates the spectrum image until the
+        interface is a straight row; a residual tilt is a parameter).
         """
         layers = [
             Layer(name="W", material=TUNGSTEN, thickness_m=300e-9),
             Layer(name="Pt", material=PLATINUM, thickness_m=200e-9),
             Layer(name="LASGTP", material=LASGTP, thickness_m=90e-6, li_host=True),
         ]
+        overrides.setdefault("across_slit", AcrossSlit(thickness_gradient=3e-3, edge_x_m=1e-6))
         return cls(layers=layers, origin_layer="LASGTP", **overrides)
 
     @classmethod

@@ -32,7 +32,8 @@ from insitem.simulators.electrochemistry import Cell, CellParameters
 from insitem.simulators.microscope import PositionState
 from insitem.simulators.lamella import LamellaCell
 from insitem.simulators.optics import MicroscopeState, OpticsParameters
-from insitem.simulators.sample import Sample, SampleParameters
+from insitem.simulators.sample import VACUUM, Sample, SampleParameters, column_from_phases
+from insitem.simulators.specimen_shape import StripView, strip_view
 from insitem.simulators.silicon import SiCluster
 
 
@@ -110,6 +111,9 @@ class SimWorld:
         # stage and image/beam shifts of the simulated microscope: the image shift moves the
         # specimen's image over the slit (`image_displacement_m`)
         self.position = PositionState()
+        # the sample at each thickness of the wedge across the slit (`strip_view`), level 0 = nominal
+        self._samples_by_level: dict[int, Sample] = {}
+        self._vacuum_phases = (VACUUM,)  # one tuple: the EELS caches are keyed on it
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -266,13 +270,36 @@ class SimWorld:
             return math.exp(-d0 / dc)
         return dc * (math.exp(-d0 / dc) - math.exp(-d1 / dc)) / (d1 - d0)
 
-    def column_state(self, y_m: np.ndarray, li_ratio: np.ndarray | float, li_retained: float = 1.0) -> Any:
+    def column_state(self, y_m: np.ndarray, li_ratio: np.ndarray | float, li_retained: float = 1.0,
+                     thickness_level: int = 0) -> Any:
         """What the beam crosses at sample positions y: from the cell itself when it is a structured
-        model (its geometry is its state), else from the layer stack at Li ratio c/c0."""
+        model (its geometry is its state), else from the layer stack at Li ratio c/c0, as thick as
+        the wedge across the slit is at `thickness_level` (`strip_view`; 0: the nominal thickness).
+        Simplification: the structured models keep their own thickness (no wedge)."""
         structured = getattr(self.cell, "column_state", None)
         if structured is not None:
             return structured(y_m, li_retained=li_retained)
-        return self.sample.column_state(y_m, li_ratio, li_retained=li_retained)
+        return self._sample_at(thickness_level).column_state(y_m, li_ratio, li_retained=li_retained)
+
+    def _sample_at(self, level: int) -> Sample:
+        """The layer stack at the wedge's thickness level (one Sample per level, kept: the EELS
+        synthesis caches its templates per sample)."""
+        if level == 0:
+            return self.sample
+        sample = self._samples_by_level.get(level)
+        if sample is None:
+            p = self.sample.params
+            t = p.thickness_m * (1.0 + level * p.across_slit.thickness_step)
+            sample = Sample(p.model_copy(update={"thickness_m": t}))
+            self._samples_by_level[level] = sample
+        return sample
+
+    def strip_view(self, image_dx_m: float) -> StripView:
+        """What the slit's strip integrates across its width when the specimen's image sits
+        `image_dx_m` across the slit (drift plus image shift): simulators/specimen_shape.py."""
+        width = self.optics.slit_width_m if self.optics.slit_inserted else self.optics.illuminated_diameter_m
+        p = self.sample.params
+        return strip_view(p.across_slit, self.optics.slit_centre_m[0] - image_dx_m, width, p.thickness_m)
 
     def binned_row_positions_m(self, settings: CameraSettings, sensor_rows: int) -> np.ndarray:
         """Sample y (m) of the centre of every binned row of a readout."""
@@ -295,7 +322,10 @@ class SimWorld:
         """Expected primary electrons per unbinned pixel of the readout area over [t0, t1], as rows.
 
         Spectra are synthesised once per binned row (the position pixel) and repeated over the
-        CCD rows of that bin: variation inside one 5.7 nm pixel is not resolved (simplification).
+        CCD rows of that bin: variation inside one 5.7 nm pixel is not resolved (simplification),
+        except across a layer boundary (`_split_pixels`). Across the slit the strip integrates the
+        specimen at the drifted position (`strip_view`): a tilted interface shifts and smears the
+        layers along the slit, a wedge changes the thickness, an edge mixes in vacuum.
         Area rows below the last whole bin get no electrons. The detector takes the rows as
         they are (`CCDDetector.expose`), so the area-sized image (16 MB for the protocols'
         1980 x 2048 area) is never made.
@@ -308,16 +338,23 @@ class SimWorld:
         with self.lock:  # the shared state; the synthesis below runs without it (long: 40-550 ms)
             electrons_rows = self.optics.electrons_per_row(t0_s, t1_s, rows)[top : top + n * by]
             drift_mean, drift_spread = self.drift.mean_and_spread_m(t0_s, t1_s)
-            y_seen, li_seen = self._drifted_rows(y_bin, li_ratio_rows, float(drift_mean[0]) + self.position.image_shift_m[1])
+            shift_x, shift_y = self.position.image_shift_m
+            view = self.strip_view(float(drift_mean[1]) + shift_x)
+            dy = float(drift_mean[0]) + shift_y
+            if view.shift_m != 0.0:  # a tilted interface: the x under the strip moves the layers along it
+                dy += view.shift_m
+            y_seen, li_seen = self._drifted_rows(y_bin, li_ratio_rows, dy)
             retained = self.li_retained(t0_s, t1_s)
-            column = self.column_state(y_seen, li_seen, li_retained=retained)
+            level = view.thickness_level
+            column = self.column_state(y_seen, li_seen, li_retained=retained, thickness_level=level)
             pitch = abs(float(y_bin[1] - y_bin[0])) if n > 1 else self.params.ypix_m
             if hasattr(self.cell, "column_state"):  # structured sample: no layer stack to split pixels at
                 split, y_sub, li_sub = np.zeros(0, dtype=np.intp), y_seen[:0], li_seen[:0]
             else:
                 split, y_sub, li_sub = self._split_pixels(y_seen, li_seen, pitch)
-            column_sub = self.column_state(y_sub, li_sub, li_retained=retained) if split.size else None
+            column_sub = self.column_state(y_sub, li_sub, li_retained=retained, thickness_level=level) if split.size else None
             shift = self.energy_shift_samples_eV(t0_s, t1_s)
+            tan_tilt = math.tan(self.sample.params.across_slit.interface_tilt_rad)
         electrons_bin = electrons_rows.reshape(n, by).sum(axis=1)
         energy = settings.energy_offset_eV + settings.dispersion_eV_per_px * (np.arange(left, right) + 0.5)
         spectra = self.eels.synthesize(energy, column, electrons_bin, energy_shift_eV=shift)  # (n, channels)
@@ -326,8 +363,17 @@ class SimWorld:
             sub = self.eels.synthesize(energy, column_sub, np.repeat(electrons_bin[split], PIXEL_SUBSAMPLES),
                                        energy_shift_eV=shift)
             spectra[split] = sub.reshape(split.size, PIXEL_SUBSAMPLES, -1).mean(axis=1)
+        if view.vacuum_fraction > 0.0:
+            # the strip's part beyond the specimen's edge: every electron passes without loss
+            vacuum = column_from_phases(y_seen, np.zeros((n, 1)), self._vacuum_phases)
+            spectra *= 1.0 - view.vacuum_fraction
+            spectra += view.vacuum_fraction * self.eels.synthesize(energy, vacuum, electrons_bin, energy_shift_eV=shift)
         if n > 1:
-            spectra = smear_rows(spectra, drift_spread[:, 0] / float(y_bin[1] - y_bin[0]))
+            along = drift_spread[:, 0]
+            if tan_tilt != 0.0:  # the drift across the slit during the exposure moves the tilted layers along it
+                along = along - drift_spread[:, 1] * tan_tilt
+            spectra = smear_rows(spectra, along / float(y_bin[1] - y_bin[0]))
+            spectra = box_smear_rows(spectra, view.smear_m / abs(float(y_bin[1] - y_bin[0])))
         # FFT round-off leaves values of order -1e-11 where the expectation is ~0: clip them
         np.maximum(spectra, 0.0, out=spectra)
         spectra /= by  # each binned row's electrons shared by its `by` CCD rows
@@ -442,6 +488,32 @@ def smear_rows(spectra: np.ndarray, offsets_rows: np.ndarray) -> np.ndarray:
         f = (src - i0)[:, None]
         out += spectra[i0] * (1.0 - f) + spectra[i1] * f
     out /= offsets.size
+    return out
+
+
+def box_smear_rows(spectra: np.ndarray, width_rows: float, samples: int = 32) -> np.ndarray:
+    """The (rows, channels) image seen through a box `width_rows` wide along the rows (a tilted
+    interface seen across the slit's width): the mean of the image shifted by `samples` offsets evenly
+    spread over the box, each by linear interpolation with edge rows repeated (as `smear_rows`),
+    summed as one kernel along the rows. Boxes below 1 % of a row are left out."""
+    if width_rows < 0.01:
+        return spectra
+    offsets = width_rows * ((np.arange(samples) + 0.5) / samples - 0.5)
+    whole = np.floor(offsets).astype(np.intp)
+    frac = offsets - whole
+    lo, hi = int(whole.min()), int(whole.max()) + 1
+    kernel = np.zeros(hi - lo + 1)
+    np.add.at(kernel, whole - lo, 1.0 - frac)
+    np.add.at(kernel, whole - lo + 1, frac)
+    kernel /= samples
+    n = spectra.shape[0]
+    pad = max(abs(lo), abs(hi))
+    padded = np.pad(spectra, ((pad, pad), (0, 0)), mode="edge")
+    out = np.zeros_like(spectra)
+    for j, w in enumerate(kernel):  # out[r] = sum_k w_k spectra[r - k], k = lo + j
+        if w:
+            k = lo + j
+            out += w * padded[pad - k : pad - k + n]
     return out
 
 

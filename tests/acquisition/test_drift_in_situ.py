@@ -40,7 +40,8 @@ pytestmark = pytest.mark.slow
 class DriftRun:
     path: Path
     t_s: np.ndarray  # mid-times of the Li-K images
-    analysed: np.ndarray  # Li near Pt, c/c0, from the analysis
+    analysed: np.ndarray  # Li near Pt, c/c0, from the analysis (each image on the specimen's coordinate)
+    analysed_fixed: np.ndarray  # the same with every image at the last Ti-L/O-K image's interface
     truth: np.ndarray  # the simulator's Li near Pt at the same instants
     image_displacement_m: np.ndarray  # truth: the specimen's image over the slit at each Li-K image
     specimen_drift_m: np.ndarray  # truth: the specimen's own drift at each Li-K image
@@ -50,6 +51,10 @@ class DriftRun:
     @property
     def rms_error(self) -> float:
         return float(np.sqrt(np.mean((self.analysed - self.truth) ** 2)))
+
+    @property
+    def rms_error_fixed(self) -> float:
+        return float(np.sqrt(np.mean((self.analysed_fixed - self.truth) ** 2)))
 
 
 def _protocol(drift_rate_nm_per_min: float, mode: str) -> dict:
@@ -65,6 +70,7 @@ def _run(tmp: Path, drift_rate: float, mode: str) -> DriftRun:
     outcome = api.dry_run(_protocol(drift_rate, mode), tmp / f"{mode}-{drift_rate:g}.h5")
     assert outcome.status == "completed", outcome.reason
     a = analyze_file(outcome.path)
+    fixed = analyze_file(outcome.path, specimen_coordinate=False)
     with api.open_run(outcome.path) as r:
         gt = r.ground_truth()
         drift = r.drift()
@@ -82,6 +88,7 @@ def _run(tmp: Path, drift_rate: float, mode: str) -> DriftRun:
         path=outcome.path,
         t_s=t,
         analysed=np.array([s.near_pt for s in a.series]),
+        analysed_fixed=np.array([s.near_pt for s in fixed.series]),
         truth=np.array([near_pt(y, gt["li_fraction"][k]) for k in j]),
         image_displacement_m=at_mid("image_displacement_y_m"),
         specimen_drift_m=at_mid("specimen_drift_y_m"),
@@ -118,7 +125,8 @@ def runs(still: DriftRun, uncorrected: DriftRun, corrected: DriftRun) -> dict[st
     for name, run in out.items():  # the numbers of docs/drift.md (pytest -s)
         walk = run.image_displacement_m - run.image_displacement_m[0]
         interface = analyze_file(run.path).summary.geometry.interface_m
-        print(f"{name}: Li near Pt rms {run.rms_error:.3f} (max {np.max(np.abs(run.analysed - run.truth)):.2f}) c/c0; "
+        print(f"{name}: Li near Pt rms {run.rms_error:.3f} (max {np.max(np.abs(run.analysed - run.truth)):.2f}) c/c0 "
+              f"on the specimen's coordinate, {run.rms_error_fixed:.3f} at a fixed interface; "
               f"image over the slit at the Li-K images within {np.max(np.abs(walk)) / NM:.2f} nm of the first; "
               f"specimen drift {(run.specimen_drift_m[-1] - run.specimen_drift_m[0]) / NM:.1f} nm; interface {interface / NM:.1f} nm; "
               f"{drift_line(drift_summary(run.path))}")
@@ -148,9 +156,32 @@ def test_correction_holds_the_interface_within_a_pixel(corrected: DriftRun) -> N
     assert actions.count("corrected") >= 5 and "refused" not in actions and "limited" not in actions
 
 
-def test_uncorrected_drift_corrupts_the_li_near_pt_series(still: DriftRun, uncorrected: DriftRun) -> None:
-    assert uncorrected.rms_error > 0.5  # c/c0: against ~7.5-8.4 c0 near Pt
-    assert uncorrected.rms_error > 4 * still.rms_error
+def test_uncorrected_drift_corrupts_the_li_near_pt_series_read_at_a_fixed_interface(still: DriftRun, uncorrected: DriftRun) -> None:
+    assert uncorrected.rms_error_fixed > 0.5  # c/c0: against ~7.5-8.4 c0 near Pt
+    assert uncorrected.rms_error_fixed > 4 * still.rms_error
+
+
+def test_measured_drift_places_each_image_on_the_specimen_coordinate(runs: dict[str, DriftRun]) -> None:
+    """Drift measured only (no correction): `insitem analyze` moves each Li-K image's interface by the
+    displacement the drift table records (acquisition/drift_report.py image_offset_m), and the series
+    matches the truth about as well as the corrected run's: measured 0.216 c/c0 rms against 0.239
+    corrected, 0.190 without drift and 2.48 read at a fixed interface (docs/drift.md)."""
+    still, measured, corrected = runs["still"], runs["uncorrected"], runs["corrected"]
+    assert measured.rms_error <= 2.0 * still.rms_error, (measured.rms_error, still.rms_error)
+    assert measured.rms_error <= 0.25 * measured.rms_error_fixed, (measured.rms_error, measured.rms_error_fixed)
+    assert measured.rms_error <= max(1.5 * corrected.rms_error, corrected.rms_error + 0.1), (measured.rms_error, corrected.rms_error)
+    # the interface moves with the specimen: by the drift between the last Ti-L/O-K image and each Li-K image
+    a = analyze_file(measured.path)
+    placed = np.array([s.interface_m for s in a.series])
+    truth = measured.image_displacement_m - np.interp(_last_core_mid_s(measured.path), measured.gt["t_s"],
+                                                      measured.gt["image_displacement_y_m"])
+    assert np.all(np.abs(placed - a.summary.geometry.interface_m - truth) <= PIXEL_M), (placed - a.summary.geometry.interface_m - truth) / NM
+
+
+def _last_core_mid_s(path: Path) -> float:
+    with api.open_run(path) as r:
+        rec = r.exposure_records("ti-l-o-k")
+    return float(rec["t_start_s"][-1] + 0.5 * rec["exposure_s"][-1])
 
 
 def test_the_specimen_drifts_many_pixels_over_the_run(runs: dict[str, DriftRun]) -> None:
@@ -164,13 +195,14 @@ def test_the_specimen_drifts_many_pixels_over_the_run(runs: dict[str, DriftRun])
 
 
 def test_corrected_series_matches_the_truth_as_well_as_without_drift(runs: dict[str, DriftRun]) -> None:
-    """Measured (c/c0 rms against the truth): still 0.17, corrected 0.26-0.28, uncorrected 2.05. The
+    """Measured (c/c0 rms against the truth, on the specimen's coordinate): still 0.19, corrected 0.24,
+    uncorrected at a fixed interface 2.48; before the specimen coordinate: still 0.17, corrected 0.26-0.29. The
     corrected run's extra error is of the order of the analysis' own interface placement (the
     geometry from the last Ti-L/O-K image: 396.7 nm in the still run, 403-404 nm corrected, true
     400 nm; the band "within 50 nm of Pt" is 9 rows), not drift left in the images (below 1 pixel)."""
     still, drifted, corrected = runs["still"], runs["uncorrected"], runs["corrected"]
     assert corrected.rms_error <= 2.0 * still.rms_error, (corrected.rms_error, still.rms_error)
-    assert corrected.rms_error <= 0.25 * drifted.rms_error, (corrected.rms_error, drifted.rms_error)
+    assert corrected.rms_error <= 0.25 * drifted.rms_error_fixed, (corrected.rms_error, drifted.rms_error_fixed)
 
 
 def test_analyze_reports_and_show_draws_the_residual(corrected: DriftRun, tmp_path: Path) -> None:
