@@ -143,7 +143,7 @@ def seed_summary_json(a: SeedAnalysis, run_file: Path) -> dict[str, Any]:
         out["plasmon_last_eV"] = _num(float(ps.plasmon_eV[-1]))
     if a.kind == "valence":
         out["redox_peaks"] = [{"potential_V": p.potential_V, "current_A": p.current_A, "prominence_A": p.prominence_A,
-                               "sweep": p.sweep} for p in a.redox]
+                               "above_baseline_A": p.excess_A, "sweep": p.sweep} for p in a.redox]
         out["electrode_rows"] = int(np.count_nonzero(a.electrode_rows))
     out["beam_steps"] = [{"t_start_s": s.t_start_s, "potential_V": s.potential_V, "step_A": _num(s.step_A),
                           "sigma_A": _num(s.sigma_A)} for s in a.steps]
