@@ -182,3 +182,27 @@ def test_micro_battery_5ev_peak_appears_in_the_lfp_rows_as_li_leaves_them(lamell
     assert np.corrcoef(fepo4, a.peak5_ratio)[0, 1] > 0.98
     # and the Li-K of the same rows falls where the peak rises (Li leaves them)
     assert np.corrcoef(a.peak5_ratio, a.li_k_ratio)[0, 1] < -0.8
+
+
+@pytest.mark.slow
+def test_micro_battery_li_k_of_the_lfp_rows_is_positive_and_falls_with_the_li_that_leaves(lamella_run: Path) -> None:
+    # from the spectra: the zero-loss shots at the vertices give I0, the Fourier-log SSD of the LFP
+    # rows a positive Li-K per zero-loss count (a power law on the recorded spectrum reads it negative:
+    # the double plasmon under the pre-edge) that falls when the electrode is charged
+    a = analyze_seed_file(lamella_run, window_axes)
+    assert a.li_k_ratio is not None and a.peak5_ratio is not None
+    assert a.li_k_unit.startswith("per zero-loss count")
+    li = a.li_k_ratio
+    assert np.all(li > 0)
+    charged = a.peak5_ratio > 0.015  # FePO4 formed (the 5 eV peak, from the spectra)
+    assert li[charged].mean() < 0.85 * li[0]  # measured 0.72; one exposure's scatter is ~2 % of li[0]
+    # only now the truth: the fall follows the Li that left the electrode, (1 - FePO4 fraction)
+    with RunFileReader(lamella_run) as r:
+        truth = r.ground_truth()
+    assert truth is not None
+    lithiated = 1.0 - np.interp(a.t_s, np.asarray(truth["t_s"]), np.asarray(truth["state_of_charge"]))
+    assert np.corrcoef(lithiated, li)[0, 1] > 0.97
+    # a straight line in the Li left: the part that does not go with Li (Fe M2,3 under the window, the
+    # power law's error under the Drude tail) is constant, and positive
+    slope, offset = np.polyfit(lithiated, li, 1)
+    assert slope > 0 and offset > 0
