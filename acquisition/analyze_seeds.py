@@ -37,7 +37,7 @@ from insitem.analysis.background import edge_intensity
 from insitem.analysis.lithium import li_k_per_zero_loss, zero_loss_ratio
 from insitem.analysis.particles import ParticleParams, ParticleSeries, particle_series
 from insitem.analysis.valence import ValenceParams, analyse_valence, electrode_rows
-from insitem.analysis.voltammetry import BeamStep, Peak, beam_steps, redox_peaks
+from insitem.analysis.voltammetry import BeamStep, Peak, PeakCandidate, beam_steps, peak_candidates
 
 LI_PRE_EDGE_EV = (44.0, 53.0)
 LI_SIGNAL_EV = (56.0, 70.0)
@@ -65,6 +65,7 @@ class SeedAnalysis:
     electrode_rows: np.ndarray | None = None
     li_k_rows: np.ndarray | None = None  # (exposure, row) Li-K counts relative to the first exposure's
     redox: list[Peak] = field(default_factory=list)
+    cv_maxima: list[PeakCandidate] = field(default_factory=list)  # every sweep maximum tested (redox: the waves)
     steps: list[BeamStep] = field(default_factory=list)
     first_image: np.ndarray | None = None
     last_image: np.ndarray | None = None
@@ -121,7 +122,8 @@ def analyze_seed_file(path: Path, window_axes: Any) -> SeedAnalysis:
                 beam_on = np.zeros(ec["t_s"].size, bool)
                 for t0, dur in zip(recs["t_start_s"], recs["exposure_s"]):
                     beam_on |= (ec["t_s"] > t0) & (ec["t_s"] <= t0 + dur)
-                redox = redox_peaks(ec["voltage_V"], ec["current_A"], exclude=beam_on) if ec["t_s"].size > 20 else []
+                maxima = peak_candidates(ec["voltage_V"], ec["current_A"], exclude=beam_on) if ec["t_s"].size > 20 else []
+                redox = [c.peak for c in maxima if c.is_wave]
                 li_k, unit = np.array([f.li_k_ratio for f in frames]), "per plasmon count (power law on the recorded spectrum)"
                 if zl is not None and _covers(e, ZERO_LOSS_COUNTS_EV[0], ZERO_LOSS_COUNTS_EV[1]):
                     tz, zimgs, zax = zl
@@ -136,7 +138,7 @@ def analyze_seed_file(path: Path, window_axes: Any) -> SeedAnalysis:
                         unit = "per zero-loss count (Fourier-log SSD)"
             return SeedAnalysis("valence", peak5_ratio=np.array([f.peak5_ratio for f in frames]),
                                 li_k_ratio=li_k, li_k_unit=unit, electrode_rows=rows,
-                                redox=redox, steps=steps, **common)
+                                redox=redox, cv_maxima=maxima, steps=steps, **common)
     with np.errstate(all="ignore"):
         counts = np.array([edge_intensity(img, e, LI_PRE_EDGE_EV, LI_SIGNAL_EV).intensity for img in images])
         ref = counts[0]
@@ -172,6 +174,9 @@ def seed_summary_json(a: SeedAnalysis, run_file: Path) -> dict[str, Any]:
     if a.kind == "valence":
         out["redox_peaks"] = [{"potential_V": p.potential_V, "current_A": p.current_A, "prominence_A": p.prominence_A,
                                "above_baseline_A": p.excess_A, "sweep": p.sweep} for p in a.redox]
+        out["cv_maxima_not_waves"] = [{"potential_V": c.peak.potential_V, "current_A": c.peak.current_A,
+                                       "above_baseline_A": c.peak.excess_A, "needed_A": c.need_A, "sweep": c.peak.sweep}
+                                      for c in a.cv_maxima if not c.is_wave]
         out["electrode_rows"] = int(np.count_nonzero(a.electrode_rows))
         out["li_k_unit"] = a.li_k_unit
     out["beam_steps"] = [{"t_start_s": s.t_start_s, "potential_V": s.potential_V, "step_A": _num(s.step_A),
@@ -285,10 +290,18 @@ def write_seed_figures(a: SeedAnalysis, out_dir: Path, title: str) -> list[Path]
         scale, unit = current_scale(float(np.max(np.abs(a.ec["current_A"]))))
         fig, ax = plt.subplots(figsize=(7, 5))
         ax.plot(a.ec["voltage_V"], a.ec["current_A"] / scale, lw=0.5, color="0.3")
-        for p in a.redox:
-            ax.plot(p.potential_V, p.current_A / scale, "v", color="tab:red", ms=8)
+        waves = [c for c in a.cv_maxima if c.is_wave]
+        edges = [c for c in a.cv_maxima if not c.is_wave]
+        for group, color, marker, label in ((waves, "tab:red", "v", "redox peak (above its baseline)"),
+                                            (edges, "tab:blue", "o", "maximum on its own baseline: no wave")):
+            for k, c in enumerate(group):
+                ax.plot(c.baseline_V, np.asarray(c.baseline_A) / scale, ls="--", lw=1.0, color=color)
+                ax.plot(c.peak.potential_V, c.peak.current_A / scale, marker, color=color, ms=8, mfc="none" if not c.is_wave else color,
+                        label=label if k == 0 else None)
+        if a.cv_maxima:
+            ax.legend(fontsize=8, title="dashed: baseline before the wave", title_fontsize=8)
         ax.set_xlabel("cell voltage (V)")
         ax.set_ylabel(f"current ({unit})")
-        ax.set_title(f"{title}: CV with the redox peaks found ({len(a.redox)})")
+        ax.set_title(f"{title}: CV, redox peaks found: {len(a.redox)} (search without the beam-on readings)")
         save(fig, "cv-peaks.png")
     return written

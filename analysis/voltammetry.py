@@ -101,11 +101,27 @@ def pre_wave_baseline(v: np.ndarray, i: np.ndarray, min_points: int, min_fractio
     return best[1], best[2]
 
 
-def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float = 0.25,
-                min_prominence_sigma: float = 8.0, min_prominence_fraction: float = 0.15,
-                vertex_margin_V: float = 0.3, exclude: np.ndarray | None = None) -> list[Peak]:
-    """Redox peaks of each sweep (see module docstring). ``exclude``: readings to leave out (e.g.
-    while the beam was on, whose induced current is not the cell's), bridged by linear interpolation."""
+@dataclass(frozen=True)
+class PeakCandidate:
+    """A sweep maximum that passed the prominence and vertex tests, with the baseline it was measured
+    from (``baseline_V``, ``baseline_A``: the extrapolated pre-wave line from the sweep's start to the
+    maximum, in the sweep's current sign convention undone) and whether it rose above it (``peak``)."""
+
+    peak: Peak
+    need_A: float
+    baseline_V: tuple[float, float]
+    baseline_A: tuple[float, float]
+
+    @property
+    def is_wave(self) -> bool:
+        return abs(self.peak.excess_A) >= self.need_A
+
+
+def peak_candidates(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float = 0.25,
+                    min_prominence_sigma: float = 8.0, min_prominence_fraction: float = 0.15,
+                    vertex_margin_V: float = 0.3, exclude: np.ndarray | None = None) -> list[PeakCandidate]:
+    """Every sweep maximum that passes tests 2 and 3 of the module docstring, with its baseline and
+    its excess over it (test 1 decides ``is_wave``). Arguments as ``redox_peaks``."""
     v = np.asarray(voltage_V, float)
     i = np.asarray(current_A, float)
     if exclude is not None and np.any(exclude) and not np.all(exclude):
@@ -113,7 +129,7 @@ def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float
         idx = np.arange(i.size)
         i = np.interp(idx, idx[keep], i[keep])
     sigma = noise_sigma_A(i)
-    peaks: list[Peak] = []
+    out: list[PeakCandidate] = []
     for n, (a, b, direction) in enumerate(sweeps(v)):
         vs, js = v[a:b], i[a:b] * direction
         if vs.size < 10:
@@ -135,10 +151,21 @@ def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float
                 continue
             slope, icpt = pre_wave_baseline(vm[: k + 1], sm[: k + 1], w)
             excess = float(sm[k] - (slope * vm[k] + icpt))
-            if excess < need:
-                continue  # the end of a line the current already followed, not a wave rising above it
-            peaks.append(Peak(float(vm[k]), float(sm[k] * direction), float(prom), n, direction, excess * direction))
-    return peaks
+            peak = Peak(float(vm[k]), float(sm[k] * direction), float(prom), n, direction, excess * direction)
+            out.append(PeakCandidate(peak, float(need), (float(vm[0]), float(vm[k])),
+                                     (float((slope * vm[0] + icpt) * direction), float((slope * vm[k] + icpt) * direction))))
+    return out
+
+
+def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float = 0.25,
+                min_prominence_sigma: float = 8.0, min_prominence_fraction: float = 0.15,
+                vertex_margin_V: float = 0.3, exclude: np.ndarray | None = None) -> list[Peak]:
+    """Redox peaks of each sweep (see module docstring): the candidates that rose above their baseline.
+    ``exclude``: readings to leave out (e.g. while the beam was on, whose induced current is not the
+    cell's), bridged by linear interpolation."""
+    return [c.peak for c in peak_candidates(voltage_V, current_A, smooth_V=smooth_V, min_prominence_sigma=min_prominence_sigma,
+                                            min_prominence_fraction=min_prominence_fraction,
+                                            vertex_margin_V=vertex_margin_V, exclude=exclude) if c.is_wave]
 
 
 @dataclass(frozen=True)
