@@ -9,7 +9,12 @@ Which analysis a run gets follows from its spectra, not from its protocol's name
 * ``valence`` - a window holding 2.5-9 eV and Li-K with rows showing the Fe M2,3 rise: the 5 eV
   interband peak and Li-K of the electrode rows against time (analysis/valence.py), the CV's redox
   peaks (readings taken while the beam was on left out) and the beam-on current steps
-  (analysis/voltammetry.py) ([P2] micro-battery);
+  (analysis/voltammetry.py) ([P2] micro-battery). With a window holding the zero-loss peak (short
+  exposures, e.g. at the vertices), the electrode rows' Li-K is taken per zero-loss count from the
+  Fourier-log SSD (`analysis.lithium.li_k_per_zero_loss`, I0 from the zero-loss/inelastic ratio of
+  the nearest such exposures in time); without one, per plasmon count from a power law on the
+  recorded spectrum (valence.py), which the double plasmon under the pre-edge makes negative at
+  t/lambda ~ 0.5;
 * ``li-k`` - any window holding Li-K: the Li-K counts of every row (power-law background) of every
   exposure, relative to the first exposure (a Li profile along the slit against time).
 
@@ -29,12 +34,14 @@ from insitem.acquisition.plotting import pyplot, save_figure
 from insitem.acquisition.runfile_read import RunFileReader
 from insitem.analysis.axes import AnalysisError, EnergyAxis
 from insitem.analysis.background import edge_intensity
+from insitem.analysis.lithium import li_k_per_zero_loss, zero_loss_ratio
 from insitem.analysis.particles import ParticleParams, ParticleSeries, particle_series
 from insitem.analysis.valence import ValenceParams, analyse_valence, electrode_rows
-from insitem.analysis.voltammetry import BeamStep, Peak, beam_steps, redox_peaks
+from insitem.analysis.voltammetry import BeamStep, Peak, PeakCandidate, beam_steps, peak_candidates
 
 LI_PRE_EDGE_EV = (44.0, 53.0)
 LI_SIGNAL_EV = (56.0, 70.0)
+ZERO_LOSS_COUNTS_EV = (10.0, 97.0)  # counted in both windows to scale the zero-loss intensity (lithium.zero_loss_ratio)
 
 
 def _covers(e: EnergyAxis, lo: float, hi: float) -> bool:
@@ -53,10 +60,12 @@ class SeedAnalysis:
     exposure_s: np.ndarray
     particles: ParticleSeries | None = None
     peak5_ratio: np.ndarray | None = None
-    li_k_ratio: np.ndarray | None = None
+    li_k_ratio: np.ndarray | None = None  # electrode rows' Li-K: per zero-loss count, or per plasmon count (li_k_unit)
+    li_k_unit: str = ""
     electrode_rows: np.ndarray | None = None
     li_k_rows: np.ndarray | None = None  # (exposure, row) Li-K counts relative to the first exposure's
     redox: list[Peak] = field(default_factory=list)
+    cv_maxima: list[PeakCandidate] = field(default_factory=list)  # every sweep maximum tested (redox: the waves)
     steps: list[BeamStep] = field(default_factory=list)
     first_image: np.ndarray | None = None
     last_image: np.ndarray | None = None
@@ -75,11 +84,19 @@ def analyze_seed_file(path: Path, window_axes: Any) -> SeedAnalysis:
                 candidates.append(ax)
         if not candidates:
             raise AnalysisError(f"needs a window holding Li-K (44-80 eV) with exposures; the file has {r.windows}")
-        ax = candidates[0]
+        ax = max(candidates, key=lambda c: r.n_exposures(c.name))  # the series, not a few zero-loss shots
         n = r.n_exposures(ax.name)
         recs = r.exposure_records(ax.name)
         images = [np.asarray(r.exposure(ax.name, k), float) for k in range(n)]
         ec = r.electrochemistry()
+        zl = None  # (start times, images, axes) of a window holding the zero-loss peak
+        for name in r.windows:
+            zax = window_axes(r, name)
+            if (name != ax.name and r.n_exposures(name) and _covers(zax.energy, -1.0, ZERO_LOSS_COUNTS_EV[1])
+                    and zax.position.size == ax.position.size):
+                zl = (np.asarray(r.exposure_records(name)["t_start_s"], float),
+                      [np.asarray(r.exposure(name, k), float) for k in range(r.n_exposures(name))], zax)
+                break
     t = np.asarray(recs["t_start_s"], float) + 0.5 * np.asarray(recs["exposure_s"], float)
     common = dict(window=ax.name, t_s=t, potential_V=np.asarray(recs["potential_V"], float),
                   position_m=ax.position.values_m, ec=ec, exposure_start_s=np.asarray(recs["t_start_s"], float),
@@ -105,10 +122,23 @@ def analyze_seed_file(path: Path, window_axes: Any) -> SeedAnalysis:
                 beam_on = np.zeros(ec["t_s"].size, bool)
                 for t0, dur in zip(recs["t_start_s"], recs["exposure_s"]):
                     beam_on |= (ec["t_s"] > t0) & (ec["t_s"] <= t0 + dur)
-                redox = redox_peaks(ec["voltage_V"], ec["current_A"], exclude=beam_on) if ec["t_s"].size > 20 else []
+                maxima = peak_candidates(ec["voltage_V"], ec["current_A"], exclude=beam_on) if ec["t_s"].size > 20 else []
+                redox = [c.peak for c in maxima if c.is_wave]
+                li_k, unit = np.array([f.li_k_ratio for f in frames]), "per plasmon count (power law on the recorded spectrum)"
+                if zl is not None and _covers(e, ZERO_LOSS_COUNTS_EV[0], ZERO_LOSS_COUNTS_EV[1]):
+                    tz, zimgs, zax = zl
+                    ratio = zero_loss_ratio(np.array([z[rows].sum(axis=0) for z in zimgs]), zax.energy,
+                                            counts_eV=ZERO_LOSS_COUNTS_EV)
+                    ok = np.isfinite(ratio) & (ratio > 0)
+                    if ok.any():
+                        at = np.interp(t, tz[ok], ratio[ok])
+                        spectra = np.array([img[rows].sum(axis=0) for img in images])
+                        li_k = li_k_per_zero_loss(spectra, e, at, counts_eV=ZERO_LOSS_COUNTS_EV, pre_edge_eV=vp.li_pre_edge_eV,
+                                                  signal_eV=vp.li_signal_eV).per_zero_loss
+                        unit = "per zero-loss count (Fourier-log SSD)"
             return SeedAnalysis("valence", peak5_ratio=np.array([f.peak5_ratio for f in frames]),
-                                li_k_ratio=np.array([f.li_k_ratio for f in frames]), electrode_rows=rows,
-                                redox=redox, steps=steps, **common)
+                                li_k_ratio=li_k, li_k_unit=unit, electrode_rows=rows,
+                                redox=redox, cv_maxima=maxima, steps=steps, **common)
     with np.errstate(all="ignore"):
         counts = np.array([edge_intensity(img, e, LI_PRE_EDGE_EV, LI_SIGNAL_EV).intensity for img in images])
         ref = counts[0]
@@ -143,8 +173,12 @@ def seed_summary_json(a: SeedAnalysis, run_file: Path) -> dict[str, Any]:
         out["plasmon_last_eV"] = _num(float(ps.plasmon_eV[-1]))
     if a.kind == "valence":
         out["redox_peaks"] = [{"potential_V": p.potential_V, "current_A": p.current_A, "prominence_A": p.prominence_A,
-                               "sweep": p.sweep} for p in a.redox]
+                               "above_baseline_A": p.excess_A, "sweep": p.sweep} for p in a.redox]
+        out["cv_maxima_not_waves"] = [{"potential_V": c.peak.potential_V, "current_A": c.peak.current_A,
+                                       "above_baseline_A": c.peak.excess_A, "needed_A": c.need_A, "sweep": c.peak.sweep}
+                                      for c in a.cv_maxima if not c.is_wave]
         out["electrode_rows"] = int(np.count_nonzero(a.electrode_rows))
+        out["li_k_unit"] = a.li_k_unit
     out["beam_steps"] = [{"t_start_s": s.t_start_s, "potential_V": s.potential_V, "step_A": _num(s.step_A),
                           "sigma_A": _num(s.sigma_A)} for s in a.steps]
     return out
@@ -158,7 +192,8 @@ def seed_headline(a: SeedAnalysis) -> str:
     if a.kind == "valence":
         assert a.peak5_ratio is not None and a.li_k_ratio is not None
         return (f"{len(a.redox)} redox peaks in the CV; electrode rows: 5 eV peak {a.peak5_ratio[0]:.4f} -> "
-                f"{a.peak5_ratio[-1]:.4f}, Li-K {a.li_k_ratio[0]:.4f} -> {a.li_k_ratio[-1]:.4f} (per plasmon count)")
+                f"{a.peak5_ratio[-1]:.4f} (per plasmon count), Li-K {a.li_k_ratio[0]:.4g} -> {a.li_k_ratio[-1]:.4g} "
+                f"({a.li_k_unit.split(' (')[0]})")
     assert a.li_k_rows is not None
     return f"Li-K along the slit for {a.li_k_rows.shape[0]} exposures (relative to the first)"
 
@@ -214,7 +249,7 @@ def write_seed_figures(a: SeedAnalysis, out_dir: Path, title: str) -> list[Path]
         fig, axes = _against_time(plt, t, f"{title}: electrode rows against time (from the spectra)", [
             (a.potential_V, "potential (V)", dict(marker=".", color="0.4")),
             (a.peak5_ratio, "5 eV peak / plasmon counts", dict(marker="o", ms=3, color="tab:red")),
-            (a.li_k_ratio, "Li-K / plasmon counts", dict(marker="o", ms=3, color="tab:green")),
+            (a.li_k_ratio, "Li-K " + a.li_k_unit.split(" (")[0].replace("count", "c."), dict(marker="o", ms=3, color="tab:green")),
         ])
         save(fig, "electrode-vs-time.png")
 
@@ -255,10 +290,18 @@ def write_seed_figures(a: SeedAnalysis, out_dir: Path, title: str) -> list[Path]
         scale, unit = current_scale(float(np.max(np.abs(a.ec["current_A"]))))
         fig, ax = plt.subplots(figsize=(7, 5))
         ax.plot(a.ec["voltage_V"], a.ec["current_A"] / scale, lw=0.5, color="0.3")
-        for p in a.redox:
-            ax.plot(p.potential_V, p.current_A / scale, "v", color="tab:red", ms=8)
+        waves = [c for c in a.cv_maxima if c.is_wave]
+        edges = [c for c in a.cv_maxima if not c.is_wave]
+        for group, color, marker, label in ((waves, "tab:red", "v", "redox peak (above its baseline)"),
+                                            (edges, "tab:blue", "o", "maximum on its own baseline: no wave")):
+            for k, c in enumerate(group):
+                ax.plot(c.baseline_V, np.asarray(c.baseline_A) / scale, ls="--", lw=1.0, color=color)
+                ax.plot(c.peak.potential_V, c.peak.current_A / scale, marker, color=color, ms=8, mfc="none" if not c.is_wave else color,
+                        label=label if k == 0 else None)
+        if a.cv_maxima:
+            ax.legend(fontsize=8, title="dashed: baseline before the wave", title_fontsize=8)
         ax.set_xlabel("cell voltage (V)")
         ax.set_ylabel(f"current ({unit})")
-        ax.set_title(f"{title}: CV with the redox peaks found ({len(a.redox)})")
+        ax.set_title(f"{title}: CV, redox peaks found: {len(a.redox)} (search without the beam-on readings)")
         save(fig, "cv-peaks.png")
     return written

@@ -90,9 +90,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy.ndimage import uniform_filter1d
 from scipy.optimize import least_squares
 
-from insitem.analysis.axes import EnergyAxis, PositionAxis
+from insitem.analysis.axes import EnergyAxis, PositionAxis, check_image
 from insitem.analysis.background import EdgeIntensity, Method, edge_intensity, fit_power_law, power_law_integral
-from insitem.analysis.deconvolution import DeconvolutionParams, SingleScattering, single_scattering
+from insitem.analysis.deconvolution import DeconvolutionParams, SingleScattering, fourier_log, single_scattering
 from insitem.analysis.profiles import SlitGeometry, crossing_from_pt, parent_mask
 
 
@@ -542,3 +542,72 @@ def _log_quadratic_edge(
         sigma = np.sqrt(var_per_count * np.maximum(N, 0.0) + var_B)
         h = 1.0 + var_B / (var_per_count * Bsum)
     return EdgeIntensity(intensity=S, sigma=sigma, background=Bsum, h_factor=h, window_eV=energy.window_edges_eV(sig), fit=None)
+
+
+@dataclass(frozen=True)
+class LiKPerZeroLoss:
+    """Li-K of spectra recorded without their zero-loss peak (`li_k_per_zero_loss`), per spectrum."""
+
+    per_zero_loss: np.ndarray  # background-subtracted SSD counts over the signal window / zero-loss counts
+    sigma: np.ndarray  # counting noise of per_zero_loss
+    zero_loss_counts: np.ndarray  # I0 used, in the spectrum's counts
+    t_over_lambda: np.ndarray  # ln(I0 + recorded counts) - ln I0: a lower bound (the window ends at its top)
+
+
+def zero_loss_ratio(spectra: np.ndarray, energy: EnergyAxis, zero_loss_below_eV: float = 2.0,
+                    counts_eV: tuple[float, float] = (10.0, 97.0)) -> np.ndarray:
+    """Zero-loss counts per inelastic count over `counts_eV`, per spectrum of a window that holds the zero-loss
+    peak: the number that scales a window without it (same loss range counted) to its own I0. The
+    counted range starts at 10 eV because the zero-loss peak's detector tail lifts 2-10 eV (on the
+    simulated GIF by ~4 % of the 10-97 eV counts); the zero-loss part is everything below
+    `zero_loss_below_eV` (the tail beyond it, ~2 % of I0 there, is lost: I0 reads that much low)."""
+    s = np.atleast_2d(np.asarray(spectra, float))
+    E = energy.values_eV
+    zl = s[:, E < zero_loss_below_eV].sum(axis=1)
+    inel = s[:, (E >= counts_eV[0]) & (E <= counts_eV[1])].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return zl / inel
+
+
+def li_k_per_zero_loss(
+    spectra: np.ndarray, energy: EnergyAxis, zero_loss_per_count: np.ndarray | float, *,
+    counts_eV: tuple[float, float] = (10.0, 97.0), pre_edge_eV: tuple[float, float] = (44.0, 51.5),
+    signal_eV: tuple[float, float] = (56.0, 70.0), resolution_fwhm_eV: float = 1.0, var_per_count: float = 1.0,
+) -> LiKPerZeroLoss:
+    """Li-K per zero-loss count of spectra whose window starts above the zero-loss peak.
+
+    At t/lambda ~ 0.5 the double plasmon sits under the Li-K pre-edge, and a power law fitted to the
+    recorded spectrum there extrapolates above the edge (the LFP rows of the lamella read negative
+    Li-K that way). Fourier-log needs the zero-loss intensity I0, which such a window lacks; a short
+    exposure of a window that holds it gives the ratio of zero-loss to inelastic counts over
+    `counts_eV` (`zero_loss_ratio`), so I0 = ratio x the spectrum's own counts there. A Gaussian
+    zero-loss peak of that area and `resolution_fwhm_eV` is put at 0 eV below the spectrum (nothing
+    in between: the band gap), the whole is deconvolved (`analysis.deconvolution.fourier_log`,
+    Egerton [S:EG11] §4.2), and the SSD's Li-K is the power-law-subtracted count over `signal_eV`
+    with the power law fitted in `pre_edge_eV` (the SSD's Drude tail), divided by I0: the
+    single-scattering probability, proportional to the Li areal density (physics.md §1.8). Shallow
+    edges under the signal window that do not scale with Li (Fe M2,3 at 52.7 eV in LiFePO4/FePO4)
+    stay in it as a constant share.
+
+    spectra: (n, channels) or (channels,), counts; zero_loss_per_count: per spectrum or one number."""
+    s = np.atleast_2d(np.asarray(spectra, float))
+    check_image(s, energy)
+    d = energy.scale_eV
+    E = energy.values_eV
+    if E[0] <= 1.5 * resolution_fwhm_eV:
+        raise ValueError("li_k_per_zero_loss: the spectrum starts inside the zero-loss peak; use fourier_log directly")
+    ratio = np.broadcast_to(np.asarray(zero_loss_per_count, float), (s.shape[0],))
+    i0 = ratio * s[:, (E >= counts_eV[0]) & (E <= counts_eV[1])].sum(axis=1)
+    # channels from ~-5 eV up to the spectrum's first, on its grid
+    n_pre = int(np.ceil((E[0] + 5.0) / d))
+    E_pre = E[0] - d * np.arange(n_pre, 0, -1)
+    sig = resolution_fwhm_eV / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    g = np.exp(-0.5 * (E_pre / sig) ** 2)
+    g /= g.sum()
+    full = np.concatenate([i0[:, None] * g[None, :], s], axis=1)
+    axis = EnergyAxis(offset_eV=float(E_pre[0]), scale_eV=d, size=full.shape[1])
+    ssd = fourier_log(full, axis, DeconvolutionParams(resolution_fwhm_eV=resolution_fwhm_eV))
+    edge = edge_intensity(ssd.ssd, ssd.energy, pre_edge_eV, signal_eV, var_per_count=var_per_count)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return LiKPerZeroLoss(per_zero_loss=np.asarray(edge.intensity) / i0, sigma=np.asarray(edge.sigma) / i0,
+                              zero_loss_counts=i0, t_over_lambda=np.asarray(ssd.t_over_lambda))

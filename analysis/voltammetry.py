@@ -1,11 +1,30 @@
 """Electrochemical record analysis: redox peaks of a cyclic voltammogram and beam-induced current steps.
 
 * ``redox_peaks``: the sweeps of a CV (split at the vertices of the applied potential), each smoothed
-  over ``smooth_V``, and the current maxima (anodic on rising sweeps, cathodic on falling ones) whose
-  prominence exceeds both ``min_prominence_sigma`` noise widths (from the point-to-point scatter) and
-  ``min_prominence_fraction`` of the sweep's current range, away from the vertices (a current that
-  is largest at the vertex is a resistor's, not a wave). A CV without such maxima has "no clear
-  redox peaks".
+  over ``smooth_V``. A redox (Faradaic) peak is a current maximum (anodic on rising sweeps, cathodic on
+  falling ones) that
+
+  1. rises above the baseline extrapolated from the current before the wave: the peak current is
+     measured from that baseline, not from zero (Bard & Faulkner, *Electrochemical Methods*, 2nd ed.
+     2001, ch. 6 [recalled]; Elgrishi et al., J. Chem. Educ. 95 (2018) 197 [recalled]; "the peak
+     current is the baseline-corrected current at the maximum of a feature ... the baseline current
+     before the wave must be subtracted", sop4cv.com/chapters/PeakCurrent.html [seen]). The baseline
+     is a straight line in potential (a resistor's and a constant charging current's shape) fitted to
+     the smoothed current between the sweep's start and the maximum, points above it by more than two
+     of its noise widths left out in turn (they are the wave), so it follows the current's own trend
+     before the wave;
+  2. falls again on its far side before the vertex (``find_peaks`` prominence);
+  3. does both by more than ``min_prominence_sigma`` noise widths of the smoothed current (from the
+     point-to-point scatter) and ``min_prominence_fraction`` of the sweep's current range, more than
+     ``vertex_margin_V`` from the vertices.
+
+  A resistor-like CV has none: its current is largest at the vertex (3), or, where a finite electrode
+  runs out of charge on an ohmic ramp, the maximum is the end of a straight line the current was
+  already following (no excess over the extrapolated baseline, 1). A finite (thin-layer) electrode's
+  wave also ends when its charge is exhausted (Bard & Faulkner ch. 11, thin-layer cells [recalled]), so
+  the collapse itself does not disqualify a peak: what distinguishes a wave is the current rising above
+  the line it followed before (docs/decisions/0029). A CV without such maxima has "no clear redox
+  peaks".
 * ``beam_steps``: for every exposure, the mean current while the beam was on minus the mean over the
   same time just before it (beam blanked), with the standard error from the scatter of the readings.
 
@@ -27,6 +46,7 @@ class Peak:
     prominence_A: float
     sweep: int
     direction: int  # +1 rising sweep (anodic peak), -1 falling sweep (cathodic peak)
+    excess_A: float = 0.0  # above the baseline extrapolated from before the wave (the peak current i_p)
 
 
 def sweeps(voltage_V: np.ndarray) -> list[tuple[int, int, int]]:
@@ -57,11 +77,51 @@ def noise_sigma_A(current_A: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2))
 
 
-def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float = 0.25,
-                min_prominence_sigma: float = 8.0, min_prominence_fraction: float = 0.15,
-                vertex_margin_V: float = 0.3, exclude: np.ndarray | None = None) -> list[Peak]:
-    """Current maxima of each sweep (see module docstring). ``exclude``: readings to leave out (e.g.
-    while the beam was on, whose induced current is not the cell's), bridged by linear interpolation."""
+def pre_wave_baseline(v: np.ndarray, i: np.ndarray, min_points: int, min_fraction: float = 0.25) -> tuple[float, float]:
+    """The baseline before a wave: (slope, intercept) in potential of the first segment of the
+    continuous two-segment line (one hinge) that fits the current from the sweep's start to the
+    maximum best in least squares. The hinge is the wave's foot (the intersection-of-tangents onset
+    construction); a current that follows one straight line up to the maximum fits with the same slope
+    on both sides, so its baseline is that line. The first segment holds at least ``min_fraction`` of
+    the readings and ``min_points``, the second ``min_points``."""
+    n = v.size
+    lo = max(min_points, int(np.ceil(min_fraction * n)))
+    hi = n - min_points
+    if hi <= lo:
+        coef = np.polyfit(v, i, 1)
+        return float(coef[0]), float(coef[1])
+    best = (np.inf, 0.0, 0.0)
+    step = max(1, (hi - lo) // 200)
+    for h in range(lo, hi + 1, step):
+        basis = np.column_stack([np.ones(n), v, np.maximum((v - v[h]) * np.sign(v[-1] - v[0]), 0.0)])
+        coef, *_ = np.linalg.lstsq(basis, i, rcond=None)
+        sse = float(np.sum((basis @ coef - i) ** 2))
+        if sse < best[0]:
+            best = (sse, float(coef[1]), float(coef[0]))
+    return best[1], best[2]
+
+
+@dataclass(frozen=True)
+class PeakCandidate:
+    """A sweep maximum that passed the prominence and vertex tests, with the baseline it was measured
+    from (``baseline_V``, ``baseline_A``: the extrapolated pre-wave line from the sweep's start to the
+    maximum, in the sweep's current sign convention undone) and whether it rose above it (``peak``)."""
+
+    peak: Peak
+    need_A: float
+    baseline_V: tuple[float, float]
+    baseline_A: tuple[float, float]
+
+    @property
+    def is_wave(self) -> bool:
+        return abs(self.peak.excess_A) >= self.need_A
+
+
+def peak_candidates(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float = 0.25,
+                    min_prominence_sigma: float = 8.0, min_prominence_fraction: float = 0.15,
+                    vertex_margin_V: float = 0.3, exclude: np.ndarray | None = None) -> list[PeakCandidate]:
+    """Every sweep maximum that passes tests 2 and 3 of the module docstring, with its baseline and
+    its excess over it (test 1 decides ``is_wave``). Arguments as ``redox_peaks``."""
     v = np.asarray(voltage_V, float)
     i = np.asarray(current_A, float)
     if exclude is not None and np.any(exclude) and not np.all(exclude):
@@ -69,7 +129,7 @@ def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float
         idx = np.arange(i.size)
         i = np.interp(idx, idx[keep], i[keep])
     sigma = noise_sigma_A(i)
-    peaks: list[Peak] = []
+    out: list[PeakCandidate] = []
     for n, (a, b, direction) in enumerate(sweeps(v)):
         vs, js = v[a:b], i[a:b] * direction
         if vs.size < 10:
@@ -82,14 +142,30 @@ def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float
         sm = np.convolve(js, kern, mode="valid")  # only windows inside the sweep (no padded ends)
         vm = np.convolve(vs, kern, mode="valid")
         span = float(sm.max() - sm.min())
-        need = max(min_prominence_sigma * sigma / np.sqrt(w), min_prominence_fraction * span)
+        sigma_sm = sigma / np.sqrt(w)
+        need = max(min_prominence_sigma * sigma_sm, min_prominence_fraction * span)
         idx, props = find_peaks(sm, prominence=need)
         lo, hi = float(vs.min()), float(vs.max())
         for k, prom in zip(idx, props["prominences"]):
-            if vm[k] < lo + vertex_margin_V or vm[k] > hi - vertex_margin_V:
+            if vm[k] < lo + vertex_margin_V or vm[k] > hi - vertex_margin_V or k < 3:
                 continue
-            peaks.append(Peak(float(vm[k]), float(sm[k] * direction), float(prom), n, direction))
-    return peaks
+            slope, icpt = pre_wave_baseline(vm[: k + 1], sm[: k + 1], w)
+            excess = float(sm[k] - (slope * vm[k] + icpt))
+            peak = Peak(float(vm[k]), float(sm[k] * direction), float(prom), n, direction, excess * direction)
+            out.append(PeakCandidate(peak, float(need), (float(vm[0]), float(vm[k])),
+                                     (float((slope * vm[0] + icpt) * direction), float((slope * vm[k] + icpt) * direction))))
+    return out
+
+
+def redox_peaks(voltage_V: np.ndarray, current_A: np.ndarray, *, smooth_V: float = 0.25,
+                min_prominence_sigma: float = 8.0, min_prominence_fraction: float = 0.15,
+                vertex_margin_V: float = 0.3, exclude: np.ndarray | None = None) -> list[Peak]:
+    """Redox peaks of each sweep (see module docstring): the candidates that rose above their baseline.
+    ``exclude``: readings to leave out (e.g. while the beam was on, whose induced current is not the
+    cell's), bridged by linear interpolation."""
+    return [c.peak for c in peak_candidates(voltage_V, current_A, smooth_V=smooth_V, min_prominence_sigma=min_prominence_sigma,
+                                            min_prominence_fraction=min_prominence_fraction,
+                                            vertex_margin_V=vertex_margin_V, exclude=exclude) if c.is_wave]
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,50 @@ def test_resistor_line_has_no_peaks_and_a_wave_has_one_per_sweep() -> None:
     assert [(round(p.potential_V, 1), p.direction) for p in peaks] == [(2.2, 1), (2.2, -1)]
 
 
+def _cv_0_5_0() -> np.ndarray:
+    up = np.arange(0, 5.0001, 0.005)
+    return np.concatenate([up, up[::-1][1:]])
+
+
+def test_a_capacity_edge_on_an_ohmic_line_is_not_a_peak_but_the_same_edge_after_a_foot_is() -> None:
+    """The lamella's cycles 2-3 (docs/decisions/0029): the current follows one resistor line from the
+    start of the charge sweep (negative below the cell voltage: the cell still discharging) and drops
+    to the leakage when the electrode runs full at 3.9 V. Its maximum rises above nothing it did
+    before: no peak. The same ramp and drop after a flat foot (the reaction setting in at 1.7 V) is a
+    wave (an iR-limited thin-layer peak), found with its baseline-corrected height."""
+    v = _cv_0_5_0()
+    rising = np.arange(v.size) <= np.argmax(v)
+    rng = np.random.default_rng(6)
+    noise = rng.normal(0, 20e-12, v.size)
+    ramp = (v - 1.7) / 1e10
+    line_then_edge = np.where(rising, np.where(v < 3.9, ramp, 0.0), np.minimum(ramp, 0.0))
+    assert redox_peaks(v, line_then_edge + noise) == []
+    foot_then_edge = np.where(rising & (v < 3.9), np.maximum(ramp, 0.0), 0.0)
+    (p,) = redox_peaks(v, foot_then_edge + noise)
+    assert p.direction == 1 and 3.5 < p.potential_V < 3.9
+    # the baseline is the foot's zero current: the peak current is the ramp's height at the maximum
+    assert p.excess_A == pytest.approx((p.potential_V - 1.7) / 1e10, rel=0.15)
+
+
+def test_a_thin_layer_wave_on_a_sloping_background_is_measured_from_its_baseline() -> None:
+    """A Nernstian thin-layer wave (i_p sech^2 shape, FWHM 90.6 mV, physics.md §3.3) at 1.6 V on a
+    charging current plus a resistor's slope: found on both sweeps, with the peak current above
+    the extrapolated background (not above zero) to within 5 %."""
+    v = _cv_0_5_0()
+    rising = np.arange(v.size) <= np.argmax(v)
+    direction = np.where(rising, 1.0, -1.0)
+    ip = 2e-9
+    fwhm = 0.0906
+    wave = ip / np.cosh(1.7627 * (v - 1.6) / fwhm) ** 2  # sech^2: FWHM = 2 acosh(sqrt 2) = 1.7627 x 2 / 2
+    background = 0.3e-9 * direction + v / 5e9
+    rng = np.random.default_rng(7)
+    i = direction * wave + background + rng.normal(0, 20e-12, v.size)
+    peaks = redox_peaks(v, i, smooth_V=0.02)  # smoothing well below the FWHM keeps the height
+    assert [(round(p.potential_V, 2), p.direction) for p in peaks] == [(1.6, 1), (1.6, -1)]
+    for p in peaks:
+        assert abs(p.excess_A) == pytest.approx(ip, rel=0.05)
+
+
 def test_beam_steps_recover_a_known_step_on_a_sloping_current() -> None:
     rng = np.random.default_rng(4)
     t = np.arange(0, 300, 0.5)
@@ -120,3 +164,26 @@ def test_beam_on_readings_can_be_left_out_of_the_peak_search() -> None:
     i_beam = i + np.where(on, 1e-9, 0.0)
     assert redox_peaks(v, i_beam) != []  # each exposure's step looks like a peak
     assert redox_peaks(v, i_beam, exclude=on) == []
+
+
+def test_the_lasgtp_bulk_cv_keeps_its_peaks_near_1v6_on_every_sweep() -> None:
+    """The analysis is not blind: the LASGTP cell's CV as the ex-situ protocol cycles it ([Y14]: 0.5-2.5 V
+    at 40 mV/min, 1 mV stairs; simulators/electrochemistry.py) has its charge and discharge peaks
+    around U_pos - E0_neg = 1.58 V on every sweep of three cycles, also with 100 nA of reading noise."""
+    from insitem.simulators.electrochemistry import Cell, CellParameters
+
+    cell = Cell(CellParameters.lasgtp_bulk())
+    up = np.linspace(0.5, 2.5, 2001)
+    t = np.arange(up.size) * 1.5
+    v, i = [], []
+    for _ in range(3):
+        for sweep in (up, up[::-1]):
+            v.append(sweep[1:])
+            i.append(cell.advance_sweep(t, sweep, 1e-3)["current_A"])
+    volts, amps = np.concatenate(v), np.concatenate(i)
+    amps = amps + np.random.default_rng(8).normal(0, 1e-7, amps.size)
+    peaks = redox_peaks(volts, amps)
+    assert [p.sweep for p in peaks] == list(range(6))
+    assert all(1.55 < p.potential_V < 1.75 for p in peaks if p.direction > 0)
+    assert all(1.45 < p.potential_V < 1.6 for p in peaks if p.direction < 0)
+    assert all(abs(p.excess_A) > 0.5 * abs(p.current_A) for p in peaks)
