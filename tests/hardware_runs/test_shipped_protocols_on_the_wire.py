@@ -34,7 +34,7 @@ pytestmark = pytest.mark.wire
 #: (protocol, time scale, slow): frames through the socket and simulated duration in the comments
 CASES = [
     pytest.param("loopback-hold", 5.0, id="loopback-hold"),  # 15 s, 3 frames: ~4 s
-    pytest.param("micro-battery-lagp", 100.0, id="micro-battery-lagp", marks=pytest.mark.slow),  # 50 min, 45 frames
+    pytest.param("micro-battery-lagp", 100.0, id="micro-battery-lagp", marks=pytest.mark.slow),  # 50 min, 51 frames
     pytest.param("si-nanoparticle-hold", 10.0, id="si-nanoparticle-hold", marks=pytest.mark.slow),  # 10 min, 120 frames
     pytest.param("ex-situ-lasgtp", 2000.0, id="ex-situ-lasgtp", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),  # 83 h, 35 frames, 200 000 stairs
     pytest.param("in-situ-lasgtp", 20.0, id="in-situ-lasgtp", marks=[pytest.mark.slow, pytest.mark.timeout(2400)]),  # 101 min, 717 frames
