@@ -89,8 +89,10 @@ class TemServer(LineServer):
         return self.resource_string
 
     def stop(self) -> None:
-        """Blank a leased beam (read back, retried up to `shutdown_confirm_s`), then close."""
-        self._stop.set()
+        """Blank a leased beam (read back, retried up to `shutdown_confirm_s`), then close.
+
+        The client threads are told to stop only after the blank: a thread that sees the stop
+        between two lines ends its session, which would blank as "connection closed" first."""
         try:
             self._sock.close()  # no new connections while blanking
         except OSError:
