@@ -43,5 +43,5 @@ def analyze_command(args: argparse.Namespace) -> int:
     console.print(headline(a), soft_wrap=True, highlight=False)
     if (line := drift_line(summary)) is not None:
         console.print(line, soft_wrap=True, highlight=False)
-    console.print(f"summary.json and {len(figs)} figures in {out}", soft_wrap=True, highlight=False)
+    console.print(f"summary.json and {len(figs)} figure{'' if len(figs) == 1 else 's'} in {out}", soft_wrap=True, highlight=False)
     return EXIT_OK

@@ -38,7 +38,7 @@ def show_command(args: argparse.Namespace) -> int:
                 figs = write_figures(run_file, out)
         except OSError as exc:
             raise FigureFolderError(f"cannot write figures to {out}: {exc.strerror or exc}; give --out DIR") from None
-        print(f"{len(figs)} figures in {out}")
+        print(f"{len(figs)} figure{'' if len(figs) == 1 else 's'} in {out}")
         if not args.follow:
             return 0
         with unreadable_as_one_line(run_file), RunFileReader(run_file) as r:
