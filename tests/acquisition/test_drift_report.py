@@ -17,8 +17,9 @@ NM = 1e-9
 
 def _table(rows: list[tuple[float, int, float, float, float, str]]) -> dict[str, np.ndarray]:
     t = np.zeros(len(rows), dtype=DRIFT_DTYPE)
-    for k, (t_s, index, measured, sigma, shift, action) in enumerate(rows):
-        t[k] = (t_s, b"low-loss", index, measured, sigma, shift, action.encode())
+    for k, (t_s, index, measured, sigma, shift, action, *stage) in enumerate(rows):
+        t[k] = (t_s, b"low-loss", index, measured, sigma, shift, action.encode(), b"science", np.nan,
+                stage[0] if stage else np.nan)
     return {name: t[name] for name in t.dtype.names}
 
 
