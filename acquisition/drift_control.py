@@ -11,8 +11,9 @@ refuses a correction.
   image's counts-per-row profile is registered against the first tracked image around the
   Pt/electrolyte step (`insitem.analysis.drift`). The result is the displacement of the specimen's
   image over the slit, i.e. drift plus the image shift (and stage move) in force when the image
-  was taken. With tracking frames (`drift.track_every` / `track_groups`) only they are measured;
-  otherwise the tracking window's own images.
+  was taken. With tracking frames (`drift.track_every` / `track_groups`) only they are measured,
+  against the window's first image when that comes before the first frame; otherwise the
+  tracking window's own images.
 - Correcting (`apply`) runs on the runner's thread just before the next exposure that starts a
   group (one that does not follow the previous exposure back to back: the images of a group, such
   as a Li-K image and the low-loss image it is deconvolved with, must share one position), with the
@@ -100,10 +101,16 @@ class DriftController:
     def observe(self, window: str, index: int, t_s: float, image: np.ndarray, *, kind: str = "science",
                 dose_e_per_m2: float = math.nan) -> None:
         """Estimate the displacement from one stored image taken with the tracking window's settings:
-        a tracking frame when the protocol asks for them, else the window's own images. `index` is
-        the image's index in its run-file window (TRACKING_WINDOW for a tracking frame), `dose` its
-        dose (recorded with the estimate)."""
-        if window != self.window or (kind == "tracking") != self.from_tracking:
+        the window's own images, or, when the protocol asks for tracking frames, those frames, the
+        reference being the window's first image when it comes before the first frame (so the loop
+        holds the image where the science series started). `index` is the image's index in its
+        run-file window (TRACKING_WINDOW for a tracking frame), `dose` its dose (recorded with the
+        estimate)."""
+        if window != self.window:
+            return
+        if self.from_tracking and kind != "tracking" and self._reference is not None:
+            return  # with tracking frames, a science image serves only as the reference (the first)
+        if not self.from_tracking and kind == "tracking":
             return
         stored = TRACKING_WINDOW if kind == "tracking" else window
         profile = row_profile(image)
@@ -246,11 +253,19 @@ class DriftController:
         return read_back - before
 
     def _velocity_m_per_s(self, est: _Estimate) -> float:
-        """The specimen's drift velocity from the estimate before `est` to `est` (0 with one)."""
+        """The specimen's drift velocity from the estimate before `est` to `est`: 0 with one, and
+        0 unless it exceeds twice its own uncertainty (two estimates close in time, such as a
+        window's image and a tracking frame right after it, give a velocity of noise that the
+        feed-forward would multiply by the whole interval to the next group). The reference's
+        uncertainty, recorded as 0, is taken as the other's."""
         prev = self._previous
         if prev is None or prev is est or est.t_s <= prev.t_s:
             return 0.0
-        return (est.drift_m - prev.drift_m) / (est.t_s - prev.t_s)
+        dt = est.t_s - prev.t_s
+        v = (est.drift_m - prev.drift_m) / dt
+        s_prev = prev.sigma_m if prev.sigma_m > 0 else est.sigma_m
+        sigma_v = math.hypot(s_prev, est.sigma_m) / dt
+        return v if abs(v) > 2.0 * sigma_v else 0.0
 
     def _refused(self, t_s: float, est: _Estimate, why: str, by_microscope: bool = True) -> None:
         self.refused = True
