@@ -14,6 +14,10 @@ the image shift and stage moved since - and one row per action of the correction
 - correction: how far the image shift and the stage in force had taken the image back (minus
   their moves since the loop started);
 - specimen drift: residual + correction (the drift that would have been seen uncorrected).
+
+With tracking frames the rows are the frames' (after the window's first image, the reference): a
+frame taken just before a group, as `drift.track_groups` places it, shows the drift since the last
+correction, which the correction right after it takes back before the group is exposed.
 """
 
 from __future__ import annotations
