@@ -190,8 +190,9 @@ class QueuedRunFile:
         self._call("log", t_s, level, message)
 
     def append_drift(self, t_s: float, window: str, index: int, measured_m: float, sigma_m: float,
-                     image_shift_m: float, action: str) -> None:
-        self._call("append_drift", t_s, window, index, measured_m, sigma_m, image_shift_m, action)
+                     image_shift_m: float, action: str, *more: Any) -> None:
+        """`more`: kind, dose_e_per_m2, stage_y_m (RunFile.append_drift)."""
+        self._call("append_drift", t_s, window, index, measured_m, sigma_m, image_shift_m, action, *more)
 
     def begin_step(self, index: int, name: str, t_s: float) -> None:
         self._call("begin_step", index, name, t_s)

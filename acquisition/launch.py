@@ -56,6 +56,7 @@ from insitem.drivers.errors import InsitemError, ProtocolError, UsageError
 from insitem.drivers.interfaces import InstrumentIdentity
 from insitem.protocols.loader import loads_and_plan, resolve
 from insitem.protocols.plan import Plan
+from insitem.protocols.schema import TRACKING_WINDOW
 
 
 @dataclass
@@ -135,6 +136,14 @@ def window_specs(plan: Plan, bundle: RigBundle) -> tuple[WindowSpec, ...]:
                 frames=w.frames,
             )
         )
+    if plan.tracking:  # the drift-tracking frames: the tracking window's settings, one frame each
+        d = plan.protocol.drift
+        window = d.window or plan.protocol.spectrometer.windows[0].name
+        settings = camera_settings(plan.protocol, window).model_copy(update={"exposure_s": d.track_exposure})
+        scale_nm, offset_nm = bundle.position_axis_nm(settings)
+        specs.append(WindowSpec.from_camera_settings(
+            TRACKING_WINDOW, settings, shape, position_scale=scale_nm, position_offset=offset_nm, position_units="nm",
+            title=f"{plan.protocol.name} drift tracking ({window} settings)", kind="tracking"))
     return tuple(specs)
 
 

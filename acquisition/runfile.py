@@ -139,8 +139,10 @@ EXPOSURE_DTYPE = np.dtype(
         ("saturated_px", "<i8"),
         ("partial", "u1"),  # 1: cut short (immediate stop, stall); the image is the part read out
         ("beam_on_s", "<f8"),  # true beam-on time of this image (s); = exposure_s unless partial
+        ("kind", "S16"),  # science | tracking (a drift-tracking frame, window "drift-tracking": analysis skips it)
     ]
 )
+EXPOSURE_KINDS = ("science", "tracking")
 EC_DTYPE = np.dtype(
     [
         ("t_s", "<f8"),
@@ -159,7 +161,10 @@ DRIFT_DTYPE = np.dtype(
         ("measured_m", "<f8"),  # displacement of the specimen's image along the slit since the first image
         ("sigma_m", "<f8"),  # its 1-sigma uncertainty
         ("image_shift_m", "<f8"),  # the image shift (along the slit) in force after this row's action
-        ("action", "S16"),  # measured | shift-read | corrected | within-dead-band | refused | limited
+        ("action", "S16"),  # measured | shift-read | corrected | within-dead-band | refused | limited | stage-read | stage
+        ("kind", "S16"),  # of the image the row is about: science (a window's own image) | tracking (a tracking frame)
+        ("dose_e_per_m2", "<f8"),  # measured rows: the dose of that image; NaN on action rows (they deliver none)
+        ("stage_y_m", "<f8"),  # the stage y in force after this row's action (NaN: the loop has not read the stage)
     ]
 )
 STEP_DTYPE = np.dtype(
@@ -205,6 +210,9 @@ class WindowSpec(BaseModel):
     title: str = Field(default="", description="metadata/General/title; defaults to the name")
     exposure_s: float | None = Field(default=None, gt=0, description="time summed into one image, s (metadata EELS exposure)")
     frames: int = Field(default=1, ge=1, description="sub-exposures summed into one image (metadata EELS frame_number)")
+    kind: Literal["science", "tracking"] = Field(
+        default="science", description="science: a protocol window; tracking: the drift-tracking frames (docs/drift.md)"
+    )
 
     @classmethod
     def from_camera_settings(
@@ -218,6 +226,7 @@ class WindowSpec(BaseModel):
         position_units: str = "nm",
         title: str = "",
         frames: int = 1,
+        kind: Literal["science", "tracking"] = "science",
     ) -> "WindowSpec":
         """The window a camera configured with `settings` produces (binning and readout area
         applied); one image sums `frames` frames of `settings.exposure_s` each."""
@@ -235,6 +244,7 @@ class WindowSpec(BaseModel):
             title=title,
             exposure_s=settings.exposure_s * frames,
             frames=frames,
+            kind=kind,
         )
 
 
@@ -609,12 +619,14 @@ class RunFile:
         saturated_px: int = 0,
         partial: bool = False,
         beam_on_s: float | None = None,
+        kind: str = "science",
     ) -> int:
         """Write one exposure (rows = position, columns = energy) and flush. Returns its index.
 
         The image is written and flushed before its record (the commit marker). `partial`: the
         exposure was cut short; `beam_on_s` its true beam-on time (default `exposure_s`), which
-        with `dose_e_per_m2` may exceed what `data` holds.
+        with `dose_e_per_m2` may exceed what `data` holds. `kind`: ``science``, or ``tracking`` for
+        a drift-tracking frame (written to the window declared with kind tracking).
 
         `data` may be uint16 raw counts or float: it is stored as float32 (exact for counts up
         to 2**24, and the processed frames are float32 already). `energy_offset_eV` is the
@@ -623,6 +635,8 @@ class RunFile:
         """
         self._check_open()
         spec = self._window(window)
+        if kind not in EXPOSURE_KINDS or kind != spec.kind:
+            raise RunFileError(f"window {spec.name!r} holds {spec.kind} exposures, not {kind!r}")
         frame = np.asarray(data)
         if frame.shape != (spec.n_rows, spec.n_channels):
             raise RunFileError(
@@ -658,6 +672,7 @@ class RunFile:
             "saturated_px": saturated_px,
             "partial": 1 if partial else 0,
             "beam_on_s": exposure_s if beam_on_s is None else beam_on_s,
+            "kind": kind.encode(),
         }
         row = np.zeros(1, dtype=self._exposures.dtype)  # a file from before a column existed lacks it
         for name in row.dtype.names or ():
@@ -750,13 +765,19 @@ class RunFile:
         self._flush_file()
 
     def append_drift(self, t_s: float, window: str, index: int, measured_m: float, sigma_m: float,
-                     image_shift_m: float, action: str) -> None:
-        """Append one drift estimate and what was done about it (docs/drift.md). Flushed."""
+                     image_shift_m: float, action: str, kind: str = "science", dose_e_per_m2: float = math.nan,
+                     stage_y_m: float = math.nan) -> None:
+        """Append one drift estimate and what was done about it (docs/drift.md; columns in
+        DRIFT_DTYPE). Flushed."""
         self._check_open()
         if self._drift is None:
             raise RunFileError("this run file has no drift table (made before drift tracking)")
-        row = np.zeros(1, dtype=DRIFT_DTYPE)
-        row[0] = (t_s, _fixed(window, _WINDOW_BYTES), index, measured_m, sigma_m, image_shift_m, _fixed(action, 16))
+        values = {"t_s": t_s, "window": _fixed(window, _WINDOW_BYTES), "index": index, "measured_m": measured_m,
+                  "sigma_m": sigma_m, "image_shift_m": image_shift_m, "action": _fixed(action, 16),
+                  "kind": _fixed(kind, 16), "dose_e_per_m2": dose_e_per_m2, "stage_y_m": stage_y_m}
+        row = np.zeros(1, dtype=self._drift.dtype)  # a file from before a column existed lacks it
+        for name in row.dtype.names or ():
+            row[name] = values[name]
         self._ensure_space(row.nbytes)
         with self._writing():
             _append_rows(self._drift, row)

@@ -152,7 +152,14 @@ class RunFileReader:
     # -- windows and exposures --------------------------------------------------------------------
     @property
     def windows(self) -> list[str]:
-        return [w.name for w in self.config.windows]
+        """The science windows (the protocol's): what analysis, figures and exports read. The
+        drift-tracking frames, when the run took any, are in `tracking_window`."""
+        return [w.name for w in self.config.windows if w.kind == "science"]
+
+    @property
+    def tracking_window(self) -> str | None:
+        """The window holding the drift-tracking frames (docs/drift.md), or None."""
+        return next((w.name for w in self.config.windows if w.kind == "tracking"), None)
 
     def window_spec(self, window: str) -> WindowSpec:
         for w in self.config.windows:
@@ -230,7 +237,7 @@ class RunFileReader:
             table = table[table["window"] == window.encode()][: self.n_exposures(window)]
         else:
             keep = np.zeros(len(table), bool)
-            for w in self.windows:
+            for w in (spec.name for spec in self.config.windows):  # tracking frames included (column `kind`)
                 rows = np.flatnonzero(table["window"] == w.encode())[: self.n_exposures(w)]
                 keep[rows] = True
             table = table[keep]
@@ -242,6 +249,8 @@ class RunFileReader:
             cols["partial"] = cols["partial"].astype(bool)
         if "beam_on_s" not in cols:
             cols["beam_on_s"] = np.asarray(cols.get("exposure_s", np.zeros(len(table))), float).copy()
+        if "kind" not in cols:
+            cols["kind"] = np.full(len(table), "science")
         return cols
 
     # -- electrochemistry, events, steps ----------------------------------------------------------
@@ -257,7 +266,8 @@ class RunFileReader:
 
     def drift(self) -> dict[str, np.ndarray]:
         """The drift record as columns (t_s, window, index, measured_m, sigma_m, image_shift_m,
-        action); empty columns for a run that did not track drift or predates the table."""
+        action, kind, dose_e_per_m2, stage_y_m: runfile.DRIFT_DTYPE); empty columns for a run that
+        did not track drift or predates the table (files before the last three lack them)."""
         from insitem.acquisition.runfile import DRIFT_DTYPE
 
         table = self._root["drift"][...] if "drift" in self._root else np.zeros(0, dtype=DRIFT_DTYPE)

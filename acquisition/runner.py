@@ -42,7 +42,7 @@ from insitem.acquisition.supervisor import LeaseLapsed, SupervisorLost
 from insitem.drivers.interfaces import CameraSettings, Frame, PotentiostatConfig, Reading, Rig
 from insitem.protocols.plan import Plan, PlannedExposure, PlannedStep
 from insitem.protocols.timeline import CurrentLeg
-from insitem.protocols.schema import Protocol
+from insitem.protocols.schema import TRACKING_WINDOW, Protocol
 from insitem.protocols.units import E_PER_A2
 
 #: metres per unit of a window's position axis, for the units drift tracking can use
@@ -131,7 +131,8 @@ class RunFileSink(TypingProtocol):
     def append_electrochemistry(self, t_s: Any, voltage_V: Any, current_A: Any, **cols: Any) -> None: ...
     def log(self, t_s: float, level: str, message: str) -> None: ...
     def append_drift(self, t_s: float, window: str, index: int, measured_m: float, sigma_m: float,
-                     image_shift_m: float, action: str) -> None: ...
+                     image_shift_m: float, action: str, kind: str = "science", dose_e_per_m2: float = math.nan,
+                     stage_y_m: float = math.nan) -> None: ...
     def begin_step(self, index: int, name: str, t_s: float) -> None: ...
     def end_step(self, index: int, t_s: float, status: Any = "completed") -> None: ...
     def write_ground_truth(self, t_s: float, profiles: Any = None, scalars: Any = None) -> None: ...
@@ -183,6 +184,8 @@ class Runner:
         self._ec_points = 0
         # a resumed run continues the dose budget the file recorded
         self._dose_e_per_m2 = float(getattr(runfile, "total_dose_e_per_m2", 0.0) or 0.0)
+        self._tracking_dose_e_per_m2 = 0.0  # of the drift-tracking frames taken (drift.track_max_dose)
+        self._tracking_skipped = 0
         # readings of the running exposure, for its mean potential and current
         self._exposure_readings: list[tuple[float, float]] | None = None
         self._stair_pending = False  # a level was set and its stair not yet measured
@@ -386,7 +389,12 @@ class Runner:
             return None
         position_m = (spec.position_offset + spec.position_scale * np.arange(spec.n_rows)) * scale
         return DriftController(d, window, position_m, record_io=self._runfile.append_drift, record=self.file.append_drift,
-                               event=lambda level, message: self._log(level, message))
+                               event=lambda level, message: self._log(level, message), pause=self._pause)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait on the rig clock, renewing the lease (the drift loop while the stage travels)."""
+        self.clock.sleep_until(self.clock.now() + seconds)
+        self._renew()
 
     # -- steps ------------------------------------------------------------------------------------
     def _run_step(self, step: PlannedStep) -> None:
@@ -439,6 +447,8 @@ class Runner:
                     break
                 self._measure_ahead(t_event, t, cyc, i, step.index, step.dwell_s)
                 exp = exposures.popleft()
+                if self._skip_tracking(exp):
+                    continue
                 active = (exp, self._start_exposure(exp))
         # final reading at the end of the last stair
         if not self.stop_requested:
@@ -688,7 +698,8 @@ class Runner:
                 while not self._io.wait_camera_free(0.05):  # the last read-out (real time only)
                     self._renew()
                 exposures.popleft()
-                active = (exp, self._start_exposure(exp))
+                if not self._skip_tracking(exp):
+                    active = (exp, self._start_exposure(exp))
                 continue
             if t_read <= t_leg0:  # a leg of no time (a tail with nothing left to wait for)
                 break
@@ -732,9 +743,27 @@ class Runner:
         return None
 
     # -- exposures ----------------------------------------------------------------------------------
+    def _skip_tracking(self, exp: PlannedExposure) -> bool:
+        """A drift-tracking frame is left out when it would take the tracking dose past
+        drift.track_max_dose (the plan checked it at the protocol's dose rate; the microscope's
+        may be higher): a warning, and the run goes on without it."""
+        cap = self.protocol.drift.track_max_dose
+        if not exp.tracking or cap is None:
+            return False
+        dose = exp.exposure_s * self.rig.microscope.beam.dose_rate_e_per_m2_s
+        if self._tracking_dose_e_per_m2 + dose <= cap * (1 + 1e-9):
+            return False
+        if not self._tracking_skipped:
+            self._log("WARNING", f"drift tracking: the next frame would take the tracking dose past drift.track_max_dose "
+                      f"({cap / E_PER_A2:.4g} e/Å²); no more tracking frames")
+        self._tracking_skipped += 1
+        return True
+
     def _start_exposure(self, exp: PlannedExposure) -> float:
         cam = self.rig.camera
         settings = camera_settings(self.protocol, exp.window)
+        if exp.tracking:  # a drift-tracking frame: the tracking window's settings, its own exposure
+            settings = settings.model_copy(update={"exposure_s": exp.exposure_s})
         if cam.settings != settings:
             cam.configure(settings)  # energy offset switched here, before the beam comes on
         planned_dose = exp.exposure_s * self.rig.microscope.beam.dose_rate_e_per_m2_s
@@ -778,6 +807,8 @@ class Runner:
         self._errors_due = True
         dose = dose_rate * exp.exposure_s
         self._dose_e_per_m2 += dose
+        if exp.tracking:
+            self._tracking_dose_e_per_m2 += dose
         img = self._open_image
         if img is not None:
             img.t_exposing_since = None
@@ -796,7 +827,7 @@ class Runner:
         pot_V = float(np.mean([r[0] for r in acc.readings])) if acc.readings else potential_if_unread_V
         cur_A = float(np.mean([r[1] for r in acc.readings])) if acc.readings else math.nan
         return self._runfile.append_exposure(
-            exp.window,
+            TRACKING_WINDOW if exp.tracking else exp.window,
             acc.data,
             t_start_s=acc.t_start_s,
             exposure_s=acc.exposure_s,
@@ -807,6 +838,7 @@ class Runner:
             dose_e_per_m2=dose_e_per_m2,
             energy_offset_eV=acc.energy_offset_eV,
             saturated_px=acc.saturated_px,
+            kind=exp.kind,
             **extra,
         )
 
@@ -826,7 +858,8 @@ class Runner:
             image_index = self._append_image(exp, acc, acc.dose, planned_V)
             self._exposures += 1
             if self._drift_control is not None and image_index is not None:
-                self._drift_control.observe(exp.window, int(image_index), acc.t_start_s, acc.data)
+                self._drift_control.observe(exp.window, int(image_index), acc.t_start_s, acc.data, kind=exp.kind,
+                                            dose_e_per_m2=acc.dose)
             if acc.saturated_px:
                 self._log("WARNING", f"{exp.window} image at t = {acc.t_start_s:.1f} s: {acc.saturated_px} saturated pixels", self._runfile)
             self._write_ground_truth(self.clock.now(), self._runfile)

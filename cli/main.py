@@ -103,11 +103,17 @@ def render_plan(plan: Plan) -> Table:
         w = p.spectrometer.window(name)
         rows, cols = plan.frame_shape(name)
         table.add_row(f"exposures {name}", f"{n} x {w.exposure:g} s, {rows} x {cols} px, {w.energy_range_eV[0]:g}-{w.energy_range_eV[1]:g} eV")
-    table.add_row("beam on", f"{format_duration(plan.beam_on_s)} ({p.beam.policy})")
+    tracking = s.get("tracking")
+    if isinstance(tracking, dict):
+        cap = p.drift.track_max_dose
+        table.add_row("drift tracking", f"{tracking['exposures']} x {tracking['exposure_s']:g} s ({tracking['settings_of']} settings), "
+                      f"beam on {format_duration(tracking['beam_on_s'])}, {tracking['dose_e_per_A2']:.4g} e/Å²"
+                      + (f" (cap {cap / E_PER_A2:.4g} e/Å²)" if cap is not None else ""))
+    table.add_row("beam on", f"{format_duration(plan.beam_on_s)} ({p.beam.policy})" + (" incl. drift tracking" if tracking else ""))
     table.add_row(
         "electron dose",
         f"{plan.dose_e_per_m2 / E_PER_A2:.4g} e/Å² at {p.beam.dose_rate_e_per_m2_s / E_PER_A2:.3g} e/Å²/s "
-        f"(budget {p.safety.max_total_dose / E_PER_A2:.4g} e/Å²)",
+        f"(budget {p.safety.max_total_dose / E_PER_A2:.4g} e/Å²)" + (" incl. drift tracking" if tracking else ""),
     )
     table.add_row("potentiostat points", f"{s['ec_points']}")
     table.add_row("data volume", format_bytes(plan.data_bytes()))

@@ -38,6 +38,7 @@ SECTIONS = [
     ("spectrometer.camera", "Camera"),
     ("spectrometer.slit", "Slit"),
     ("spectrometer.windows[]", "Window"),
+    ("drift", "DriftCorrection"),
 ]
 
 

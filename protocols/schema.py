@@ -119,6 +119,7 @@ ExposureTime = quantity(
     Bounds(ge=MIN_EXPOSURE_S, le=MAX_EXPOSURE_S, why="1 ms (camera) to 1 h"),
     count_hint="the exposure is a time such as '30 s'; summed sub-exposures are set with `frames: 4`",
 )
+TrackInterval = quantity(TIME, Bounds(ge=1.0, le=MAX_STEP_S, why="1 s (a frame, its read-out and a correction) to 30 days"))
 DeadTime = quantity(TIME, Bounds(ge=0.0, le=60.0, why="clear + readout + energy switch of a CCD: seconds at most"))
 SweepRate = quantity(SWEEP_RATE, Bounds(ge=1e-7, le=100.0, why="0.006 mV/min (1 V in 4 months) to 100 V/s"))
 StepHeight = quantity(VOLTAGE, Bounds(ge=1e-6, le=10.0, why="1 uV (below the 2400's 5 uV resolution on 200 mV) to 10 V"))
@@ -496,17 +497,45 @@ class Steps:
 # The protocol
 
 
+#: the run file's group (and the drift table's window) of the drift-tracking exposures
+TRACKING_WINDOW = "drift-tracking"
+
+
 class DriftCorrection(Strict):
-    """Specimen drift along the slit: measured from one window's images and, with `correct`,
-    taken back by image shift between exposures (acquisition/drift_control.py, docs/drift.md)."""
+    """Specimen drift along the slit: measured from one window's images (or from tracking
+    exposures of their own, with that window's settings) and, with `correct`, taken back by image
+    shift between exposures, by the stage beyond `max_shift` (acquisition/drift_control.py,
+    docs/drift.md)."""
 
     mode: Literal["off", "measure", "correct"] = Field(default="off", description="off, measure only, or measure and correct")
-    window: Name | None = Field(default=None, description="the window whose images track the Pt/electrolyte step (default: the first)")
+    window: Name | None = Field(default=None, description="the window whose images (or whose settings, for tracking exposures) track the Pt/electrolyte step (default: the first)")
     dead_band: SpecimenLength = Field(default=5.7e-9, description="no correction while the measured drift is within this")
     max_shift: SpecimenLength = Field(default=2e-6, description="the largest image shift the correction may set")
     on_refusal: Literal["continue", "stop"] = Field(
         default="continue", description="when the microscope refuses a correction: go on measuring, or stop the run safely"
     )
+    track_every: TrackInterval | None = Field(
+        default=None, description="a one-frame drift-tracking exposure of its own this often (from the run start); "
+        "the drift is then measured from these alone"
+    )
+    track_groups: bool = Field(
+        default=False, strict=True, description="a drift-tracking exposure just before each group of exposures (the windows of one trigger)"
+    )
+    track_exposure: ExposureTime = Field(
+        default=0.05, description="exposure of one tracking frame (at most the tracking window's frame, exposure/frames)"
+    )
+    track_max_dose: Dose | None = Field(default=None, description="the most dose the tracking exposures may deliver (counted in safety.max_total_dose too)")
+    use_stage: bool = Field(
+        default=True, strict=True, description="correct: move the stage when the image shift would pass max_shift, and recentre the image shift"
+    )
+    max_stage_travel: SpecimenLength = Field(
+        default=10e-6, description="the farthest the correction may move the stage from where the run found it"
+    )
+
+    @property
+    def tracking_exposures(self) -> bool:
+        """True when the protocol asks for tracking exposures of their own."""
+        return self.mode != "off" and (self.track_every is not None or self.track_groups)
 
 
 class Protocol(Strict):
@@ -572,7 +601,22 @@ class Protocol(Strict):
             return [f"drift.window: {d.window!r} is not a window; choose one of {', '.join(names)}"]
         if d.dead_band >= d.max_shift:
             return [f"drift.dead_band: {d.dead_band * 1e9:g} nm must be below drift.max_shift ({d.max_shift * 1e9:g} nm)"]
-        return []
+        out = []
+        asked = [n for n in ("track_every", "track_groups") if getattr(d, n) not in (None, False)]
+        if len(asked) > 1:
+            out.append("drift.track_groups: give drift.track_every or drift.track_groups, not both")
+        if asked and d.mode == "off":
+            out.append(f"drift.{asked[0]}: tracking exposures need drift.mode measure or correct (it is off)")
+        if asked and d.mode != "off":
+            w = self.spectrometer.window(d.window or names[0])
+            if d.track_exposure > w.exposure / w.frames * (1 + 1e-9):
+                out.append(f"drift.track_exposure: {d.track_exposure:g} s is longer than one {w.name} frame "
+                           f"({w.exposure / w.frames:g} s = exposure/frames, the most the window exposes at once)")
+            if d.track_exposure > self.safety.max_exposure:
+                out.append(f"drift.track_exposure: {d.track_exposure:g} s exceeds safety.max_exposure {self.safety.max_exposure:g} s")
+            if TRACKING_WINDOW in names:
+                out.append(f"drift.track_every: the window name {TRACKING_WINDOW!r} is taken by the tracking exposures; rename that window")
+        return out
 
     def _step_problems(self) -> list[str]:
         names = {w.name for w in self.spectrometer.windows}

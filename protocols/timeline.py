@@ -82,10 +82,15 @@ class PlannedExposure:
     potential_V: float | None  # programmed potential at the exposure start (None: open circuit)
     subframe: int = 0  # index of this sub-exposure of a summed spectrum image
     n_subframes: int = 1
+    kind: str = "science"  # science | tracking (a drift-tracking frame with `window`'s settings, docs/drift.md)
 
     @property
     def t_end_s(self) -> float:
         return self.t_start_s + self.exposure_s
+
+    @property
+    def tracking(self) -> bool:
+        return self.kind == "tracking"
 
 
 @dataclass

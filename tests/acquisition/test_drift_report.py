@@ -17,8 +17,9 @@ NM = 1e-9
 
 def _table(rows: list[tuple[float, int, float, float, float, str]]) -> dict[str, np.ndarray]:
     t = np.zeros(len(rows), dtype=DRIFT_DTYPE)
-    for k, (t_s, index, measured, sigma, shift, action) in enumerate(rows):
-        t[k] = (t_s, b"low-loss", index, measured, sigma, shift, action.encode())
+    for k, (t_s, index, measured, sigma, shift, action, *stage) in enumerate(rows):
+        t[k] = (t_s, b"low-loss", index, measured, sigma, shift, action.encode(), b"science", np.nan,
+                stage[0] if stage else np.nan)
     return {name: t[name] for name in t.dtype.names}
 
 
@@ -81,3 +82,29 @@ def test_figure_is_drawn_beside_the_potential(tmp_path: Path) -> None:
     rows.append((1300.0, 4, 13 * NM, 1 * NM, np.nan, "refused"))
     (path,) = drift_figure(_table(rows), ec, "run", tmp_path / "drift-time.png")
     assert path.stat().st_size > 10_000
+
+
+def test_stage_moves_count_in_the_correction_and_tracking_frames_in_the_summary() -> None:
+    """Image shift 0 -> -12 nm, then a stage move of -20 nm with the shift back at 0; the tracked
+    images are tracking frames of 1e18 e/m2 each."""
+    t = np.zeros(7, dtype=DRIFT_DTYPE)
+    rows = [(0.0, 0, 0.0, 0.0, np.nan, "measured", 3e-6), (299.0, 0, np.nan, np.nan, 0.0, "shift-read", np.nan),
+            (300.0, 1, 12e-9, 1e-9, 0.0, "measured", np.nan), (301.0, 1, 12e-9, 1e-9, -12e-9, "corrected", np.nan),
+            (600.0, 2, 8e-9, 1e-9, -12e-9, "measured", np.nan), (601.0, 2, np.nan, np.nan, -12e-9, "stage-read", 3e-6),
+            (601.0, 2, 8e-9, 1e-9, 0.0, "stage", 3e-6 - 20e-9)]
+    for k, (t_s, index, measured, sigma, shift, action, stage) in enumerate(rows):
+        dose = 1e18 if action == "measured" else np.nan
+        t[k] = (t_s, b"drift-tracking", index, measured, sigma, shift, action.encode(), b"tracking", dose, stage)
+    table = {name: t[name] for name in t.dtype.names}
+    table_plus = {name: np.append(v, v[-1:]) for name, v in table.items()}  # one more image after the stage move
+    table_plus["t_s"][-1], table_plus["action"][-1], table_plus["measured_m"][-1] = 900.0, b"measured", 1e-9
+    table_plus["dose_e_per_m2"][-1] = 1e18
+    s = drift_series(table_plus)
+    assert s is not None
+    np.testing.assert_allclose(s.correction_m / NM, [0.0, 0.0, 12.0, 20.0], atol=1e-9)  # 12 by shift, then 20 by stage
+    np.testing.assert_allclose(s.drift_m / NM, [0.0, 12.0, 20.0, 21.0], atol=1e-9)
+    summary = s.summary()
+    assert summary["actions"]["stage"] == 1 and summary["stage_m"] == pytest.approx(-20e-9)
+    assert summary["tracking_frames"] == 4 and summary["tracking_dose_e_per_A2"] == pytest.approx(4e18 / 1e20)
+    line = drift_line({"drift": summary}) or ""
+    assert "stage moved -20.0 nm in 1 moves" in line and "4 tracking frames" in line

@@ -15,7 +15,8 @@ def _table(rows: list[tuple[float, float, float, str]]) -> dict[str, np.ndarray]
     """Rows of (t_s, measured_m, image_shift_m, action)."""
     t = np.zeros(len(rows), dtype=DRIFT_DTYPE)
     for k, (t_s, measured, shift, action) in enumerate(rows):
-        t[k] = (t_s, b"low-loss", k, measured, 0.0 if action == "measured" else np.nan, shift, action.encode())
+        t[k] = (t_s, b"low-loss", k, measured, 0.0 if action == "measured" else np.nan, shift, action.encode(),
+                b"science", np.nan, np.nan)  # kind, dose, stage y: a science image, no stage
     return {name: t[name] for name in t.dtype.names}
 
 

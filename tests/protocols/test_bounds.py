@@ -54,6 +54,10 @@ LIMITS: dict[str, tuple[float, float]] = {
     "sweep_rate": (1e-8, 1000), "step": (1e-7, 100), "cycles": (1, 1e6), "after_cycles": (1, 1e6),
     "duration": (1e-4, 31 * DAY), "every": (1e-4, 31 * DAY),
     "drift_rate": (0, 1e-6), "dead_band": (1e-10, 1e-3), "max_shift": (1e-10, 1e-3),
+    # drift-tracking frames: an interval within a run, a camera exposure, a dose within the budget's
+    # bounds; the stage's travel within a TEM specimen
+    "track_every": (1e-4, 31 * DAY), "track_exposure": (1e-4, 3600), "track_max_dose": (1e-6 * E_A2, 1e11 * E_A2),
+    "max_stage_travel": (1e-10, 1e-3),
     # galvanostatic cycling and ocv rests: a sourced current within the SourceMeters' +-1.05 A (signed),
     # cut-off voltages within their +-210 V, charges from a lamella's pC to a large cell's 28 Ah
     "galvanostatic.current": (-1.05, 1.05), "lower_limit": (-210, 210), "upper_limit": (-210, 210),
