@@ -111,6 +111,7 @@ class SimWorld:
         # stage and image/beam shifts of the simulated microscope: the image shift moves the
         # specimen's image over the slit (`image_displacement_m`)
         self.position = PositionState()
+        self._stage_start_m = (self.position.stage["x_m"], self.position.stage["y_m"])
         # the sample at each thickness of the wedge across the slit (`strip_view`), level 0 = nominal
         self._samples_by_level: dict[int, Sample] = {}
         self._vacuum_phases = (VACUUM,)  # one tuple: the EELS caches are keyed on it
@@ -338,7 +339,7 @@ class SimWorld:
         with self.lock:  # the shared state; the synthesis below runs without it (long: 40-550 ms)
             electrons_rows = self.optics.electrons_per_row(t0_s, t1_s, rows)[top : top + n * by]
             drift_mean, drift_spread = self.drift.mean_and_spread_m(t0_s, t1_s)
-            shift_x, shift_y = self.position.image_shift_m
+            shift_x, shift_y = self.correction_m()
             view = self.strip_view(float(drift_mean[1]) + shift_x)
             dy = float(drift_mean[0]) + shift_y
             if view.shift_m != 0.0:  # a tilted interface: the x under the strip moves the layers along it
@@ -417,11 +418,20 @@ class SimWorld:
         d = self.drift.displacement_m(self.clock.now() if t_s is None else t_s)
         return float(d[0]), float(d[1])
 
-    def image_displacement_m(self, t_s: float | None = None) -> tuple[float, float]:
-        """Where the specimen's image sits over the slit: its drift plus the microscope's image
-        shift (y along the slit, x across), m. An image shift of -d takes back a drift of +d."""
-        dy, dx = self.specimen_drift_m(t_s)
+    def correction_m(self) -> tuple[float, float]:
+        """What the microscope has done to move the specimen's image over the slit (x across, y
+        along), m: its image shift plus the stage's travel since the world started. The slit lies
+        along the stage's y axis (no stage-to-slit rotation); a stage move of -d, like an image
+        shift of -d, takes back a drift of +d."""
         sx, sy = self.position.image_shift_m
+        x0, y0 = self._stage_start_m
+        return sx + self.position.stage["x_m"] - x0, sy + self.position.stage["y_m"] - y0
+
+    def image_displacement_m(self, t_s: float | None = None) -> tuple[float, float]:
+        """Where the specimen's image sits over the slit: its drift plus the microscope's
+        correction (`correction_m`) (y along the slit, x across), m."""
+        dy, dx = self.specimen_drift_m(t_s)
+        sx, sy = self.correction_m()
         return dy + sy, dx + sx
 
     def energy_shift_samples_eV(self, t0_s: float, t1_s: float) -> np.ndarray:
@@ -451,7 +461,7 @@ class SimWorld:
                 "cell_voltage_V": float(self.cell.V_term_V),
                 "specimen_drift_y_m": drift_y,
                 "specimen_drift_x_m": drift_x,
-                "image_displacement_y_m": drift_y + self.position.image_shift_m[1],
+                "image_displacement_y_m": drift_y + self.correction_m()[1],
             }
             return profiles, scalars
 

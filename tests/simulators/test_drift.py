@@ -121,6 +121,28 @@ def test_the_image_moves_with_the_specimen(drifting_world: tuple[SimWorld, float
     assert not np.allclose(later[:n], first[:n], rtol=2e-3)
 
 
+def test_a_stage_move_takes_back_the_drift_as_an_image_shift_does(drifting_world: tuple[SimWorld, float]) -> None:
+    """After 200 s (2 pixels of drift), a stage move of -2 pixels along y puts the image where it was
+    at t = 0, exactly as the same image shift does; the ground truth's displacement says so too."""
+    world, _ = drifting_world
+    protocol = load("ex-situ-lasgtp")
+    s = camera_settings(protocol, protocol.spectrometer.windows[0].name).model_copy(update={"exposure_s": 1e-3})
+    shape = tuple(world.detector.params.shape_px)
+    rows = world.binned_row_positions_m(s, shape[0])
+    li = world.li_ratio(rows)
+    first = world.expected_rows(s, shape, 0.0, 1e-3, li).rows
+    d = 2 * WorldParameters().ypix_m
+    world.position.move_stage(y_m=world.position.stage["y_m"] - d)
+    assert world.image_displacement_m(200.0)[0] == pytest.approx(0.0, abs=1e-15)
+    by_stage = world.expected_rows(s, shape, 200.0, 200.0 + 1e-3, li).rows
+    world.position.move_stage(y_m=world.position.stage["y_m"] + d)
+    world.position.set_image_shift(0.0, -d)
+    by_shift = world.expected_rows(s, shape, 200.0, 200.0 + 1e-3, li).rows
+    np.testing.assert_array_equal(by_stage, by_shift)
+    n = first.shape[0] - 1  # the last (partial-bin) row gets no electrons
+    np.testing.assert_allclose(by_stage[:n], first[:n], rtol=1e-5, atol=1e-6 * float(first.max()))  # float32 rows
+
+
 def test_a_long_exposure_smears_the_interface(drifting_world: tuple[SimWorld, float]) -> None:
     world, v = drifting_world
     protocol = load("ex-situ-lasgtp")
