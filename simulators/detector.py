@@ -62,9 +62,11 @@ sub-frame binned 6 x 1 costs a quarter, docs/performance/detector.md):
 
 * Mean: exact, the cached g * gainmap * PSF(*)mu summed over each cell.
 * Fluctuation: the cell sum of the compound-Poisson fluctuation Z has variance
-  g^2 (1 + nu2) * (sum of mu over the cell); it is drawn per cell (Gaussian, or exactly as
-  Poisson electron number + Gamma pulse-height sum where the cell's mean per unbinned pixel is
-  below `exact_below_e`, the same pixels as the unbinned path), filtered with a separable
+  g^2 (1 + nu2) * (sum of mu over the cell); it is drawn per cell (exactly as Poisson electron
+  number + Gamma pulse-height sum where the cell's expected electrons mu_cell are below
+  `exact_below_e`; above, as a normal deviate with the first Cornish-Fisher term, which gives the
+  cell the exact mean and variance and the compound-Poisson skewness, `skewed_normal_terms`,
+  decision 0028), filtered with a separable
   5-tap lattice kernel per axis (`lattice_kernel`) and multiplied by the cell's mean gain.
   The lattice kernel is solved so that the readout pixel has the variance, the lag-1 correlation
   with its neighbouring readout pixels and the whole-sum variance (kernel sum 1) of the unbinned
@@ -81,9 +83,12 @@ sub-frame binned 6 x 1 costs a quarter, docs/performance/detector.md):
 * Like the unbinned path, the binned variance follows the 5-tap h, not the full PSF: for 6 x 1
   binning a readout pixel's signal variance is 0.83 g^2 (1 + nu2) mu_cell * R_x, the full PSF
   would give 0.73 (h's lag-2 correlation is too high, see above).
-* Skewness: cells drawn as Gaussians have a mean of >= `exact_below_e` e per unbinned pixel; the
-  skewness the Gaussian leaves out of such a readout pixel (up to ~0.3 for 6 x 1) is the same in
-  both paths.
+* Skewness: cells of >= `exact_below_e` expected electrons carry the compound-Poisson skewness
+  1.633 / sqrt(mu_cell) (within 0.2 %); their excess kurtosis is ~3.57 / mu_cell instead of 3.33 / mu_cell.
+  A readout pixel's counts (read noise, neighbours through the kernel) at mu_cell = 4 have the mean,
+  variance and skewness of the exact draws within their sampling error
+  (tests/simulators/test_detector_binned.py, decision 0028). The unbinned path leaves the
+  skewness out above `exact_below_e` (see above), so the two paths differ in skewness there.
 
 Random numbers: the two per-pixel Gaussian fields (signal fluctuation, read + dark noise) are
 drawn by inverse-CDF sampling from a table of 2^16 equiprobable bins of the standard normal
@@ -124,6 +129,8 @@ __all__ = [
     "noise_kernel",
     "lattice_kernel",
     "binned_autocorrelation",
+    "compound_poisson_skewness",
+    "skewed_normal_terms",
 ]
 
 _N_CHUNKS = 2  # fixed number of row chunks (one generator each): frames do not depend on n_threads
@@ -183,8 +190,10 @@ class DetectorParameters(BaseModel):
     exact_below_e: float = Field(
         default=4.0,
         ge=0,
-        description="expected e/px below which electrons are drawn exactly (Poisson + Gamma); Gaussian above. "
-        "At 4 e/px the zero-electron probability is 1.8 %; above it the pixel skewness with read noise is < 0.15",
+        description="expected electrons per readout pixel (per unbinned pixel without binning; per cell of the "
+        "binned lattice) below which electrons are drawn exactly (Poisson + Gamma); above: Gaussian (unbinned "
+        "path) or Gaussian with the compound-Poisson skewness (binned lattice, decision 0028). At 4 e the "
+        "zero-electron probability is 1.8 %; above it an unbinned pixel's skewness with read noise is < 0.15",
     )
 
     @model_validator(mode="after")
@@ -292,6 +301,49 @@ def lattice_kernel(h: np.ndarray, factor: int) -> np.ndarray | None:
     if res > 1e-10 or k[2] <= 0 or np.any(k[1:4] < 0) or abs(k[0]) > 0.05 * k[2]:
         return None
     return k
+
+
+def compound_poisson_skewness(mu_e: np.ndarray | float, nu2: float) -> np.ndarray | float:
+    """Skewness of the compound-Poisson signal of `mu_e` expected electrons with Gamma pulse heights.
+
+    Cumulants of a compound Poisson sum are kappa_n = mu E[G^n]; with G ~ Gamma(1/nu2, g nu2),
+    E[G^2] = g^2 (1 + nu2) and E[G^3] = g^3 (1 + nu2)(1 + 2 nu2), so the skewness
+    kappa_3 / kappa_2^(3/2) = (1 + 2 nu2) / sqrt((1 + nu2) mu) (1.633 / sqrt(mu) for nu2 = 0.5).
+    """
+    return (1.0 + 2.0 * nu2) / np.sqrt((1.0 + nu2) * np.asarray(mu_e, dtype=np.float64))
+
+
+def skewed_normal_terms(mu_e: np.ndarray, sigma: np.ndarray, nu2: float, above_e: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(s, k2, k0), float32: with z standard normal and w = s z, y = w + k2 w^2 - k0 has mean 0,
+    variance sigma^2 and the compound-Poisson skewness of `mu_e` electrons, where mu_e >= above_e
+    (> 0); elsewhere s = sigma and k2 = k0 = 0 (a plain Gaussian).
+
+    y = s (z + c (z^2 - 1)) is the first Cornish-Fisher term; its variance is s^2 (1 + 2 c^2), so
+    s = sigma / sqrt(1 + 2 c^2), and its skewness (6 c + 8 c^3) / (1 + 2 c^2)^(3/2) = 6 c - 10 c^3 + O(c^5)
+    is inverted as c = gamma/6 + 10 gamma^3/1296 (skewness 0.16 % low at gamma = 0.816, 4 e for
+    nu2 = 0.5; 0.04 % at 8 e). Its excess kurtosis (3 + 60 c^2 + 60 c^4) / (1 + 2 c^2)^2 - 3 is
+    ~3.57/mu against the compound Poisson's 3.33/mu for nu2 = 0.5 (decision 0028). gamma is capped
+    at 2 (c <= 0.40) so that any mu > 0 gives finite terms.
+    """
+    mu = np.asarray(mu_e, dtype=np.float32)
+    a = float(compound_poisson_skewness(1.0, nu2))  # gamma = a / sqrt(mu)
+    off = ~((mu >= above_e) & (mu > 0))
+    gamma = np.maximum(mu, np.float32((a / 2.0) ** 2))  # gamma <= 2
+    np.sqrt(gamma, out=gamma)
+    np.divide(np.float32(a), gamma, out=gamma)
+    gamma[off] = 0.0
+    c = np.square(gamma)
+    c *= np.float32(10.0 / 1296.0)
+    c += np.float32(1.0 / 6.0)
+    c *= gamma
+    norm = np.square(c)
+    norm *= np.float32(2.0)
+    norm += np.float32(1.0)
+    np.sqrt(norm, out=norm)
+    s = np.divide(np.asarray(sigma, dtype=np.float32), norm)
+    k0 = np.multiply(s, c)
+    k2 = np.divide(c, s, out=np.zeros_like(c), where=s > 0)
+    return s, k2, k0
 
 
 @functools.lru_cache(maxsize=1)
@@ -439,10 +491,12 @@ class _Lattice:
     """An expected image's signal on the lattice of binned readout pixels (see module docstring)."""
 
     mean: np.ndarray  # g * sum over the cell of gainmap * PSF(*)mu, (ny, nx) float32 counts (exact)
-    sigma: np.ndarray  # Gaussian std of the cell's fluctuation, (ny + 2 _PAD, nx + 2 _PAD) float32, edges repeated
+    sigma: np.ndarray  # std s of the normal w = s z of each cell, (ny + 2 _PAD, nx + 2 _PAD) float32, edges repeated
+    k2: np.ndarray  # skew terms: the cell's fluctuation is w + k2 w^2 - k0 (`skewed_normal_terms`), shape of sigma
+    k0: np.ndarray
     gain: np.ndarray  # mean gain map over each cell, (ny, nx) float32
     mu: np.ndarray  # expected electrons of each cell (sum over the cell), (ny, nx) float32
-    exact: np.ndarray  # cells drawn exactly (0 < mu < exact_below_e per unbinned pixel), (ny, nx) bool
+    exact: np.ndarray  # cells drawn exactly (0 < mu < exact_below_e per readout pixel), (ny, nx) bool
     n_exact: int
 
 
@@ -1148,11 +1202,12 @@ class CCDDetector:
             if len(self._lattice_gain) > 16:
                 self._lattice_gain.clear()
             self._lattice_gain[gkey] = gain
-        sigma = np.pad(mu_b, _PAD, mode="edge")
-        np.sqrt(sigma, out=sigma)
+        mu_pad = np.pad(mu_b, _PAD, mode="edge")
+        sigma = np.sqrt(mu_pad)
         sigma *= np.float32(p.gain_counts_per_e * math.sqrt(1.0 + p.nu2))
-        exact = (mu_b > 0) & (mu_b < p.exact_below_e * by * bx)
-        lat = _Lattice(mean, sigma, gain, mu_b, exact, int(np.count_nonzero(exact)))
+        sigma, k2, k0 = skewed_normal_terms(mu_pad, sigma, p.nu2, p.exact_below_e)
+        exact = (mu_b > 0) & (mu_b < p.exact_below_e)
+        lat = _Lattice(mean, sigma, k2, k0, gain, mu_b, exact, int(np.count_nonzero(exact)))
         c.lattices[binning] = lat
         return lat
 
@@ -1166,7 +1221,12 @@ class CCDDetector:
         sigma = lat.sigma
 
         def draw(k: int, r0: int, r1: int) -> None:
-            _scaled_normals(self._chunk_gens[k], lambda i0, i1: sigma[r0 + i0 : r0 + i1], z[r0:r1])
+            zk = z[r0:r1]
+            _scaled_normals(self._chunk_gens[k], lambda i0, i1: sigma[r0 + i0 : r0 + i1], zk)
+            q = np.multiply(zk, zk)  # the skew term: w + k2 w^2 - k0
+            q *= lat.k2[r0:r1]
+            zk += q
+            zk -= lat.k0[r0:r1]
 
         self._chunks(draw, z.shape[0])
         if lat.n_exact:
