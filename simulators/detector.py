@@ -329,28 +329,29 @@ def skewed_normal_terms(
     ~3.57/mu against the compound Poisson's 3.33/mu for nu2 = 0.5 (decision 0028). gamma is capped
     at 2 (c <= 0.40) so that any mu > 0 gives finite terms; mu = 0 gives s = 0.
 
-    `out` (two float32 arrays of mu_e's shape) and `work` (one more) avoid new arrays: a dry run
-    makes these terms for every frame, and fresh pages cost more than the arithmetic here.
+    `out` (two float32 arrays of mu_e's shape) and `work` (one more, which may be `mu_e` itself:
+    it is overwritten last) avoid new arrays: a dry run makes these terms for every frame, and
+    fresh pages cost more than the arithmetic here.
     """
     mu = np.asarray(mu_e, dtype=np.float32)
     sd, c = out if out is not None else (np.empty(mu.shape, np.float32), np.empty(mu.shape, np.float32))
-    t = work if work is not None else np.empty(mu.shape, np.float32)
     a = float(compound_poisson_skewness(1.0, nu2))  # gamma = a / sqrt(mu)
-    np.sqrt(mu, out=sd)
-    np.maximum(sd, np.float32(a / 2.0), out=c)  # gamma <= 2
-    np.divide(np.float32(a), c, out=c)
+    np.maximum(mu, np.float32(a * a / 4.0), out=c)  # gamma <= 2
+    np.divide(np.float32(a * a), c, out=c)  # gamma^2
     if above_e > 0:
         np.copyto(c, np.float32(0.0), where=mu < np.float32(above_e))
-    np.square(c, out=t)  # c = gamma (1/6 + 10 gamma^2 / 1296)
-    t *= np.float32(10.0 / 1296.0)
-    t += np.float32(1.0 / 6.0)
-    c *= t
-    np.square(c, out=t)  # s = scale sqrt(mu) / sqrt(1 + 2 c^2)
-    t *= np.float32(2.0)
-    t += np.float32(1.0)
-    np.sqrt(t, out=t)
-    sd *= np.float32(scale)
-    sd /= t
+    np.multiply(c, np.float32(10.0 / 1296.0), out=sd)  # c = gamma (1/6 + 10 gamma^2 / 1296)
+    sd += np.float32(1.0 / 6.0)
+    np.sqrt(c, out=c)
+    c *= sd
+    np.square(c, out=sd)  # s = scale sqrt(mu) / sqrt(1 + 2 c^2)
+    sd *= np.float32(2.0)
+    sd += np.float32(1.0)
+    np.sqrt(sd, out=sd)
+    w = work if work is not None else np.empty(mu.shape, np.float32)
+    np.sqrt(mu, out=w)
+    w *= np.float32(scale)
+    np.divide(w, sd, out=sd)
     return sd, c
 
 
@@ -613,7 +614,7 @@ class CCDDetector:
         # lattice-sized arrays (a sixth of the area or less) kept from frame to frame: scratch
         # buffers, and the per-image arrays of lattices whose image will not come again
         self._lattice_bufs: dict[str, np.ndarray] = {}
-        self._lattice_pool: dict[tuple[str, tuple[int, ...], str], np.ndarray] = {}
+        self._lattice_pool: dict[tuple[str, str], np.ndarray] = {}
         self._gain_ref: np.ndarray | None = None
 
     # ---------------------------------------------------------------- dark map
@@ -1115,24 +1116,35 @@ class CCDDetector:
     # ---------------------------------------------------------------- noise
 
     def _lattice_buf(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 scratch array of the lattice kept between frames (contents undefined)."""
-        b = self._lattice_bufs.get(name)
-        if b is None or b.shape != shape:
-            b = np.empty(shape, dtype=np.float32)
-            self._lattice_bufs[name] = b
-        return b
+        """A float32 scratch array of the lattice kept between frames (contents undefined): a view
+        into one buffer per name, as large as the largest lattice asked for (windows alternate)."""
+        n = math.prod(shape)
+        flat = self._lattice_bufs.get(name)
+        if flat is None or flat.size < n:
+            flat = self._lattice_bufs[name] = np.empty(n, dtype=np.float32)
+        return flat[:n].reshape(shape)
 
     def _pooled(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-        """An array for a new lattice: one left by an earlier image's lattice, or a new one (contents undefined)."""
-        a = self._lattice_pool.pop((name, shape, np.dtype(dtype).str), None)
-        return np.empty(shape, dtype=dtype) if a is None else a
+        """An array for a new lattice (contents undefined): a view into a buffer left by an earlier
+        image's lattice, or a new one."""
+        n = math.prod(shape)
+        key = (name, np.dtype(dtype).str)
+        flat = self._lattice_pool.pop(key, None)
+        if flat is None or flat.size < n:
+            flat = np.empty(n, dtype=dtype)
+        return flat[:n].reshape(shape)
 
     def _recycle(self, c: _SignalCache) -> None:
-        """Hand the arrays of an image's lattices to the pool (the image will not come again)."""
+        """Hand the buffers of an image's lattices to the pool (the image will not come again); the
+        pool keeps one buffer per array name, the largest."""
         for lat in c.lattices.values():
             for name in ("mean", "sigma", "skew_c", "mu", "exact"):
                 a = getattr(lat, name)
-                self._lattice_pool[(name, a.shape, a.dtype.str)] = a
+                flat = a.base if a.base is not None and a.base.ndim == 1 else a.reshape(-1)
+                key = (name, a.dtype.str)
+                old = self._lattice_pool.get(key)
+                if old is None or old.size < flat.size:
+                    self._lattice_pool[key] = flat
         c.lattices.clear()
 
     def _buf(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -1274,7 +1286,7 @@ class CCDDetector:
                 self._lattice_gain.clear()
             self._lattice_gain[gkey] = gain
         shape = (ny + 2 * _PAD, nx + 2 * _PAD)
-        mu_pad = self._lattice_buf("lattice_mu_pad", shape)  # mu_b with its edge values repeated
+        mu_pad = self._lattice_buf("lattice_z", shape)  # mu_b with its edge values repeated (the draw's buffer, free here)
         mu_pad[_PAD:-_PAD, _PAD:-_PAD] = mu_b
         mu_pad[_PAD:-_PAD, :_PAD] = mu_b[:, :1]
         mu_pad[_PAD:-_PAD, -_PAD:] = mu_b[:, -1:]
@@ -1282,7 +1294,7 @@ class CCDDetector:
         mu_pad[-_PAD:] = mu_pad[-_PAD - 1]
         sigma, skew_c = skewed_normal_terms(
             mu_pad, p.gain_counts_per_e * math.sqrt(1.0 + p.nu2), p.nu2, p.exact_below_e,
-            out=(self._pooled("sigma", shape), self._pooled("skew_c", shape)), work=self._lattice_buf("lattice_q", shape),
+            out=(self._pooled("sigma", shape), self._pooled("skew_c", shape)), work=mu_pad,
         )
         exact = self._pooled("exact", (ny, nx), bool)
         np.less(mu_b, np.float32(p.exact_below_e), out=exact)
@@ -1296,7 +1308,6 @@ class CCDDetector:
         p = self.params
         ny, nx = lat.mean.shape
         z = self._lattice_buf("lattice_z", (ny + 2 * _PAD, nx + 2 * _PAD))
-        q = self._lattice_buf("lattice_q", z.shape)
         t = self._lattice_buf("lattice_t", (ny + 2 * _PAD, nx))
         tmp = self._lattice_buf("lattice_tmp", (ny + 2 * _PAD, nx))
         sigma, skew_c = lat.sigma, lat.skew_c
@@ -1304,10 +1315,11 @@ class CCDDetector:
         def draw(k: int, r0: int, r1: int) -> None:
             # s (z + c (z^2 - 1)) in blocks of `_BLOCK_ROWS` rows (the deviates of `_scaled_normals`)
             gen = self._chunk_gens[k]
+            q = self._lattice_buf(f"lattice_q{k}", (_BLOCK_ROWS, z.shape[1]))
             for i0 in range(r0, r1, _BLOCK_ROWS):
                 i1 = min(i0 + _BLOCK_ROWS, r1)
                 zb = _normals(gen, (i1 - i0,) + z.shape[1:])
-                qb = q[i0:i1]
+                qb = q[: i1 - i0]
                 np.square(zb, out=qb)
                 qb -= np.float32(1.0)
                 qb *= skew_c[i0:i1]
@@ -1350,7 +1362,7 @@ class CCDDetector:
         t += tmp
         # y, with the lattice kernel of the row binning
         b, a, c = (np.float32(v) for v in self._lattice_kernel(binning[0])[2:])  # type: ignore[index]
-        out = self._lattice_buf("lattice_out", (ny, nx))  # valid until the next frame
+        out = z[:ny, :nx]  # z is no longer needed; the signal is valid until the next frame
         np.add(t[1:-3], t[3:-1], out=out)
         out *= a
         tmp = tmp[:ny]
