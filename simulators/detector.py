@@ -62,9 +62,11 @@ sub-frame binned 6 x 1 costs a quarter, docs/performance/detector.md):
 
 * Mean: exact, the cached g * gainmap * PSF(*)mu summed over each cell.
 * Fluctuation: the cell sum of the compound-Poisson fluctuation Z has variance
-  g^2 (1 + nu2) * (sum of mu over the cell); it is drawn per cell (Gaussian, or exactly as
-  Poisson electron number + Gamma pulse-height sum where the cell's mean per unbinned pixel is
-  below `exact_below_e`, the same pixels as the unbinned path), filtered with a separable
+  g^2 (1 + nu2) * (sum of mu over the cell); it is drawn per cell (exactly as Poisson electron
+  number + Gamma pulse-height sum where the cell's expected electrons mu_cell are below
+  `exact_below_e`; above, as a normal deviate with the first Cornish-Fisher term, which gives the
+  cell the exact mean and variance and the compound-Poisson skewness, `skewed_normal_terms`,
+  decision 0028), filtered with a separable
   5-tap lattice kernel per axis (`lattice_kernel`) and multiplied by the cell's mean gain.
   The lattice kernel is solved so that the readout pixel has the variance, the lag-1 correlation
   with its neighbouring readout pixels and the whole-sum variance (kernel sum 1) of the unbinned
@@ -81,9 +83,12 @@ sub-frame binned 6 x 1 costs a quarter, docs/performance/detector.md):
 * Like the unbinned path, the binned variance follows the 5-tap h, not the full PSF: for 6 x 1
   binning a readout pixel's signal variance is 0.83 g^2 (1 + nu2) mu_cell * R_x, the full PSF
   would give 0.73 (h's lag-2 correlation is too high, see above).
-* Skewness: cells drawn as Gaussians have a mean of >= `exact_below_e` e per unbinned pixel; the
-  skewness the Gaussian leaves out of such a readout pixel (up to ~0.3 for 6 x 1) is the same in
-  both paths.
+* Skewness: cells of >= `exact_below_e` expected electrons carry the compound-Poisson skewness
+  1.633 / sqrt(mu_cell) (within 0.2 %); their excess kurtosis is ~3.57 / mu_cell instead of 3.33 / mu_cell.
+  A readout pixel's counts (read noise, neighbours through the kernel) at mu_cell = 4 have the mean,
+  variance and skewness of the exact draws within their sampling error
+  (tests/simulators/test_detector_binned.py, decision 0028). The unbinned path leaves the
+  skewness out above `exact_below_e` (see above), so the two paths differ in skewness there.
 
 Random numbers: the two per-pixel Gaussian fields (signal fluctuation, read + dark noise) are
 drawn by inverse-CDF sampling from a table of 2^16 equiprobable bins of the standard normal
@@ -124,6 +129,8 @@ __all__ = [
     "noise_kernel",
     "lattice_kernel",
     "binned_autocorrelation",
+    "compound_poisson_skewness",
+    "skewed_normal_terms",
 ]
 
 _N_CHUNKS = 2  # fixed number of row chunks (one generator each): frames do not depend on n_threads
@@ -183,8 +190,10 @@ class DetectorParameters(BaseModel):
     exact_below_e: float = Field(
         default=4.0,
         ge=0,
-        description="expected e/px below which electrons are drawn exactly (Poisson + Gamma); Gaussian above. "
-        "At 4 e/px the zero-electron probability is 1.8 %; above it the pixel skewness with read noise is < 0.15",
+        description="expected electrons per readout pixel (per unbinned pixel without binning; per cell of the "
+        "binned lattice) below which electrons are drawn exactly (Poisson + Gamma); above: Gaussian (unbinned "
+        "path) or Gaussian with the compound-Poisson skewness (binned lattice, decision 0028). At 4 e the "
+        "zero-electron probability is 1.8 %; above it an unbinned pixel's skewness with read noise is < 0.15",
     )
 
     @model_validator(mode="after")
@@ -292,6 +301,58 @@ def lattice_kernel(h: np.ndarray, factor: int) -> np.ndarray | None:
     if res > 1e-10 or k[2] <= 0 or np.any(k[1:4] < 0) or abs(k[0]) > 0.05 * k[2]:
         return None
     return k
+
+
+def compound_poisson_skewness(mu_e: np.ndarray | float, nu2: float) -> np.ndarray | float:
+    """Skewness of the compound-Poisson signal of `mu_e` expected electrons with Gamma pulse heights.
+
+    Cumulants of a compound Poisson sum are kappa_n = mu E[G^n]; with G ~ Gamma(1/nu2, g nu2),
+    E[G^2] = g^2 (1 + nu2) and E[G^3] = g^3 (1 + nu2)(1 + 2 nu2), so the skewness
+    kappa_3 / kappa_2^(3/2) = (1 + 2 nu2) / sqrt((1 + nu2) mu) (1.633 / sqrt(mu) for nu2 = 0.5).
+    """
+    return (1.0 + 2.0 * nu2) / np.sqrt((1.0 + nu2) * np.asarray(mu_e, dtype=np.float64))
+
+
+def skewed_normal_terms(
+    mu_e: np.ndarray, scale: float, nu2: float, above_e: float,
+    out: tuple[np.ndarray, np.ndarray] | None = None, work: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(s, c), float32, per cell of `mu_e` expected electrons: with z standard normal,
+    y = s (z + c (z^2 - 1)) has mean 0, variance sigma^2 = scale^2 mu_e and the compound-Poisson
+    skewness of mu_e electrons (`compound_poisson_skewness`) where mu_e >= above_e; elsewhere c = 0
+    and s = sigma (a plain normal). `scale` is g sqrt(1 + nu2) for the detector's signal.
+
+    y is the first Cornish-Fisher term; its variance is s^2 (1 + 2 c^2), so
+    s = sigma / sqrt(1 + 2 c^2), and its skewness (6 c + 8 c^3) / (1 + 2 c^2)^(3/2) = 6 c - 10 c^3 + O(c^5)
+    is inverted as c = gamma/6 + 10 gamma^3/1296 (skewness 0.16 % low at gamma = 0.816, 4 e for
+    nu2 = 0.5; 0.04 % at 8 e). Its excess kurtosis (3 + 60 c^2 + 60 c^4) / (1 + 2 c^2)^2 - 3 is
+    ~3.57/mu against the compound Poisson's 3.33/mu for nu2 = 0.5 (decision 0028). gamma is capped
+    at 2 (c <= 0.40) so that any mu > 0 gives finite terms; mu = 0 gives s = 0.
+
+    `out` (two float32 arrays of mu_e's shape) and `work` (one more, which may be `mu_e` itself:
+    it is overwritten last) avoid new arrays: a dry run makes these terms for every frame, and
+    fresh pages cost more than the arithmetic here.
+    """
+    mu = np.asarray(mu_e, dtype=np.float32)
+    sd, c = out if out is not None else (np.empty(mu.shape, np.float32), np.empty(mu.shape, np.float32))
+    a = float(compound_poisson_skewness(1.0, nu2))  # gamma = a / sqrt(mu)
+    np.maximum(mu, np.float32(a * a / 4.0), out=c)  # gamma <= 2
+    np.divide(np.float32(a * a), c, out=c)  # gamma^2
+    if above_e > 0:
+        np.copyto(c, np.float32(0.0), where=mu < np.float32(above_e))
+    np.multiply(c, np.float32(10.0 / 1296.0), out=sd)  # c = gamma (1/6 + 10 gamma^2 / 1296)
+    sd += np.float32(1.0 / 6.0)
+    np.sqrt(c, out=c)
+    c *= sd
+    np.square(c, out=sd)  # s = scale sqrt(mu) / sqrt(1 + 2 c^2)
+    sd *= np.float32(2.0)
+    sd += np.float32(1.0)
+    np.sqrt(sd, out=sd)
+    w = work if work is not None else np.empty(mu.shape, np.float32)
+    np.sqrt(mu, out=w)
+    w *= np.float32(scale)
+    np.divide(w, sd, out=sd)
+    return sd, c
 
 
 @functools.lru_cache(maxsize=1)
@@ -439,10 +500,11 @@ class _Lattice:
     """An expected image's signal on the lattice of binned readout pixels (see module docstring)."""
 
     mean: np.ndarray  # g * sum over the cell of gainmap * PSF(*)mu, (ny, nx) float32 counts (exact)
-    sigma: np.ndarray  # Gaussian std of the cell's fluctuation, (ny + 2 _PAD, nx + 2 _PAD) float32, edges repeated
+    sigma: np.ndarray  # s of each cell's fluctuation s (z + c (z^2 - 1)), (ny + 2 _PAD, nx + 2 _PAD) float32, edges repeated
+    skew_c: np.ndarray  # c of the same (`skewed_normal_terms`; 0: a plain normal), shape of sigma
     gain: np.ndarray  # mean gain map over each cell, (ny, nx) float32
     mu: np.ndarray  # expected electrons of each cell (sum over the cell), (ny, nx) float32
-    exact: np.ndarray  # cells drawn exactly (0 < mu < exact_below_e per unbinned pixel), (ny, nx) bool
+    exact: np.ndarray  # cells drawn exactly (0 < mu < exact_below_e per readout pixel), (ny, nx) bool
     n_exact: int
 
 
@@ -545,8 +607,14 @@ class CCDDetector:
         self._pool = ThreadPoolExecutor(self._n_threads) if self._n_threads > 1 else None
         self._cache: _SignalCache | None = None
         self._psf_tail = _tail_sums(self.psf_profile)
+        self._band_weights: dict = {}  # `_banded_products` weights per run layout
+        self._row_kernel_spectra: dict[int, np.ndarray] = {}  # PSF line profile spectrum per transform length
         self._readout: dict[tuple, tuple[np.ndarray, np.ndarray, int]] = {}
         self._bufs: dict[str, np.ndarray] = {}
+        # lattice-sized arrays (a sixth of the area or less) kept from frame to frame: scratch
+        # buffers, and the per-image arrays of lattices whose image will not come again
+        self._lattice_bufs: dict[str, np.ndarray] = {}
+        self._lattice_pool: dict[tuple[str, str], np.ndarray] = {}
         self._gain_ref: np.ndarray | None = None
 
     # ---------------------------------------------------------------- dark map
@@ -645,9 +713,10 @@ class CCDDetector:
                     # an image seen once (every frame of a run whose sample evolves): its
                     # area-sized arrays (PSF mean of the unbinned path, fluctuation buffer, 32 MB
                     # for the full sensor) are not kept between frames; they are rebuilt if it
-                    # comes again
+                    # comes again. Its lattice arrays go to the pool for the next image's lattice
+                    # (fresh pages cost a dry run more than the arithmetic on them).
                     cache.mean = None
-                    cache.lattices.clear()
+                    self._recycle(cache)
                     self._bufs.clear()
         data, n_sat = self._read_out(signal, exposure_s, area, (by, bx))
         return DetectorFrame(
@@ -928,7 +997,7 @@ class CCDDetector:
         n_rows = new_run.size
         starts = np.flatnonzero(new_run)
         prof32 = prof.astype(np.float32)
-        ux = _fft_convolve_valid(np.pad(u, ((0, 0), (r, r)), mode="edge"), prof32, axis=1)
+        ux = self._convolve_rows(u, prof32, r)
         if starts.size <= n_rows // 4:
             ends = np.append(starts[1:], n_rows)
             out = np.empty((n_rows if sink is None else min(n_rows, _PSF_BLOCK_ROWS), ux.shape[1]), dtype=np.float32)
@@ -937,7 +1006,7 @@ class CCDDetector:
             # small matrix products: BLAS threads only add hand-off cost here (4-5x slower on a
             # busy 2-core machine), so run them single-threaded
             with one_blas_thread():
-                self._banded_products(self._psf_tail, starts, ends, ux, out, r, n_rows, sink)
+                self._banded_products(self._psf_tail, starts, ends, ux, out, r, n_rows, sink, self._band_weights)
             return out if sink is None else None
         full = ux[np.cumsum(new_run) - 1]
         del ux
@@ -947,20 +1016,51 @@ class CCDDetector:
         sink(0, n_rows, out)
         return None
 
+    def _convolve_rows(self, u: np.ndarray, prof32: np.ndarray, r: int) -> np.ndarray:
+        """Each row of `u` convolved with the PSF line profile (2r + 1 taps), 'nearest' beyond the
+        ends, float32: the same transform as `_fft_convolve_valid` of the edge-padded rows, with
+        the padded rows written into one array of the transform length and the profile's
+        spectrum kept (a view into the inverse transform is returned)."""
+        k, w = u.shape
+        n1, n2 = w + 2 * r, prof32.size
+        n = sfft.next_fast_len(n1 + n2 - 1, True)
+        spec_k = self._row_kernel_spectra.get(n)
+        if spec_k is None:
+            spec_k = self._row_kernel_spectra[n] = sfft.rfft(prof32.reshape(1, n2), n, axis=1)
+        x = np.zeros((k, n), dtype=np.float32)
+        x[:, r : r + w] = u
+        x[:, :r] = u[:, :1]
+        x[:, r + w : n1] = u[:, -1:]
+        spec = sfft.rfft(x, axis=1)
+        del x
+        spec *= spec_k
+        return sfft.irfft(spec, n, axis=1)[:, n2 - 1 : n1]
+
     @staticmethod
     def _banded_products(
         tail: np.ndarray, starts: np.ndarray, ends: np.ndarray, ux: np.ndarray, out: np.ndarray, r: int, n_rows: int,
-        sink: Callable[[int, int, np.ndarray], None] | None,
+        sink: Callable[[int, int, np.ndarray], None] | None, weights: dict | None = None,
     ) -> None:
         """Rows of K_y E U in blocks of `_PSF_BLOCK_ROWS`: into out[r0:r1], or (with `sink`) into
-        out[:r1 - r0] and handed to sink(r0, r1, block)."""
-        for r0 in range(0, n_rows, _PSF_BLOCK_ROWS):
-            r1 = min(r0 + _PSF_BLOCK_ROWS, n_rows)
-            j0 = int(np.searchsorted(ends, r0 - r, side="right"))
-            j1 = int(np.searchsorted(starts, r1 + r, side="left"))
-            w = _nearest_conv_weights(tail, n_rows, starts[j0:j1], ends[j0:j1], np.arange(r0, r1))
+        out[:r1 - r0] and handed to sink(r0, r1, block). `weights`: a cache of the blocks' float32
+        weights by run layout (the same for every image of a window)."""
+        key = (n_rows, starts.tobytes(), ends.tobytes())
+        blocks = None if weights is None else weights.get(key)
+        if blocks is None:
+            blocks = []
+            for r0 in range(0, n_rows, _PSF_BLOCK_ROWS):
+                r1 = min(r0 + _PSF_BLOCK_ROWS, n_rows)
+                j0 = int(np.searchsorted(ends, r0 - r, side="right"))
+                j1 = int(np.searchsorted(starts, r1 + r, side="left"))
+                w = _nearest_conv_weights(tail, n_rows, starts[j0:j1], ends[j0:j1], np.arange(r0, r1))
+                blocks.append((r0, r1, j0, j1, np.ascontiguousarray(w.T, dtype=np.float32)))
+            if weights is not None:
+                if len(weights) > 8:
+                    weights.clear()
+                weights[key] = blocks
+        for r0, r1, j0, j1, wt in blocks:
             target = out[r0:r1] if sink is None else out[: r1 - r0]
-            np.matmul(w.T.astype(np.float32), ux[j0:j1], out=target)
+            np.matmul(wt, ux[j0:j1], out=target)
             if sink is not None:
                 sink(r0, r1, target)
 
@@ -976,7 +1076,7 @@ class CCDDetector:
         by, bx = binning
         ny, nx = (bottom - top) // by, (right - left) // bx
         wb = nx * bx
-        mean = np.empty((ny, nx), dtype=np.float32)
+        mean = self._pooled("mean", (ny, nx))
         if c.mean is not None:
             block = max(1, _BLOCK_ROWS // by)
             for i0 in range(0, ny, block):  # cell sums in row blocks (no area-sized temporaries)
@@ -987,28 +1087,65 @@ class CCDDetector:
         over_sensor = c.shape != (bottom - top, right - left)  # image over the whole sensor: cut to the area
         offset, col0 = (top, left) if over_sensor else (0, 0)
         g = np.float32(self.params.gain_counts_per_e)
-        state = {"carry": np.empty((0, wb), dtype=np.float32), "cell": 0}
+        # g * gain * PSF mean of the block's area rows, after the rows left over from the block
+        # before (a cell's rows can straddle two blocks), in one scratch array
+        m_buf = self._lattice_buf("lattice_sink", (_PSF_BLOCK_ROWS + by, wb))
+        state = {"carry": 0, "cell": 0}
 
         def sink(r0: int, r1: int, rows: np.ndarray) -> None:
             a0, a1 = max(r0 - offset, 0), min(r1 - offset, ny * by)  # area rows in this block
             if a0 >= a1:
                 return
-            m = rows[a0 + offset - r0 : a1 + offset - r0, col0 : col0 + wb] * self.gain_map[top + a0 : top + a1, left : left + wb]
-            m *= g
-            carry = state["carry"]
-            if carry.shape[0]:
-                m = np.concatenate([carry, m])
+            n0 = state["carry"]
+            m = m_buf[: n0 + a1 - a0]
+            mb = m[n0:]
+            np.multiply(rows[a0 + offset - r0 : a1 + offset - r0, col0 : col0 + wb], self.gain_map[top + a0 : top + a1, left : left + wb], out=mb)
+            mb *= g
             k = m.shape[0] // by
             i0 = state["cell"]
-            mean[i0 : i0 + k] = m[: k * by].reshape(k, by, nx, bx).sum(axis=(1, 3), dtype=np.float32)
+            np.sum(m[: k * by].reshape(k, by, nx, bx), axis=(1, 3), dtype=np.float32, out=mean[i0 : i0 + k])
             state["cell"] = i0 + k
-            state["carry"] = m[k * by :].copy()
+            n1 = m.shape[0] - k * by
+            m_buf[:n1] = m[k * by :].copy()
+            state["carry"] = n1
 
         self._psf_mean(c.rows, c.new_run, sink)
         assert state["cell"] == ny
         return mean
 
     # ---------------------------------------------------------------- noise
+
+    def _lattice_buf(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 scratch array of the lattice kept between frames (contents undefined): a view
+        into one buffer per name, as large as the largest lattice asked for (windows alternate)."""
+        n = math.prod(shape)
+        flat = self._lattice_bufs.get(name)
+        if flat is None or flat.size < n:
+            flat = self._lattice_bufs[name] = np.empty(n, dtype=np.float32)
+        return flat[:n].reshape(shape)
+
+    def _pooled(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        """An array for a new lattice (contents undefined): a view into a buffer left by an earlier
+        image's lattice, or a new one."""
+        n = math.prod(shape)
+        key = (name, np.dtype(dtype).str)
+        flat = self._lattice_pool.pop(key, None)
+        if flat is None or flat.size < n:
+            flat = np.empty(n, dtype=dtype)
+        return flat[:n].reshape(shape)
+
+    def _recycle(self, c: _SignalCache) -> None:
+        """Hand the buffers of an image's lattices to the pool (the image will not come again); the
+        pool keeps one buffer per array name, the largest."""
+        for lat in c.lattices.values():
+            for name in ("mean", "sigma", "skew_c", "mu", "exact"):
+                a = getattr(lat, name)
+                flat = a.base if a.base is not None and a.base.ndim == 1 else a.reshape(-1)
+                key = (name, a.dtype.str)
+                old = self._lattice_pool.get(key)
+                if old is None or old.size < flat.size:
+                    self._lattice_pool[key] = flat
+        c.lattices.clear()
 
     def _buf(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         b = self._bufs.get(name)
@@ -1130,7 +1267,7 @@ class CCDDetector:
         h, w = bottom - top, right - left
         ny, nx = h // by, w // bx
         mean = self._lattice_mean(c, binning)
-        mu_b = np.empty((ny, nx), dtype=np.float32)
+        mu_b = self._pooled("mu", (ny, nx))
         block = max(1, _BLOCK_ROWS // by)
         for i0 in range(0, ny, block):  # cell sums in row blocks (no area-sized temporaries)
             i1 = min(i0 + block, ny)
@@ -1148,11 +1285,21 @@ class CCDDetector:
             if len(self._lattice_gain) > 16:
                 self._lattice_gain.clear()
             self._lattice_gain[gkey] = gain
-        sigma = np.pad(mu_b, _PAD, mode="edge")
-        np.sqrt(sigma, out=sigma)
-        sigma *= np.float32(p.gain_counts_per_e * math.sqrt(1.0 + p.nu2))
-        exact = (mu_b > 0) & (mu_b < p.exact_below_e * by * bx)
-        lat = _Lattice(mean, sigma, gain, mu_b, exact, int(np.count_nonzero(exact)))
+        shape = (ny + 2 * _PAD, nx + 2 * _PAD)
+        mu_pad = self._lattice_buf("lattice_z", shape)  # mu_b with its edge values repeated (the draw's buffer, free here)
+        mu_pad[_PAD:-_PAD, _PAD:-_PAD] = mu_b
+        mu_pad[_PAD:-_PAD, :_PAD] = mu_b[:, :1]
+        mu_pad[_PAD:-_PAD, -_PAD:] = mu_b[:, -1:]
+        mu_pad[:_PAD] = mu_pad[_PAD]
+        mu_pad[-_PAD:] = mu_pad[-_PAD - 1]
+        sigma, skew_c = skewed_normal_terms(
+            mu_pad, p.gain_counts_per_e * math.sqrt(1.0 + p.nu2), p.nu2, p.exact_below_e,
+            out=(self._pooled("sigma", shape), self._pooled("skew_c", shape)), work=mu_pad,
+        )
+        exact = self._pooled("exact", (ny, nx), bool)
+        np.less(mu_b, np.float32(p.exact_below_e), out=exact)
+        exact &= mu_b > 0
+        lat = _Lattice(mean, sigma, skew_c, gain, mu_b, exact, int(np.count_nonzero(exact)))
         c.lattices[binning] = lat
         return lat
 
@@ -1160,13 +1307,24 @@ class CCDDetector:
         """One noisy realisation of the binned signal drawn on the readout lattice (float32 counts)."""
         p = self.params
         ny, nx = lat.mean.shape
-        z = self._buf("lattice_z", (ny + 2 * _PAD, nx + 2 * _PAD))
-        t = self._buf("lattice_t", (ny + 2 * _PAD, nx))
-        tmp = self._buf("lattice_tmp", (ny + 2 * _PAD, nx))
-        sigma = lat.sigma
+        z = self._lattice_buf("lattice_z", (ny + 2 * _PAD, nx + 2 * _PAD))
+        t = self._lattice_buf("lattice_t", (ny + 2 * _PAD, nx))
+        tmp = self._lattice_buf("lattice_tmp", (ny + 2 * _PAD, nx))
+        sigma, skew_c = lat.sigma, lat.skew_c
 
         def draw(k: int, r0: int, r1: int) -> None:
-            _scaled_normals(self._chunk_gens[k], lambda i0, i1: sigma[r0 + i0 : r0 + i1], z[r0:r1])
+            # s (z + c (z^2 - 1)) in blocks of `_BLOCK_ROWS` rows (the deviates of `_scaled_normals`)
+            gen = self._chunk_gens[k]
+            q = self._lattice_buf(f"lattice_q{k}", (_BLOCK_ROWS, z.shape[1]))
+            for i0 in range(r0, r1, _BLOCK_ROWS):
+                i1 = min(i0 + _BLOCK_ROWS, r1)
+                zb = _normals(gen, (i1 - i0,) + z.shape[1:])
+                qb = q[: i1 - i0]
+                np.square(zb, out=qb)
+                qb -= np.float32(1.0)
+                qb *= skew_c[i0:i1]
+                qb += zb
+                np.multiply(qb, sigma[i0:i1], out=z[i0:i1])
 
         self._chunks(draw, z.shape[0])
         if lat.n_exact:
@@ -1204,7 +1362,8 @@ class CCDDetector:
         t += tmp
         # y, with the lattice kernel of the row binning
         b, a, c = (np.float32(v) for v in self._lattice_kernel(binning[0])[2:])  # type: ignore[index]
-        out = np.add(t[1:-3], t[3:-1])
+        out = z[:ny, :nx]  # z is no longer needed; the signal is valid until the next frame
+        np.add(t[1:-3], t[3:-1], out=out)
         out *= a
         tmp = tmp[:ny]
         np.add(t[:-4], t[4:], out=tmp)

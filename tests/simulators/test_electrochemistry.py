@@ -492,3 +492,37 @@ def test_in_situ_cv_of_the_cycled_cell_stays_within_bounds_and_ti3_follows_li() 
     q_f = cell.faradaic_rev_charge_C + cell.formation_charge_C - f0
     li = cell.transport.excess_mol_per_m2 + cell.transport.outflow_mol_per_m2 + cell.n_rev_mol_per_m2 - li0
     assert li * cell.params.area_m2 == pytest.approx(q_f / F, rel=1e-6, abs=1e-15)
+
+
+def test_newton_stopping_after_a_quadratically_small_step_matches_the_strict_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cell's Newton stops after a step below `_NEWTON_STEP_V` / `_NEWTON_STEP_THETA` (1e-8):
+    quadratic convergence puts the state within the strict tolerance (steps below 1e-11 V and
+    1e-13 in theta). A bulk CV with the formation peak, then an uneven grid at a 2 uA compliance,
+    run both ways: terminal voltages within 1e-11 V, currents within 1e-12 A + 1e-9 relative, the
+    charges and the transport's Li within 1e-9 relative."""
+    import insitem.simulators.electrochemistry as ec
+
+    up = np.linspace(0.5, 2.5, 2001)
+    v = np.r_[up, up[::-1][1:]]
+    t = np.arange(len(v)) * 1.5
+    v2 = np.r_[np.nan, np.linspace(0.5, 2.0, 200)]
+    t2 = np.cumsum(np.r_[0.0, np.where(np.arange(200) % 3 == 0, 0.5, 2.0)])
+    runs = []
+    for tol in ((ec._NEWTON_STEP_V, ec._NEWTON_STEP_THETA), (1e-11, 1e-13)):
+        monkeypatch.setattr(ec, "_NEWTON_STEP_V", tol[0])
+        monkeypatch.setattr(ec, "_NEWTON_STEP_THETA", tol[1])
+        cell = Cell(CellParameters.lasgtp_bulk())
+        out = [cell.advance_sweep(tt, vv, comp) for tt, vv, comp in ((t, v, 1e-3), (t2, v2, 2e-6))]
+        cell.sync_transport()
+        runs.append((out, cell))
+    (fast, a), (strict, b) = runs
+    for r, s in zip(fast, strict):
+        assert np.max(np.abs(r["terminal_V"] - s["terminal_V"])) < 1e-11
+        # as between the sweep's predictor and cold starts (test_sweep_predictor_agrees_with_cold_start_steps)
+        assert np.max(np.abs(r["current_A"] - s["current_A"])) < 1e-12 + 1e-9 * np.max(np.abs(s["current_A"]))
+        assert np.array_equal(r["compliance_tripped"], s["compliance_tripped"])
+    assert fast[1]["compliance_tripped"].any()
+    for name in ("formation_charge_C", "faradaic_rev_charge_C", "throughput_C", "charge_passed_C", "n_rev_mol_per_m2"):
+        assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-9), name
+    assert a.transport is not None and b.transport is not None
+    np.testing.assert_allclose(a.transport._u, b.transport._u, rtol=1e-9, atol=1e-12 * float(np.max(b.transport._u)))
