@@ -497,6 +497,10 @@ class RunFile:
         self._last_flush = wall_clock()
         self._step_rows: dict[int, int] = {int(ix): row for row, ix in enumerate(self._steps["index"][...])}
         self._total_dose = float(np.nansum(self._exposures["dose_e_per_m2"][...])) if self._exposures.shape[0] else 0.0
+        self._tracking_dose = 0.0
+        if self._exposures.shape[0] and "kind" in (self._exposures.dtype.names or ()):
+            rec = self._exposures[...]
+            self._tracking_dose = float(np.nansum(rec["dose_e_per_m2"][rec["kind"] == b"tracking"]))
         self._gt = root["ground_truth"] if config.ground_truth is not None else None
 
     # -- construction ---------------------------------------------------------------------------
@@ -602,6 +606,12 @@ class RunFile:
         """Sum of the dose of every recorded exposure (e/m²; divide by 1e20 for e/Å²)."""
         return self._total_dose
 
+    @property
+    def tracking_dose_e_per_m2(self) -> float:
+        """Sum of the dose of the recorded drift-tracking frames (e/m²), for `drift.track_max_dose`
+        across a resume."""
+        return self._tracking_dose
+
     # -- exposures --------------------------------------------------------------------------------
     def append_exposure(
         self,
@@ -680,6 +690,8 @@ class RunFile:
         with self._writing():
             _append_rows(self._exposures, row)
         self._total_dose = total
+        if kind == "tracking" and not math.isnan(dose_e_per_m2):
+            self._tracking_dose += dose_e_per_m2
         self._count[spec.name] = n + 1
         self.flush()
         return n

@@ -184,7 +184,8 @@ class Runner:
         self._ec_points = 0
         # a resumed run continues the dose budget the file recorded
         self._dose_e_per_m2 = float(getattr(runfile, "total_dose_e_per_m2", 0.0) or 0.0)
-        self._tracking_dose_e_per_m2 = 0.0  # of the drift-tracking frames taken (drift.track_max_dose)
+        # of the drift-tracking frames taken, a resumed run's included (drift.track_max_dose)
+        self._tracking_dose_e_per_m2 = float(getattr(runfile, "tracking_dose_e_per_m2", 0.0) or 0.0)
         self._tracking_skipped = 0
         # readings of the running exposure, for its mean potential and current
         self._exposure_readings: list[tuple[float, float]] | None = None

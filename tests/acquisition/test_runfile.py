@@ -618,3 +618,28 @@ def test_damaged_and_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
                       (tmp_path / "missing.h5", "no such run file")):
         with pytest.raises(RunFileUnreadable, match=re.escape(says)):
             RunFileReader(bad)
+
+
+def test_the_tracking_dose_is_counted_apart_and_survives_a_resume(tmp_path: Path) -> None:
+    """`tracking_dose_e_per_m2` sums the drift-tracking frames only, and a reopened (resumed) file
+    starts from what it recorded, so `drift.track_max_dose` holds across a resume."""
+    windows = make_config().windows + (
+        WindowSpec(name="drift-tracking", n_rows=ROWS, n_channels=LOW_CH, energy_offset_eV=40.0,
+                   dispersion_eV_per_channel=0.25, kind="tracking"),
+    )
+    path = tmp_path / "r.h5"
+    with RunFile.create(path, make_config(windows=windows)) as rf:
+        rf.append_exposure("low", np.ones((ROWS, LOW_CH)), t_start_s=0.0, exposure_s=1.0, dose_e_per_m2=5e20)
+        rf.append_exposure("drift-tracking", np.ones((ROWS, LOW_CH)), t_start_s=2.0, exposure_s=0.05,
+                           dose_e_per_m2=2e19, kind="tracking")
+        assert rf.tracking_dose_e_per_m2 == pytest.approx(2e19)
+        assert rf.total_dose_e_per_m2 == pytest.approx(5.2e20)
+        rf.close("stopped", "operator stop")
+    rf = RunFile.reopen_for_append(path)
+    try:
+        assert rf.tracking_dose_e_per_m2 == pytest.approx(2e19)
+        rf.append_exposure("drift-tracking", np.ones((ROWS, LOW_CH)), t_start_s=3.0, exposure_s=0.05,
+                           dose_e_per_m2=2e19, kind="tracking")
+        assert rf.tracking_dose_e_per_m2 == pytest.approx(4e19)
+    finally:
+        rf.close()
