@@ -318,3 +318,50 @@ def resume_to_completion(servers: ServerSet, out: Path) -> dict[str, Any]:
 
 def outcome_of(status: str) -> str:
     return "recovered" if status == "completed" else f"safe stop ({status})"
+
+
+def drift_rest_protocol(name: str, description: str, drift_yaml: str) -> str:
+    """Protocol text of the drift fault cells: a 4 s rest with a 50 ms low-loss image every second
+    on the LASGTP stack drifting 120 nm/min, with the `drift:` section given (its lines indented
+    two spaces)."""
+    return f"""
+name: {name}
+description: {description}
+sample:
+  preset: lasgtp_bulk
+  seed: 3
+  drift_rate: 120 nm/min
+instruments:
+  potentiostat: {{model: keithley2450}}
+  camera: {{model: gif}}
+  microscope: {{model: insitem-tem}}
+safety:
+  voltage_min: 0 V
+  voltage_max: 3 V
+  current_compliance: 1 mA
+  max_dose_rate: 10 e/Å^2/s
+  max_total_dose: 50000 e/Å^2
+  max_exposure: 60 s
+beam:
+  current: 0.5 nA
+  illuminated_diameter: 2 um
+spectrometer:
+  camera: {{processing: unprocessed}}
+  slit: {{length: 1880 nm, width: 200 nm}}
+  windows:
+    - name: low-loss
+      edges: [Zero-loss]
+      energy_offset: -10 eV
+      channels: 1024
+      exposure: 0.05 s
+      binning: [6, 1]
+      readout_rows: [34, 2014]
+drift:
+{drift_yaml.rstrip()}
+steps:
+  - rest:
+      duration: 4 s
+      exposures:
+        - windows: [low-loss]
+          every: 1 s
+"""

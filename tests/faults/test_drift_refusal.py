@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from faultkit import instruments_safe, open_rig
+from faultkit import drift_rest_protocol, instruments_safe, open_rig
 
 from insitem.acquisition.launch import runfile_config
 from insitem.acquisition.runfile import RunFile
@@ -27,51 +27,19 @@ from insitem.simulators.serve import start_servers
 
 pytestmark = [pytest.mark.faults, pytest.mark.wire]
 
-PROTOCOL = """
-name: drift-refused
-description: a 4 s rest with a low-loss image every second, the specimen drifting fast
-sample:
-  preset: lasgtp_bulk
-  seed: 3
-  drift_rate: 120 nm/min
-instruments:
-  potentiostat: {{model: keithley2450}}
-  camera: {{model: gif}}
-  microscope: {{model: insitem-tem}}
-safety:
-  voltage_min: 0 V
-  voltage_max: 3 V
-  current_compliance: 1 mA
-  max_dose_rate: 10 e/Å^2/s
-  max_total_dose: 50000 e/Å^2
-  max_exposure: 60 s
-beam:
-  current: 0.5 nA
-  illuminated_diameter: 2 um
-spectrometer:
-  camera: {{processing: unprocessed}}
-  slit: {{length: 1880 nm, width: 200 nm}}
-  windows:
-    - name: low-loss
-      edges: [Zero-loss]
-      energy_offset: -10 eV
-      channels: 1024
-      exposure: 0.05 s
-      binning: [6, 1]
-      readout_rows: [34, 2014]
-drift:
+
+def protocol_text(on_refusal: str) -> str:
+    return drift_rest_protocol(
+        "drift-refused",
+        "a 4 s rest with a low-loss image every second, the specimen drifting fast",
+        f"""\
   mode: correct
   window: low-loss
   dead_band: 0.5 nm
   max_shift: 10 um
   on_refusal: {on_refusal}
-steps:
-  - rest:
-      duration: 4 s
-      exposures:
-        - windows: [low-loss]
-          every: 1 s
-"""
+""",
+    )
 
 TINY_RANGE_M = 0.2e-9  # the emulated microscope's image shift range: any correction is out of it
 START_SHIFT_M = (0.0, 0.0)
@@ -82,7 +50,7 @@ def test_refused_correction_is_recorded_and_the_run_goes_on_or_stops(tmp_path: P
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sim_microscope, "SHIFT_LIMIT_M", TINY_RANGE_M)
     path = tmp_path / "drift-refused.yaml"
-    path.write_text(PROTOCOL.format(on_refusal=on_refusal), encoding="utf-8")
+    path.write_text(protocol_text(on_refusal), encoding="utf-8")
     protocol, plan = load_and_plan(str(path))
     planned = sum(len(step.exposures) for step in plan.steps)  # 4: at 0, 1, 2 and 3 s
     with start_servers(str(path), ["keithley2450", "gif", "tem"]) as servers:

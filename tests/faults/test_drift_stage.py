@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import instruments_safe, open_rig
+from faultkit import drift_rest_protocol, instruments_safe, open_rig
 
 import insitem.simulators.microscope as sim_microscope
 from insitem.acquisition.launch import runfile_config
@@ -31,59 +31,27 @@ from insitem.simulators.serve import start_servers
 
 pytestmark = [pytest.mark.faults, pytest.mark.wire]
 
-PROTOCOL = """
-name: drift-stage
-description: a 4 s rest with a low-loss image every second, the specimen drifting fast, 1 nm of image shift
-sample:
-  preset: lasgtp_bulk
-  seed: 3
-  drift_rate: 120 nm/min
-instruments:
-  potentiostat: {{model: keithley2450}}
-  camera: {{model: gif}}
-  microscope: {{model: insitem-tem}}
-safety:
-  voltage_min: 0 V
-  voltage_max: 3 V
-  current_compliance: 1 mA
-  max_dose_rate: 10 e/Å^2/s
-  max_total_dose: 50000 e/Å^2
-  max_exposure: 60 s
-beam:
-  current: 0.5 nA
-  illuminated_diameter: 2 um
-spectrometer:
-  camera: {{processing: unprocessed}}
-  slit: {{length: 1880 nm, width: 200 nm}}
-  windows:
-    - name: low-loss
-      edges: [Zero-loss]
-      energy_offset: -10 eV
-      channels: 1024
-      exposure: 0.05 s
-      binning: [6, 1]
-      readout_rows: [34, 2014]
-drift:
+
+def protocol_text(on_refusal: str) -> str:
+    return drift_rest_protocol(
+        "drift-stage",
+        "a 4 s rest with a low-loss image every second, the specimen drifting fast, 1 nm of image shift",
+        f"""\
   mode: correct
   window: low-loss
   dead_band: 0.5 nm
   max_shift: 1 nm
   max_stage_travel: 2 um
   on_refusal: {on_refusal}
-steps:
-  - rest:
-      duration: 4 s
-      exposures:
-        - windows: [low-loss]
-          every: 1 s
-"""
+""",
+    )
 
 START_STAGE_Y_M = 0.4e-6  # where the operator left the stage
 
 
 def _run(tmp_path: Path, on_refusal: str) -> tuple[object, dict, list[str], int, int, str, str, float, tuple[float, float]]:
     path = tmp_path / "drift-stage.yaml"
-    path.write_text(PROTOCOL.format(on_refusal=on_refusal), encoding="utf-8")
+    path.write_text(protocol_text(on_refusal), encoding="utf-8")
     protocol, plan = load_and_plan(str(path))
     with start_servers(str(path), ["keithley2450", "gif", "tem"]) as servers:
         servers.world.position.move_stage(y_m=START_STAGE_Y_M)
