@@ -1,8 +1,9 @@
-"""In-situ-lasgtp with 1 nm/min of drift, corrected: the shipped `drift` section against the same with
-`track_groups: true` (a 50 ms tracking frame before each group). The done-when variant of
+"""In-situ-lasgtp with 1 nm/min of drift, corrected: the shipped `drift` section (`track_groups: true`, a
+50 ms tracking frame before each group) against the same without tracking frames (`no-frames`: the
+low-loss image of each group tracks). The done-when variant of
 tests/acquisition/test_drift_in_situ.py (the 50 ms low-loss image), the same seed.
 
-Run: .venv/bin/python bench/drift_tracking_in_situ.py [shipped|groups]   (one run each, ~1-2 min)
+Run: .venv/bin/python bench/drift_tracking_in_situ.py [shipped|no-frames]   (one run each, ~1-2 min)
 Prints the Li-near-Pt rms error against the truth (on the specimen's coordinate and at a fixed interface), how far the image walked at the Li-K images, the
 interface the analysis found, CPU time, and `insitem analyze`'s drift line. Numbers: docs/drift.md.
 """
@@ -30,8 +31,8 @@ def main(mode: str) -> None:
 
     def protocol(rate: float, _: str) -> dict:
         p = base(rate, "correct")
-        if mode == "groups":
-            p["drift"]["track_groups"] = True
+        if mode == "no-frames":
+            p["drift"].pop("track_groups", None)
         return p
 
     in_situ._protocol = protocol  # type: ignore[assignment]
@@ -49,4 +50,4 @@ def main(mode: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "groups")
+    main(sys.argv[1] if len(sys.argv) > 1 else "shipped")

@@ -38,6 +38,7 @@ def _protocol() -> dict:
     (low,) = [w for w in p["spectrometer"]["windows"] if w["name"] == "low-loss"]
     low["exposure"], low["frames"] = "0.05 s", 1
     p["spectrometer"]["windows"] = [low]
+    p["drift"].pop("track_groups", None)  # tracking on the clock here, not before each group
     p["drift"].update({"mode": "correct", "window": "low-loss", "track_every": "2 min", "track_exposure": "0.05 s"})
     p["steps"] = [{"rest": {"duration": "20 min", "exposures": [{"windows": ["low-loss"], "every": "10 min"}]}}]
     return p

@@ -74,11 +74,13 @@ def _assert_completed_and_safe(run: PacedRun) -> None:
         assert r.status == "completed"
         # every planned spectrum image, whole (sub-exposures summed), none flagged partial
         assert {w: r.n_exposures(w) for w in r.windows} == run.plan.exposures_per_window()
+        # the drift-tracking frames (in-situ-lasgtp: one before each group), in their own signal
+        assert (r.n_exposures(r.tracking_window) if r.tracking_window else 0) == len(run.plan.tracking)
         for w in r.windows:
             rec = r.exposure_records(w)
             if "partial" in rec:
                 assert not rec["partial"].any()
-            planned = [e for e in run.plan.images if e.window == w]
+            planned = [e for e in run.plan.images if e.window == w and not e.tracking]
             # exposure times and the schedule are simulated seconds (the paced clock), never early
             np.testing.assert_allclose(rec["exposure_s"], [e.exposure_s * e.n_subframes for e in planned], rtol=1e-6)
             # an exposure start may slip by the runner's wall-time jitter on a loaded machine,

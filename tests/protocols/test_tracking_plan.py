@@ -13,7 +13,7 @@ from shipped_protocol import variant
 
 from insitem.cli import main as cli
 from insitem.drivers.errors import ProtocolError
-from insitem.protocols.loader import load, loads
+from insitem.protocols.loader import loads
 from insitem.protocols.plan import TRACK_LEAD_S, Plan, make_plan
 
 E_A2 = 1e20
@@ -21,8 +21,10 @@ DEAD_S = 0.6  # the in-situ protocol's camera dead time
 
 
 def in_situ(*drift_lines: str, **replace: str) -> str:
-    """in-situ-lasgtp with lines added to its drift section (and other lines replaced)."""
-    pairs = [("  dead_band: 2 nm", "  dead_band: 2 nm\n" + "".join(f"  {line}\n" for line in drift_lines).rstrip("\n"))]
+    """in-situ-lasgtp without its tracking frames (`track_groups: true`), with lines added to its
+    drift section (and other lines replaced)."""
+    pairs = [("  track_groups: true\n", ""),
+             ("  dead_band: 2 nm", "  dead_band: 2 nm\n" + "".join(f"  {line}\n" for line in drift_lines).rstrip("\n"))]
     return variant("in-situ-lasgtp", *pairs, *replace.items())
 
 
@@ -32,7 +34,7 @@ def _busy(plan: Plan) -> list[tuple[float, float, str]]:
 
 def test_tracking_every_ten_minutes_never_overlaps_and_leaves_room_before_the_next_group() -> None:
     plan = make_plan(loads(in_situ("track_every: 10 min")))
-    base = make_plan(load("in-situ-lasgtp"))
+    base = make_plan(loads(in_situ()))
     tracking = plan.tracking
     # one per 10 min of the 101 min run, each moved at most until the camera is free
     assert len(tracking) == math.ceil(base.duration_s / 600)
@@ -68,7 +70,7 @@ def test_tracking_before_each_group_ends_just_before_it() -> None:
 
 
 def test_count_beam_time_and_dose_apart_and_in_the_totals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = make_plan(load("in-situ-lasgtp"))
+    base = make_plan(loads(in_situ()))
     plan = make_plan(loads(in_situ("track_every: 10 min")))
     rate = plan.protocol.beam.dose_rate_e_per_m2_s
     n = len(plan.tracking)
@@ -93,7 +95,7 @@ def test_count_beam_time_and_dose_apart_and_in_the_totals(tmp_path: Path, capsys
 
 def test_a_protocol_whose_tracking_passes_the_dose_budget_is_refused_in_one_line(tmp_path: Path,
                                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    base = make_plan(load("in-situ-lasgtp"))
+    base = make_plan(loads(in_situ()))
     budget = base.dose_e_per_m2 / E_A2 + 1.0  # 1 e/Å² to spare: 11 frames of 0.05 s give 5.5
     text = in_situ("track_every: 10 min", **{"max_total_dose: 50000 e/Å^2": f"max_total_dose: {budget:.6f} e/Å^2"})
     with pytest.raises(ProtocolError, match=r"^safety.max_total_dose: .* 11 drift-tracking exposures 5.46\d* e/Å\^2 of it"):
