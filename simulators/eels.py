@@ -534,6 +534,7 @@ class EELSSynthesizer:
         electrons: np.ndarray | float,
         energy_shift_eV: np.ndarray | float = 0.0,
         method: Literal["auto", "fourier_log", "fourier_ratio"] = "auto",
+        blur_rows: bool = True,
     ) -> np.ndarray:
         """Expected electrons per channel, array (n_rows, n_channels) float64.
 
@@ -542,7 +543,8 @@ class EELSSynthesizer:
         ``energy_shift_eV``: the exposure's energy shift, a scalar or samples equally spaced in time over
         the exposure (their mean shifts, their spread blurs). A positive shift moves features to higher
         channel energies. ``method``: see module docstring ("auto": fourier_log if the window contains
-        the ZLP).
+        the ZLP). ``blur_rows``: False leaves out the chromatic blur along the rows (§1.7), for rows
+        that are not an evenly spaced line (sub-pixel positions); `blur_along_rows` applies it later.
         """
         E = np.asarray(energy_eV, dtype=float)
         if E.ndim != 1 or E.size < 2:
@@ -573,7 +575,8 @@ class EELSSynthesizer:
             ext = self._fourier_ratio(cache, column, atoms, I0)
         else:
             ext = self._fourier_log(cache, column, atoms, I0)
-        ext = self._chromatic_blur(ext, d * (cache.k_lo + np.arange(cache.n_ext)), column)
+        if blur_rows:
+            ext = self._chromatic_blur(ext, d * (cache.k_lo + np.arange(cache.n_ext)), column)
         # drift spread (histogram of residual shifts, linear split onto whole channels)
         resid = (shifts - mean_shift) / d
         if shifts.size > 1 and np.ptp(resid) > 1e-9:
@@ -668,6 +671,11 @@ class EELSSynthesizer:
             else:
                 W[:, j] = nd
         return W
+
+    def blur_along_rows(self, spectra: np.ndarray, energy_eV: np.ndarray, column: ColumnState) -> np.ndarray:
+        """The chromatic blur along the rows (§1.7) of spectra synthesised with ``blur_rows=False``
+        on the evenly spaced rows of ``column``, each channel by the profile of its loss."""
+        return self._chromatic_blur(spectra, np.asarray(energy_eV, dtype=float), column)
 
     def _chromatic_blur(self, ext: np.ndarray, loss_eV: np.ndarray, col: ColumnState) -> np.ndarray:
         """Blur every channel along the rows with the chromatic profile of its loss E (§1.7).

@@ -358,12 +358,16 @@ class SimWorld:
             tan_tilt = math.tan(self.sample.params.across_slit.interface_tilt_rad)
         electrons_bin = electrons_rows.reshape(n, by).sum(axis=1)
         energy = settings.energy_offset_eV + settings.dispersion_eV_per_px * (np.arange(left, right) + 0.5)
-        spectra = self.eels.synthesize(energy, column, electrons_bin, energy_shift_eV=shift)  # (n, channels)
+        # (n, channels); with pixels across a layer boundary the chromatic blur along the slit comes
+        # after their parts are averaged: the parts are no evenly spaced line of rows to blur along
+        spectra = self.eels.synthesize(energy, column, electrons_bin, energy_shift_eV=shift,
+                                       blur_rows=column_sub is None)
         if column_sub is not None:
             # a pixel across a layer boundary sees both layers side by side: the mean of its parts
             sub = self.eels.synthesize(energy, column_sub, np.repeat(electrons_bin[split], PIXEL_SUBSAMPLES),
-                                       energy_shift_eV=shift)
+                                       energy_shift_eV=shift, blur_rows=False)
             spectra[split] = sub.reshape(split.size, PIXEL_SUBSAMPLES, -1).mean(axis=1)
+            spectra = self.eels.blur_along_rows(spectra, energy, column)
         if view.vacuum_fraction > 0.0:
             # the strip's part beyond the specimen's edge: every electron passes without loss
             vacuum = column_from_phases(y_seen, np.zeros((n, 1)), self._vacuum_phases)
