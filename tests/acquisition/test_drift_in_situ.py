@@ -166,8 +166,8 @@ def test_uncorrected_drift_corrupts_the_li_near_pt_series_read_at_a_fixed_interf
 def test_measured_drift_places_each_image_on_the_specimen_coordinate(runs: dict[str, DriftRun]) -> None:
     """Drift measured only (no correction): `insitem analyze` moves each Li-K image's interface by the
     displacement the drift table records (acquisition/drift_report.py image_offset_m): each image's
-    interface within 1 nm of where the world had it, and the series at 0.314 c/c0 rms against 0.192
-    without drift and 2.41 read at a fixed interface (the corrected run: 0.174; docs/drift.md). What
+    interface within 1 nm of where the world had it, and the series at 0.176 c/c0 rms against 0.172
+    without drift and 2.50 read at a fixed interface (the corrected run: 0.168; docs/drift.md). What
     is left after the placement: each image's Li-K noise (the still run's 0.19) and the sub-pixel
     phases at which 150 nm of drift samples the profile against the 50 nm band's edge."""
     still, measured = runs["still"], runs["uncorrected"]
