@@ -15,6 +15,7 @@ working tree's) and with the working tree's, and prints both medians and the rat
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import re
 import statistics
@@ -81,15 +82,14 @@ def newton_iterations_per_step(mod: ModuleType) -> float:
     return count[0] / (len(wave()[1]) - 1)
 
 
-def load_module(path: str | None) -> ModuleType:
+def load_module(path: str | None, name: str = "insitem.simulators.electrochemistry") -> ModuleType:
+    """Module `name` as installed, or (`path`) an old tree's copy of its file loaded in its place."""
     if path is None:
-        import insitem.simulators.electrochemistry as mod
-
-        return mod
-    spec = importlib.util.spec_from_file_location("insitem.simulators.electrochemistry", path)
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["insitem.simulators.electrochemistry"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 

@@ -18,7 +18,6 @@ medians and the ratio new/old.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import subprocess
 import sys
@@ -29,18 +28,11 @@ from types import ModuleType
 
 import numpy as np
 
+from bench_cell import load_module  # bench/ is first on sys.path (run as a script or by `python -m bench`)
+
 
 def load_detector(path: str | None) -> ModuleType:
-    if path is None:
-        import insitem.simulators.detector as mod
-
-        return mod
-    spec = importlib.util.spec_from_file_location("insitem.simulators.detector", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["insitem.simulators.detector"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(path, "insitem.simulators.detector")
 
 
 def low_loss_rows(n_pos: int = 330, n_ch: int = 1024) -> np.ndarray:
