@@ -238,16 +238,25 @@ class SignalHandlers:
             self.console.print("[yellow]Ctrl-C: finishing the running exposure, then stopping (Ctrl-C again to stop now)[/]")
             self.runner.request_stop()
         else:
-            raise StopNow("second Ctrl-C: stopped at once")
+            self._stop_now("second Ctrl-C: stopped at once")
 
     def _on_sigterm(self, signum: int, frame: types.FrameType | None) -> None:
-        raise StopNow("SIGTERM: stopped at once")
+        self._stop_now("SIGTERM: stopped at once")
 
     def _on_sighup(self, signum: int, frame: types.FrameType | None) -> None:
-        raise StopNow("SIGHUP (terminal closed): stopped at once")
+        self._stop_now("SIGHUP (terminal closed): stopped at once")
 
     def _on_sigtstp(self, signum: int, frame: types.FrameType | None) -> None:
-        raise StopNow("SIGTSTP (Ctrl-Z): a hardware run cannot pause safely; stopped at once (resume with --resume)")
+        self._stop_now("SIGTSTP (Ctrl-Z): a hardware run cannot pause safely; stopped at once (resume with --resume)")
+
+    def _stop_now(self, reason: str) -> None:
+        """Leave the stop on the runner, then raise it here (the runner raises it again at its next
+        wait if this raise lands in a weakref callback or finalizer, where Python discards it).
+        Once the runner is on its way out (safe state, closing the file) nothing is raised: the
+        stop is under way and a raise could only cut the safe state or the file's close short."""
+        self.runner.request_stop_now(reason)
+        if not self.runner.finishing:
+            raise StopNow(reason)
 
 
 def stop_pending(stage: str, consequence: str) -> None:

@@ -52,8 +52,14 @@ log = logging.getLogger("insitem.runner")
 FIRST_READING_TRANSFER_S = 2e-3  # reply transfer and parsing allowed on top of the integration time (s)
 
 
-class StopNow(Exception):
-    """Raised (from a signal handler) to stop at once."""
+class StopNow(BaseException):
+    """Raised (from a signal handler) to stop at once.
+
+    A BaseException, as KeyboardInterrupt is: a handler that catches `Exception` to retry or to
+    carry on (a driver's retry loop, a best-effort close) must not swallow a stop. A signal handler
+    can still run where Python discards any exception (a weakref callback, a finalizer), so the
+    handler also leaves the reason on the runner (`Runner.request_stop_now`) and the runner raises
+    it again at its next wait."""
 
 
 class Progress(TypingProtocol):
@@ -204,15 +210,33 @@ class Runner:
         #: the run's end of the supervisor's lease (`Lease`), or None (dry runs, in-process tests)
         self.lease: Any = None
         self._stopped_by: BaseException | None = None  # the StopNow / LeaseLapsed that ended the run
+        self._stop_now: str | None = None  # an immediate stop asked for (a signal): the reason
+        self.finishing = False  # the run is on its way out (safe state, file close): no more raises
 
     # -- control ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Finish the running exposure, then stop cleanly (first Ctrl-C)."""
         self._stop_requested.set()
 
+    def request_stop_now(self, reason: str) -> None:
+        """Stop at once (second Ctrl-C, SIGTERM, SIGHUP): the signal handler raises StopNow too;
+        this makes the stop stick when the raise lands where Python discards it."""
+        self._stop_now = reason
+
+    def _check_stop_now(self) -> None:
+        if self._stop_now is not None:
+            raise StopNow(self._stop_now)
+
+    def _sleep_until(self, t_s: float) -> None:
+        """Wait on the rig clock; an immediate stop asked for acts before and after the wait."""
+        self._check_stop_now()
+        self.clock.sleep_until(t_s)
+        self._check_stop_now()
+
     def abort_before_start(self, reason: str) -> RunResult:
         """End without running a step (a stop signal before the first): safe state, file closed
         with status ``interrupted``."""
+        self.finishing = True
         return self._finish("interrupted", reason)
 
     @property
@@ -239,6 +263,7 @@ class Runner:
             if steps:
                 self._offset = self.clock.now() - steps[0].t_start_s
             for step in steps:
+                self._check_stop_now()
                 self._run_step(step)
                 if self.stop_requested:
                     status, reason = "stopped", "stop requested (Ctrl-C): stopped after the running exposure"
@@ -263,6 +288,7 @@ class Runner:
             log.error("runner fault: %s: %s", type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
         finally:
+            self.finishing = True
             sys.setswitchinterval(switch_interval)
         return self._finish(status, reason)
 
@@ -394,7 +420,7 @@ class Runner:
 
     def _pause(self, seconds: float) -> None:
         """Wait on the rig clock, renewing the lease (the drift loop while the stage travels)."""
-        self.clock.sleep_until(self.clock.now() + seconds)
+        self._sleep_until(self.clock.now() + seconds)
         self._renew()
 
     # -- steps ------------------------------------------------------------------------------------
@@ -453,7 +479,7 @@ class Runner:
                 active = (exp, self._start_exposure(exp))
         # final reading at the end of the last stair
         if not self.stop_requested:
-            self.clock.sleep_until(step.t_end_s + self._offset)
+            self._sleep_until(step.t_end_s + self._offset)
         # the stair set last (not the step's last one when a stop cut the step short)
         self._measure_pending(self._pending_cycle if n else 0, step.index)
         self._end_step(step)
@@ -481,7 +507,7 @@ class Runner:
             return
         lead = self._lead(step_dwell_s)
         if t[i] - lead - 2e-3 < t_event:
-            self.clock.sleep_until(t[i] - lead)
+            self._sleep_until(t[i] - lead)
             self._measure_pending(int(cyc[i - 1]) if i > 0 else int(cyc[i]), step_index)
 
     def _wait_for_camera(self, step: PlannedStep, t: np.ndarray, v: np.ndarray, cyc: np.ndarray, i: int) -> int:
@@ -523,9 +549,9 @@ class Runner:
                 m = min(j, k + self.sweep_chunk)
                 if self.lease is not None:
                     m = min(m, k + max(1, int(0.5 * self.lease.ttl_s / step.dwell_s)))
-                self.clock.sleep_until(t[k] - self._lead(step.dwell_s))
+                self._sleep_until(t[k] - self._lead(step.dwell_s))
                 self._measure_pending(int(cyc[k]), step.index)
-                self.clock.sleep_until(t[k])
+                self._sleep_until(t[k])
                 self._ensure_output(True)
                 readings = pot.run_sweep(v[k:m].tolist(), step.dwell_s)
                 self._record(readings, cyc[k:m], step.index)
@@ -537,9 +563,9 @@ class Runner:
             self._io.check()
             self._renew()
             # the stair before ends at t[k]: its reading ends then too, and the next level is set on time
-            self.clock.sleep_until(t[k] - self._lead(step.dwell_s))
+            self._sleep_until(t[k] - self._lead(step.dwell_s))
             self._measure_pending(int(cyc[k - 1]) if k > 0 else int(cyc[k]), step.index)
-            self.clock.sleep_until(t[k])
+            self._sleep_until(t[k])
             if math.isnan(v[k]):
                 self._ensure_output(False)
             else:
@@ -689,7 +715,7 @@ class Runner:
             t_read = min(t_leg0 + k * interval, t_max)
             if active is not None and active[1] + active[0].exposure_s <= t_read:
                 if self._exposure_readings is not None and not self._exposure_readings:
-                    self.clock.sleep_until(active[1] + active[0].exposure_s)
+                    self._sleep_until(active[1] + active[0].exposure_s)
                     last_V = self._read_current_step(step, leg.cycle)
                 self._finish_exposure(*active)
                 active = None
@@ -704,7 +730,7 @@ class Runner:
                 continue
             if t_read <= t_leg0:  # a leg of no time (a tail with nothing left to wait for)
                 break
-            self.clock.sleep_until(t_read)
+            self._sleep_until(t_read)
             self._io.check()
             self._renew()
             reading = self.rig.potentiostat.measure()
@@ -773,7 +799,7 @@ class Runner:
                 f"exposure {exp.index} would take the dose to {(self._dose_e_per_m2 + planned_dose) / E_PER_A2:.4g} e/Å², "
                 f"over safety.max_total_dose {self.protocol.safety.max_total_dose / E_PER_A2:.4g} e/Å²"
             )
-        self.clock.sleep_until(exp.t_start_s + self._offset)
+        self._sleep_until(exp.t_start_s + self._offset)
         if self._drift_control is not None and exp.subframe == 0 and not self._follows_back_to_back(exp):
             self._drift_control.apply(self.rig.microscope, self.clock.now())  # beam still blanked
         self._planned_end_s = exp.t_end_s
@@ -796,7 +822,7 @@ class Runner:
         return prev is not None and exp.t_start_s - prev <= self.protocol.spectrometer.camera.dead_time + 1e-6
 
     def _finish_exposure(self, exp: PlannedExposure, t0: float) -> None:
-        self.clock.sleep_until(t0 + exp.exposure_s)
+        self._sleep_until(t0 + exp.exposure_s)
         scope = self.rig.microscope
         dose_rate = scope.beam.dose_rate_e_per_m2_s
         if self.protocol.beam.policy == "blanked_between":
@@ -868,7 +894,9 @@ class Runner:
 
     # -- safety lease -------------------------------------------------------------------------------
     def _renew(self) -> None:
-        """Renew the supervisor's lease from the controlling thread's loops (no-op without one)."""
+        """Renew the supervisor's lease from the controlling thread's loops (no-op without one);
+        an immediate stop asked for acts here too."""
+        self._check_stop_now()
         if self.lease is not None:
             self.lease.renew()
 
