@@ -44,6 +44,7 @@ def advance_current(cell: Any, current_A: float, dt_s: float, voltage_limit_V: f
     else:
         V = brentq(excess, lo, hi, xtol=1e-9, maxiter=200)
     step = cell.advance(dt_s, V, 1.0, beam_current_A)
+    cell.last_tripped = limited  # at the voltage limit: the source's compliance flag, as `Cell`'s
     return CellStep(step.current_A, step.terminal_V, limited, step.charge_C)
 
 

@@ -64,8 +64,11 @@ class WorldLoad:
     when an exposure starts or ends), so the load does not step the cell by ``dt_s`` itself: it
     sets the world's applied level and compliance, advances the world to the clock's present time
     (`advance_to` steps only what is left, with the beam-induced current of the optics in it) and
-    reports the charge the cell passed since the SMU's previous call. The mean current
-    charge / dt_s is then exactly what an integrating A/D reads over the interval.
+    reports the mean current over the world time since its previous call: the charge the cell
+    passed divided by that span, not by ``dt_s``. The two spans differ by the time between the
+    SMU's clock reading and the world's (a thread switch, the world's lock held by the camera while
+    it synthesizes an image: tens of ms on a loaded machine, which read a 2 uA source as 2.1 uA
+    when the charge was divided by ``dt_s``). The SMU model integrates that mean over ``dt_s``.
 
     The SMU model's own beam current (`beam_current_A`, 0 here) is ignored: the world's optics
     supply the beam-induced current from the blanker's record (design.md §6).
@@ -74,6 +77,18 @@ class WorldLoad:
     def __init__(self, world: SimWorld) -> None:
         self.world = world
         self._charge_C = world.cell.charge_passed_C
+        self._t_world_s = world.cell_time_s
+
+    def _mean_current_step(self, dt_s: float) -> Step:
+        """The step since the previous call, as the world's cell passed it."""
+        w = self.world
+        cell = w.cell
+        q = cell.charge_passed_C - self._charge_C
+        span = w.cell_time_s - self._t_world_s
+        self._charge_C = cell.charge_passed_C
+        self._t_world_s = w.cell_time_s
+        i_mean = q / span if span > 0 else float(cell.last_current_A)
+        return Step(i_mean, float(cell.V_term_V), bool(cell.last_tripped), i_mean * dt_s)
 
     def advance(self, dt_s: float, applied_V: float | None, compliance_A: float, beam_current_A: float = 0.0) -> Step:
         w = self.world
@@ -81,12 +96,10 @@ class WorldLoad:
             w.applied_V = applied_V
             w.compliance_A = compliance_A
             w.advance_to()
-            cell = w.cell
-            q = cell.charge_passed_C - self._charge_C
-            self._charge_C = cell.charge_passed_C
+            step = self._mean_current_step(dt_s)
             if applied_V is None:
-                return Step(0.0, float(cell.V_term_V), False, None)
-            return Step(q / dt_s if dt_s > 0 else 0.0, float(cell.V_term_V), bool(cell.last_tripped), q)
+                return Step(0.0, step.terminal_V, False, None)
+            return step
 
     def advance_current(self, current_A: float, dt_s: float, voltage_limit_V: float | None = None,
                         beam_current_A: float = 0.0) -> Step:
@@ -95,9 +108,7 @@ class WorldLoad:
         with w.lock:
             limit = math.copysign(210.0, current_A) if voltage_limit_V is None else voltage_limit_V  # 210 V: the widest source range
             w.hold_current(current_A, w.clock.now(), limit)
-            q = w.cell.charge_passed_C - self._charge_C
-            self._charge_C = w.cell.charge_passed_C
-            return Step(q / dt_s if dt_s > 0 else 0.0, float(w.cell.V_term_V), bool(w.cell.last_tripped), q)
+            return self._mean_current_step(dt_s)
 
 
 class CoupledSmuInstrument:

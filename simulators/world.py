@@ -158,6 +158,11 @@ class SimWorld:
 
     # -- electrochemistry ----------------------------------------------------------------------
     @property
+    def cell_time_s(self) -> float:
+        """Clock time (s) the cell has been advanced to."""
+        return self._t_cell
+
+    @property
     def applied_V(self) -> float | None:
         """Voltage the SMU sources (None: output off, or sourcing current, see `applied_A`)."""
         return self._applied_V

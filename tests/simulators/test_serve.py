@@ -89,11 +89,28 @@ def test_smu_reading_is_the_charge_the_cell_passed_over_the_integration() -> Non
     world.advance_to(t0)
     q1 = world.cell.charge_passed_C
     step = load_.advance(1.0, -0.5, 1e-6)  # called as the SMU would after 1 s (clock not moved)
-    assert step.charge_C == pytest.approx(0.0, abs=1e-30)  # nothing left to step: no double count
+    assert world.cell.charge_passed_C == q1  # nothing left to step: no double count
+    assert step.current_A == pytest.approx(world.cell.last_current_A)  # the cell's present current
     clock.advance(1.0)
     step = load_.advance(1.0, -0.5, 1e-6)
     assert step.charge_C == pytest.approx(world.cell.charge_passed_C - q1)
     assert step.current_A == pytest.approx(step.charge_C / 1.0)
+
+
+def test_smu_reading_of_a_current_source_is_the_source_current_when_the_world_ran_ahead() -> None:
+    """The SMU reads its clock, then the load takes the world's lock and advances the world to the
+    clock's now: on a loaded machine (or with the camera holding the lock) 50 ms later. The reading
+    is the mean current over the world's span (2 uA exactly), not its charge over the SMU's 0.95 s
+    (2.105 uA, which failed the galvanostatic wire test under load)."""
+    clock = VirtualClock()
+    world = SimWorld.from_protocol(load("ex-situ-lasgtp"), clock)  # takes 2 uA below 2.5 V
+    load_ = WorldLoad(world)
+    load_.advance_current(2e-6, 1e-3, 2.5)
+    clock.advance(1.0)
+    step = load_.advance_current(2e-6, 0.95, 2.5)  # the SMU's window ended 50 ms before the world's
+    assert not step.compliance_tripped
+    assert step.current_A == pytest.approx(2e-6, rel=1e-9)
+    assert step.charge_C == pytest.approx(2e-6 * 0.95, rel=1e-9)  # what the A/D integrated in its window
 
 
 def test_output_off_himp_opens_the_cell() -> None:
