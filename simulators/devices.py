@@ -34,7 +34,7 @@ from insitem.drivers.interfaces import (
     Reading,
 )
 from insitem.simulators.emulators.smu import K2400_SPEC, K2450_SPEC
-from insitem.simulators.heap import release_free_heap
+from insitem.simulators.heap import TRIM_ABOVE_BYTES, release_free_heap
 from insitem.simulators.world import SimWorld
 
 #: current ranges and accuracy offsets per declared instrument (physics.md §4.4, [S:K2400SPEC],
@@ -227,7 +227,7 @@ class SimCamera(Camera):
             li = 0.5 * (self._li_start + self.world.li_ratio(self._rows_y(s)))
         # outside the world lock: the potentiostat keeps stepping the cell during the synthesis
         electrons = self.world.expected_rows(s, self.sensor_shape, t0, t1, li)
-        release_free_heap()  # the synthesis' temporaries, before the detector's own peak
+        release_free_heap(TRIM_ABOVE_BYTES)  # the synthesis' temporaries, before the detector's own peak
         frame = det.expose(electrons, s.exposure_s, binning=s.binning, readout_area=area)
         del electrons
         self.world.clock.sleep_until(t1 + frame.readout_s)
@@ -238,7 +238,7 @@ class SimCamera(Camera):
                 data = det.correct(frame.data, dark, det.gain_reference(), binning=s.binning, readout_area=area)
             else:
                 data = frame.data.astype(np.float32) - dark
-        release_free_heap()
+        release_free_heap(TRIM_ABOVE_BYTES)
         return Frame(data=data, t_start_s=t0, settings=s, saturated_px=int(frame.saturated_px))
 
     def _dark(self, exposure_s: float, binning: tuple[int, int], area: tuple[int, int, int, int]) -> np.ndarray:
