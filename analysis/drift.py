@@ -81,40 +81,76 @@ def step_position(
     return StepPosition(position_m=x0, sigma_m=sigma, width_m=s)
 
 
+#: a local fit explaining less of the profile's variance than this (R^2) has lost the feature
+MIN_LOCAL_R2 = 0.5
+
+
 def register_shift(profile: np.ndarray, reference: np.ndarray, position_m: np.ndarray, centre_m: float,
-                   half_width_m: float = 60e-9, max_shift_rows: float = 4.0, guess_m: float = 0.0) -> StepPosition:
+                   half_width_m: float = 60e-9, max_shift_rows: float = 4.0, guess_m: float = 0.0,
+                   max_search_rows: int = 48) -> StepPosition:
     """Shift (m) that best maps `reference` onto `profile` near `centre_m`: least squares of
     profile(x) = a + b reference(x - shift) over the rows within `half_width_m` of the centre,
     the reference interpolated linearly between rows. No model of the step's shape is assumed,
     so a cusp-shaped or asymmetric blur (the chromatic blur of core-loss windows) biases nothing;
     the shift is searched within `max_shift_rows` of `guess_m`; the uncertainty is read from the curvature of the residual sum of squares, as in
-    `step_position`. `width_m` of the result is not estimated (NaN)."""
+    `step_position`. `width_m` of the result is not estimated (NaN).
+
+    When that local search has lost the feature (best shift at the end of the range, or a fit
+    explaining less than `MIN_LOCAL_R2` of the variance: the specimen moved further than the guess
+    allowed, as when an image comes late or the specimen jumps), whole-row shifts within
+    `max_search_rows` of the guess are tried, each against the rows around the centre moved with it,
+    and the local search runs again around the one whose fit explains most of the variance (R^2:
+    least squares alone would prefer a featureless stretch, which a flat line fits better than a
+    noisy reference)."""
     v = np.asarray(profile, float)
     ref = np.asarray(reference, float)
     x = np.asarray(position_m, float)
-    row_m = float(x[1] - x[0])
-    sel = (np.abs(x - centre_m) <= half_width_m) & np.isfinite(v)
-    if sel.sum() < 8:
-        raise AnalysisError("register_shift: fewer than 8 rows around the feature")
-    xs, ys = x[sel], v[sel]
+    row_m = abs(float(x[1] - x[0]))
     order = np.argsort(x)
+    x_sorted, ref_sorted = x[order], ref[order]
 
-    def rss(shifts: np.ndarray) -> np.ndarray:
-        moved = np.stack([np.interp(xs - d, x[order], ref[order]) for d in shifts])
+    def rows(shift: float) -> tuple[np.ndarray, np.ndarray]:
+        """The profile's rows around the centre moved by `shift - guess_m`."""
+        sel = (np.abs(x - (centre_m + shift - guess_m)) <= half_width_m) & np.isfinite(v)
+        if sel.sum() < 8:
+            raise AnalysisError("register_shift: fewer than 8 rows around the feature")
+        return x[sel], v[sel]
+
+    def rss(shifts: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        moved = np.stack([np.interp(xs - d, x_sorted, ref_sorted) for d in shifts])
         mm, ym = moved.mean(axis=1), ys.mean()
         dm = moved - mm[:, None]
         b = (dm @ (ys - ym)) / np.maximum((dm * dm).sum(axis=1), 1e-300)
         a = ym - b * mm
         return (((a[:, None] + b[:, None] * moved) - ys[None, :]) ** 2).sum(axis=1)
 
-    coarse = guess_m + abs(row_m) * np.arange(-max_shift_rows, max_shift_rows + 1e-9, 0.05)
-    d0 = float(coarse[int(np.argmin(rss(coarse)))])
-    fine = d0 + abs(row_m) * np.arange(-0.06, 0.06 + 1e-9, 0.005)
-    r = rss(fine)
+    def r2(shift: float) -> float:
+        xs, ys = rows(shift)
+        total = float(((ys - ys.mean()) ** 2).sum())
+        return 1.0 - float(rss(np.array([shift]), xs, ys)[0]) / total if total > 0 else 0.0
+
+    def local(around: float) -> tuple[float, int, int, np.ndarray, np.ndarray]:
+        xs, ys = rows(around)
+        coarse = around + row_m * np.arange(-max_shift_rows, max_shift_rows + 1e-9, 0.05)
+        k0 = int(np.argmin(rss(coarse, xs, ys)))
+        return float(coarse[k0]), k0, coarse.size, xs, ys
+
+    d0, k0, n0, xs, ys = local(guess_m)
+    if not 0 < k0 < n0 - 1 or r2(d0) < MIN_LOCAL_R2:
+        candidates = guess_m + row_m * np.arange(-max_search_rows, max_search_rows + 1)
+        scores = []
+        for g in candidates:
+            try:
+                scores.append(r2(float(g)))
+            except AnalysisError:  # the moved rows run off the image
+                scores.append(-np.inf)
+        d0, _, _, xs, ys = local(float(candidates[int(np.argmax(scores))]))
+    fine = d0 + row_m * np.arange(-0.06, 0.06 + 1e-9, 0.005)
+    r = rss(fine, xs, ys)
     k = int(np.argmin(r))
     d, r_min = float(fine[k]), float(r[k])
-    h = 0.05 * abs(row_m)
-    around = rss(np.array([d - h, d, d + h]))
+    h = 0.05 * row_m
+    around = rss(np.array([d - h, d, d + h]), xs, ys)
     curvature = (around[0] - 2.0 * around[1] + around[2]) / (h * h)
     noise_var = r_min / max(xs.size - 3, 1)
     sigma = float(np.sqrt(2.0 * noise_var / curvature)) if curvature > 0 else float("inf")

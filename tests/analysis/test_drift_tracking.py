@@ -11,7 +11,7 @@ import pytest
 from scipy.special import ndtr
 
 from insitem.acquisition.runner import camera_settings
-from insitem.analysis.drift import step_position, track_drift
+from insitem.analysis.drift import register_shift, step_position, track_drift
 from insitem.drivers.clock import VirtualClock
 from insitem.protocols.loader import load
 from insitem.simulators.drift import NM, DriftParameters
@@ -35,6 +35,21 @@ def test_a_blurred_step_is_found_within_its_stated_uncertainty() -> None:
     # noise estimate over rows of unequal Poisson variance errs on the safe side), nearly all within 3
     assert 0.55 < np.mean(np.array(hits) < 1.0) < 0.9
     assert np.mean(np.array(hits) < 3.0) > 0.95
+
+
+@pytest.mark.parametrize("moved_nm", [3.0, 20.0, 45.0, -45.0, 80.0, 125.0, -150.0])
+def test_a_shift_beyond_the_searched_range_is_followed(moved_nm: float) -> None:
+    """Images that come late (a loaded machine, a slow tracking cadence) can find the specimen
+    further from the guess than the +-4 rows searched locally (23 nm here), or than the rows
+    fitted around the feature (+-60 nm): the search finds it over +-48 rows (it read -17 nm for a
+    true 79 nm in a real-time run under load, and the stage then moved the wrong way)."""
+    rng = np.random.default_rng(7)
+    x = np.arange(330) * 5.7e-9
+    x0 = 940e-9
+    ref = rng.poisson(1000.0 + 4000.0 * ndtr((x - x0) / 12e-9)).astype(float)
+    moved = rng.poisson(1000.0 + 4000.0 * ndtr((x - x0 - moved_nm * 1e-9) / 12e-9)).astype(float)
+    r = register_shift(moved, ref, x, x0, guess_m=0.0)
+    assert r.sigma_m < 1e-9 and r.position_m == pytest.approx(moved_nm * 1e-9, abs=1.5e-9)  # errors over 60 seeds: at most 1.34 nm
 
 
 @pytest.mark.parametrize("window_index", [0, 1])

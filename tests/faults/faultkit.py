@@ -320,10 +320,12 @@ def outcome_of(status: str) -> str:
     return "recovered" if status == "completed" else f"safe stop ({status})"
 
 
-def drift_rest_protocol(name: str, description: str, drift_yaml: str) -> str:
-    """Protocol text of the drift fault cells: a 4 s rest with a 50 ms low-loss image every second
-    on the LASGTP stack drifting 120 nm/min, with the `drift:` section given (its lines indented
-    two spaces)."""
+def drift_rest_protocol(name: str, description: str, drift_yaml: str, duration: str = "8 s") -> str:
+    """Protocol text of the drift fault cells: a rest (`duration`, default 8 s) with a 50 ms
+    low-loss image every second on the LASGTP stack drifting 120 nm/min, with the `drift:` section
+    given (its lines indented two spaces). On a loaded machine the images come seconds late and a
+    correction may act on the estimate of the image before last (the I/O thread writes behind):
+    8 images leave room for the correction these cells look for."""
     return f"""
 name: {name}
 description: {description}
@@ -360,7 +362,7 @@ drift:
 {drift_yaml.rstrip()}
 steps:
   - rest:
-      duration: 4 s
+      duration: {duration}
       exposures:
         - windows: [low-loss]
           every: 1 s

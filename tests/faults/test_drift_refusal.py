@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.wire]
 def protocol_text(on_refusal: str) -> str:
     return drift_rest_protocol(
         "drift-refused",
-        "a 4 s rest with a low-loss image every second, the specimen drifting fast",
+        "an 8 s rest with a low-loss image every second, the specimen drifting fast",
         f"""\
   mode: correct
   window: low-loss

@@ -3,7 +3,7 @@ refuses the move follows `drift.on_refusal`.
 
 The wire path is the real one (`Keithley2450`, `GifCamera`, `TemMicroscope` over loopback TCP to
 emulators sharing one simulated world, real clock), as in test_drift_refusal.py: the specimen
-drifts 120 nm/min (3x that while it settles after the start), a low-loss image every second
+drifts 120 nm/min (3x that while it settles after the start), a low-loss image every second of an 8 s rest
 tracks it, and the protocol allows only 1 nm of image shift (`drift.max_shift`), so the first
 correction goes to the stage (`STAG:Y`, read back with `STAG:X?;Y?;Z?;ALPH?`). The stage's
 position and the image shift are read from the emulator afterwards, never from the runner. With
@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.wire]
 def protocol_text(on_refusal: str) -> str:
     return drift_rest_protocol(
         "drift-stage",
-        "a 4 s rest with a low-loss image every second, the specimen drifting fast, 1 nm of image shift",
+        "an 8 s rest with a low-loss image every second, the specimen drifting fast, 1 nm of image shift",
         f"""\
   mode: correct
   window: low-loss
