@@ -18,27 +18,22 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import Callable
+from typing import Any, Callable
 
 
-def _load_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
+def _libc_function(name: str, argtypes: list[Any], restype: Any) -> Callable[..., Any] | None:
+    """The C library's function `name` with its signature, or None where there is none."""
+    lib = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
+        libc = ctypes.CDLL(lib) if lib else None
     except OSError:
         return None
-    fn = getattr(libc, "malloc_trim", None)
+    fn = getattr(libc, name, None)
     if fn is None:
         return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
+    fn.argtypes = argtypes
+    fn.restype = restype
     return fn
-
-
-_TRIM = _load_trim()
-
-#: free heap (bytes) above which the simulated camera returns it to the OS
-TRIM_ABOVE_BYTES = 64 * 2**20
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -48,21 +43,11 @@ class _Mallinfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _load_mallinfo2() -> Callable[[], _Mallinfo2] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    fn = getattr(libc, "mallinfo2", None)
-    if fn is None:
-        return None
-    fn.argtypes = []
-    fn.restype = _Mallinfo2
-    return fn
+_TRIM = _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+_MALLINFO2 = _libc_function("mallinfo2", [], _Mallinfo2)
 
-
-_MALLINFO2 = _load_mallinfo2()
+#: free heap (bytes) above which the simulated camera returns it to the OS
+TRIM_ABOVE_BYTES = 64 * 2**20
 
 
 def free_heap_bytes() -> int | None:
