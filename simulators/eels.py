@@ -176,6 +176,13 @@ NORM_RANGE_EV = 2000.0
 NORM_STEP_EV = 0.25
 
 
+#: Area of FePO4's O-K pre-edge (528.5 eV, FWHM 1.5 eV), as a fraction of the O-K cross-section over
+#: 40 eV: physics-seed-systems.md §D.1 gives 10-20 % of the 528-545 eV area [est]; the middle, 15 %,
+#: of this model's O-K without pre-peaks over 528-545 eV (0.397 sigma_O(40 eV), measured on the
+#: default parameters by tests/simulators/test_fe3_o_k_prepeak.py) is 0.0595.
+O_FE3_PREPEAK_AREA = 0.0595
+
+
 class EELSParameters(BaseModel):
     """Spectrometer, microscope and ELNES parameters (defaults: physics.md §6.1 and §1.8)."""
 
@@ -229,6 +236,11 @@ class EELSParameters(BaseModel):
     o_prepeaks: list[tuple[float, float, float]] = Field(
         default=[(530.5, 1.2, 0.08), (533.0, 1.8, 0.10)],
         description="(centre, FWHM, area fraction of sigma_O(40 eV)) at c = c0 [est]",
+    )
+    o_fe3_prepeak: tuple[float, float, float] = Field(
+        default=(528.5, 1.5, O_FE3_PREPEAK_AREA),
+        description="(centre, FWHM, area fraction of sigma_O(40 eV)) of the single O-K pre-edge of O 2p - Fe3+ 3d "
+                    "states in FePO4 (physics-seed-systems.md §B.1, §D.1 [S:KIN10]; area [est])",
     )
     o_peak_a: tuple[float, float, float] = (538.0, 4.0, 0.25)
     o_peak_b_constant_eV_nm2: float = Field(default=2.820, description="(E_b - 529.0) R^2 [Y14]")
@@ -641,6 +653,7 @@ class EELSSynthesizer:
         ib = np.floor(pos).astype(int)
         fb = pos - ib
         f_pre = np.array([m.o_k_prepeak for m in col.layer_materials])[col.layer_index] if col.layer_materials else np.ones(n)
+        g3 = self._fe3_o_fraction(col)
         # elements with state-dependent L edges: rows that declare no state keep the hydrogenic edge
         ox = {el: col.oxidation_state.get(el, np.full(n, np.nan)) for el in STATE_EDGES}
         tm = {el: white_line_state_weights(st, ox[el]) for el, st in STATE_EDGES.items()}
@@ -660,17 +673,34 @@ class EELSSynthesizer:
             elif c.name == "Ti3":
                 W[:, j] = nd * col.f_ti3
             elif c.name == "O pre":
-                W[:, j] = nd * col.prepeak_amplitude * f_pre
+                W[:, j] = nd * col.prepeak_amplitude * f_pre * (1.0 - g3)
             elif c.name == "O main":
-                W[:, j] = nd * f_pre
+                W[:, j] = nd * f_pre * (1.0 - g3)
             elif c.name == "O main 0":
-                W[:, j] = nd * (1.0 - f_pre)
+                W[:, j] = nd * (1.0 - f_pre) * (1.0 - g3)
+            elif c.name in ("O pre Fe3", "O main Fe3"):
+                W[:, j] = nd * g3
             elif c.name.startswith("O b "):
                 kb = int(c.name.split()[-1])
                 W[:, j] = nd * (np.where(ib == kb, 1 - fb, 0.0) + np.where(ib + 1 == kb, fb, 0.0))
             else:
                 W[:, j] = nd
         return W
+
+    @staticmethod
+    def _fe3_o_fraction(col: ColumnState) -> np.ndarray:
+        """Per row: the fraction of its O atoms that belong to phases with the Fe3+ O-K pre-edge
+        (`Material.o_k_fe3_prepeak`), from each phase's path and O content."""
+        mats = col.layer_materials
+        if not mats or not any(m.o_k_fe3_prepeak for m in mats):
+            return np.zeros(col.n_rows)
+        L = col.phase_paths()
+        o_per_m3 = np.array([m.formula.get("O", 0.0) * m.density_g_cm3 * 1e6 / m.molar_mass_g_mol * AVOGADRO
+                             if m.formula else 0.0 for m in mats])
+        o_atoms = L[:, : len(mats)] * o_per_m3[None, :]
+        total = o_atoms.sum(axis=1)
+        fe3 = o_atoms @ np.array([m.o_k_fe3_prepeak for m in mats])
+        return np.where(total > 0, fe3 / np.where(total > 0, total, 1.0), 0.0)
 
     def blur_along_rows(self, spectra: np.ndarray, energy_eV: np.ndarray, column: ColumnState) -> np.ndarray:
         """The chromatic blur along the rows (§1.7) of spectra synthesised with ``blur_rows=False``
@@ -878,14 +908,17 @@ class EELSSynthesizer:
 
     def _parent_weight(self, col: ColumnState, r: int, c: _Component | _EdgeIntegral) -> float:
         nd = col.areal_density_per_m2.get(c.element, np.zeros(1))[r]
-        f_pre = col.layer_materials[col.layer_index[r]].o_k_prepeak if col.layer_materials else 1.0
+        m = col.layer_materials[col.layer_index[r]] if col.layer_materials else None
+        f_pre = m.o_k_prepeak if m is not None else 1.0
         ox = col.oxidation_state.get(c.element) if c.element else None
-        return nd * self._parent_weight_per_atom(c, f_pre, float(ox[r]) if ox is not None else None)
+        return nd * self._parent_weight_per_atom(c, f_pre, float(ox[r]) if ox is not None else None,
+                                                 m.o_k_fe3_prepeak if m is not None else 0.0)
 
-    def _parent_weight_per_atom(self, c: _Component | _EdgeIntegral, f_pre: float, ox: float | None = None) -> float:
+    def _parent_weight_per_atom(self, c: _Component | _EdgeIntegral, f_pre: float, ox: float | None = None,
+                                f_fe3: float = 0.0) -> float:
         """Weight of a component per atom of its element at a parent composition (Ti4+, R = 0.280 nm,
         the full pre-peak scaled by the material's ``o_k_prepeak`` = f_pre, 3d white lines of the
-        mean oxidation state ``ox``)."""
+        mean oxidation state ``ox``, the Fe3+ O-K pre-edge on the fraction ``f_fe3`` of its O)."""
         state = state_component(c.name, c.element)
         declared = ox is not None and not math.isnan(ox)
         if state is not None:
@@ -893,9 +926,11 @@ class EELSSynthesizer:
         if c.element in STATE_EDGES and c.name == f"{c.element} L":
             return 0.0 if declared else 1.0
         if c.name in ("O pre", "O main"):
-            return f_pre
+            return f_pre * (1.0 - f_fe3)
         if c.name == "O main 0":
-            return 1.0 - f_pre
+            return (1.0 - f_pre) * (1.0 - f_fe3)
+        if c.name in ("O pre Fe3", "O main Fe3"):
+            return f_fe3
         if c.name == "Ti3":
             return 0.0
         if c.name.startswith("O b "):
@@ -909,7 +944,7 @@ class EELSSynthesizer:
             return 0.0
         fu_per_m3 = m.density_g_cm3 * 1e6 / m.molar_mass_g_mol * AVOGADRO
         return float(sum(m.formula[c.element] * fu_per_m3 * c.integral
-                         * self._parent_weight_per_atom(c, m.o_k_prepeak, m.valence_states.get(c.element))
+                         * self._parent_weight_per_atom(c, m.o_k_prepeak, m.valence_states.get(c.element), m.o_k_fe3_prepeak)
                          for c in long_edges if c.element in m.formula))
 
     def _phase_kappa(self, cache: _Cache, col: ColumnState) -> np.ndarray:
@@ -955,6 +990,11 @@ class EELSSynthesizer:
                 out.append(_Component("O main", el, np.where(pos, cont - x1 * borrow + peak_a, 0.0) * d))
                 out.append(_Component("O main 0", el, np.where(pos, cont - x0 * borrow + peak_a, 0.0) * d))
                 out.append(_Component("O pre", el, np.where(pos, pre, 0.0) * d))
+                # O atoms bonded to Fe3+ (FePO4): one pre-edge of their own, the continuum under it
+                # lending its strength (sum rule), no d0 Ti doublet
+                x3 = self._k_edge_continuum_factor("O3")
+                out.append(_Component("O main Fe3", el, np.where(pos, cont - x3 * borrow + peak_a, 0.0) * d))
+                out.append(_Component("O pre Fe3", el, np.where(pos, self._o_fe3_prepeak(Ep), 0.0) * d))
                 for kb, g in enumerate(bank):
                     out.append(_Component(f"O b {kb}", el, np.where(pos, g, 0.0) * d))
             elif el == "Ti":
@@ -1025,6 +1065,11 @@ class EELSSynthesizer:
         pos = E > 0
         return cont, (np.asarray(pre, dtype=float) * pos, peak_a * pos, [g * pos for g in bank]), self._borrow(E, cont, onset)
 
+    def _o_fe3_prepeak(self, E: np.ndarray) -> np.ndarray:
+        """The O-K pre-edge of O bonded to Fe3+ (FePO4), per O atom, m^2/eV (`o_fe3_prepeak`)."""
+        c0, fw, a = self.params.o_fe3_prepeak
+        return a * self._sigma("O", self.params.o_threshold_eV, 40.0) * _gauss(E, c0, fw) * (E > 0)
+
     def _bank(self) -> np.ndarray:
         p = self.params
         return np.arange(p.o_peak_b_bank_eV[0], p.o_peak_b_bank_eV[1] + 1e-9, p.o_peak_b_bank_eV[2])
@@ -1044,10 +1089,11 @@ class EELSSynthesizer:
         target = float(self._hydro(el[0] if el.startswith("O") else el, Eg, onset).sum() * h)
         if el == "Li":
             cont, elnes, borrow = self._li_k_parts(Eg)
-        else:  # "O": with the pre-peaks, "O0": without
+        else:  # "O": with the d0 Ti pre-peaks, "O0": without any, "O3": with the Fe3+ pre-edge
             cont, (pre, peak_a, bank), borrow = self._o_k_parts(Eg)
             wb = self._parent_bank_weights()
-            elnes = (pre if el == "O" else 0.0) + peak_a + sum(w * g for w, g in zip(wb, bank))
+            pre_el = {"O": pre, "O0": 0.0, "O3": self._o_fe3_prepeak(Eg)}[el]
+            elnes = pre_el + peak_a + sum(w * g for w, g in zip(wb, bank))
         x = (float(cont.sum() + elnes.sum()) * h - target) / (float(borrow.sum()) * h)
         if x > 1.0:
             raise ValueError(f"{el}-K near-edge peaks hold more strength than the hydrogenic edge over the "

@@ -58,7 +58,7 @@ LIFEPO4 = Material(name="LiFePO4", formula={"Li": 1, "Fe": 1, "P": 1, "O": 4}, d
 FEPO4 = Material(name="FePO4", formula={"Fe": 1, "P": 1, "O": 4}, density_g_cm3=3.68,
                  plasmon_energy_eV=26.0, plasmon_width_eV=10.0, shallow_edges=[("Fe M2,3", 53.7, 0.04)],
                  valence_oscillators=[(5.0, 2.0, 0.25)], valence_states={"Fe": 3},
-                 o_k_prepeak=0.0)  # its single 528.5 eV pre-edge (D.1) is not the d0 Ti doublet
+                 o_k_prepeak=0.0, o_k_fe3_prepeak=1.0)  # the single 528.5 eV pre-edge of Fe3+ (D.1), not the d0 Ti doublet
 #: Li1.5Al0.5Ge1.5(PO4)3, 3.45 g/cm^3, Ep 25.7 eV width 8 (B.3); Ge M4,5 / M3 [S:XRDB], weights [est]
 LAGP_PHASE = Material(name="LAGP", formula={"Li": 1.5, "Al": 0.5, "Ge": 1.5, "P": 3, "O": 12}, density_g_cm3=3.45,
                       plasmon_energy_eV=25.7, plasmon_width_eV=8.0,

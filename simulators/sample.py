@@ -75,6 +75,11 @@ class Material(BaseModel):
         description="O-K pre-peak (O 2p - empty TM 3d) relative to a d0 Ti oxide's: 1 for LATP/LASGTP, 0 without "
         "open 3d states (LAGP, Li2O, LiFePO4), physics-seed-systems.md §D.1",
     )
+    o_k_fe3_prepeak: float = Field(
+        default=0.0, ge=0, le=1,
+        description="fraction of the O atoms with the single O-K pre-edge of O 2p - Fe3+ 3d states (528.5 eV; "
+        "1 in FePO4, 0 in LiFePO4, which has none), physics-seed-systems.md §B.1, §D.1",
+    )
     valence_states: dict[str, float] = Field(
         default_factory=dict,
         description="formal oxidation state of its 3d transition metals (e.g. {'Fe': 2}): selects their L2,3 "
@@ -152,7 +157,7 @@ TUNGSTEN = Material(
 
 # Simplified materials for the two other presets (compositions from the chemical formulae, densities [est])
 # O-K pre-peak per material (physics-seed-systems.md §D.1): none in LiFePO4 (Mott-Hubbard Fe2+; the FePO4
-# pre-edge at 528.5 eV that grows on delithiation is not modelled), LAGP (Ge4+ d10) and Li2O (no d states);
+# pre-edge at 528.5 eV, which grows on delithiation, is the FePO4 phase's own: `o_k_fe3_prepeak`), LAGP (Ge4+ d10) and Li2O (no d states);
 # weak in LVP (V3+ d2) [est 0.3].
 LFP = Material(name="LiFePO4", formula={"Li": 1, "Fe": 1, "P": 1, "O": 4}, density_g_cm3=3.6, valence_states={"Fe": 2},
                shallow_edges=[("Fe M2,3", 52.7, 0.04)], o_k_prepeak=0.0)

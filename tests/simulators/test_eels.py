@@ -292,7 +292,7 @@ def _edge_integral(syn, element, lo, hi, ti3=0.0, prepeak=1.0, material_prepeak=
             w = syn._parent_bank_weights()[int(c.name.split()[-1])]
         else:
             w = {"Ti4": 1.0 - ti3, "Ti3": ti3, "O pre": prepeak * material_prepeak, "O main": material_prepeak,
-                 "O main 0": 1.0 - material_prepeak}.get(c.name, 1.0)
+                 "O main 0": 1.0 - material_prepeak, "O pre Fe3": 0.0, "O main Fe3": 0.0}.get(c.name, 1.0)
         total += w * c.shape.sum()
     return total
 
