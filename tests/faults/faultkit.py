@@ -320,19 +320,22 @@ def outcome_of(status: str) -> str:
     return "recovered" if status == "completed" else f"safe stop ({status})"
 
 
-def drift_rest_protocol(name: str, description: str, drift_yaml: str, duration: str = "8 s") -> str:
+def drift_rest_protocol(name: str, description: str, drift_yaml: str, duration: str = "8 s",
+                        drift_rate: str = "120 nm/min") -> str:
     """Protocol text of the drift fault cells: a rest (`duration`, default 8 s) with a 50 ms
-    low-loss image every second on the LASGTP stack drifting 120 nm/min, with the `drift:` section
-    given (its lines indented two spaces). On a loaded machine the images come seconds late and a
-    correction may act on the estimate of the image before last (the I/O thread writes behind):
-    8 images leave room for the correction these cells look for."""
+    low-loss image every second on the LASGTP stack drifting `drift_rate` (3x that while it settles),
+    with the `drift:` section given (its lines indented two spaces). On a loaded machine the images
+    come seconds late and a correction may act on the estimate of the image before last (the I/O
+    thread writes behind): 8 images leave room for the correction these cells look for. A run that
+    fell behind takes its late images back to back, a few tenths of a second apart: a cell that
+    needs every correction to exceed a limit drifts fast enough for that too."""
     return f"""
 name: {name}
 description: {description}
 sample:
   preset: lasgtp_bulk
   seed: 3
-  drift_rate: 120 nm/min
+  drift_rate: {drift_rate}
 instruments:
   potentiostat: {{model: keithley2450}}
   camera: {{model: gif}}
