@@ -83,11 +83,12 @@ def _assert_completed_and_safe(run: PacedRun) -> None:
             planned = [e for e in run.plan.images if e.window == w and not e.tracking]
             # exposure times and the schedule are simulated seconds (the paced clock), never early
             np.testing.assert_allclose(rec["exposure_s"], [e.exposure_s * e.n_subframes for e in planned], rtol=1e-6)
-            # an exposure start may slip by the runner's wall-time jitter on a loaded machine,
-            # which the paced clock multiplies by K: a quarter of a wall second allowed
-            slack_s = 0.1 + 0.25 * run.time_scale
-            span = rec["t_start_s"][-1] - rec["t_start_s"][0]
-            assert span >= (planned[-1].t_start_s - planned[0].t_start_s) - slack_s
+            # every start at or after its planned time (the run's start offset is >= 0): a clock that
+            # ran the schedule in wall seconds would start the later exposures early. How late they
+            # come is the machine's load times K (micro-battery-lagp at K = 100 under a CI run:
+            # 1-3 wall s, 95-303 simulated s), so lateness is not bounded here
+            late_s = rec["t_start_s"] - np.array([e.t_start_s for e in planned])
+            assert np.all(late_s >= -1e-3), late_s
         # one reading per stair with the output on, at the instruments' own times
         ec = r.electrochemistry()
         assert len(ec["t_s"]) == planned_readings(run.plan) > 0
